@@ -1,0 +1,236 @@
+"""Every state change goes through a do_* function here, and that is where it is audited.
+
+Views, management commands and tasks share these paths.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import Count
+from django.utils import timezone
+
+from docqa import services
+from docqa.models import (
+    FINAL_STATES,
+    Answer,
+    AuditEvent,
+    Change,
+    Citation,
+    Document,
+    DocumentStatus,
+    IngestItem,
+    IngestRun,
+    ItemState,
+    Matter,
+    Question,
+    RunStatus,
+    Source,
+)
+from inference.answer import AnswerResult, answer_question
+from ingest.discover import plan_sync, walk_folder
+
+logger = logging.getLogger(__name__)
+GENESIS = "0" * 64
+
+
+def record_audit(actor: str, action: str, matter: Matter | None, detail: dict[str, Any]) -> AuditEvent:
+    """Append one event to the hash chain (retrying if another writer appended first)."""
+    for _ in range(5):
+        try:
+            with transaction.atomic():
+                last = AuditEvent.objects.select_for_update().order_by("-id").first()
+                event = AuditEvent(
+                    actor=actor, action=action, matter=matter, detail=detail,
+                    prev_hash=last.hash if last else GENESIS,
+                )
+                event.hash = event.compute_hash()
+                event.save()
+                return event
+        except IntegrityError:
+            continue
+    raise RuntimeError("could not append to the audit chain after 5 attempts")
+
+
+def get_or_create_matter(slug: str, actor: str) -> Matter:
+    matter, created = Matter.objects.get_or_create(slug=slug, defaults={"name": slug})
+    if created:
+        record_audit(actor, "matter.create", matter, {"slug": slug})
+    return matter
+
+
+# --- Ingestion ---------------------------------------------------------------------------------
+
+
+def do_start_ingest(matter: Matter, root: Path, actor: str) -> IngestRun:
+    """Discover `root`, record a run with one item per file, and queue the work."""
+    root = root.resolve()
+    source, _ = Source.objects.get_or_create(matter=matter, root=str(root))
+    found = walk_folder(root, max_bytes=settings.MAX_FILE_BYTES)
+    documents = {d.path: d for d in source.documents.exclude(status=DocumentStatus.DELETED)}
+    known = {path: (d.sha256 if d.status == DocumentStatus.INDEXED else "") for path, d in documents.items()}
+    plan = plan_sync(found.files, known)
+    with transaction.atomic():
+        run = IngestRun.objects.create(matter=matter, source=source, actor=actor)
+        work: list[IngestItem] = []
+        for change, files in ((Change.NEW, plan.new), (Change.CHANGED, plan.changed)):
+            for f in files:
+                doc = documents.get(f.path) or Document(matter=matter, source=source, path=f.path)
+                doc.kind, doc.size = f.kind, f.size
+                doc.save()
+                work.append(IngestItem.objects.create(run=run, document=doc, path=f.path, change=change))
+        for f in plan.unchanged:
+            IngestItem.objects.create(
+                run=run, document=documents[f.path], path=f.path,
+                change=Change.UNCHANGED, state=ItemState.UNCHANGED,
+            )
+        for path in plan.deleted:
+            work.append(IngestItem.objects.create(run=run, document=documents[path], path=path, change=Change.DELETED))
+        for skipped in found.skipped:
+            IngestItem.objects.create(
+                run=run, path=skipped.path, change=Change.SKIPPED, state=ItemState.SKIPPED, error=skipped.reason
+            )
+        record_audit(actor, "ingest.start", matter, {"run": run.id, "root": str(root)})
+        transaction.on_commit(lambda: enqueue_items(work))
+    return run
+
+
+def enqueue_items(items: list[IngestItem]) -> None:
+    from ingest import tasks
+
+    for item in items:
+        if item.change == Change.DELETED:
+            tasks.delete_document.delay(item.id)
+        else:
+            tasks.ingest_document.delay(item.id)
+
+
+def run_progress(run: IngestRun) -> dict[str, int]:
+    return dict(run.items.values_list("state").annotate(n=Count("id")).order_by())
+
+
+def wait_for_run(run: IngestRun, *, timeout: float | None = None, on_progress: Any = None) -> IngestRun:
+    """Block until every item of `run` is final, then finish it. Polls the database."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while run.items.exclude(state__in=FINAL_STATES).exists():
+        if deadline is not None and time.monotonic() > deadline:
+            raise TimeoutError(f"ingest run {run.id} did not finish within {timeout:.0f} s")
+        if on_progress:
+            on_progress(run_progress(run))
+        time.sleep(0.25)
+    return do_finish_run(run)
+
+
+def do_finish_run(run: IngestRun) -> IngestRun:
+    """Close the run (once) with its counts, and audit it."""
+    items = run.items.all()
+    counts = {key: 0 for key in ("new", "changed", "unchanged", "deleted", "indexed", "skipped", "failed")}
+    for change, state in items.values_list("change", "state"):
+        if change in counts:
+            counts[change] += 1
+        if state in (ItemState.INDEXED, ItemState.SKIPPED, ItemState.FAILED):
+            counts[state] += 1
+    claimed = IngestRun.objects.filter(id=run.id, status=RunStatus.RUNNING).update(
+        status=RunStatus.FINISHED, finished_at=timezone.now(), counts=counts
+    )
+    run.refresh_from_db()
+    if claimed:
+        failures = [{"path": p, "error": e} for p, e in items.filter(state=ItemState.FAILED).values_list("path", "error")]
+        record_audit(run.actor, "ingest.finish", run.matter, {"run": run.id, "counts": counts, "failures": failures})
+    return run
+
+
+def run_report(run: IngestRun) -> dict[str, Any]:
+    failed = run.items.filter(state=ItemState.FAILED).order_by("path").values_list("path", "error")
+    skipped = run.items.filter(state=ItemState.SKIPPED).order_by("path").values_list("path", "error")
+    return {
+        "run": run.id,
+        "counts": run.counts,
+        "failures": [{"path": path, "error": error} for path, error in failed],
+        "skipped": [{"path": path, "reason": reason} for path, reason in skipped],
+    }
+
+
+# --- Questions ---------------------------------------------------------------------------------
+
+
+@dataclass
+class AskOutcome:
+    question: Question
+    result: AnswerResult | None
+    error: str = ""
+
+
+def default_budget() -> int:
+    llm = services.get_llm()
+    if llm is None:
+        return settings.SEARCH_ONLY_BUDGET
+    return llm.max_model_len() - settings.LLM_RESERVED_OUTPUT
+
+
+def do_ask(
+    matter: Matter,
+    text: str,
+    *,
+    actor: str,
+    user: Any = None,
+    budget: int | None = None,
+    effort: str = "medium",
+    on_event: Any = lambda kind, data: None,
+) -> AskOutcome:
+    """Answer `text` from `matter` only, and record question, answer, citations and audit."""
+    llm = services.get_llm()
+    ceiling = default_budget()
+    budget = min(budget or ceiling, ceiling) if llm else (budget or ceiling)
+    question = Question.objects.create(matter=matter, user=user, actor=actor, text=text, effort=effort, budget=budget)
+    started = time.monotonic()
+    try:
+        result = answer_question(
+            text, matter_ids=[matter.id], embedder=services.get_embedder(), store=services.get_store(),
+            llm=llm, budget=budget, effort=effort,
+            max_completion_tokens=settings.LLM_RESERVED_OUTPUT, on_event=on_event,
+        )
+    except Exception as exc:  # recorded and audited, then re-raised for the caller to show
+        record_answer(question, None, started, error=str(exc))
+        raise
+    record_answer(question, result, started)
+    return AskOutcome(question, result)
+
+
+def record_answer(question: Question, result: AnswerResult | None, started: float, error: str = "") -> None:
+    with transaction.atomic():
+        answer = Answer.objects.create(
+            question=question,
+            mode=result.mode if result else "error",
+            text=result.answer if result else "",
+            model=result.model if result else "",
+            sources=[s.as_dict() for s in result.packing.sources] if result else [],
+            dropped=result.packing.dropped if result else [],
+            usage=result.usage if result else {},
+            error=error,
+            latency_ms=int((time.monotonic() - started) * 1000),
+        )
+        citations = result.citations if result else []
+        Citation.objects.bulk_create(
+            Citation(answer=answer, label=c.label, quote=c.quote, verified=c.verified) for c in citations
+        )
+        record_audit(
+            question.actor, "question.answer", question.matter,
+            {
+                "question": question.id,
+                "text": question.text,
+                "mode": answer.mode,
+                "error": error,
+                "sources": [
+                    {"label": s["label"], "document": s["document"], "path": s["path"], "start": s["start"], "end": s["end"]}
+                    for s in answer.sources
+                ],
+                "citations": [{"label": c.label, "verified": c.verified} for c in citations],
+            },
+        )

@@ -1,0 +1,51 @@
+"""The embedded default's task queue: a Celery worker thread inside this process.
+
+With no broker configured Celery uses the in-memory transport, so only a worker in the same
+process can see the tasks. The web server and the management commands start one here; it
+shares the process's embedding model and embedded vector store.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from django.conf import settings
+
+_worker: Any = None
+_guard = threading.Lock()
+
+
+def ensure_worker() -> None:
+    """Start the in-process worker once (no-op in services mode, where workers are processes)."""
+    global _worker
+    if not settings.EMBEDDED_WORKER:
+        return
+    with _guard:
+        if _worker is not None:
+            return
+        from docqa.celery import app
+
+        ready = threading.Event()
+        worker = app.WorkController(
+            pool_cls="solo",
+            concurrency=1,
+            loglevel="WARNING",
+            without_heartbeat=True,
+            without_mingle=True,
+            without_gossip=True,
+            ready_callback=lambda consumer: ready.set(),
+        )
+        thread = threading.Thread(target=worker.start, name="docqa-embedded-worker", daemon=True)
+        thread.start()
+        if not ready.wait(timeout=60):
+            raise RuntimeError("the in-process Celery worker did not start within 60 s")
+        _worker = worker
+
+
+def stop_worker() -> None:
+    global _worker
+    with _guard:
+        if _worker is not None:
+            _worker.stop(in_sighandler=False)
+            _worker = None

@@ -1,0 +1,101 @@
+"""manage.py ask --matter SLUG [--json] [--budget N] [--effort E] [--batch] "QUESTION"."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from docqa import actions
+from docqa.management.base import claim_embedded, cli_actor, shutdown
+from docqa.models import Matter
+from ingest.errors import DocqaError
+
+
+class Command(BaseCommand):
+    help = "Answer a question from one matter's documents, with verified citations."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("question", nargs="?", help="the question (omit with --batch)")
+        parser.add_argument("--matter", required=True)
+        parser.add_argument("--json", action="store_true", help="print the result as JSON")
+        parser.add_argument("--budget", type=int, help="prompt token budget (default: the model's window minus output)")
+        parser.add_argument("--effort", choices=["low", "medium", "high"], default="medium")
+        parser.add_argument("--batch", action="store_true", help="questions on stdin, one JSON result per line")
+        parser.add_argument("--user", help="name recorded in the audit trail (default: OS user)")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        if options["batch"] == bool(options["question"]):
+            raise CommandError("give one QUESTION, or --batch with questions on standard input")
+        matter = Matter.objects.filter(slug=options["matter"]).first()
+        if matter is None:
+            raise CommandError(f"no matter {options['matter']!r}; ingest a folder into it first")
+        claim_embedded("ask command")
+        try:
+            if options["batch"]:
+                self.run_batch(matter, options)
+            else:
+                self.run_one(matter, options)
+        finally:
+            shutdown()
+
+    def ask(self, matter: Matter, text: str, options: dict[str, Any]) -> dict[str, Any]:
+        outcome = actions.do_ask(
+            matter, text, actor=cli_actor(options["user"]), budget=options["budget"], effort=options["effort"]
+        )
+        assert outcome.result is not None
+        return outcome.result.as_dict()
+
+    def run_one(self, matter: Matter, options: dict[str, Any]) -> None:
+        try:
+            result = self.ask(matter, options["question"], options)
+        except DocqaError as exc:
+            raise CommandError(str(exc)) from exc
+        if options["json"]:
+            self.stdout.write(json.dumps(result))
+        else:
+            self.stdout.write(render_text(result))
+
+    def run_batch(self, matter: Matter, options: dict[str, Any]) -> None:
+        for number, line in enumerate(sys.stdin, start=1):
+            line = line.strip()
+            if not line:
+                continue
+            qid, text = parse_batch_line(line, number)
+            try:
+                result = {"id": qid, "question": text, **self.ask(matter, text, options)}
+            except DocqaError as exc:
+                result = {"id": qid, "question": text, "error": str(exc)}
+            self.stdout.write(json.dumps(result))
+            self.stdout.flush()
+
+
+def parse_batch_line(line: str, number: int) -> tuple[Any, str]:
+    if line.startswith("{"):
+        try:
+            record = json.loads(line)
+            return record.get("id", number), str(record["question"])
+        except (ValueError, KeyError):
+            pass
+    return number, line
+
+
+def render_text(result: dict[str, Any]) -> str:
+    lines = [result["answer"], ""]
+    if result["citations"]:
+        lines.append("Citations:")
+        for c in result["citations"]:
+            mark = "verified" if c["verified"] else "NOT VERIFIED"
+            quote = f' "{c["quote"]}"' if c["quote"] else ""
+            lines.append(f"  [{c['label']}] {mark}:{quote} ({c['reason']})")
+        lines.append("")
+    lines.append(f"Sources ({len(result['sources'])}, {result['usage'].get('source_tokens', 0)} tokens):")
+    for s in result["sources"]:
+        page = f" p.{s['page']}" if s["page"] else ""
+        snippet = " ".join(s["text"].split())[:160]
+        lines.append(f"  [{s['label']}] {s['path']}{page} chars {s['start']}-{s['end']}: {snippet}")
+    if result["dropped"]:
+        lines.append(f"Left out for lack of room: {len(result['dropped'])} passages")
+    return "\n".join(lines)

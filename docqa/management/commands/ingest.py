@@ -1,0 +1,52 @@
+"""manage.py ingest PATH --matter SLUG [--json]: mirror a folder tree into a matter."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from docqa import actions
+from docqa.management.base import cli_actor, shutdown, start_local_work
+
+
+class Command(BaseCommand):
+    help = "Sync a folder tree into a matter (new, changed and deleted files) and wait for the run."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("path", type=Path)
+        parser.add_argument("--matter", required=True, help="matter slug; created if missing")
+        parser.add_argument("--json", action="store_true", help="print one JSON object")
+        parser.add_argument("--user", help="name recorded in the audit trail (default: OS user)")
+        parser.add_argument("--timeout", type=float, default=None, help="give up waiting after N seconds")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        root: Path = options["path"]
+        if not root.is_dir():
+            raise CommandError(f"{root} is not a folder")
+        actor = cli_actor(options["user"])
+        start_local_work("ingest command")
+        try:
+            matter = actions.get_or_create_matter(options["matter"], actor)
+            run = actions.do_start_ingest(matter, root, actor)
+            run = actions.wait_for_run(run, timeout=options["timeout"], on_progress=self.progress)
+        except TimeoutError as exc:
+            raise CommandError(str(exc)) from exc
+        finally:
+            shutdown()
+        report = actions.run_report(run)
+        if options["json"]:
+            self.stdout.write(json.dumps(report))
+            return
+        counts = ", ".join(f"{k} {v}" for k, v in report["counts"].items())
+        self.stdout.write(f"run {run.id} on matter {matter.slug}: {counts}")
+        for failure in report["failures"]:
+            self.stdout.write(f"  {failure['path']}: {failure['error']}")
+
+    def progress(self, states: dict[str, int]) -> None:
+        if sys.stderr.isatty():
+            line = " ".join(f"{k}={v}" for k, v in sorted(states.items()))
+            sys.stderr.write(f"\r{line}   ")

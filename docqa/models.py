@@ -1,0 +1,205 @@
+"""docqa's data: matters, sources, documents, ingest runs, questions, answers and the audit trail."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+
+class Role(models.TextChoices):
+    VIEWER = "viewer"
+    EDITOR = "editor"
+    MANAGER = "manager"
+
+
+class Matter(models.Model):
+    slug = models.SlugField(max_length=100, unique=True)
+    name = models.CharField(max_length=200)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return self.slug
+
+
+class Membership(models.Model):
+    matter = models.ForeignKey(Matter, on_delete=models.CASCADE, related_name="memberships")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships")
+    role = models.CharField(max_length=16, choices=Role.choices, default=Role.VIEWER)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["matter", "user"], name="one_membership_per_user")]
+
+
+class Source(models.Model):
+    """A folder root registered to a matter for (re)sync."""
+
+    matter = models.ForeignKey(Matter, on_delete=models.CASCADE, related_name="sources")
+    root = models.CharField(max_length=1000)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["matter", "root"], name="one_source_per_root")]
+
+    def __str__(self) -> str:
+        return self.root
+
+
+class DocumentText(models.Model):
+    """Extracted text of one file content, stored once however many documents share it."""
+
+    sha256 = models.CharField(max_length=64, unique=True)
+    text = models.TextField()
+    parser = models.CharField(max_length=64)
+    page_count = models.IntegerField(null=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+
+class DocumentStatus(models.TextChoices):
+    PENDING = "pending"
+    INDEXED = "indexed"
+    FAILED = "failed"
+    DELETED = "deleted"
+
+
+class Document(models.Model):
+    matter = models.ForeignKey(Matter, on_delete=models.CASCADE, related_name="documents")
+    source = models.ForeignKey(Source, on_delete=models.CASCADE, related_name="documents")
+    path = models.CharField(max_length=1000)  # relative to the source root
+    kind = models.CharField(max_length=16)
+    size = models.BigIntegerField(default=0)
+    sha256 = models.CharField(max_length=64, blank=True)  # the version currently indexed
+    status = models.CharField(max_length=16, choices=DocumentStatus.choices, default=DocumentStatus.PENDING)
+    error = models.TextField(blank=True)
+    text = models.ForeignKey(DocumentText, null=True, blank=True, on_delete=models.SET_NULL)
+    chunk_count = models.IntegerField(default=0)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["source", "path"], name="one_document_per_path")]
+
+    def __str__(self) -> str:
+        return self.path
+
+
+class RunStatus(models.TextChoices):
+    RUNNING = "running"
+    FINISHED = "finished"
+
+
+class IngestRun(models.Model):
+    matter = models.ForeignKey(Matter, on_delete=models.CASCADE, related_name="runs")
+    source = models.ForeignKey(Source, on_delete=models.CASCADE, related_name="runs")
+    actor = models.CharField(max_length=150)
+    status = models.CharField(max_length=16, choices=RunStatus.choices, default=RunStatus.RUNNING)
+    started_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True)
+    counts = models.JSONField(default=dict)
+
+
+class Change(models.TextChoices):
+    NEW = "new"
+    CHANGED = "changed"
+    UNCHANGED = "unchanged"
+    DELETED = "deleted"
+    SKIPPED = "skipped"
+
+
+class ItemState(models.TextChoices):
+    QUEUED = "queued"
+    PARSING = "parsing"
+    EMBEDDING = "embedding"
+    INDEXED = "indexed"
+    UNCHANGED = "unchanged"
+    DELETED = "deleted"
+    SKIPPED = "skipped"
+    FAILED = "failed"
+
+
+FINAL_STATES = (ItemState.INDEXED, ItemState.UNCHANGED, ItemState.DELETED, ItemState.SKIPPED, ItemState.FAILED)
+
+
+class IngestItem(models.Model):
+    run = models.ForeignKey(IngestRun, on_delete=models.CASCADE, related_name="items")
+    document = models.ForeignKey(Document, null=True, on_delete=models.SET_NULL, related_name="items")
+    path = models.CharField(max_length=1000)
+    change = models.CharField(max_length=16, choices=Change.choices)
+    state = models.CharField(max_length=16, choices=ItemState.choices, default=ItemState.QUEUED)
+    error = models.TextField(blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["run", "state"])]
+
+
+class Question(models.Model):
+    matter = models.ForeignKey(Matter, on_delete=models.CASCADE, related_name="questions")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL)
+    actor = models.CharField(max_length=150)
+    text = models.TextField()
+    effort = models.CharField(max_length=8, default="medium")
+    budget = models.IntegerField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+
+class Answer(models.Model):
+    question = models.OneToOneField(Question, on_delete=models.CASCADE, related_name="answer")
+    mode = models.CharField(max_length=8)  # "llm" or "search"
+    text = models.TextField(blank=True)
+    model = models.CharField(max_length=100, blank=True)
+    sources = models.JSONField(default=list)  # what was packed, text as sent
+    dropped = models.JSONField(default=list)
+    usage = models.JSONField(default=dict)
+    error = models.TextField(blank=True)
+    latency_ms = models.IntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+
+class Citation(models.Model):
+    answer = models.ForeignKey(Answer, on_delete=models.CASCADE, related_name="citations")
+    label = models.CharField(max_length=8)
+    quote = models.TextField(blank=True)
+    verified = models.BooleanField(default=False)
+
+
+class AuditEvent(models.Model):
+    """Append-only and hash-chained: each row carries the hash of the one before it."""
+
+    # Set before saving (not auto_now_add) because it is part of the hashed body.
+    created_at = models.DateTimeField(default=timezone.now)
+    actor = models.CharField(max_length=150)
+    matter = models.ForeignKey(Matter, null=True, on_delete=models.PROTECT, related_name="audit_events")
+    action = models.CharField(max_length=64)
+    detail = models.JSONField(default=dict)
+    # Unique: two writers that read the same tail cannot both append; one retries.
+    prev_hash = models.CharField(max_length=64, unique=True)
+    hash = models.CharField(max_length=64, unique=True)
+
+    class Meta:
+        ordering = ["id"]
+
+    def compute_hash(self) -> str:
+        body = json.dumps(
+            {
+                "prev": self.prev_hash,
+                "created_at": self.created_at.isoformat(),
+                "actor": self.actor,
+                "matter": self.matter_id,
+                "action": self.action,
+                "detail": self.detail,
+            },
+            sort_keys=True,
+            separators=(",", ":"),
+        )
+        return hashlib.sha256(body.encode("utf-8")).hexdigest()
+
+    def save(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if self.pk is not None:
+            raise PermissionError("audit events are append-only")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        raise PermissionError("audit events are append-only")

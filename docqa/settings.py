@@ -1,0 +1,197 @@
+"""Django settings: the only place that reads the environment.
+
+No DOCQA_* variable set means the embedded default: SQLite and data under var/, Celery
+in-process, Qdrant's embedded engine, no language model. Each DOCQA_*_URL switches one part to
+a real service. Secrets may come from a file named by the *_FILE variant.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from urllib.parse import urlparse
+
+from docqa import offline  # noqa: F401  (sets offline flags before anything heavy loads)
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def env(name: str, default: str = "") -> str:
+    """DOCQA_<NAME>, or the contents of the file named by DOCQA_<NAME>_FILE."""
+    key = f"DOCQA_{name}"
+    file_path = os.environ.get(f"{key}_FILE")
+    if file_path:
+        return Path(file_path).read_text(encoding="utf-8").strip()
+    return os.environ.get(key, default)
+
+
+def envbool(name: str, default: bool = False) -> bool:
+    value = env(name)
+    if not value:
+        return default
+    return value.lower() in ("1", "true", "yes", "on")
+
+
+def envint(name: str, default: int) -> int:
+    value = env(name)
+    return int(value) if value else default
+
+
+def database_from_url(url: str) -> dict:
+    parsed = urlparse(url)
+    if parsed.scheme in ("sqlite", "sqlite3"):
+        return {"ENGINE": "django.db.backends.sqlite3", "NAME": parsed.path}
+    if parsed.scheme not in ("postgres", "postgresql", "psql"):
+        raise ValueError(f"DOCQA_DATABASE_URL: unsupported scheme {parsed.scheme!r}")
+    return {
+        "ENGINE": "django.db.backends.postgresql",
+        "NAME": parsed.path.lstrip("/"),
+        "USER": parsed.username or "",
+        "PASSWORD": parsed.password or env("DATABASE_PASSWORD"),
+        "HOST": parsed.hostname or "",
+        "PORT": str(parsed.port or ""),
+        "CONN_MAX_AGE": 60,
+        "CONN_HEALTH_CHECKS": True,
+    }
+
+
+DATA_DIR = Path(env("DATA_DIR") or BASE_DIR / "var").resolve()
+DEBUG = envbool("DEBUG", default=False)
+SECRET_KEY = env("SECRET_KEY")
+if not SECRET_KEY:
+    # The embedded default keeps a generated key under var/, so sessions survive restarts
+    # without anyone having to invent a secret.
+    DATA_DIR.mkdir(parents=True, exist_ok=True)
+    key_file = DATA_DIR / "secret_key"
+    if not key_file.exists():
+        import secrets
+
+        key_file.write_text(secrets.token_urlsafe(50), encoding="utf-8")
+        key_file.chmod(0o600)
+    SECRET_KEY = key_file.read_text(encoding="utf-8").strip()
+
+ALLOWED_HOSTS = [h for h in env("ALLOWED_HOSTS", "127.0.0.1,localhost,testserver").split(",") if h]
+CSRF_TRUSTED_ORIGINS = [o for o in env("CSRF_TRUSTED_ORIGINS").split(",") if o]
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "docqa.apps.DocqaConfig",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "docqa.urls"
+WSGI_APPLICATION = "docqa.wsgi.application"
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ]
+        },
+    }
+]
+
+DATABASE_URL = env("DATABASE_URL")
+if DATABASE_URL:
+    DATABASES = {"default": database_from_url(DATABASE_URL)}
+else:
+    DATA_DIR.mkdir(parents=True, exist_ok=True)
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": DATA_DIR / "docqa.sqlite3",
+            # The in-process worker thread writes while requests read: wait, don't fail.
+            "OPTIONS": {"timeout": 30, "init_command": "PRAGMA journal_mode=WAL;"},
+        }
+    }
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+]
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "home"
+LOGOUT_REDIRECT_URL = "login"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = False
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = DATA_DIR / "static"
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SECURE = envbool("SECURE_COOKIES", default=False)
+CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+X_FRAME_OPTIONS = "DENY"
+
+# --- Task queue -------------------------------------------------------------------------
+# No broker configured: Celery runs in-process on the memory transport, with a worker thread
+# started by the process that does the work (the web server or a management command).
+BROKER_URL = env("BROKER_URL")
+EMBEDDED_WORKER = not BROKER_URL
+CELERY_BROKER_URL = BROKER_URL or "memory://localhost/"
+CELERY_TASK_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_TIME_LIMIT = envint("TASK_TIME_LIMIT", 1800)
+CELERY_TASK_SOFT_TIME_LIMIT = CELERY_TASK_TIME_LIMIT - 60
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+
+# --- Vector store -------------------------------------------------------------------------
+# DOCQA_QDRANT_URL: http(s)://host:port for a Qdrant server, or path:/dir for qdrant-client's
+# local mode (used by the tests, since no server binary is installable here).
+QDRANT_URL = env("QDRANT_URL")
+QDRANT_API_KEY = env("QDRANT_API_KEY")
+QDRANT_COLLECTION = env("QDRANT_COLLECTION", "docqa_chunks")
+QDRANT_EDGE_PATH = DATA_DIR / "qdrant-edge"
+LOCK_FILE = DATA_DIR / "embedded.lock"
+
+# --- Models and ingestion -------------------------------------------------------------------
+EMBED_BATCH_SIZE = envint("EMBED_BATCH_SIZE", 32)
+# Torch threads per Celery worker process (services mode); 2 processes on 2 cores -> 1 each.
+WORKER_TORCH_THREADS = envint("WORKER_TORCH_THREADS", 1)
+CHUNK_TOKENS = envint("CHUNK_TOKENS", 200)
+CHUNK_OVERLAP = envint("CHUNK_OVERLAP", 32)
+MAX_FILE_BYTES = envint("MAX_FILE_MB", 100) * 1024 * 1024
+
+# --- Language model (vLLM, OpenAI-compatible) -----------------------------------------------
+LLM_BASE_URL = env("LLM_BASE_URL").rstrip("/")
+LLM_MODEL = env("LLM_MODEL", "gpt-oss-120b")
+LLM_API_KEY = env("LLM_API_KEY")
+LLM_TIMEOUT = float(env("LLM_TIMEOUT", "300"))
+LLM_CONNECT_TIMEOUT = float(env("LLM_CONNECT_TIMEOUT", "5"))
+LLM_RESERVED_OUTPUT = envint("LLM_RESERVED_OUTPUT", 8192)
+SEARCH_ONLY_BUDGET = envint("SEARCH_ONLY_BUDGET", 16384)
+RETRIEVE_LIMIT = envint("RETRIEVE_LIMIT", 200)
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env("LOG_LEVEL", "WARNING")},
+    "loggers": {"docqa": {"level": env("LOG_LEVEL", "INFO"), "propagate": True}},
+}

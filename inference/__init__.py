@@ -1,0 +1,1 @@
+"""The answer path: retrieve -> pack -> generate -> verify. Plain Python, no Django."""

@@ -1,0 +1,122 @@
+"""Answer one question: retrieve within the allowed matters, pack, generate, verify.
+
+Without a language model the result is search-only, and its sources are exactly what would
+have been sent to the model at the same budget.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from inference.citations import CheckedCitation, check_citations
+from inference.llm import GenerationFailed, VllmClient
+from inference.pack import Packing, pack_sources
+from inference.prompt import HARMONY_OVERHEAD, INSTRUCTIONS, SAFETY_MARGIN, build_messages, user_message
+from ingest.embed import Embedder
+from ingest.store import VectorStore
+from ingest.tokens import count_tokens
+
+SEARCH_ONLY_NOTE = (
+    "No language model is connected, so this is a search-only result: the passages below are "
+    "exactly what would have been sent to the model. Set DOCQA_LLM_BASE_URL to get answers."
+)
+EventSink = Callable[[str, Any], None]
+
+
+@dataclass
+class AnswerResult:
+    mode: str  # "llm" or "search"
+    answer: str
+    packing: Packing
+    citations: list[CheckedCitation] = field(default_factory=list)
+    reasoning: str = ""
+    usage: dict[str, Any] = field(default_factory=dict)
+    model: str = ""
+    finish_reason: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "mode": self.mode,
+            "answer": self.answer,
+            "sources": [s.as_dict() for s in self.packing.sources],
+            "citations": [c.as_dict() for c in self.citations],
+            "dropped": self.packing.dropped,
+            "usage": self.usage,
+        }
+
+
+def source_budget(budget: int, question: str) -> int:
+    """Tokens left for the sources block once instructions, question and wrapping are counted."""
+    fixed = count_tokens(INSTRUCTIONS) + count_tokens(user_message("", question))
+    return max(0, budget - fixed - HARMONY_OVERHEAD - SAFETY_MARGIN)
+
+
+def retrieval_limit(tokens: int) -> int:
+    # Chunks average ~170 o200k tokens: fetch enough candidates to fill the budget, and a few more.
+    return max(20, min(2000, tokens // 120 + 10))
+
+
+def answer_question(
+    question: str,
+    *,
+    matter_ids: list[int],
+    embedder: Embedder,
+    store: VectorStore,
+    llm: VllmClient | None,
+    budget: int,
+    effort: str = "medium",
+    max_completion_tokens: int = 8192,
+    on_event: EventSink = lambda kind, data: None,
+) -> AnswerResult:
+    on_event("status", "retrieving")
+    room = source_budget(budget, question)
+    hits = store.search(embedder.embed_query(question), matter_ids, retrieval_limit(room))
+    packing = pack_sources(hits, room, count_tokens)
+    on_event("status", f"packed {len(packing.sources)} sources / {packing.tokens} tokens")
+    usage: dict[str, Any] = {"budget": budget, "source_tokens": packing.tokens}
+    if llm is None:
+        return AnswerResult("search", SEARCH_ONLY_NOTE, packing, usage=usage)
+    on_event("status", "generating")
+    result = generate(question, packing, llm, effort, max_completion_tokens, on_event)
+    result.usage = {**usage, **result.usage}
+    return result
+
+
+def generate(
+    question: str,
+    packing: Packing,
+    llm: VllmClient,
+    effort: str,
+    max_completion_tokens: int,
+    on_event: EventSink,
+) -> AnswerResult:
+    started = time.monotonic()
+    content: list[str] = []
+    reasoning: list[str] = []
+    result = AnswerResult("llm", "", packing, model=llm.model)
+    messages = build_messages(packing.sources, question)
+    for event in llm.stream_chat(messages, max_completion_tokens=max_completion_tokens, effort=effort):
+        if event.kind == "content":
+            content.append(event.text)
+        elif event.kind == "reasoning":
+            reasoning.append(event.text)
+        elif event.kind == "finish":
+            result.finish_reason = event.text
+        elif event.kind == "usage":
+            result.usage = dict(event.data)
+        on_event(event.kind, event.text or event.data)
+    result.answer = "".join(content).strip()
+    result.reasoning = "".join(reasoning)
+    result.usage["latency_ms"] = int((time.monotonic() - started) * 1000)
+    if not result.answer:
+        if result.finish_reason == "length":
+            raise GenerationFailed(
+                "the model used its whole output budget on reasoning and wrote no answer; "
+                "ask again with lower effort"
+            )
+        raise GenerationFailed("the model returned no answer text")
+    result.citations = check_citations(result.answer, {s.label: s.text for s in packing.sources})
+    return result

@@ -1,0 +1,173 @@
+"""The vLLM seam: an OpenAI-compatible chat-completions client for GPT-OSS (see VLLM.md).
+
+Streams server-sent events, reads reasoning from `reasoning` or `reasoning_content`, maps every
+failure to one `LlmError` subclass with a message a user can act on, and times out every call.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from ingest.errors import DocqaError
+
+
+class LlmError(DocqaError):
+    """The language model could not produce an answer."""
+
+
+class LlmUnavailable(LlmError):
+    """The server could not be reached or is not ready."""
+
+
+class LlmTimeout(LlmError):
+    """The server stopped answering within the time limit."""
+
+
+class ContextTooLong(LlmError):
+    """The prompt does not fit the model's context window."""
+
+
+class GenerationFailed(LlmError):
+    """The server answered with an error, or with no answer text."""
+
+
+@dataclass(frozen=True)
+class StreamEvent:
+    kind: str  # "reasoning" | "content" | "finish" | "usage"
+    text: str = ""
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+def error_message(body: str) -> str:
+    """The message of either error envelope ({"error": {...}} or the older flat one)."""
+    try:
+        payload = json.loads(body)
+    except ValueError:
+        return body.strip()[:500] or "(empty response)"
+    error = payload.get("error", payload) if isinstance(payload, dict) else payload
+    if isinstance(error, dict):
+        return str(error.get("message") or error)
+    return str(error)
+
+
+def is_context_error(message: str) -> bool:
+    lowered = message.lower()
+    return "context length" in lowered or "max_tokens must be at least 1" in lowered
+
+
+class VllmClient:
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        model: str,
+        api_key: str = "",
+        timeout: float = 300.0,
+        connect_timeout: float = 5.0,
+    ):
+        # Accept ".../v1" or the bare root: /health and /tokenize live at the root.
+        self.root = base_url.rstrip("/").removesuffix("/v1")
+        self.model = model
+        self.api_key = api_key
+        self.timeout = httpx.Timeout(timeout, connect=connect_timeout)
+
+    def _headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            response = httpx.request(
+                method, self.root + path, headers=self._headers(), timeout=self.timeout, **kwargs
+            )
+        except httpx.TimeoutException as exc:
+            raise LlmTimeout(f"the language model at {self.root} did not answer in time") from exc
+        except httpx.TransportError as exc:
+            raise LlmUnavailable(f"the language model at {self.root} is unreachable ({exc})") from exc
+        if response.status_code >= 400:
+            raise self._http_error(response.status_code, response.text)
+        return response
+
+    def _http_error(self, status: int, body: str) -> LlmError:
+        message = error_message(body)
+        if status == 400 and is_context_error(message):
+            return ContextTooLong(f"the question and sources are too long for the model: {message}")
+        if status in (401, 403):
+            return LlmUnavailable(f"the language model refused the API key (HTTP {status})")
+        if status == 404:
+            return LlmUnavailable(f"the language model server does not serve {self.model!r}: {message}")
+        if status >= 500:
+            return LlmUnavailable(f"the language model server failed (HTTP {status}): {message}")
+        return GenerationFailed(f"the language model rejected the request (HTTP {status}): {message}")
+
+    def max_model_len(self) -> int:
+        """The served model's context window, from /v1/models."""
+        cards = self._request("GET", "/v1/models").json().get("data", [])
+        for card in cards:
+            if card.get("id") == self.model and card.get("max_model_len"):
+                return int(card["max_model_len"])
+        raise LlmUnavailable(f"the language model server does not list {self.model!r} in /v1/models")
+
+    def stream_chat(
+        self,
+        messages: list[dict[str, str]],
+        *,
+        max_completion_tokens: int,
+        effort: str = "medium",
+        cache_salt: str | None = None,
+    ) -> Iterator[StreamEvent]:
+        """Yield reasoning and content deltas, then finish and usage events."""
+        body: dict[str, Any] = {
+            "model": self.model,
+            "messages": messages,
+            "max_completion_tokens": max_completion_tokens,
+            "reasoning_effort": effort,
+            "temperature": 1.0,
+            "top_p": 1.0,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
+        if cache_salt:
+            body["cache_salt"] = cache_salt
+        url = self.root + "/v1/chat/completions"
+        try:
+            with httpx.stream("POST", url, json=body, headers=self._headers(), timeout=self.timeout) as response:
+                if response.status_code >= 400:
+                    raise self._http_error(response.status_code, response.read().decode("utf-8", "replace"))
+                yield from parse_sse(response.iter_lines())
+        except httpx.TimeoutException as exc:
+            raise LlmTimeout(f"the language model at {self.root} stopped answering in time") from exc
+        except httpx.TransportError as exc:
+            raise LlmUnavailable(f"the language model at {self.root} is unreachable ({exc})") from exc
+
+
+def parse_sse(lines: Iterator[str]) -> Iterator[StreamEvent]:
+    for line in lines:
+        if not line.startswith("data:"):
+            continue
+        data = line[5:].strip()
+        if data == "[DONE]":
+            return
+        chunk = json.loads(data)
+        if "error" in chunk or chunk.get("object") == "error":
+            raise GenerationFailed(f"the language model failed mid-answer: {error_message(data)}")
+        yield from chunk_events(chunk)
+    raise GenerationFailed("the language model's stream ended without [DONE]")
+
+
+def chunk_events(chunk: dict[str, Any]) -> Iterator[StreamEvent]:
+    for choice in chunk.get("choices") or []:
+        delta = choice.get("delta") or {}
+        reasoning = delta.get("reasoning") or delta.get("reasoning_content")
+        if reasoning:
+            yield StreamEvent("reasoning", reasoning)
+        if delta.get("content"):
+            yield StreamEvent("content", delta["content"])
+        if choice.get("finish_reason"):
+            yield StreamEvent("finish", choice["finish_reason"])
+    if chunk.get("usage"):
+        yield StreamEvent("usage", data=chunk["usage"])

@@ -1,0 +1,48 @@
+"""The prompt: fixed instructions first, sources in canonical order, the question last.
+
+That order keeps the leading prefix identical across follow-ups, so vLLM's prefix cache hits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+INSTRUCTIONS = """You answer questions for lawyers and engineers using only the numbered sources provided.
+Rules:
+- Use only the sources. If they do not contain the answer, say so plainly.
+- Cite every claim with its source label in square brackets, e.g. [S2].
+- Quote the decisive words verbatim in double quotes, immediately followed by the label, e.g. "either party may terminate on 30 days' notice" [S2].
+- Never cite a label that is not in the sources. Be concise."""
+
+# Harmony wraps the prompt in a system message, a developer message (the instructions), the
+# user message and the generation prompt: about 75 tokens beyond the texts, plus a margin.
+HARMONY_OVERHEAD = 75
+SAFETY_MARGIN = 16
+
+
+class SourceLike(Protocol):
+    label: str
+    path: str
+    page: int | None
+    text: str
+
+
+def format_source(source: SourceLike) -> str:
+    where = f" (page {source.page})" if source.page else ""
+    return f"[{source.label}] {source.path}{where}\n{source.text}"
+
+
+def format_sources(sources: Sequence[SourceLike]) -> str:
+    return "\n\n".join(format_source(s) for s in sources)
+
+
+def user_message(sources_block: str, question: str) -> str:
+    return f"Sources:\n\n{sources_block}\n\nQuestion: {question}"
+
+
+def build_messages(sources: Sequence[SourceLike], question: str) -> list[dict[str, str]]:
+    return [
+        {"role": "system", "content": INSTRUCTIONS},
+        {"role": "user", "content": user_message(format_sources(sources), question)},
+    ]

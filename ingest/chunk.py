@@ -1,0 +1,97 @@
+"""Split extracted text into chunks that fit the embedding model, each with its char span.
+
+llama-index's SentenceSplitter does the sentence-aware splitting, measuring length with the
+embedding model's own tokenizer. Every chunk is then checked against the model's hard limit and
+split again if needed, so the embedder never cuts a chunk's tail off silently.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ingest.parse import ParsedDocument
+
+TokenCounter = Callable[[str], int]
+
+
+@dataclass(frozen=True)
+class Chunk:
+    index: int
+    text: str
+    start: int
+    end: int
+    page: int | None
+    embed_tokens: int  # word pieces, without the model's special tokens
+
+
+def chunk_document(
+    parsed: ParsedDocument,
+    count_tokens: TokenCounter,
+    *,
+    max_tokens: int,
+    overlap: int,
+    hard_limit: int,
+) -> list[Chunk]:
+    """Chunks of at most `max_tokens` (and never more than `hard_limit`) tokens."""
+    spans = [
+        piece
+        for start, end in split_spans(parsed.text, count_tokens, max_tokens, overlap)
+        for piece in enforce_limit(parsed.text, start, end, count_tokens, hard_limit)
+    ]
+    return [
+        Chunk(
+            index=i,
+            text=parsed.text[start:end],
+            start=start,
+            end=end,
+            page=parsed.page_at(start),
+            embed_tokens=tokens,
+        )
+        for i, (start, end, tokens) in enumerate(spans)
+    ]
+
+
+def split_spans(
+    text: str, count_tokens: TokenCounter, max_tokens: int, overlap: int
+) -> list[tuple[int, int]]:
+    from llama_index.core import Document
+    from llama_index.core.node_parser import SentenceSplitter
+
+    splitter = SentenceSplitter(
+        chunk_size=max_tokens,
+        chunk_overlap=overlap,
+        tokenizer=lambda s: range(count_tokens(s)),
+        include_metadata=False,
+        include_prev_next_rel=False,
+    )
+    spans = []
+    cursor = 0
+    for node in splitter.get_nodes_from_documents([Document(text=text)]):
+        content = node.get_content()
+        start = node.start_char_idx
+        if start is None or text[start : start + len(content)] != content:
+            # The splitter could not place the node; find it ourselves after the last one.
+            start = text.find(content, max(0, cursor - len(content)))
+            if start < 0:
+                raise ValueError("chunk text not found in the document text")
+        spans.append((start, start + len(content)))
+        cursor = start + len(content)
+    return spans
+
+
+def enforce_limit(
+    text: str, start: int, end: int, count_tokens: TokenCounter, hard_limit: int
+) -> list[tuple[int, int, int]]:
+    """(start, end, tokens) pieces of text[start:end], each within `hard_limit` tokens."""
+    tokens = count_tokens(text[start:end])
+    if tokens <= hard_limit:
+        return [(start, end, tokens)]
+    # Halve at a space near the middle: rare (one very long "sentence"), so simple is fine.
+    middle = start + (end - start) // 2
+    cut = text.rfind(" ", start + 1, middle + 1)
+    if cut <= start:
+        cut = middle
+    return enforce_limit(text, start, cut, count_tokens, hard_limit) + enforce_limit(
+        text, cut, end, count_tokens, hard_limit
+    )

@@ -1,0 +1,117 @@
+"""Walk a folder tree and say what changed since the last sync.
+
+`walk_folder` never follows a link out of the root, never reads a file over the size limit, and
+returns every file it passed over with the reason, so nothing disappears silently.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+# Extension -> parser kind. Type detection from content arrives with the bulk-ingest work;
+# the text parsers below still refuse binary content.
+KINDS = {
+    ".txt": "text",
+    ".text": "text",
+    ".md": "markdown",
+    ".markdown": "markdown",
+    ".html": "html",
+    ".htm": "html",
+    ".docx": "docx",
+    ".pdf": "pdf",
+}
+
+
+@dataclass(frozen=True)
+class FoundFile:
+    path: str  # relative to the root, POSIX separators
+    abspath: Path
+    size: int
+    sha256: str
+    kind: str
+
+
+@dataclass(frozen=True)
+class PassedOver:
+    path: str
+    reason: str
+
+
+@dataclass
+class Discovery:
+    files: list[FoundFile] = field(default_factory=list)
+    skipped: list[PassedOver] = field(default_factory=list)
+
+
+@dataclass
+class SyncPlan:
+    new: list[FoundFile] = field(default_factory=list)
+    changed: list[FoundFile] = field(default_factory=list)
+    unchanged: list[FoundFile] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
+
+
+def hash_file(path: Path, chunk_size: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while block := handle.read(chunk_size):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def walk_folder(root: Path, *, max_bytes: int) -> Discovery:
+    """Every indexable file under `root` (hidden files and folders are ignored)."""
+    root = root.resolve()
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root} is not a folder")
+    found = Discovery()
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in sorted(filenames):
+            if name.startswith("."):
+                continue
+            _classify(root, Path(dirpath) / name, max_bytes, found)
+    return found
+
+
+def _classify(root: Path, path: Path, max_bytes: int, found: Discovery) -> None:
+    rel = path.relative_to(root).as_posix()
+    if path.is_symlink() and not path.resolve().is_relative_to(root):
+        found.skipped.append(PassedOver(rel, "link points outside the folder"))
+        return
+    if not path.is_file():
+        found.skipped.append(PassedOver(rel, "not a regular file"))
+        return
+    kind = KINDS.get(path.suffix.lower())
+    if kind is None:
+        found.skipped.append(PassedOver(rel, f"unsupported file type {path.suffix or '(none)'}"))
+        return
+    size = path.stat().st_size
+    if size > max_bytes:
+        found.skipped.append(PassedOver(rel, f"file is {size} bytes, over the {max_bytes}-byte limit"))
+        return
+    try:
+        digest = hash_file(path)
+    except OSError as exc:
+        found.skipped.append(PassedOver(rel, f"cannot read file: {exc.strerror or exc}"))
+        return
+    found.files.append(FoundFile(rel, path, size, digest, kind))
+
+
+def plan_sync(files: list[FoundFile], known: dict[str, str]) -> SyncPlan:
+    """Diff discovered files against `known` (path -> sha256 of the indexed version)."""
+    plan = SyncPlan()
+    for found in files:
+        previous = known.get(found.path)
+        if previous is None:
+            plan.new.append(found)
+        elif previous != found.sha256:
+            plan.changed.append(found)
+        else:
+            plan.unchanged.append(found)
+    present = {f.path for f in files}
+    plan.deleted = sorted(path for path in known if path not in present)
+    return plan

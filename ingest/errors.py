@@ -1,0 +1,21 @@
+"""The error hierarchy shared by the pipelines. Every message is one a user can act on."""
+
+
+class DocqaError(Exception):
+    """Base of every error docqa raises on purpose."""
+
+
+class UnsupportedFile(DocqaError):
+    """The file's type is not one docqa indexes; it is recorded as skipped."""
+
+
+class ParseError(DocqaError):
+    """The file could not be turned into text: corrupt, encrypted, empty, binary, scanned."""
+
+
+class StoreLocked(DocqaError):
+    """The embedded vector store's folder is held by another process."""
+
+
+class StoreError(DocqaError):
+    """The vector store refused or failed an operation."""

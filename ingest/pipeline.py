@@ -1,0 +1,84 @@
+"""One file through the pipeline: parse -> chunk -> embed -> index.
+
+`index_file` is idempotent: points are keyed by document version and chunk index, written first,
+and only then are the points of any other version of the document deleted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from ingest.chunk import Chunk, chunk_document
+from ingest.embed import Embedder
+from ingest.parse import ParsedDocument, parse_file
+from ingest.store import ChunkPoint, VectorStore, point_id
+from ingest.tokens import count_tokens
+
+UPSERT_BATCH = 256
+
+
+@dataclass(frozen=True)
+class DocumentRef:
+    matter_id: int
+    document_id: int
+    path: str
+    version: str  # sha256 of the file's content
+
+
+@dataclass(frozen=True)
+class IndexedFile:
+    parsed: ParsedDocument
+    chunk_count: int
+    llm_tokens: int
+
+
+def index_file(
+    abspath: Path,
+    kind: str,
+    ref: DocumentRef,
+    *,
+    embedder: Embedder,
+    store: VectorStore,
+    chunk_tokens: int = 200,
+    overlap: int = 32,
+    on_stage: Callable[[str], None] = lambda stage: None,
+) -> IndexedFile:
+    """Parse, chunk, embed and upsert one file. Raises ParseError for unusable files."""
+    on_stage("parsing")
+    parsed = parse_file(abspath, kind)
+    chunks = chunk_document(
+        parsed,
+        embedder.count_tokens,
+        max_tokens=min(chunk_tokens, embedder.token_limit),
+        overlap=overlap,
+        hard_limit=embedder.token_limit,
+    )
+    on_stage("embedding")
+    vectors = embedder.embed_documents([chunk.text for chunk in chunks])
+    points = [build_point(ref, chunk, vector) for chunk, vector in zip(chunks, vectors, strict=True)]
+    for i in range(0, len(points), UPSERT_BATCH):
+        store.upsert(points[i : i + UPSERT_BATCH])
+    store.delete_document(ref.document_id, keep_version=ref.version)
+    llm_tokens = sum(p.payload["tokens"] for p in points)
+    return IndexedFile(parsed=parsed, chunk_count=len(points), llm_tokens=llm_tokens)
+
+
+def build_point(ref: DocumentRef, chunk: Chunk, vector: list[float]) -> ChunkPoint:
+    return ChunkPoint(
+        id=point_id(ref.document_id, ref.version, chunk.index),
+        vector=vector,
+        payload={
+            "matter": ref.matter_id,
+            "document": ref.document_id,
+            "version": ref.version,
+            "chunk": chunk.index,
+            "path": ref.path,
+            "page": chunk.page,
+            "start": chunk.start,
+            "end": chunk.end,
+            "tokens": count_tokens(chunk.text),
+            "text": chunk.text,
+        },
+    )

@@ -1,0 +1,199 @@
+"""The vector-store seam: Qdrant's embedded engine or a Qdrant server, one interface.
+
+Points carry a dense vector and a payload (matter, document, version, chunk, path, page, char
+span, tokens, text). Point ids are uuid5 of document version + chunk index, so re-running an
+ingest upserts the same points; stale versions are deleted after the new one is written.
+The matter filter is always part of the vector query itself.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from ingest.errors import StoreError, StoreLocked
+
+POINT_NAMESPACE = uuid.UUID("6f1c8f3e-2b4d-4e8a-9c57-0d1e2f3a4b5c")
+DENSE = "dense"
+
+
+def point_id(document_id: int, version: str, chunk_index: int) -> str:
+    return str(uuid.uuid5(POINT_NAMESPACE, f"{document_id}:{version}:{chunk_index}"))
+
+
+@dataclass(frozen=True)
+class ChunkPoint:
+    id: str
+    vector: list[float]
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Hit:
+    id: str
+    score: float
+    payload: dict[str, Any]
+
+
+class VectorStore(Protocol):
+    def upsert(self, points: list[ChunkPoint]) -> None: ...
+
+    def delete_document(self, document_id: int, keep_version: str | None = None) -> None: ...
+
+    def search(self, vector: list[float], matter_ids: list[int], limit: int) -> list[Hit]: ...
+
+    def count(self, matter_ids: list[int] | None = None) -> int: ...
+
+    def close(self) -> None: ...
+
+
+class EdgeStore:
+    """Qdrant's embedded engine (qdrant-edge-py) in a folder, shared by the process's threads."""
+
+    def __init__(self, path: Path, dimension: int):
+        import qdrant_edge as qe
+
+        self._qe = qe
+        self._lock = threading.Lock()  # serialises writers; queries run concurrently
+        path.mkdir(parents=True, exist_ok=True)
+        config = qe.EdgeConfig(
+            vectors={DENSE: qe.EdgeVectorParams(size=dimension, distance=qe.Distance.Cosine)}
+        )
+        try:
+            if (path / "edge_config.json").exists():
+                self._shard = qe.EdgeShard.load(str(path))
+            else:
+                self._shard = qe.EdgeShard.create(str(path), config)
+                for field in ("matter", "document"):
+                    self._shard.update(
+                        qe.UpdateOperation.create_field_index(field, qe.PayloadSchemaType.Integer)
+                    )
+        except Exception as exc:
+            if "WouldBlock" in str(exc):
+                raise StoreLocked(
+                    f"the embedded vector store at {path} is in use by another docqa process"
+                ) from exc
+            raise StoreError(f"cannot open the embedded vector store at {path}: {exc}") from exc
+
+    def _match(self, key: str, value: Any) -> Any:
+        qe = self._qe
+        match = qe.MatchAny(value) if isinstance(value, list) else qe.MatchValue(value)
+        return qe.FieldCondition(key=key, match=match)
+
+    def upsert(self, points: list[ChunkPoint]) -> None:
+        qe = self._qe
+        edge_points = [qe.Point(p.id, {DENSE: p.vector}, p.payload) for p in points]
+        with self._lock:
+            self._shard.update(qe.UpdateOperation.upsert_points(edge_points))
+            self._shard.flush()
+
+    def delete_document(self, document_id: int, keep_version: str | None = None) -> None:
+        qe = self._qe
+        must_not = [self._match("version", keep_version)] if keep_version else None
+        where = qe.Filter(must=[self._match("document", document_id)], must_not=must_not)
+        with self._lock:
+            self._shard.update(qe.UpdateOperation.delete_points_by_filter(where))
+            self._shard.flush()
+
+    def search(self, vector: list[float], matter_ids: list[int], limit: int) -> list[Hit]:
+        qe = self._qe
+        if not matter_ids:
+            return []
+        request = qe.QueryRequest(
+            limit=limit,
+            query=qe.Query.Nearest(vector, using=DENSE),
+            filter=qe.Filter(must=[self._match("matter", list(matter_ids))]),
+            with_payload=True,
+        )
+        return [Hit(str(p.id), float(p.score), dict(p.payload or {})) for p in self._shard.query(request)]
+
+    def count(self, matter_ids: list[int] | None = None) -> int:
+        qe = self._qe
+        where = qe.Filter(must=[self._match("matter", list(matter_ids))]) if matter_ids else None
+        return int(self._shard.count(qe.CountRequest(exact=True, filter=where)))
+
+    def close(self) -> None:
+        with self._lock:
+            self._shard.flush()
+            self._shard.close()
+
+
+class ServerStore:
+    """A Qdrant server through qdrant-client; `path:` URLs use the client's local mode."""
+
+    def __init__(self, url: str, collection: str, dimension: int, *, api_key: str = "", timeout: int = 30):
+        from qdrant_client import QdrantClient
+
+        try:
+            if url.startswith("path:"):
+                self._client = QdrantClient(path=url.removeprefix("path:"))
+            elif url == ":memory:":
+                self._client = QdrantClient(location=":memory:")
+            else:
+                self._client = QdrantClient(url=url, api_key=api_key or None, timeout=timeout)
+        except RuntimeError as exc:
+            if "already accessed" in str(exc):
+                raise StoreLocked(f"the local Qdrant folder {url} is in use by another process") from exc
+            raise
+        self.collection = collection
+        self._ensure_collection(dimension)
+
+    def _ensure_collection(self, dimension: int) -> None:
+        from qdrant_client import models
+
+        if self._client.collection_exists(self.collection):
+            return
+        self._client.create_collection(
+            self.collection,
+            vectors_config={DENSE: models.VectorParams(size=dimension, distance=models.Distance.COSINE)},
+        )
+        for field in ("matter", "document"):
+            self._client.create_payload_index(
+                self.collection, field, field_schema=models.PayloadSchemaType.INTEGER
+            )
+
+    def _match(self, key: str, value: Any) -> Any:
+        from qdrant_client import models
+
+        match = models.MatchAny(any=value) if isinstance(value, list) else models.MatchValue(value=value)
+        return models.FieldCondition(key=key, match=match)
+
+    def upsert(self, points: list[ChunkPoint]) -> None:
+        from qdrant_client import models
+
+        structs = [models.PointStruct(id=p.id, vector={DENSE: p.vector}, payload=p.payload) for p in points]
+        self._client.upsert(self.collection, points=structs, wait=True)
+
+    def delete_document(self, document_id: int, keep_version: str | None = None) -> None:
+        from qdrant_client import models
+
+        must_not = [self._match("version", keep_version)] if keep_version else None
+        where = models.Filter(must=[self._match("document", document_id)], must_not=must_not)
+        self._client.delete(self.collection, points_selector=models.FilterSelector(filter=where), wait=True)
+
+    def search(self, vector: list[float], matter_ids: list[int], limit: int) -> list[Hit]:
+        from qdrant_client import models
+
+        if not matter_ids:
+            return []
+        response = self._client.query_points(
+            self.collection,
+            query=vector,
+            using=DENSE,
+            query_filter=models.Filter(must=[self._match("matter", list(matter_ids))]),
+            limit=limit,
+            with_payload=True,
+        )
+        return [Hit(str(p.id), float(p.score), dict(p.payload or {})) for p in response.points]
+
+    def count(self, matter_ids: list[int] | None = None) -> int:
+        from qdrant_client import models
+
+        where = models.Filter(must=[self._match("matter", list(matter_ids))]) if matter_ids else None
+        return int(self._client.count(self.collection, count_filter=where, exact=True).count)
+
+    def close(self) -> None:
+        self._client.close()

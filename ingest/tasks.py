@@ -1,0 +1,121 @@
+"""Celery adapters: load the item, claim it, run the pipeline, record the outcome.
+
+The only module of `ingest` that knows Django and Celery. Work is idempotent (deterministic point
+ids, upsert then delete stale), so tasks are acked late and may run twice harmlessly.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from celery import shared_task
+from celery.signals import worker_process_init
+from django.conf import settings
+from django.db import transaction
+
+from docqa import services
+from docqa.models import Document, DocumentStatus, DocumentText, IngestItem, ItemState
+from ingest.errors import DocqaError, StoreError
+from ingest.pipeline import DocumentRef, IndexedFile, index_file
+
+logger = logging.getLogger(__name__)
+TASK_OPTIONS = {
+    "acks_late": True,
+    "autoretry_for": (StoreError, ConnectionError),
+    "retry_backoff": True,
+    "retry_jitter": True,
+    "max_retries": 3,
+}
+
+
+@worker_process_init.connect
+def load_models_in_child(**kwargs: object) -> None:
+    """Load the embedding model in each worker process, never in the parent before fork.
+
+    The solo pool of the embedded default sends this signal too; it keeps torch's threads.
+    """
+    if not settings.EMBEDDED_WORKER:
+        import torch
+
+        torch.set_num_threads(settings.WORKER_TORCH_THREADS)
+    _ = services.get_embedder().model
+
+
+def claim(item_id: int, state: ItemState) -> IngestItem | None:
+    """Move a queued item to `state`; None if another worker has it or it is already final."""
+    if not IngestItem.objects.filter(id=item_id, state=ItemState.QUEUED).update(state=state):
+        return None
+    return IngestItem.objects.select_related("document__source", "run").get(id=item_id)
+
+
+@shared_task(name="ingest.ingest_document", **TASK_OPTIONS)
+def ingest_document(item_id: int) -> str:
+    item = claim(item_id, ItemState.PARSING)
+    if item is None:
+        return "not claimed"
+    doc = item.document
+    assert doc is not None
+    abspath = Path(doc.source.root) / doc.path
+    try:
+        version = _hash(abspath)
+        indexed = index_file(
+            abspath, doc.kind, DocumentRef(doc.matter_id, doc.id, doc.path, version),
+            embedder=services.get_embedder(), store=services.get_store(),
+            chunk_tokens=settings.CHUNK_TOKENS, overlap=settings.CHUNK_OVERLAP,
+            on_stage=lambda stage: IngestItem.objects.filter(id=item_id).update(state=stage),
+        )
+    except DocqaError as exc:
+        if item.change == "changed":
+            # The file on disk no longer says what the old version said: stop answering from it.
+            services.get_store().delete_document(doc.id)
+        return fail(item, str(exc))
+    except (StoreError, ConnectionError):
+        IngestItem.objects.filter(id=item_id).update(state=ItemState.QUEUED)  # let the retry claim it
+        raise
+    except Exception as exc:  # an unexpected bug must still end the item, with its reason
+        logger.exception("ingest of %s failed", abspath)
+        return fail(item, f"internal error: {type(exc).__name__}: {exc}")
+    record_indexed(item, doc, version, indexed)
+    return "indexed"
+
+
+def _hash(path: Path) -> str:
+    from ingest.discover import hash_file
+
+    try:
+        return hash_file(path)
+    except OSError as exc:
+        raise DocqaError(f"file vanished or unreadable since discovery: {exc.strerror or exc}") from exc
+
+
+def record_indexed(item: IngestItem, doc: Document, version: str, indexed: IndexedFile) -> None:
+    parsed = indexed.parsed
+    with transaction.atomic():
+        text, _ = DocumentText.objects.get_or_create(
+            sha256=version, defaults={"text": parsed.text, "parser": parsed.parser, "page_count": parsed.page_count}
+        )
+        Document.objects.filter(id=doc.id).update(
+            sha256=version, status=DocumentStatus.INDEXED, error="", text=text, chunk_count=indexed.chunk_count
+        )
+        IngestItem.objects.filter(id=item.id).update(state=ItemState.INDEXED, error="")
+
+
+def fail(item: IngestItem, reason: str) -> str:
+    with transaction.atomic():
+        if item.document_id:
+            Document.objects.filter(id=item.document_id).update(status=DocumentStatus.FAILED, error=reason)
+        IngestItem.objects.filter(id=item.id).update(state=ItemState.FAILED, error=reason)
+    return "failed"
+
+
+@shared_task(name="ingest.delete_document", **TASK_OPTIONS)
+def delete_document(item_id: int) -> str:
+    item = claim(item_id, ItemState.PARSING)
+    if item is None or item.document_id is None:
+        return "not claimed"
+    services.get_store().delete_document(item.document_id)
+    with transaction.atomic():
+        Document.objects.filter(id=item.document_id).update(status=DocumentStatus.DELETED, chunk_count=0)
+        IngestItem.objects.filter(id=item.id).update(state=ItemState.DELETED)
+    return "deleted"
