@@ -17,6 +17,7 @@ from django.db.models import Count
 from django.utils import timezone
 
 from docqa import services
+from docqa.llm import get_llm
 from docqa.models import (
     FINAL_STATES,
     Answer,
@@ -168,7 +169,7 @@ class AskOutcome:
 
 
 def default_budget() -> int:
-    llm = services.get_llm()
+    llm = get_llm()
     if llm is None:
         return settings.SEARCH_ONLY_BUDGET
     return llm.max_model_len() - settings.LLM_RESERVED_OUTPUT
@@ -185,7 +186,7 @@ def do_ask(
     on_event: Any = lambda kind, data: None,
 ) -> AskOutcome:
     """Answer `text` from `matter` only, and record question, answer, citations and audit."""
-    llm = services.get_llm()
+    llm = get_llm()
     ceiling = default_budget()
     budget = min(budget or ceiling, ceiling) if llm else (budget or ceiling)
     question = Question.objects.create(matter=matter, user=user, actor=actor, text=text, effort=effort, budget=budget)

@@ -14,7 +14,6 @@ from typing import IO
 
 from django.conf import settings
 
-from inference.llm import VllmClient
 from ingest.embed import Embedder
 from ingest.errors import StoreLocked
 from ingest.store import EdgeStore, ServerStore, VectorStore
@@ -87,16 +86,3 @@ def release_embedded_lock() -> None:
         fcntl.flock(_lock_handle, fcntl.LOCK_UN)
         _lock_handle.close()
         _lock_handle = None
-
-
-def get_llm() -> VllmClient | None:
-    """The vLLM client, or None when no language model is configured (search-only mode)."""
-    if not settings.LLM_BASE_URL:
-        return None
-    return VllmClient(
-        settings.LLM_BASE_URL,
-        model=settings.LLM_MODEL,
-        api_key=settings.LLM_API_KEY,
-        timeout=settings.LLM_TIMEOUT,
-        connect_timeout=settings.LLM_CONNECT_TIMEOUT,
-    )

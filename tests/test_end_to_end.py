@@ -1,0 +1,108 @@
+"""The whole path on the embedded default: a folder of real documents to a cited answer."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.core.management import call_command
+
+from docqa.models import AuditEvent, Citation, Document, DocumentStatus
+from tests.conftest import subset_questions
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def run_command(*args: str, stdin: str | None = None, monkeypatch: Any = None) -> str:
+    out = io.StringIO()
+    if stdin is not None:
+        monkeypatch.setattr("sys.stdin", io.StringIO(stdin))
+    call_command(*args, stdout=out)
+    return out.getvalue()
+
+
+def ingest(folder: Path) -> dict[str, Any]:
+    return json.loads(run_command("ingest", str(folder), "--matter", "acme", "--json"))
+
+
+def ask(question: str, *extra: str) -> dict[str, Any]:
+    return json.loads(run_command("ask", "--matter", "acme", "--json", *extra, question))
+
+
+def test_ingest_indexes_every_format_of_the_folder(data_dir: Path, docs_folder: Path) -> None:
+    report = ingest(docs_folder)
+
+    assert report["counts"] == {
+        "new": 9, "changed": 0, "unchanged": 0, "deleted": 0, "indexed": 9, "skipped": 0, "failed": 0,
+    }
+    assert report["failures"] == []
+    pdf = Document.objects.get(path__startswith="pdf/")
+    assert pdf.status == DocumentStatus.INDEXED
+    assert pdf.text is not None and pdf.text.page_count and pdf.text.page_count > 1
+    assert AuditEvent.objects.filter(action="ingest.finish").count() == 1
+
+
+def test_ask_search_only_finds_the_gold_document(data_dir: Path, docs_folder: Path) -> None:
+    ingest(docs_folder)
+
+    for question in subset_questions():
+        result = ask(question["question"])
+        gold = question["answers"][0]["file"]
+        assert result["mode"] == "search"
+        assert "No language model is connected" in result["answer"]
+        assert gold in {s["path"] for s in result["sources"]}
+        assert sum(s["tokens"] for s in result["sources"]) <= 16384
+
+
+def test_ask_with_llm_gives_verified_citations(data_dir: Path, docs_folder: Path, standin: Any) -> None:
+    ingest(docs_folder)
+
+    for question in subset_questions():
+        result = ask(question["question"], "--effort", "low")
+        assert result["mode"] == "llm"
+        assert question["answers"][0]["file"] in {s["path"] for s in result["sources"]}
+        assert result["citations"], result["answer"]
+        assert all(c["verified"] for c in result["citations"])
+        assert result["usage"]["prompt_tokens"] <= 131072 - 8192
+    sent = standin.requests[-1]
+    assert sent["reasoning_effort"] == "low" and sent["stream"] is True
+    assert "[S1]" in sent["messages"][1]["content"]
+    assert Citation.objects.filter(verified=True).count() >= 2
+
+
+def test_ask_budget_limits_sources_and_reports_what_was_left_out(data_dir: Path, docs_folder: Path) -> None:
+    ingest(docs_folder)
+    question = subset_questions()[0]["question"]
+
+    small = ask(question, "--budget", "1500")
+
+    assert 0 < sum(s["tokens"] for s in small["sources"]) < 1500
+    assert small["dropped"] and all(d["reason"] == "no room in the token budget" for d in small["dropped"])
+
+
+def test_resync_skips_unchanged_and_follows_changes_and_deletions(data_dir: Path, docs_folder: Path) -> None:
+    ingest(docs_folder)
+    (docs_folder / "generated" / "notes.md").write_text("# Notes\n\nThe pump is rated for 350 bar.\n")
+    (docs_folder / "generated" / "policy.html").unlink()
+
+    report = ingest(docs_folder)
+
+    assert report["counts"]["unchanged"] == 7
+    assert report["counts"]["changed"] == 1 and report["counts"]["deleted"] == 1
+    assert Document.objects.get(path="generated/policy.html").status == DocumentStatus.DELETED
+    paths = {s["path"] for s in ask("How long are engineering drawings retained?")["sources"]}
+    assert "generated/policy.html" not in paths
+
+
+def test_ask_batch_reads_questions_from_stdin(data_dir: Path, docs_folder: Path, monkeypatch: Any) -> None:
+    ingest(docs_folder)
+    lines = '{"id": "q-1", "question": "What is the maximum pressure of the pump?"}\nWho pays invoices?\n'
+
+    out = run_command("ask", "--matter", "acme", "--batch", stdin=lines, monkeypatch=monkeypatch)
+
+    results = [json.loads(line) for line in out.splitlines()]
+    assert [r["id"] for r in results] == ["q-1", 2]
+    assert "generated/notes.md" in {s["path"] for s in results[0]["sources"]}
