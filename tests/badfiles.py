@@ -1,0 +1,61 @@
+"""Hostile and broken files, made on the spot."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+
+def text_pdf(text: str) -> bytes:
+    from reportlab.pdfgen import canvas
+
+    buffer = io.BytesIO()
+    page = canvas.Canvas(buffer)
+    page.drawString(72, 720, text)
+    page.showPage()
+    page.save()
+    return buffer.getvalue()
+
+
+def image_only_pdf() -> bytes:
+    """A 'scanned' page: a drawing and no text layer."""
+    from reportlab.pdfgen import canvas
+
+    buffer = io.BytesIO()
+    page = canvas.Canvas(buffer)
+    page.rect(72, 500, 300, 200, fill=1)
+    page.showPage()
+    page.save()
+    return buffer.getvalue()
+
+
+def encrypted_pdf(text: str) -> bytes:
+    from pypdf import PdfReader, PdfWriter
+
+    writer = PdfWriter()
+    for page in PdfReader(io.BytesIO(text_pdf(text))).pages:
+        writer.add_page(page)
+    writer.encrypt(user_password="secret", owner_password="owner")
+    buffer = io.BytesIO()
+    writer.write(buffer)
+    return buffer.getvalue()
+
+
+def write_bad_folder(folder: Path) -> dict[str, str]:
+    """Write the bad files plus one good one; returns path -> expected reason fragment."""
+    folder.mkdir(parents=True, exist_ok=True)
+    files = {
+        "encrypted.pdf": (encrypted_pdf("Secret merger terms."), "encrypted"),
+        "corrupt.pdf": (b"%PDF-1.7\n" + bytes(range(256)) * 20, "corrupt"),
+        "truncated.pdf": (text_pdf("Half a file.")[:300], "corrupt"),
+        "scanned.pdf": (image_only_pdf(), "needs OCR"),
+        "empty.txt": (b"", "empty"),
+        "blank.md": (b"   \n\n  ", "empty"),
+        "binary.txt": (b"MZ\x90\x00\x03\x00\x00\x00" * 100, "binary"),
+        "fake.docx": (b"this is not a zip archive", "could not be parsed"),
+    }
+    for name, (data, _) in files.items():
+        (folder / name).write_bytes(data)
+    (folder / "good.txt").write_text("The escrow agent releases funds upon written instruction.\n")
+    (folder / "tool.exe").write_bytes(b"MZ")
+    return {name: reason for name, (_, reason) in files.items()}

@@ -1,0 +1,49 @@
+"""Bad input gets a clear error and loses nothing: the run completes, the good file indexes."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+from django.core.management import call_command
+
+from docqa.models import Document, DocumentStatus
+from ingest.errors import ParseError
+from ingest.parse import parse_file
+from tests.badfiles import encrypted_pdf, image_only_pdf, write_bad_folder
+
+
+@pytest.mark.django_db(transaction=True)
+def test_ingest_records_each_bad_file_with_its_reason(data_dir: Path, tmp_path: Path) -> None:
+    expected = write_bad_folder(tmp_path / "bad")
+    out = io.StringIO()
+
+    call_command("ingest", str(tmp_path / "bad"), "--matter", "bad", "--json", stdout=out)
+
+    report = json.loads(out.getvalue())
+    reasons = {f["path"]: f["error"] for f in report["failures"]}
+    assert set(reasons) == set(expected)
+    for path, fragment in expected.items():
+        assert fragment in reasons[path], (path, reasons[path])
+    assert report["counts"]["indexed"] == 1 and report["counts"]["failed"] == len(expected)
+    assert report["skipped"] == [{"path": "tool.exe", "reason": "unsupported file type .exe"}]
+    assert Document.objects.get(path="good.txt").status == DocumentStatus.INDEXED
+    assert Document.objects.get(path="encrypted.pdf").status == DocumentStatus.FAILED
+
+
+def test_parse_encrypted_pdf_says_password_required(tmp_path: Path) -> None:
+    path = tmp_path / "locked.pdf"
+    path.write_bytes(encrypted_pdf("Privileged."))
+
+    with pytest.raises(ParseError, match="password required"):
+        parse_file(path, "pdf")
+
+
+def test_parse_image_only_pdf_says_it_needs_ocr(tmp_path: Path) -> None:
+    path = tmp_path / "scan.pdf"
+    path.write_bytes(image_only_pdf())
+
+    with pytest.raises(ParseError, match="no text layer"):
+        parse_file(path, "pdf")

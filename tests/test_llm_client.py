@@ -1,0 +1,142 @@
+"""The vLLM client against the protocol-faithful stand-in: streaming, fields, every failure."""
+
+from __future__ import annotations
+
+import json
+import socket
+
+import httpx
+import pytest
+
+from inference.llm import ContextTooLong, GenerationFailed, LlmTimeout, LlmUnavailable, VllmClient
+from tests.vllm_standin import VllmStandin
+
+PROMPT = [
+    {"role": "system", "content": "Answer from the sources and cite them."},
+    {
+        "role": "user",
+        "content": "Sources:\n\n[S1] lease.txt\nThe tenant may terminate the lease on sixty days' notice to the landlord.\n\n"
+        "Question: How much notice must the tenant give to terminate?",
+    },
+]
+
+
+@pytest.fixture
+def server():
+    server = VllmStandin(api_key="k3y").start()
+    yield server
+    server.stop()
+
+
+def client(server: VllmStandin, **kwargs) -> VllmClient:
+    return VllmClient(server.url, model="gpt-oss-120b", api_key="k3y", **kwargs)
+
+
+def collect(server: VllmStandin, **kwargs) -> dict:
+    events: dict = {"reasoning": "", "content": "", "finish": "", "usage": None}
+    for event in client(server, **kwargs).stream_chat(PROMPT, max_completion_tokens=1024):
+        if event.kind == "usage":
+            events["usage"] = event.data
+        else:
+            events[event.kind] += event.text
+    return events
+
+
+def test_client_reads_max_model_len_from_models(server: VllmStandin) -> None:
+    assert client(server).max_model_len() == 131072
+
+
+@pytest.mark.parametrize("field", ["reasoning", "reasoning_content", "both"])
+def test_client_streams_reasoning_then_answer_whatever_the_field_name(server: VllmStandin, field: str) -> None:
+    server.reasoning_field = field
+
+    events = collect(server)
+
+    assert events["reasoning"].startswith("The user asks")
+    assert events["reasoning"].count("The user asks") == 1
+    assert events["content"] == "According to the sources, \"The tenant may terminate the lease on sixty days' notice to the landlord.\" [S1]."
+    assert events["finish"] == "stop"
+    assert events["usage"]["completion_tokens"] > 0 and "prompt_tokens_details" in events["usage"]
+
+
+def test_client_sends_the_contract_fields(server: VllmStandin) -> None:
+    list(client(server).stream_chat(PROMPT, max_completion_tokens=512, effort="high"))
+
+    body = server.requests[-1]
+    assert body["max_completion_tokens"] == 512 and body["reasoning_effort"] == "high"
+    assert body["stream"] is True and body["stream_options"] == {"include_usage": True}
+
+
+def test_standin_stream_is_server_sent_events_ending_in_usage_and_done(server: VllmStandin) -> None:
+    body = {"model": "gpt-oss-120b", "messages": PROMPT, "max_completion_tokens": 256, "stream": True,
+            "stream_options": {"include_usage": True}}
+    response = httpx.post(server.url + "/chat/completions", json=body, headers={"Authorization": "Bearer k3y"})
+
+    lines = [line for line in response.text.split("\n\n") if line]
+    assert response.headers["content-type"].startswith("text/event-stream")
+    assert all(line.startswith("data: ") for line in lines)
+    assert lines[-1] == "data: [DONE]"
+    usage_chunk = json.loads(lines[-2][6:])
+    assert usage_chunk["choices"] == [] and usage_chunk["usage"]["total_tokens"] > 0
+    first = json.loads(lines[0][6:])
+    assert first["choices"][0]["delta"] == {"role": "assistant", "content": ""}
+
+
+def test_standin_reports_cached_prefix_on_repeat(server: VllmStandin) -> None:
+    first = collect(server)["usage"]["prompt_tokens_details"]["cached_tokens"]
+    second = collect(server)["usage"]["prompt_tokens_details"]["cached_tokens"]
+
+    assert first == 0 and second > 0 and second % 16 == 0
+
+
+def test_client_maps_too_long_prompt_to_context_too_long(server: VllmStandin) -> None:
+    server.max_model_len = 200
+
+    with pytest.raises(ContextTooLong, match="too long"):
+        collect(server)
+
+
+def test_client_maps_server_error_to_unavailable(server: VllmStandin) -> None:
+    server.mode = "error"
+
+    with pytest.raises(LlmUnavailable, match="HTTP 500"):
+        collect(server)
+
+
+def test_client_surfaces_a_mid_stream_error(server: VllmStandin) -> None:
+    server.mode = "mid_stream_error"
+
+    with pytest.raises(GenerationFailed, match="mid-answer"):
+        collect(server)
+
+
+def test_client_times_out_on_a_slow_stream(server: VllmStandin) -> None:
+    server.mode, server.delay = "slow", 1.0
+
+    with pytest.raises(LlmTimeout):
+        collect(server, timeout=0.3)
+
+
+def test_client_times_out_on_a_dead_server(server: VllmStandin) -> None:
+    server.mode = "dead"
+
+    with pytest.raises(LlmTimeout):
+        client(server, timeout=0.5).max_model_len()
+
+
+def test_client_reports_an_unreachable_server() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with pytest.raises(LlmUnavailable, match="unreachable"):
+        VllmClient(f"http://127.0.0.1:{port}/v1", model="gpt-oss-120b").max_model_len()
+
+
+def test_client_reports_a_refused_api_key(server: VllmStandin) -> None:
+    with pytest.raises(LlmUnavailable, match="API key"):
+        VllmClient(server.url, model="gpt-oss-120b", api_key="wrong").max_model_len()
+
+
+def test_client_reports_an_unknown_model(server: VllmStandin) -> None:
+    with pytest.raises(LlmUnavailable, match="does not serve"):
+        list(VllmClient(server.url, model="gpt-4", api_key="k3y").stream_chat(PROMPT, max_completion_tokens=8))

@@ -1,0 +1,104 @@
+"""Discover, parse and chunk on real files, without a database."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from ingest.chunk import chunk_document
+from ingest.discover import plan_sync, walk_folder
+from ingest.embed import Embedder
+from ingest.parse import parse_file
+from tests.conftest import DEV, SUBSET_PDF, SUBSET_TXT, write_generated_docs
+
+
+@pytest.fixture(scope="module")
+def embedder() -> Embedder:
+    return Embedder()
+
+
+def test_parse_pdf_keeps_page_numbers() -> None:
+    parsed = parse_file(DEV / "originals_pdf" / SUBSET_PDF, "pdf")
+
+    assert parsed.page_count and parsed.page_count > 1
+    assert parsed.page_at(0) == 1
+    assert parsed.page_at(len(parsed.text) - 1) == parsed.page_count
+
+
+@pytest.mark.parametrize("name, kind, phrase", [
+    ("maintenance.docx", "docx", "priority one incidents"),
+    ("policy.html", "html", "twelve years"),
+    ("notes.md", "markdown", "210 bar"),
+])
+def test_parse_office_and_web_formats(tmp_path: Path, name: str, kind: str, phrase: str) -> None:
+    write_generated_docs(tmp_path)
+
+    parsed = parse_file(tmp_path / name, kind)
+
+    assert phrase in parsed.text
+    assert all(parsed.text[s:e] for s, e in zip(parsed.starts, parsed.ends, strict=True))
+
+
+def test_chunks_fit_the_embedding_model_and_point_at_their_text(embedder: Embedder) -> None:
+    parsed = parse_file(DEV / "docs" / SUBSET_TXT[0], "text")
+
+    chunks = chunk_document(parsed, embedder.count_tokens, max_tokens=200, overlap=32, hard_limit=embedder.token_limit)
+
+    assert len(chunks) > 5
+    assert all(c.embed_tokens <= embedder.token_limit for c in chunks)
+    assert all(parsed.text[c.start : c.end] == c.text for c in chunks)
+    assert [c.index for c in chunks] == list(range(len(chunks)))
+
+
+def test_chunking_splits_a_sentence_longer_than_the_model_limit(embedder: Embedder) -> None:
+    from ingest.parse import ParsedDocument
+
+    text = " ".join(f"word{i}" for i in range(3000))  # no sentence boundary anywhere
+    parsed = ParsedDocument(text=text, parser="test", starts=[0], ends=[len(text)], pages=[None])
+
+    chunks = chunk_document(parsed, embedder.count_tokens, max_tokens=400, overlap=0, hard_limit=embedder.token_limit)
+
+    assert all(embedder.count_tokens(c.text) <= embedder.token_limit for c in chunks)
+    assert "".join(c.text.strip() + " " for c in chunks).split() == text.split()
+
+
+def test_walk_skips_links_out_of_the_folder_and_unsupported_files(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    (root / ".git").mkdir(parents=True)
+    (root / ".git" / "config.txt").write_text("hidden")
+    (root / "a.txt").write_text("alpha")
+    (root / "image.png").write_bytes(b"\x89PNG")
+    (tmp_path / "outside.txt").write_text("secret")
+    os.symlink(tmp_path / "outside.txt", root / "escape.txt")
+
+    found = walk_folder(root, max_bytes=1000)
+
+    assert [f.path for f in found.files] == ["a.txt"]
+    assert {(s.path, s.reason) for s in found.skipped} == {
+        ("escape.txt", "link points outside the folder"),
+        ("image.png", "unsupported file type .png"),
+    }
+
+
+def test_walk_skips_files_over_the_size_limit(tmp_path: Path) -> None:
+    (tmp_path / "big.txt").write_text("x" * 2000)
+
+    found = walk_folder(tmp_path, max_bytes=1000)
+
+    assert found.files == [] and "over the 1000-byte limit" in found.skipped[0].reason
+
+
+def test_plan_sync_sorts_files_into_new_changed_unchanged_deleted(tmp_path: Path) -> None:
+    for name in ("same.txt", "edited.txt", "added.txt"):
+        (tmp_path / name).write_text(name)
+    files = walk_folder(tmp_path, max_bytes=1000).files
+    digest = {f.path: f.sha256 for f in files}
+
+    plan = plan_sync(files, {"same.txt": digest["same.txt"], "edited.txt": "old", "gone.txt": "x"})
+
+    assert [f.path for f in plan.new] == ["added.txt"]
+    assert [f.path for f in plan.changed] == ["edited.txt"]
+    assert [f.path for f in plan.unchanged] == ["same.txt"]
+    assert plan.deleted == ["gone.txt"]

@@ -1,0 +1,73 @@
+"""Mode selection: no variable means the embedded default; each DOCQA_*_URL switches one part."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import REPO
+
+PROBE = """
+import json, django
+django.setup()
+from django.conf import settings as s
+print(json.dumps({
+    "db": s.DATABASES["default"]["ENGINE"], "db_name": str(s.DATABASES["default"]["NAME"]),
+    "broker": s.CELERY_BROKER_URL, "embedded_worker": s.EMBEDDED_WORKER,
+    "qdrant": s.QDRANT_URL, "edge": str(s.QDRANT_EDGE_PATH), "llm": s.LLM_BASE_URL,
+    "model": s.LLM_MODEL, "key": s.LLM_API_KEY, "data": str(s.DATA_DIR),
+}))
+"""
+
+
+def probe(tmp_path: Path, **env: str) -> dict:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("DOCQA_")}
+    clean.update(DJANGO_SETTINGS_MODULE="docqa.settings", DOCQA_DATA_DIR=str(tmp_path / "var"), **env)
+    out = subprocess.run([sys.executable, "-c", PROBE], cwd=REPO, env=clean, capture_output=True, text=True, check=True)
+    return json.loads(out.stdout)
+
+
+def test_settings_without_variables_are_the_embedded_default(tmp_path: Path) -> None:
+    s = probe(tmp_path)
+
+    assert s["db"] == "django.db.backends.sqlite3" and s["db_name"].startswith(str(tmp_path / "var"))
+    assert s["broker"].startswith("memory://") and s["embedded_worker"] is True
+    assert s["qdrant"] == "" and s["edge"] == str(tmp_path / "var" / "qdrant-edge")
+    assert s["llm"] == ""
+
+
+def test_settings_switch_each_part_to_a_service(tmp_path: Path) -> None:
+    s = probe(
+        tmp_path,
+        DOCQA_DATABASE_URL="postgres://app:pw@db:5432/docqa",
+        DOCQA_BROKER_URL="redis://redis:6379/0",
+        DOCQA_QDRANT_URL="http://qdrant:6333",
+        DOCQA_LLM_BASE_URL="http://vllm:8000/v1/",
+        DOCQA_LLM_MODEL="gpt-oss-120b",
+    )
+
+    assert s["db"] == "django.db.backends.postgresql" and s["db_name"] == "docqa"
+    assert s["broker"] == "redis://redis:6379/0" and s["embedded_worker"] is False
+    assert s["qdrant"] == "http://qdrant:6333"
+    assert s["llm"] == "http://vllm:8000/v1" and s["model"] == "gpt-oss-120b"
+
+
+def test_settings_read_secrets_from_file_variants(tmp_path: Path) -> None:
+    secret = tmp_path / "llm_key"
+    secret.write_text("s3cret\n")
+
+    s = probe(tmp_path, DOCQA_LLM_API_KEY_FILE=str(secret))
+
+    assert s["key"] == "s3cret"
+
+
+def test_settings_reject_an_unknown_database_scheme(tmp_path: Path) -> None:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("DOCQA_")}
+    clean.update(DJANGO_SETTINGS_MODULE="docqa.settings", DOCQA_DATABASE_URL="mysql://x/y")
+
+    result = subprocess.run([sys.executable, "-c", PROBE], cwd=REPO, env=clean, capture_output=True, text=True)
+
+    assert result.returncode != 0 and "unsupported scheme 'mysql'" in result.stderr

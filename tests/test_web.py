@@ -1,0 +1,95 @@
+"""The web path: sign in, pick a matter, ask, read the numbered sources. Every view is guarded."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.contrib.auth.models import User
+from django.core.management import call_command
+from django.test import Client
+
+from docqa.models import Matter, Membership, Role
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def indexed(data_dir: Path, tmp_path: Path) -> Matter:
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    (folder / "lease.txt").write_text(
+        "LEASE AGREEMENT\n\nThe tenant may terminate this lease on sixty (60) days' written notice.\n\n"
+        "The monthly rent is two thousand dollars, payable on the first day of each month.\n"
+    )
+    call_command("ingest", str(folder), "--matter", "lease", stdout=io.StringIO())
+    return Matter.objects.get(slug="lease")
+
+
+def member(matter: Matter, name: str = "ann", role: str = Role.VIEWER) -> Client:
+    user = User.objects.create_user(name, password="pw-123456")
+    Membership.objects.create(matter=matter, user=user, role=role)
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def test_anonymous_users_are_sent_to_sign_in(indexed: Matter) -> None:
+    for url in ("/", "/m/lease/", "/m/lease/documents/"):
+        response = Client().get(url)
+        assert response.status_code == 302 and response.url.startswith("/login/")
+
+
+def test_sign_in_page_logs_a_member_in(indexed: Matter) -> None:
+    User.objects.create_user("bob", password="pw-123456")
+    client = Client()
+
+    response = client.post("/login/", {"username": "bob", "password": "pw-123456"})
+
+    assert response.status_code == 302
+    assert client.get("/").status_code == 200
+
+
+def test_ask_page_shows_the_answer_with_numbered_sources(indexed: Matter, standin: Any) -> None:
+    client = member(indexed)
+
+    response = client.post("/m/lease/", {"question": "How much notice does the tenant need to terminate?", "effort": "low"})
+
+    html = response.content.decode()
+    assert response.status_code == 200
+    assert 'href="#src-S1"' in html and "verified" in html
+    assert "lease.txt" in html and "sixty (60) days" in html
+
+
+def test_ask_page_says_when_no_language_model_is_connected(indexed: Matter) -> None:
+    client = member(indexed)
+
+    html = client.post("/m/lease/", {"question": "What is the rent?", "effort": "medium"}).content.decode()
+
+    assert "No language model is connected" in html and "two thousand dollars" in html
+
+
+def test_ask_page_shows_a_clear_error_when_the_model_is_down(indexed: Matter, standin: Any) -> None:
+    standin.mode = "error"
+    client = member(indexed)
+
+    html = client.post("/m/lease/", {"question": "What is the rent?", "effort": "low"}).content.decode()
+
+    assert 'role="alert"' in html and "HTTP 500" in html
+
+
+def test_non_members_get_404_for_a_matter(indexed: Matter) -> None:
+    Matter.objects.create(slug="other", name="other")
+    outsider = member(Matter.objects.get(slug="other"), "eve")
+
+    assert outsider.get("/m/lease/").status_code == 404
+    assert outsider.post("/m/lease/", {"question": "rent?", "effort": "low"}).status_code == 404
+    assert outsider.get("/m/lease/documents/").status_code == 404
+
+
+def test_documents_page_lists_status(indexed: Matter) -> None:
+    html = member(indexed).get("/m/lease/documents/").content.decode()
+
+    assert "lease.txt" in html and "indexed" in html
