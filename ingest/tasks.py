@@ -33,12 +33,14 @@ TASK_OPTIONS = {
 def load_models_in_child(**kwargs: object) -> None:
     """Load the embedding model in each worker process, never in the parent before fork.
 
-    The solo pool of the embedded default sends this signal too; it keeps torch's threads.
+    The embedded default's solo pool sends this signal too; there the model loads lazily on the
+    first file instead, so a re-sync with nothing to do costs no model load.
     """
-    if not settings.EMBEDDED_WORKER:
-        import torch
+    if settings.EMBEDDED_WORKER:
+        return
+    import torch
 
-        torch.set_num_threads(settings.WORKER_TORCH_THREADS)
+    torch.set_num_threads(settings.WORKER_TORCH_THREADS)
     _ = services.get_embedder().model
 
 

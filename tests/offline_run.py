@@ -52,9 +52,10 @@ def guarded_getaddrinfo(host: object, *args: object, **kwargs: object) -> list:
     return _getaddrinfo(host, *args, **kwargs)  # type: ignore[arg-type]
 
 
-socket.socket.connect = guarded_connect  # type: ignore[method-assign]
-socket.socket.connect_ex = guarded_connect_ex  # type: ignore[method-assign]
-socket.getaddrinfo = guarded_getaddrinfo  # type: ignore[assignment]
+def install_guard() -> None:
+    socket.socket.connect = guarded_connect  # type: ignore[method-assign]
+    socket.socket.connect_ex = guarded_connect_ex  # type: ignore[method-assign]
+    socket.getaddrinfo = guarded_getaddrinfo  # type: ignore[assignment]
 
 
 def main() -> None:
@@ -77,4 +78,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    install_guard()  # before Django, torch, unstructured or anything else is imported
     main()

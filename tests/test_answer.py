@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from ingest.store import Hit
-from ingest.tokens import count_tokens
 from inference.answer import generate
 from inference.citations import check_citations
 from inference.llm import GenerationFailed, VllmClient
 from inference.pack import pack_sources
 from inference.prompt import format_sources
+from ingest.store import Hit
+from ingest.tokens import count_tokens
 from tests.vllm_standin import VllmStandin
 
 TEXT = "Alpha clause one. " * 20 + "Beta clause two. " * 20

@@ -1,0 +1,97 @@
+"""The embedded default as a user runs it: ingest, serve, sign in over HTTP, ask.
+
+While the server holds var/, the CLI commands stop at once with a clear message.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import REPO
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def manage(env: dict[str, str], *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "manage.py", *args], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[tuple[str, dict[str, str], tuple[str, str]]]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DOCQA_")}
+    env.update(DJANGO_SETTINGS_MODULE="docqa.settings", DOCQA_DATA_DIR=str(tmp_path / "var"))
+    assert manage(env, "migrate", "-v0").returncode == 0
+    login = manage(env, "bootstrap", "--matter", "default").stdout
+    username, password = re.search(r"Sign in as (\S+) / (\S+)", login).groups()  # type: ignore[union-attr]
+    ingest = manage(env, "ingest", str(REPO / "sample"), "--matter", "default")
+    assert ingest.returncode == 0, ingest.stderr
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "manage.py", "serve", f"127.0.0.1:{port}"], cwd=REPO, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_up(url, server)
+        yield url, env, (username, password)
+    finally:
+        server.send_signal(signal.SIGINT)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+
+
+def wait_until_up(url: str, server: subprocess.Popen[str]) -> None:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise AssertionError(f"server exited: {server.stdout.read() if server.stdout else ''}")
+        try:
+            if httpx.get(url + "/healthz", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            time.sleep(0.5)
+    raise AssertionError("server did not come up in 120 s")
+
+
+def test_cli_commands_stop_at_once_while_the_server_holds_the_store(served, tmp_path: Path) -> None:
+    url, env, _ = served
+
+    ingest = manage(env, "ingest", str(REPO / "sample"), "--matter", "default", timeout=60)
+    ask = manage(env, "ask", "--matter", "default", "What is the warranty?", timeout=60)
+
+    for result in (ingest, ask):
+        assert result.returncode != 0
+        assert "in use by docqa the web server at http://127.0.0.1" in result.stderr
+
+
+def test_served_ui_signs_in_and_answers_from_the_sample(served) -> None:
+    url, _, (username, password) = served
+    with httpx.Client(base_url=url, timeout=60, follow_redirects=True) as browser:
+        page = browser.get("/login/")
+        token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.text).group(1)  # type: ignore[union-attr]
+        home = browser.post("/login/", data={"username": username, "password": password, "csrfmiddlewaretoken": token})
+        assert home.status_code == 200 and "Ask" in home.text
+
+        token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', home.text).group(1)  # type: ignore[union-attr]
+        answer = browser.post(str(home.url), data={"question": "What is the warranty period of the actuators?",
+                                                   "effort": "medium", "csrfmiddlewaretoken": token})
+
+    assert answer.status_code == 200
+    assert "No language model is connected" in answer.text
+    assert "contracts/supply-agreement.txt" in answer.text and "twenty-four (24) months" in answer.text

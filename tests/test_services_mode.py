@@ -1,0 +1,72 @@
+"""Services mode: PostgreSQL, a Redis broker, a real Celery worker process, Qdrant via qdrant-client.
+
+No Qdrant server is installable here, so the server adapter runs on qdrant-client's local mode.
+A local-mode folder is locked by one process, so the worker finishes and exits before `ask`
+opens the store (a real Qdrant server has no such limit).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from django.conf import settings
+from django.db import connection
+
+from docqa.models import Document, DocumentStatus
+from tests.conftest import REPO, subset_questions
+
+pytestmark = [pytest.mark.services, pytest.mark.django_db(transaction=True)]
+
+
+@pytest.fixture
+def services_env(tmp_path: Path, standin: Any) -> dict[str, str]:
+    broker = os.environ["DOCQA_REDIS_TEST_URL"]
+    redis.Redis.from_url(broker).flushdb()
+    db = connection.settings_dict
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DOCQA_")}
+    env.update(
+        DJANGO_SETTINGS_MODULE="docqa.settings",
+        DOCQA_DATABASE_URL=f"postgres://{db['USER']}@{db['HOST']}:{db['PORT'] or 5432}/{db['NAME']}",
+        DOCQA_BROKER_URL=broker,
+        DOCQA_QDRANT_URL=f"path:{tmp_path / 'qdrant'}",
+        DOCQA_DATA_DIR=str(tmp_path / "var"),
+        DOCQA_LLM_BASE_URL=standin.url,
+    )
+    return env
+
+
+def manage(env: dict[str, str], *args: str) -> dict[str, Any]:
+    result = subprocess.run([sys.executable, "manage.py", *args], cwd=REPO, env=env, capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout)
+
+
+def test_services_mode_ingests_through_a_worker_process_and_answers(services_env: dict[str, str], docs_folder: Path) -> None:
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "docqa", "worker", "--pool", "prefork", "--concurrency", "1",
+         "--loglevel", "WARNING", "--without-mingle", "--without-gossip"],
+        cwd=REPO, env=services_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        report = manage(services_env, "ingest", str(docs_folder), "--matter", "svc", "--json")
+    finally:
+        worker.send_signal(signal.SIGTERM)  # warm shutdown: finish, release the local Qdrant folder
+        log = worker.communicate(timeout=120)[0]
+
+    assert worker.returncode == 0, log[-3000:]
+    assert report["counts"]["indexed"] == 9 and report["failures"] == []
+    assert Document.objects.filter(matter__slug="svc", status=DocumentStatus.INDEXED).count() == 9
+    for question in subset_questions():
+        result = manage(services_env, "ask", "--matter", "svc", "--json", question["question"])
+        assert question["answers"][0]["file"] in {s["path"] for s in result["sources"]}
+        assert result["mode"] == "llm" and result["citations"] and all(c["verified"] for c in result["citations"])
+    assert settings.QDRANT_URL == ""  # the test process itself never opened the store
