@@ -32,12 +32,12 @@ run: setup
 	$(BIN)/python manage.py migrate --no-input -v0
 	$(BIN)/python manage.py bootstrap --matter $(MATTER)
 	$(BIN)/python manage.py ingest "$(FOLDER)" --matter $(MATTER)
-	@echo "docqa is serving on http://$(ADDR)/ (Ctrl-C stops it)"
 	$(BIN)/python manage.py serve $(ADDR)
 
 lint: setup
 	$(BIN)/ruff check docqa ingest inference tests bench
 	$(BIN)/lint-imports
+	$(BIN)/mypy docqa ingest inference
 
 test: lint
 	$(BIN)/python -m pytest

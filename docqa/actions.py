@@ -196,6 +196,9 @@ def do_ask(
             text, matter_ids=[matter.id], embedder=services.get_embedder(), store=services.get_store(),
             llm=llm, budget=budget, effort=effort,
             max_completion_tokens=settings.LLM_RESERVED_OUTPUT, on_event=on_event,
+            # Prefix-cache entries are kept apart per matter, so one matter's cached
+            # sources can never shorten (and so reveal) another's prompt timing.
+            cache_salt=f"matter-{matter.id}",
         )
     except Exception as exc:  # recorded and audited, then re-raised for the caller to show
         record_answer(question, None, started, error=str(exc))

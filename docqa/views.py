@@ -42,7 +42,11 @@ def ask(request: HttpRequest, slug: str) -> HttpResponse:
                 budget=form.cleaned_data["budget"],
                 effort=form.cleaned_data["effort"],
             )
-            context["result"] = outcome.result.as_dict() if outcome.result else None
+            result = outcome.result.as_dict() if outcome.result else None
+            if result and result["mode"] == "search":
+                # Nothing reads these in label order, so show the best passage first.
+                result["sources"].sort(key=lambda s: -s["score"])
+            context["result"] = result
         except DocqaError as exc:
             context["error"] = str(exc)
     context["recent"] = Question.objects.filter(matter=matter, user=request.user).order_by("-id")[:10]

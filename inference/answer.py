@@ -69,6 +69,7 @@ def answer_question(
     budget: int,
     effort: str = "medium",
     max_completion_tokens: int = 8192,
+    cache_salt: str | None = None,
     on_event: EventSink = lambda kind, data: None,
 ) -> AnswerResult:
     on_event("status", "retrieving")
@@ -80,7 +81,7 @@ def answer_question(
     if llm is None:
         return AnswerResult("search", SEARCH_ONLY_NOTE, packing, usage=usage)
     on_event("status", "generating")
-    result = generate(question, packing, llm, effort, max_completion_tokens, on_event)
+    result = generate(question, packing, llm, effort, max_completion_tokens, on_event, cache_salt)
     result.usage = {**usage, **result.usage}
     return result
 
@@ -92,13 +93,17 @@ def generate(
     effort: str,
     max_completion_tokens: int,
     on_event: EventSink,
+    cache_salt: str | None = None,
 ) -> AnswerResult:
     started = time.monotonic()
     content: list[str] = []
     reasoning: list[str] = []
     result = AnswerResult("llm", "", packing, model=llm.model)
     messages = build_messages(packing.sources, question)
-    for event in llm.stream_chat(messages, max_completion_tokens=max_completion_tokens, effort=effort):
+    stream = llm.stream_chat(
+        messages, max_completion_tokens=max_completion_tokens, effort=effort, cache_salt=cache_salt
+    )
+    for event in stream:
         if event.kind == "content":
             content.append(event.text)
         elif event.kind == "reasoning":

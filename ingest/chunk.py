@@ -69,7 +69,7 @@ def split_spans(
     cursor = 0
     for node in splitter.get_nodes_from_documents([Document(text=text)]):
         content = node.get_content()
-        start = node.start_char_idx
+        start = getattr(node, "start_char_idx", None)
         if start is None or text[start : start + len(content)] != content:
             # The splitter could not place the node; find it ourselves after the last one.
             start = text.find(content, max(0, cursor - len(content)))

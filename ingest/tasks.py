@@ -44,7 +44,7 @@ def load_models_in_child(**kwargs: object) -> None:
     _ = services.get_embedder().model
 
 
-def claim(item_id: int, state: ItemState) -> IngestItem | None:
+def claim(item_id: int, state: str) -> IngestItem | None:
     """Move a queued item to `state`; None if another worker has it or it is already final."""
     if not IngestItem.objects.filter(id=item_id, state=ItemState.QUEUED).update(state=state):
         return None

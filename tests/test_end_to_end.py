@@ -69,6 +69,7 @@ def test_ask_with_llm_gives_verified_citations(data_dir: Path, docs_folder: Path
         assert result["usage"]["prompt_tokens"] <= 131072 - 8192
     sent = standin.requests[-1]
     assert sent["reasoning_effort"] == "low" and sent["stream"] is True
+    assert sent["cache_salt"].startswith("matter-")
     assert "[S1]" in sent["messages"][1]["content"]
     assert Citation.objects.filter(verified=True).count() >= 2
 

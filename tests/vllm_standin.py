@@ -34,7 +34,7 @@ def stems(text: str) -> set[str]:
     """Crude stems (first six letters of words of four or more), so "warranty" meets "warrants"."""
     return {word[:6] for word in WORD.findall(text.lower())}
 SOURCE_BLOCK = re.compile(r"^\[(S\d+)\] [^\n]*\n(.*?)(?=\n\n\[S\d+\] |\n\nQuestion: |\Z)", re.S | re.M)
-SENTENCE_END = re.compile(r"(?<=[.!?;])\s+")
+SENTENCE_END = re.compile(r"(?<=[.!?;])\s+|\n\s*\n")
 
 
 def answer_from_sources(prompt: str) -> tuple[str, str]:

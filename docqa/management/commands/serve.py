@@ -4,23 +4,33 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.core.management import call_command
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from docqa import services
 from docqa.management.base import shutdown, start_local_work
 
 
 class Command(BaseCommand):
-    help = "Serve the web UI (embedded default: also runs the task worker in this process)."
+    help = "Serve the web UI with waitress (embedded default: also runs the task worker in this process)."
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("addrport", nargs="?", default="127.0.0.1:8000")
+        parser.add_argument("--threads", type=int, default=8)
 
     def handle(self, *args: Any, **options: Any) -> None:
+        host, _, port = options["addrport"].rpartition(":")
+        if not host or not port.isdigit():
+            raise CommandError("give the address as HOST:PORT, e.g. 127.0.0.1:8000")
+        from waitress import serve
+
+        from docqa.wsgi import application
+
         start_local_work(f"the web server at http://{options['addrport']}/")
         services.get_store()  # open (and lock) the store now, so a problem shows at start
+        self.stdout.write(f"docqa is serving on http://{options['addrport']}/ (Ctrl-C stops it)")
         try:
-            call_command("runserver", options["addrport"], use_reloader=False, use_threading=True)
+            serve(application, host=host, port=int(port), threads=options["threads"], ident="docqa")
+        except KeyboardInterrupt:
+            pass
         finally:
             shutdown()
