@@ -39,6 +39,7 @@ from ingest.discover import plan_sync, walk_folder
 
 logger = logging.getLogger(__name__)
 GENESIS = "0" * 64
+STALL_WARNING_S = 120
 
 
 def record_audit(actor: str, action: str, matter: Matter | None, detail: dict[str, Any]) -> AuditEvent:
@@ -74,8 +75,13 @@ def do_start_ingest(matter: Matter, root: Path, actor: str) -> IngestRun:
     root = root.resolve()
     source, _ = Source.objects.get_or_create(matter=matter, root=str(root))
     found = walk_folder(root, max_bytes=settings.MAX_FILE_BYTES)
-    documents = {d.path: d for d in source.documents.exclude(status=DocumentStatus.DELETED)}
-    known = {path: (d.sha256 if d.status == DocumentStatus.INDEXED else "") for path, d in documents.items()}
+    documents = {d.path: d for d in source.documents.all()}
+    # Files that failed or never finished count as changed, so every sync retries them.
+    known = {
+        path: (d.sha256 if d.status == DocumentStatus.INDEXED else "")
+        for path, d in documents.items()
+        if d.status != DocumentStatus.DELETED
+    }
     plan = plan_sync(found.files, known)
     with transaction.atomic():
         run = IngestRun.objects.create(matter=matter, source=source, actor=actor)
@@ -83,7 +89,7 @@ def do_start_ingest(matter: Matter, root: Path, actor: str) -> IngestRun:
         for change, files in ((Change.NEW, plan.new), (Change.CHANGED, plan.changed)):
             for f in files:
                 doc = documents.get(f.path) or Document(matter=matter, source=source, path=f.path)
-                doc.kind, doc.size = f.kind, f.size
+                doc.kind, doc.size, doc.status = f.kind, f.size, DocumentStatus.PENDING
                 doc.save()
                 work.append(IngestItem.objects.create(run=run, document=doc, path=f.path, change=change))
         for f in plan.unchanged:
@@ -119,11 +125,19 @@ def run_progress(run: IngestRun) -> dict[str, int]:
 def wait_for_run(run: IngestRun, *, timeout: float | None = None, on_progress: Any = None) -> IngestRun:
     """Block until every item of `run` is final, then finish it. Polls the database."""
     deadline = None if timeout is None else time.monotonic() + timeout
+    last_change, warned = time.monotonic(), False
+    last_progress: dict[str, int] = {}
     while run.items.exclude(state__in=FINAL_STATES).exists():
         if deadline is not None and time.monotonic() > deadline:
             raise TimeoutError(f"ingest run {run.id} did not finish within {timeout:.0f} s")
+        progress = run_progress(run)
+        if progress != last_progress:
+            last_change, last_progress = time.monotonic(), progress
+        elif not warned and time.monotonic() - last_change > STALL_WARNING_S and not settings.EMBEDDED_WORKER:
+            logger.warning("no progress for %d s: is a worker running? (celery -A docqa worker)", STALL_WARNING_S)
+            warned = True
         if on_progress:
-            on_progress(run_progress(run))
+            on_progress(progress)
         time.sleep(0.25)
     return do_finish_run(run)
 

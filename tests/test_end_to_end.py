@@ -98,6 +98,22 @@ def test_resync_skips_unchanged_and_follows_changes_and_deletions(data_dir: Path
     assert "generated/policy.html" not in paths
 
 
+def test_resync_brings_back_a_file_that_was_deleted(data_dir: Path, docs_folder: Path) -> None:
+    policy = docs_folder / "generated" / "policy.html"
+    saved = policy.read_bytes()
+    ingest(docs_folder)
+    policy.unlink()
+    ingest(docs_folder)
+    policy.write_bytes(saved)
+
+    report = ingest(docs_folder)
+
+    assert report["counts"]["new"] == 1 and report["counts"]["indexed"] == 1
+    assert Document.objects.get(path="generated/policy.html").status == DocumentStatus.INDEXED
+    paths = {s["path"] for s in ask("How long are engineering drawings retained?")["sources"]}
+    assert "generated/policy.html" in paths
+
+
 def test_ask_batch_reads_questions_from_stdin(data_dir: Path, docs_folder: Path, monkeypatch: Any) -> None:
     ingest(docs_folder)
     lines = '{"id": "q-1", "question": "What is the maximum pressure of the pump?"}\nWho pays invoices?\n'
