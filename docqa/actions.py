@@ -36,6 +36,7 @@ from docqa.models import (
 )
 from inference.answer import AnswerResult, answer_question
 from ingest.discover import plan_sync, walk_folder
+from ingest.errors import DocqaError
 
 logger = logging.getLogger(__name__)
 GENESIS = "0" * 64
@@ -60,6 +61,21 @@ def record_audit(actor: str, action: str, matter: Matter | None, detail: dict[st
     raise RuntimeError("could not append to the audit chain after 5 attempts")
 
 
+def verify_audit_chain() -> tuple[int, list[str]]:
+    """(events checked, problems): every row's hash and its link to the row before it."""
+    problems: list[str] = []
+    previous = GENESIS
+    count = 0
+    for event in AuditEvent.objects.order_by("id").iterator():
+        count += 1
+        if event.prev_hash != previous:
+            problems.append(f"event {event.id}: does not link to the event before it (one removed or reordered)")
+        if event.compute_hash() != event.hash:
+            problems.append(f"event {event.id}: content does not match its hash (edited)")
+        previous = event.hash
+    return count, problems
+
+
 def get_or_create_matter(slug: str, actor: str) -> Matter:
     matter, created = Matter.objects.get_or_create(slug=slug, defaults={"name": slug})
     if created:
@@ -74,6 +90,7 @@ def do_start_ingest(matter: Matter, root: Path, actor: str) -> IngestRun:
     """Discover `root`, record a run with one item per file, and queue the work."""
     root = root.resolve()
     source, _ = Source.objects.get_or_create(matter=matter, root=str(root))
+    refuse_overlapping_run(source)
     found = walk_folder(root, max_bytes=settings.MAX_FILE_BYTES)
     documents = {d.path: d for d in source.documents.all()}
     # Files that failed or never finished count as changed, so every sync retries them.
@@ -106,6 +123,15 @@ def do_start_ingest(matter: Matter, root: Path, actor: str) -> IngestRun:
         record_audit(actor, "ingest.start", matter, {"run": run.id, "root": str(root)})
         transaction.on_commit(lambda: enqueue_items(work))
     return run
+
+
+def refuse_overlapping_run(source: Source) -> None:
+    """One run per folder at a time: two runs racing on one file could delete each other's points."""
+    for run in IngestRun.objects.filter(source=source, status=RunStatus.RUNNING):
+        left = run.items.exclude(state__in=FINAL_STATES).count()
+        if left:
+            raise DocqaError(f"run {run.id} on {source.root} is still in progress ({left} files left); wait for it")
+        do_finish_run(run)  # its waiter went away before closing it
 
 
 def enqueue_items(items: list[IngestItem]) -> None:
@@ -147,7 +173,7 @@ def do_finish_run(run: IngestRun) -> IngestRun:
     items = run.items.all()
     counts = {key: 0 for key in ("new", "changed", "unchanged", "deleted", "indexed", "skipped", "failed")}
     for change, state in items.values_list("change", "state"):
-        if change in counts:
+        if change in (Change.NEW, Change.CHANGED, Change.UNCHANGED, Change.DELETED):
             counts[change] += 1
         if state in (ItemState.INDEXED, ItemState.SKIPPED, ItemState.FAILED):
             counts[state] += 1
@@ -236,7 +262,7 @@ def record_answer(question: Question, result: AnswerResult | None, started: floa
         )
         citations = result.citations if result else []
         Citation.objects.bulk_create(
-            Citation(answer=answer, label=c.label, quote=c.quote, verified=c.verified) for c in citations
+            Citation(answer=answer, label=c.label, quote=c.quote, status=c.status, verified=c.verified) for c in citations
         )
         record_audit(
             question.actor, "question.answer", question.matter,
@@ -245,10 +271,11 @@ def record_answer(question: Question, result: AnswerResult | None, started: floa
                 "text": question.text,
                 "mode": answer.mode,
                 "error": error,
+                "notes": result.notes if result else [],
                 "sources": [
                     {"label": s["label"], "document": s["document"], "path": s["path"], "start": s["start"], "end": s["end"]}
                     for s in answer.sources
                 ],
-                "citations": [{"label": c.label, "verified": c.verified} for c in citations],
+                "citations": [{"label": c.label, "status": c.status} for c in citations],
             },
         )

@@ -49,13 +49,20 @@ class Source(models.Model):
 
 
 class DocumentText(models.Model):
-    """Extracted text of one file content, stored once however many documents share it."""
+    """Extracted text of one file content, stored once however many documents share it.
 
-    sha256 = models.CharField(max_length=64, unique=True)
+    Keyed by content and parser: the same bytes named .md and .txt parse to different texts,
+    and a chunk's character span must index the text its own parser produced.
+    """
+
+    sha256 = models.CharField(max_length=64)
     text = models.TextField()
     parser = models.CharField(max_length=64)
     page_count = models.IntegerField(null=True)
     created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["sha256", "parser"], name="one_text_per_content_and_parser")]
 
 
 class DocumentStatus(models.TextChoices):
@@ -162,6 +169,7 @@ class Citation(models.Model):
     answer = models.ForeignKey(Answer, on_delete=models.CASCADE, related_name="citations")
     label = models.CharField(max_length=8)
     quote = models.TextField(blank=True)
+    status = models.CharField(max_length=16)  # "quote verified", "source only" or "failed"
     verified = models.BooleanField(default=False)
 
 

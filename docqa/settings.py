@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from urllib.parse import urlparse
+from urllib.parse import unquote, urlparse
 
 from docqa import offline  # noqa: F401  (sets offline flags before anything heavy loads)
 
@@ -46,8 +46,8 @@ def database_from_url(url: str) -> dict:
     return {
         "ENGINE": "django.db.backends.postgresql",
         "NAME": parsed.path.lstrip("/"),
-        "USER": parsed.username or "",
-        "PASSWORD": parsed.password or env("DATABASE_PASSWORD"),
+        "USER": unquote(parsed.username or ""),
+        "PASSWORD": unquote(parsed.password or "") or env("DATABASE_PASSWORD"),
         "HOST": parsed.hostname or "",
         "PORT": str(parsed.port or ""),
         "CONN_MAX_AGE": 60,
@@ -121,7 +121,9 @@ else:
             "ENGINE": "django.db.backends.sqlite3",
             "NAME": DATA_DIR / "docqa.sqlite3",
             # The in-process worker thread writes while requests read: wait, don't fail.
-            "OPTIONS": {"timeout": 30, "init_command": "PRAGMA journal_mode=WAL;"},
+            # IMMEDIATE: a transaction that reads then writes (the audit chain) takes the write
+            # lock first, so it waits for the other writer instead of failing "database is locked".
+            "OPTIONS": {"timeout": 30, "init_command": "PRAGMA journal_mode=WAL;", "transaction_mode": "IMMEDIATE"},
         }
     }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"

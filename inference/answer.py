@@ -19,6 +19,11 @@ from ingest.embed import Embedder
 from ingest.store import VectorStore
 from ingest.tokens import count_tokens
 
+
+class ReasoningExhausted(GenerationFailed):
+    """finish_reason "length" with no content: reasoning used the whole output budget."""
+
+
 SEARCH_ONLY_NOTE = (
     "No language model is connected, so this is a search-only result: the passages below are "
     "exactly what would have been sent to the model. Set DOCQA_LLM_BASE_URL to get answers."
@@ -36,6 +41,7 @@ class AnswerResult:
     usage: dict[str, Any] = field(default_factory=dict)
     model: str = ""
     finish_reason: str = ""
+    notes: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -45,6 +51,7 @@ class AnswerResult:
             "citations": [c.as_dict() for c in self.citations],
             "dropped": self.packing.dropped,
             "usage": self.usage,
+            "notes": self.notes,
         }
 
 
@@ -81,7 +88,19 @@ def answer_question(
     if llm is None:
         return AnswerResult("search", SEARCH_ONLY_NOTE, packing, usage=usage)
     on_event("status", "generating")
-    result = generate(question, packing, llm, effort, max_completion_tokens, on_event, cache_salt)
+    try:
+        result = generate(question, packing, llm, effort, max_completion_tokens, on_event, cache_salt)
+    except ReasoningExhausted:
+        if effort == "low":
+            raise
+        # VLLM.md: reasoning can eat the whole output budget; retry once with less of it.
+        on_event("status", "reasoning used the whole output budget; retrying with low effort")
+        result = generate(question, packing, llm, "low", max_completion_tokens, on_event, cache_salt)
+        result.notes.append(
+            f"At {effort} effort the model spent its whole output budget reasoning, so it was asked again at low effort."
+        )
+    if result.finish_reason == "length":
+        result.notes.append("The answer was cut off: the model reached its output limit before finishing.")
     result.usage = {**usage, **result.usage}
     return result
 
@@ -118,7 +137,7 @@ def generate(
     result.usage["latency_ms"] = int((time.monotonic() - started) * 1000)
     if not result.answer:
         if result.finish_reason == "length":
-            raise GenerationFailed(
+            raise ReasoningExhausted(
                 "the model used its whole output budget on reasoning and wrote no answer; "
                 "ask again with lower effort"
             )

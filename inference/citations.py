@@ -1,8 +1,13 @@
 """Check an answer's citations against the sources that were actually sent.
 
-Every `[Sn]` marker must name a packed source; a quoted span written right before a marker must
-occur verbatim in that source (whitespace, typographic quotes and an ellipsis between parts are
-tolerated). Each citation records whether it held and why.
+Every `[Sn]` marker must name a packed source. A quoted span written right before a marker must
+occur in that source as whole words: whitespace, typographic quotes, the case of the first letter
+and trailing punctuation inside the quotes are forgiven; an ellipsis may join parts that stand
+in order no more than a few sentences apart. Each citation gets one of three results:
+
+- "quote verified": the source was sent and the quote is in it;
+- "source only": the source was sent, but there was no quote (or one too short) to check;
+- "failed": an unknown label, or a quote that is not in the source.
 """
 
 from __future__ import annotations
@@ -14,17 +19,27 @@ from typing import Any
 MARKER_GROUP = re.compile(r"\[(S\d+(?:\s*[,;]\s*S\d+)*)\]")
 QUOTE_BEFORE = re.compile(r"[\"“]([^\"“”]{3,}?)[\"”]\s*[,.;:]?\s*$")
 ELLIPSIS = re.compile(r"\s*(?:\.\.\.|…)\s*")
+MIN_WORDS = 2  # a one-word "quote" proves nothing
+MAX_GAP = 600  # characters allowed between the parts joined by an ellipsis
+# An ellipsis that leaves one of these out can turn a clause into its opposite.
+NEGATIONS = re.compile(r"(?<!\w)(not|no|never|neither|nor|without|except|unless|n't)(?!\w)", re.I)
+
+QUOTE_VERIFIED, SOURCE_ONLY, FAILED = "quote verified", "source only", "failed"
 
 
 @dataclass(frozen=True)
 class CheckedCitation:
     label: str
     quote: str
-    verified: bool
+    status: str
     reason: str
 
+    @property
+    def verified(self) -> bool:
+        return self.status != FAILED
+
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "verified": self.verified}
 
 
 def normalize(text: str) -> str:
@@ -32,17 +47,33 @@ def normalize(text: str) -> str:
     return re.sub(r"\s+", " ", text).strip()
 
 
-def quote_occurs(quote: str, source_text: str) -> bool:
+def part_pattern(part: str) -> re.Pattern[str]:
+    first, rest = part[0], re.escape(part[1:])
+    head = f"[{re.escape(first.upper())}{re.escape(first.lower())}]" if first.isalpha() else re.escape(first)
+    return re.compile(rf"(?<!\w){head}{rest}(?!\w)")
+
+
+def quote_parts(quote: str) -> list[str]:
+    return [p.strip(" ,.;:") for p in ELLIPSIS.split(normalize(quote)) if p.strip(" ,.;:")]
+
+
+def find_quote(parts: list[str], source_text: str) -> str:
+    """"" when the parts stand in the source as quoted; otherwise why not."""
     haystack = normalize(source_text)
-    position = 0
-    for part in ELLIPSIS.split(normalize(quote)):
-        if not part:
-            continue
-        found = haystack.find(part, position)
-        if found < 0:
-            return False
-        position = found + len(part)
-    return True
+    position, previous_end = 0, None
+    for part in parts:
+        found = part_pattern(part).search(haystack, position)
+        if found is None:
+            return "quote not found in {label}"
+        if previous_end is not None:
+            omitted = haystack[previous_end : found.start()]
+            if len(omitted) > MAX_GAP:
+                return "quoted parts stand too far apart in {label}"
+            negation = NEGATIONS.search(omitted)
+            if negation:
+                return f"the ellipsis leaves out {negation.group(0)!r}, which changes the meaning"
+        position = previous_end = found.end()
+    return ""
 
 
 def check_citations(answer: str, sources: dict[str, str]) -> list[CheckedCitation]:
@@ -50,8 +81,7 @@ def check_citations(answer: str, sources: dict[str, str]) -> list[CheckedCitatio
     checked: list[CheckedCitation] = []
     previous_end = 0
     for match in MARKER_GROUP.finditer(answer):
-        before = answer[previous_end : match.start()]
-        quoted = QUOTE_BEFORE.search(before)
+        quoted = QUOTE_BEFORE.search(answer[previous_end : match.start()])
         quote = quoted.group(1).strip() if quoted else ""
         for label in re.split(r"\s*[,;]\s*", match.group(1)):
             checked.append(check_one(label, quote, sources))
@@ -61,9 +91,12 @@ def check_citations(answer: str, sources: dict[str, str]) -> list[CheckedCitatio
 
 def check_one(label: str, quote: str, sources: dict[str, str]) -> CheckedCitation:
     if label not in sources:
-        return CheckedCitation(label, quote, False, f"{label} is not one of the sources sent")
-    if not quote:
-        return CheckedCitation(label, quote, True, "names a source that was sent; no quote to check")
-    if quote_occurs(quote, sources[label]):
-        return CheckedCitation(label, quote, True, "quote found verbatim in the source")
-    return CheckedCitation(label, quote, False, f"quote not found in {label}")
+        return CheckedCitation(label, quote, FAILED, f"{label} is not one of the sources sent")
+    parts = quote_parts(quote)
+    if not parts or any(len(p.split()) < MIN_WORDS for p in parts):
+        reason = "no quote to check" if not quote else "quote too short to check"
+        return CheckedCitation(label, quote, SOURCE_ONLY, f"names a source that was sent; {reason}")
+    problem = find_quote(parts, sources[label])
+    if not problem:
+        return CheckedCitation(label, quote, QUOTE_VERIFIED, "quote found word for word in the source")
+    return CheckedCitation(label, quote, FAILED, problem.format(label=label))

@@ -106,7 +106,10 @@ class VllmClient:
 
     def max_model_len(self) -> int:
         """The served model's context window, from /v1/models."""
-        cards = self._request("GET", "/v1/models").json().get("data", [])
+        try:
+            cards = self._request("GET", "/v1/models").json().get("data", [])
+        except ValueError as exc:
+            raise LlmUnavailable(f"{self.root}/v1/models did not return JSON: is this a vLLM server?") from exc
         for card in cards:
             if card.get("id") == self.model and card.get("max_model_len"):
                 return int(card["max_model_len"])
@@ -150,9 +153,14 @@ def parse_sse(lines: Iterator[str]) -> Iterator[StreamEvent]:
         if not line.startswith("data:"):
             continue
         data = line[5:].strip()
+        if not data:
+            continue
         if data == "[DONE]":
             return
-        chunk = json.loads(data)
+        try:
+            chunk = json.loads(data)
+        except ValueError as exc:
+            raise GenerationFailed(f"the language model sent malformed stream data: {data[:200]!r}") from exc
         if "error" in chunk or chunk.get("object") == "error":
             raise GenerationFailed(f"the language model failed mid-answer: {error_message(data)}")
         yield from chunk_events(chunk)

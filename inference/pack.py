@@ -84,11 +84,13 @@ def header_cost(hit: Hit) -> int:
 
 
 def merge_passages(hits: list[Hit]) -> list[PackedSource]:
-    by_document: dict[int, list[Hit]] = {}
+    # Keyed by version too: mid-update, a query may see chunks of two versions of one document,
+    # whose offsets index different texts and must never be stitched together.
+    by_document: dict[tuple[int, str], list[Hit]] = {}
     for hit in hits:
-        by_document.setdefault(int(hit.payload["document"]), []).append(hit)
+        by_document.setdefault((int(hit.payload["document"]), str(hit.payload.get("version", ""))), []).append(hit)
     passages: list[PackedSource] = []
-    for document_id, group in by_document.items():
+    for (document_id, _version), group in by_document.items():
         group.sort(key=lambda h: h.payload["start"])
         current: PackedSource | None = None
         for hit in group:

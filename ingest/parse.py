@@ -116,7 +116,8 @@ def assemble(elements: list[Any], parser: str) -> ParsedDocument:
     parts: list[str] = []
     offset = 0
     for element in elements:
-        text = (getattr(element, "text", "") or "").strip()
+        # PostgreSQL text cannot hold NUL, and no reader needs one: drop them before offsets exist.
+        text = (getattr(element, "text", "") or "").replace("\x00", "").strip()
         if not text:
             continue
         if parts:

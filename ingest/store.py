@@ -8,8 +8,10 @@ The matter filter is always part of the vector query itself.
 
 from __future__ import annotations
 
+import functools
 import threading
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -18,6 +20,21 @@ from ingest.errors import StoreError, StoreLocked
 
 POINT_NAMESPACE = uuid.UUID("6f1c8f3e-2b4d-4e8a-9c57-0d1e2f3a4b5c")
 DENSE = "dense"
+
+
+def store_errors(method: Callable) -> Callable:
+    """Turn any engine or client failure into StoreError, which the ingest tasks retry."""
+
+    @functools.wraps(method)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(*args, **kwargs)
+        except (StoreError, StoreLocked):
+            raise
+        except Exception as exc:
+            raise StoreError(f"the vector store failed: {type(exc).__name__}: {exc}") from exc
+
+    return wrapper
 
 
 def point_id(document_id: int, version: str, chunk_index: int) -> str:
@@ -39,12 +56,16 @@ class Hit:
 
 
 class VectorStore(Protocol):
+    @store_errors
     def upsert(self, points: list[ChunkPoint]) -> None: ...
 
+    @store_errors
     def delete_document(self, document_id: int, keep_version: str | None = None) -> None: ...
 
+    @store_errors
     def search(self, vector: list[float], matter_ids: list[int], limit: int) -> list[Hit]: ...
 
+    @store_errors
     def count(self, matter_ids: list[int] | None = None) -> int: ...
 
     def close(self) -> None: ...
@@ -83,6 +104,7 @@ class EdgeStore:
         match = qe.MatchAny(value) if isinstance(value, list) else qe.MatchValue(value)
         return qe.FieldCondition(key=key, match=match)
 
+    @store_errors
     def upsert(self, points: list[ChunkPoint]) -> None:
         qe = self._qe
         edge_points = [qe.Point(p.id, {DENSE: p.vector}, p.payload) for p in points]
@@ -90,6 +112,7 @@ class EdgeStore:
             self._shard.update(qe.UpdateOperation.upsert_points(edge_points))
             self._shard.flush()
 
+    @store_errors
     def delete_document(self, document_id: int, keep_version: str | None = None) -> None:
         qe = self._qe
         must_not = [self._match("version", keep_version)] if keep_version else None
@@ -98,6 +121,7 @@ class EdgeStore:
             self._shard.update(qe.UpdateOperation.delete_points_by_filter(where))
             self._shard.flush()
 
+    @store_errors
     def search(self, vector: list[float], matter_ids: list[int], limit: int) -> list[Hit]:
         qe = self._qe
         if not matter_ids:
@@ -110,6 +134,7 @@ class EdgeStore:
         )
         return [Hit(str(p.id), float(p.score), dict(p.payload or {})) for p in self._shard.query(request)]
 
+    @store_errors
     def count(self, matter_ids: list[int] | None = None) -> int:
         qe = self._qe
         where = qe.Filter(must=[self._match("matter", list(matter_ids))]) if matter_ids else None
@@ -161,12 +186,14 @@ class ServerStore:
         match = models.MatchAny(any=value) if isinstance(value, list) else models.MatchValue(value=value)
         return models.FieldCondition(key=key, match=match)
 
+    @store_errors
     def upsert(self, points: list[ChunkPoint]) -> None:
         from qdrant_client import models
 
         structs = [models.PointStruct(id=p.id, vector={DENSE: p.vector}, payload=p.payload) for p in points]
         self._client.upsert(self.collection, points=structs, wait=True)
 
+    @store_errors
     def delete_document(self, document_id: int, keep_version: str | None = None) -> None:
         from qdrant_client import models
 
@@ -174,6 +201,7 @@ class ServerStore:
         where = models.Filter(must=[self._match("document", document_id)], must_not=must_not)
         self._client.delete(self.collection, points_selector=models.FilterSelector(filter=where), wait=True)
 
+    @store_errors
     def search(self, vector: list[float], matter_ids: list[int], limit: int) -> list[Hit]:
         from qdrant_client import models
 
@@ -189,6 +217,7 @@ class ServerStore:
         )
         return [Hit(str(p.id), float(p.score), dict(p.payload or {})) for p in response.points]
 
+    @store_errors
     def count(self, matter_ids: list[int] | None = None) -> int:
         from qdrant_client import models
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from celery import shared_task
-from celery.signals import worker_process_init
+from celery import Task, shared_task
+from celery.exceptions import SoftTimeLimitExceeded
+from celery.signals import task_failure, worker_process_init
 from django.conf import settings
 from django.db import transaction
 
@@ -21,12 +22,15 @@ from ingest.pipeline import DocumentRef, IndexedFile, index_file
 
 logger = logging.getLogger(__name__)
 TASK_OPTIONS = {
+    "bind": True,
     "acks_late": True,
-    "autoretry_for": (StoreError, ConnectionError),
+    # Only the vector store's failures are transient; a file that cannot be parsed fails at once.
+    "autoretry_for": (StoreError,),
     "retry_backoff": True,
     "retry_jitter": True,
     "max_retries": 3,
 }
+IN_PROGRESS = (ItemState.PARSING, ItemState.EMBEDDING)
 
 
 @worker_process_init.connect
@@ -44,22 +48,28 @@ def load_models_in_child(**kwargs: object) -> None:
     _ = services.get_embedder().model
 
 
-def claim(item_id: int, state: str) -> IngestItem | None:
-    """Move a queued item to `state`; None if another worker has it or it is already final."""
-    if not IngestItem.objects.filter(id=item_id, state=ItemState.QUEUED).update(state=state):
+def is_repeat(task: Task) -> bool:
+    """A retry, or a redelivery after a worker died: it may take over its own in-progress item."""
+    delivery = task.request.delivery_info or {}
+    return bool(task.request.retries or delivery.get("redelivered"))
+
+
+def claim(item_id: int, state: str, *, again: bool = False) -> IngestItem | None:
+    """Move the item to `state`; None if another worker has it or it is already final."""
+    allowed = [ItemState.QUEUED, *IN_PROGRESS] if again else [ItemState.QUEUED]
+    if not IngestItem.objects.filter(id=item_id, state__in=allowed).update(state=state):
         return None
     return IngestItem.objects.select_related("document__source", "run").get(id=item_id)
 
 
 @shared_task(name="ingest.ingest_document", **TASK_OPTIONS)
-def ingest_document(item_id: int) -> str:
-    item = claim(item_id, ItemState.PARSING)
-    if item is None:
+def ingest_document(self: Task, item_id: int) -> str:
+    item = claim(item_id, ItemState.PARSING, again=is_repeat(self))
+    if item is None or item.document is None:
         return "not claimed"
     doc = item.document
-    assert doc is not None
-    abspath = Path(doc.source.root) / doc.path
     try:
+        abspath = resolve_inside(Path(doc.source.root), doc.path)
         version = _hash(abspath)
         indexed = index_file(
             abspath, doc.kind, DocumentRef(doc.matter_id, doc.id, doc.path, version),
@@ -67,19 +77,28 @@ def ingest_document(item_id: int) -> str:
             chunk_tokens=settings.CHUNK_TOKENS, overlap=settings.CHUNK_OVERLAP,
             on_stage=lambda stage: IngestItem.objects.filter(id=item_id).update(state=stage),
         )
+        record_indexed(item, doc, version, indexed)
+    except StoreError:
+        raise  # retried with backoff; when retries run out, task_failure ends the item
     except DocqaError as exc:
         if item.change == "changed":
             # The file on disk no longer says what the old version said: stop answering from it.
             services.get_store().delete_document(doc.id)
-        return fail(item, str(exc))
-    except (StoreError, ConnectionError):
-        IngestItem.objects.filter(id=item_id).update(state=ItemState.QUEUED)  # let the retry claim it
-        raise
+        return fail(item.id, str(exc))
+    except SoftTimeLimitExceeded:
+        return fail(item.id, f"processing took longer than the {settings.CELERY_TASK_SOFT_TIME_LIMIT} s limit")
     except Exception as exc:  # an unexpected bug must still end the item, with its reason
-        logger.exception("ingest of %s failed", abspath)
-        return fail(item, f"internal error: {type(exc).__name__}: {exc}")
-    record_indexed(item, doc, version, indexed)
+        logger.exception("ingest of %s failed", doc.path)
+        return fail(item.id, f"internal error: {type(exc).__name__}: {exc}")
     return "indexed"
+
+
+def resolve_inside(root: Path, relative: str) -> Path:
+    """The file's real path, refused if it now leads outside the folder (swapped for a link)."""
+    path = (root / relative).resolve()
+    if not path.is_relative_to(root.resolve()):
+        raise DocqaError("the file now points outside the folder (a link); not indexed")
+    return path
 
 
 def _hash(path: Path) -> str:
@@ -95,7 +114,7 @@ def record_indexed(item: IngestItem, doc: Document, version: str, indexed: Index
     parsed = indexed.parsed
     with transaction.atomic():
         text, _ = DocumentText.objects.get_or_create(
-            sha256=version, defaults={"text": parsed.text, "parser": parsed.parser, "page_count": parsed.page_count}
+            sha256=version, parser=parsed.parser, defaults={"text": parsed.text, "page_count": parsed.page_count}
         )
         Document.objects.filter(id=doc.id).update(
             sha256=version, status=DocumentStatus.INDEXED, error="", text=text, chunk_count=indexed.chunk_count
@@ -103,17 +122,20 @@ def record_indexed(item: IngestItem, doc: Document, version: str, indexed: Index
         IngestItem.objects.filter(id=item.id).update(state=ItemState.INDEXED, error="")
 
 
-def fail(item: IngestItem, reason: str) -> str:
+def fail(item_id: int, reason: str) -> str:
     with transaction.atomic():
+        item = IngestItem.objects.filter(id=item_id).first()
+        if item is None:
+            return "gone"
         if item.document_id:
             Document.objects.filter(id=item.document_id).update(status=DocumentStatus.FAILED, error=reason)
-        IngestItem.objects.filter(id=item.id).update(state=ItemState.FAILED, error=reason)
+        IngestItem.objects.filter(id=item_id).update(state=ItemState.FAILED, error=reason)
     return "failed"
 
 
 @shared_task(name="ingest.delete_document", **TASK_OPTIONS)
-def delete_document(item_id: int) -> str:
-    item = claim(item_id, ItemState.PARSING)
+def delete_document(self: Task, item_id: int) -> str:
+    item = claim(item_id, ItemState.PARSING, again=is_repeat(self))
     if item is None or item.document_id is None:
         return "not claimed"
     services.get_store().delete_document(item.document_id)
@@ -121,3 +143,12 @@ def delete_document(item_id: int) -> str:
         Document.objects.filter(id=item.document_id).update(status=DocumentStatus.DELETED, chunk_count=0)
         IngestItem.objects.filter(id=item.id).update(state=ItemState.DELETED)
     return "deleted"
+
+
+@task_failure.connect
+def end_item_when_celery_gives_up(sender: Task | None = None, exception: BaseException | None = None,
+                                  args: tuple | None = None, **kwargs: object) -> None:
+    """Retries exhausted or hard time limit: the item still ends, failed, with the reason."""
+    if sender is None or sender.name not in ("ingest.ingest_document", "ingest.delete_document") or not args:
+        return
+    fail(int(args[0]), f"gave up after retries: {type(exception).__name__}: {exception}")

@@ -7,7 +7,8 @@ Its answer is deterministic and built from the sources it was sent: it quotes th
 sentence that best matches the question and cites its label, so tests can check citations.
 
 Modes (set `server.mode`): normal, error (HTTP 500), mid_stream_error, length (reasoning uses
-the whole budget; content null), empty (stop with no content), slow (`delay` s between chunks),
+the whole budget; content null), length_unless_low (the same except at low effort), empty (stop
+with no content), slow (`delay` s between chunks),
 dead (accepts the request and never answers). `reasoning_field` is "reasoning",
 "reasoning_content" or "both", like the vLLM versions that emit them.
 
@@ -217,7 +218,7 @@ class VllmStandin:
         reasoning, content = answer_from_sources(user)
         content_or_none: str | None = content
         finish = "stop"
-        if self.mode == "length":
+        if self.mode == "length" or (self.mode == "length_unless_low" and body.get("reasoning_effort") != "low"):
             content_or_none, finish = None, "length"
         elif self.mode == "empty":
             content_or_none = None

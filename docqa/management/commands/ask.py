@@ -64,6 +64,9 @@ class Command(BaseCommand):
             if not line:
                 continue
             qid, text = parse_batch_line(line, number)
+            if not text:
+                self.stdout.write(json.dumps({"id": qid, "error": "no question on this line"}))
+                continue
             try:
                 result = {"id": qid, "question": text, **self.ask(matter, text, options)}
             except DocqaError as exc:
@@ -73,21 +76,24 @@ class Command(BaseCommand):
 
 
 def parse_batch_line(line: str, number: int) -> tuple[Any, str]:
+    """(id, question) from a plain-text or JSON line; the question is "" when a JSON line has none."""
     if line.startswith("{"):
         try:
             record = json.loads(line)
-            return record.get("id", number), str(record["question"])
-        except (ValueError, KeyError):
-            pass
+        except ValueError:
+            return number, line
+        if isinstance(record, dict):
+            return record.get("id", number), str(record.get("question") or "").strip()
     return number, line
 
 
 def render_text(result: dict[str, Any]) -> str:
     lines = [result["answer"], ""]
+    lines += [f"Note: {note}" for note in result.get("notes", [])]
     if result["citations"]:
         lines.append("Citations:")
         for c in result["citations"]:
-            mark = "verified" if c["verified"] else "NOT VERIFIED"
+            mark = c["status"] if c["verified"] else "NOT VERIFIED"
             quote = f' "{c["quote"]}"' if c["quote"] else ""
             lines.append(f"  [{c['label']}] {mark}:{quote} ({c['reason']})")
         lines.append("")
