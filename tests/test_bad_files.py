@@ -28,6 +28,7 @@ def test_ingest_records_each_bad_file_with_its_reason(data_dir: Path, tmp_path: 
     for path, fragment in expected.items():
         assert fragment in reasons[path], (path, reasons[path])
     assert report["counts"]["indexed"] == 1 and report["counts"]["failed"] == len(expected)
+    assert report["counts"]["skipped"] == 1
     assert report["skipped"] == [{"path": "tool.exe", "reason": "unsupported file type .exe"}]
     assert Document.objects.get(path="good.txt").status == DocumentStatus.INDEXED
     assert Document.objects.get(path="encrypted.pdf").status == DocumentStatus.FAILED
@@ -47,3 +48,12 @@ def test_parse_image_only_pdf_says_it_needs_ocr(tmp_path: Path) -> None:
 
     with pytest.raises(ParseError, match="no text layer"):
         parse_file(path, "pdf")
+
+
+def test_parse_drops_nul_characters_anywhere_in_a_text_file(tmp_path: Path) -> None:
+    path = tmp_path / "late-nul.txt"
+    path.write_bytes(b"Clean opening paragraph.\n\n" + b"x" * 70_000 + b"\x00 tail clause.\n")
+
+    parsed = parse_file(path, "text")
+
+    assert "\x00" not in parsed.text and "tail clause." in parsed.text

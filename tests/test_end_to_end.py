@@ -116,10 +116,26 @@ def test_resync_brings_back_a_file_that_was_deleted(data_dir: Path, docs_folder:
 
 def test_ask_batch_reads_questions_from_stdin(data_dir: Path, docs_folder: Path, monkeypatch: Any) -> None:
     ingest(docs_folder)
-    lines = '{"id": "q-1", "question": "What is the maximum pressure of the pump?"}\nWho pays invoices?\n'
+    lines = ('{"id": "q-1", "question": "What is the maximum pressure of the pump?"}\nWho pays invoices?\n'
+             '{"id": "q-3", "text": "no question field"}\n')
 
     out = run_command("ask", "--matter", "acme", "--batch", stdin=lines, monkeypatch=monkeypatch)
 
     results = [json.loads(line) for line in out.splitlines()]
-    assert [r["id"] for r in results] == ["q-1", 2]
+    assert [r["id"] for r in results] == ["q-1", 2, "q-3"]
+    assert results[2] == {"id": "q-3", "error": "no question on this line"}
     assert "generated/notes.md" in {s["path"] for s in results[0]["sources"]}
+
+
+def test_a_second_run_on_a_folder_waits_for_the_first(data_dir: Path, docs_folder: Path) -> None:
+    from django.core.management.base import CommandError
+
+    from docqa.models import IngestItem, IngestRun, Matter, Source
+
+    matter = Matter.objects.create(slug="acme", name="acme")
+    source = Source.objects.create(matter=matter, root=str(docs_folder.resolve()))
+    busy = IngestRun.objects.create(matter=matter, source=source, actor="someone")
+    IngestItem.objects.create(run=busy, path="a.txt", change="new")
+
+    with pytest.raises(CommandError, match=f"run {busy.id} .* still in progress"):
+        ingest(docs_folder)

@@ -11,6 +11,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from docqa import actions
 from docqa.management.base import cli_actor, shutdown, start_local_work
+from ingest.errors import DocqaError
 
 
 class Command(BaseCommand):
@@ -33,7 +34,7 @@ class Command(BaseCommand):
             matter = actions.get_or_create_matter(options["matter"], actor)
             run = actions.do_start_ingest(matter, root, actor)
             run = actions.wait_for_run(run, timeout=options["timeout"], on_progress=self.progress)
-        except TimeoutError as exc:
+        except (TimeoutError, DocqaError) as exc:
             raise CommandError(str(exc)) from exc
         finally:
             shutdown()
