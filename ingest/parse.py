@@ -1,9 +1,10 @@
 """Turn one file into text with unstructured, keeping where each element came from.
 
 The extracted text is the element texts joined by blank lines; every element keeps its character
-span in that text and its page, so chunks and citations can point back at page and passage.
-unstructured returns no elements (and no exception) for encrypted, corrupt and empty PDFs, so an
-empty result is diagnosed here and raised as a `ParseError` with the reason.
+span in that text, its page and its category, so chunks and citations can point back at page and
+passage. PDFs go through pdfium (ingest.pdf), which is fast and raises for encrypted and corrupt
+files (unstructured returns no elements and no exception for those); other formats go through
+unstructured.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ingest.errors import ParseError, UnsupportedFile
+from ingest.pdf import Block, extract_pdf
 
 SEPARATOR = "\n\n"
 TEXT_KINDS = {"text", "markdown", "html"}
@@ -29,6 +31,7 @@ class ParsedDocument:
     starts: list[int] = field(default_factory=list)
     ends: list[int] = field(default_factory=list)
     pages: list[int | None] = field(default_factory=list)
+    categories: list[str] = field(default_factory=list)  # "Title", "NarrativeText", ...
 
     def page_at(self, offset: int) -> int | None:
         """The page of the element containing (or last starting before) `offset`."""
@@ -63,11 +66,13 @@ def parse_file(path: Path, kind: str) -> ParsedDocument:
         check_text_file(path)
     elif path.stat().st_size == 0:
         raise ParseError("empty file")
-    prepare_unstructured()
-    elements = _partition(path, kind)
-    parsed = assemble(elements, parser=f"unstructured:{kind}")
+    if kind == "pdf":
+        parsed = assemble(extract_pdf(path), parser="pdfium")
+    else:
+        prepare_unstructured()
+        parsed = assemble(_partition(path, kind), parser=f"unstructured:{kind}")
     if not parsed.text.strip():
-        raise ParseError(diagnose_empty(path, kind))
+        raise ParseError("no text found in the file")
     return parsed
 
 
@@ -79,13 +84,16 @@ def check_text_file(path: Path) -> None:
         raise ParseError("binary content in a text file (NUL bytes); not parsed")
 
 
-def _partition(path: Path, kind: str) -> list[Any]:
+def _partition(path: Path, kind: str) -> list[Block]:
+    return [
+        Block(element.text or "", getattr(element.metadata, "page_number", None), getattr(element, "category", ""))
+        for element in _unstructured_elements(path, kind)
+    ]
+
+
+def _unstructured_elements(path: Path, kind: str) -> list[Any]:
     filename = str(path)
     try:
-        if kind == "pdf":
-            from unstructured.partition.pdf import partition_pdf
-
-            return partition_pdf(filename=filename, strategy="fast", languages=["eng"])
         if kind == "docx":
             from unstructured.partition.docx import partition_docx
 
@@ -111,18 +119,19 @@ def _partition(path: Path, kind: str) -> list[Any]:
     raise UnsupportedFile(f"no parser for {kind}")
 
 
-def assemble(elements: list[Any], parser: str) -> ParsedDocument:
+def assemble(blocks: list[Block], parser: str) -> ParsedDocument:
     parsed = ParsedDocument(text="", parser=parser)
     parts: list[str] = []
     offset = 0
-    for element in elements:
+    for block in blocks:
         # PostgreSQL text cannot hold NUL, and no reader needs one: drop them before offsets exist.
-        text = (getattr(element, "text", "") or "").replace("\x00", "").strip()
+        text = block.text.replace("\x00", "").strip()
         if not text:
             continue
         if parts:
             offset += len(SEPARATOR)
-        page = getattr(element.metadata, "page_number", None)
+        page = block.page
+        parsed.categories.append(block.category)
         parsed.starts.append(offset)
         parsed.ends.append(offset + len(text))
         parsed.pages.append(page)
@@ -132,25 +141,3 @@ def assemble(elements: list[Any], parser: str) -> ParsedDocument:
     known_pages = [p for p in parsed.pages if p is not None]
     parsed.page_count = max(known_pages) if known_pages else None
     return parsed
-
-
-def diagnose_empty(path: Path, kind: str) -> str:
-    """Why a file produced no text. PDFs are opened with pdfium to tell the cases apart."""
-    if kind != "pdf":
-        return "no text found in the file"
-    import pypdfium2
-
-    try:
-        pdf = pypdfium2.PdfDocument(str(path))
-    except pypdfium2.PdfiumError as exc:
-        message = str(exc)
-        if "password" in message.lower():
-            return "encrypted PDF (password required); not indexed"
-        return f"corrupt or unreadable PDF ({message})"
-    try:
-        pages = len(pdf)
-    finally:
-        pdf.close()
-    if pages == 0:
-        return "PDF has no pages"
-    return f"PDF has {pages} page(s) but no text layer (scanned?); needs OCR"

@@ -27,6 +27,27 @@ def test_parse_pdf_keeps_page_numbers() -> None:
     assert parsed.page_at(len(parsed.text) - 1) == parsed.page_count
 
 
+def test_parse_pdf_keeps_numbered_headings_as_titles() -> None:
+    parsed = parse_file(DEV / "originals_pdf" / SUBSET_PDF, "pdf")
+
+    titles = [(parsed.pages[i], parsed.text[parsed.starts[i] : parsed.ends[i]])
+              for i, category in enumerate(parsed.categories) if category == "Title"]
+
+    assert (1, "1. DEFINITIONS") in titles and (2, "5. TERM AND TERMINATION") in titles
+    assert parsed.parser == "pdfium"
+
+
+@pytest.mark.parametrize("line, heading", [
+    ("7.2 Notice", True), ("ARTICLE IV", True), ("Section 3. Promotional Activities", True),
+    ("Definitions and Interpretation", True), ("This Agreement is made between the parties.", False),
+    ("NEITHER PARTY MAKES, AND EACH PARTY HEREBY WAIVES AND DISCLAIMS, ANY", False), ("", False),
+])
+def test_pdf_heading_shapes(line: str, heading: bool) -> None:
+    from ingest.pdf import is_heading
+
+    assert is_heading(line) is heading
+
+
 @pytest.mark.parametrize("name, kind, phrase", [
     ("maintenance.docx", "docx", "priority one incidents"),
     ("policy.html", "html", "twelve years"),
