@@ -116,6 +116,8 @@ def do_start_ingest(matter: Matter, root: Path, actor: str) -> IngestRun:
             )
         for path in plan.deleted:
             work.append(IngestItem.objects.create(run=run, document=documents[path], path=path, change=Change.DELETED))
+        for old_path, f in plan.moved:
+            work.append(IngestItem.objects.create(run=run, document=documents[old_path], path=f.path, change=Change.MOVED))
         for skipped in found.skipped:
             IngestItem.objects.create(
                 run=run, path=skipped.path, change=Change.SKIPPED, state=ItemState.SKIPPED, error=skipped.reason
@@ -137,11 +139,9 @@ def refuse_overlapping_run(source: Source) -> None:
 def enqueue_items(items: list[IngestItem]) -> None:
     from ingest import tasks
 
+    by_change = {Change.DELETED: tasks.delete_document, Change.MOVED: tasks.move_document}
     for item in items:
-        if item.change == Change.DELETED:
-            tasks.delete_document.delay(item.id)
-        else:
-            tasks.ingest_document.delay(item.id)
+        by_change.get(Change(item.change), tasks.ingest_document).delay(item.id)
 
 
 def run_progress(run: IngestRun) -> dict[str, int]:
@@ -171,9 +171,9 @@ def wait_for_run(run: IngestRun, *, timeout: float | None = None, on_progress: A
 def do_finish_run(run: IngestRun) -> IngestRun:
     """Close the run (once) with its counts, and audit it."""
     items = run.items.all()
-    counts = {key: 0 for key in ("new", "changed", "unchanged", "deleted", "indexed", "skipped", "failed")}
+    counts = {key: 0 for key in ("new", "changed", "unchanged", "deleted", "moved", "indexed", "skipped", "failed")}
     for change, state in items.values_list("change", "state"):
-        if change in (Change.NEW, Change.CHANGED, Change.UNCHANGED, Change.DELETED):
+        if change in (Change.NEW, Change.CHANGED, Change.UNCHANGED, Change.DELETED, Change.MOVED):
             counts[change] += 1
         if state in (ItemState.INDEXED, ItemState.SKIPPED, ItemState.FAILED):
             counts[state] += 1

@@ -112,6 +112,7 @@ class Change(models.TextChoices):
     CHANGED = "changed"
     UNCHANGED = "unchanged"
     DELETED = "deleted"
+    MOVED = "moved"
     SKIPPED = "skipped"
 
 
@@ -122,11 +123,14 @@ class ItemState(models.TextChoices):
     INDEXED = "indexed"
     UNCHANGED = "unchanged"
     DELETED = "deleted"
+    MOVED = "moved"
     SKIPPED = "skipped"
     FAILED = "failed"
 
 
-FINAL_STATES = (ItemState.INDEXED, ItemState.UNCHANGED, ItemState.DELETED, ItemState.SKIPPED, ItemState.FAILED)
+FINAL_STATES = (
+    ItemState.INDEXED, ItemState.UNCHANGED, ItemState.DELETED, ItemState.MOVED, ItemState.SKIPPED, ItemState.FAILED,
+)
 
 
 class IngestItem(models.Model):

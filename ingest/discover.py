@@ -52,6 +52,7 @@ class SyncPlan:
     changed: list[FoundFile] = field(default_factory=list)
     unchanged: list[FoundFile] = field(default_factory=list)
     deleted: list[str] = field(default_factory=list)
+    moved: list[tuple[str, FoundFile]] = field(default_factory=list)  # (old path, file at new path)
 
 
 def hash_file(path: Path, chunk_size: int = 1 << 20) -> str:
@@ -114,4 +115,23 @@ def plan_sync(files: list[FoundFile], known: dict[str, str]) -> SyncPlan:
             plan.unchanged.append(found)
     present = {f.path for f in files}
     plan.deleted = sorted(path for path in known if path not in present)
+    pair_moves(plan, known)
     return plan
+
+
+def pair_moves(plan: SyncPlan, known: dict[str, str]) -> None:
+    """A new file with the content of a vanished indexed one is that file moved: no re-embedding."""
+    vanished: dict[str, list[str]] = {}
+    for path in plan.deleted:
+        if known[path]:
+            vanished.setdefault(known[path], []).append(path)
+    still_new = []
+    for found in plan.new:
+        candidates = vanished.get(found.sha256)
+        if candidates:
+            old = candidates.pop(0)
+            plan.moved.append((old, found))
+            plan.deleted.remove(old)
+        else:
+            still_new.append(found)
+    plan.new = still_new

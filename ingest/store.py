@@ -122,6 +122,14 @@ class EdgeStore:
             self._shard.flush()
 
     @store_errors
+    def rename_document(self, document_id: int, path: str) -> None:
+        qe = self._qe
+        where = qe.Filter(must=[self._match("document", document_id)])
+        with self._lock:
+            self._shard.update(qe.UpdateOperation.set_payload_by_filter(where, {"path": path}))
+            self._shard.flush()
+
+    @store_errors
     def search(self, vector: list[float], matter_ids: list[int], limit: int) -> list[Hit]:
         qe = self._qe
         if not matter_ids:
@@ -200,6 +208,15 @@ class ServerStore:
         must_not = [self._match("version", keep_version)] if keep_version else None
         where = models.Filter(must=[self._match("document", document_id)], must_not=must_not)
         self._client.delete(self.collection, points_selector=models.FilterSelector(filter=where), wait=True)
+
+    @store_errors
+    def rename_document(self, document_id: int, path: str) -> None:
+        from qdrant_client import models
+
+        where = models.Filter(must=[self._match("document", document_id)])
+        self._client.set_payload(
+            self.collection, payload={"path": path}, points=models.FilterSelector(filter=where), wait=True
+        )
 
     @store_errors
     def search(self, vector: list[float], matter_ids: list[int], limit: int) -> list[Hit]:

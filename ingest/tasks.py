@@ -145,10 +145,26 @@ def delete_document(self: Task, item_id: int) -> str:
     return "deleted"
 
 
+@shared_task(name="ingest.move_document", **TASK_OPTIONS)
+def move_document(self: Task, item_id: int) -> str:
+    """Same content at a new path: relabel the points and the document, no parsing or embedding."""
+    item = claim(item_id, ItemState.PARSING, again=is_repeat(self))
+    if item is None or item.document is None:
+        return "not claimed"
+    doc = item.document
+    services.get_store().rename_document(doc.id, item.path)
+    with transaction.atomic():
+        # A document deleted earlier at the new path leaves a row behind; it has no points left.
+        Document.objects.filter(source_id=doc.source_id, path=item.path, status=DocumentStatus.DELETED).delete()
+        Document.objects.filter(id=doc.id).update(path=item.path)
+        IngestItem.objects.filter(id=item.id).update(state=ItemState.MOVED)
+    return "moved"
+
+
 @task_failure.connect
 def end_item_when_celery_gives_up(sender: Task | None = None, exception: BaseException | None = None,
                                   args: tuple | None = None, **kwargs: object) -> None:
     """Retries exhausted or hard time limit: the item still ends, failed, with the reason."""
-    if sender is None or sender.name not in ("ingest.ingest_document", "ingest.delete_document") or not args:
+    if sender is None or not sender.name.startswith("ingest.") or not args:
         return
     fail(int(args[0]), f"gave up after retries: {type(exception).__name__}: {exception}")

@@ -36,7 +36,7 @@ def test_ingest_indexes_every_format_of_the_folder(data_dir: Path, docs_folder: 
     report = ingest(docs_folder)
 
     assert report["counts"] == {
-        "new": 9, "changed": 0, "unchanged": 0, "deleted": 0, "indexed": 9, "skipped": 0, "failed": 0,
+        "new": 9, "changed": 0, "unchanged": 0, "deleted": 0, "moved": 0, "indexed": 9, "skipped": 0, "failed": 0,
     }
     assert report["failures"] == []
     pdf = Document.objects.get(path__startswith="pdf/")
@@ -139,3 +139,19 @@ def test_a_second_run_on_a_folder_waits_for_the_first(data_dir: Path, docs_folde
 
     with pytest.raises(CommandError, match=f"run {busy.id} .* still in progress"):
         ingest(docs_folder)
+
+
+def test_resync_follows_a_moved_file_without_reembedding(data_dir: Path, docs_folder: Path) -> None:
+    ingest(docs_folder)
+    before = Document.objects.get(path="generated/notes.md")
+    (docs_folder / "archive").mkdir()
+    (docs_folder / "generated" / "notes.md").rename(docs_folder / "archive" / "design-notes.md")
+
+    report = ingest(docs_folder)
+
+    assert report["counts"]["moved"] == 1
+    assert report["counts"]["new"] == 0 and report["counts"]["deleted"] == 0 and report["counts"]["indexed"] == 0
+    moved = Document.objects.get(id=before.id)
+    assert moved.path == "archive/design-notes.md" and moved.chunk_count == before.chunk_count
+    paths = {s["path"] for s in ask("What is the maximum pressure of the hydraulic pump?")["sources"]}
+    assert "archive/design-notes.md" in paths and "generated/notes.md" not in paths

@@ -123,3 +123,15 @@ def test_plan_sync_sorts_files_into_new_changed_unchanged_deleted(tmp_path: Path
     assert [f.path for f in plan.changed] == ["edited.txt"]
     assert [f.path for f in plan.unchanged] == ["same.txt"]
     assert plan.deleted == ["gone.txt"]
+
+
+def test_plan_sync_pairs_a_vanished_file_with_new_identical_content_as_moved(tmp_path: Path) -> None:
+    (tmp_path / "renamed.txt").write_text("the same contract")
+    (tmp_path / "fresh.txt").write_text("a new contract")
+    files = walk_folder(tmp_path, max_bytes=1000).files
+    digest = {f.path: f.sha256 for f in files}
+
+    plan = plan_sync(files, {"old-name.txt": digest["renamed.txt"], "gone.txt": "other"})
+
+    assert [(old, f.path) for old, f in plan.moved] == [("old-name.txt", "renamed.txt")]
+    assert [f.path for f in plan.new] == ["fresh.txt"] and plan.deleted == ["gone.txt"]
