@@ -13,7 +13,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Count
+from django.db.models import Count, Q, Sum
 from django.utils import timezone
 
 from docqa import services
@@ -144,6 +144,44 @@ def enqueue_items(items: list[IngestItem]) -> None:
         by_change.get(Change(item.change), tasks.ingest_document).delay(item.id)
 
 
+@dataclass
+class RunStats:
+    """Live figures of a run: the work (new, changed, deleted and moved files) and its pace."""
+
+    work: int
+    done: int
+    failed: int
+    pages: int
+    chunks: int
+    elapsed: float
+
+    @property
+    def rate(self) -> float:
+        return self.done / self.elapsed if self.elapsed > 0 else 0.0
+
+    @property
+    def eta(self) -> float | None:
+        return (self.work - self.done) / self.rate if self.rate else None
+
+
+WORK_CHANGES = (Change.NEW, Change.CHANGED, Change.DELETED, Change.MOVED)
+
+
+def run_stats(run: IngestRun) -> RunStats:
+    work = run.items.filter(change__in=WORK_CHANGES)
+    figures = work.aggregate(
+        work=Count("id"),
+        done=Count("id", filter=Q(state__in=FINAL_STATES)),
+        failed=Count("id", filter=Q(state=ItemState.FAILED)),
+        pages=Sum("pages"),
+        chunks=Sum("chunks"),
+    )
+    elapsed = (timezone.now() - run.started_at).total_seconds()
+    return RunStats(
+        figures["work"], figures["done"], figures["failed"], figures["pages"] or 0, figures["chunks"] or 0, elapsed
+    )
+
+
 def run_progress(run: IngestRun) -> dict[str, int]:
     return dict(run.items.values_list("state").annotate(n=Count("id")).order_by())
 
@@ -163,7 +201,7 @@ def wait_for_run(run: IngestRun, *, timeout: float | None = None, on_progress: A
             logger.warning("no progress for %d s: is a worker running? (celery -A docqa worker)", STALL_WARNING_S)
             warned = True
         if on_progress:
-            on_progress(progress)
+            on_progress(run_stats(run))
         time.sleep(0.25)
     return do_finish_run(run)
 

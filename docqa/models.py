@@ -139,7 +139,13 @@ class IngestItem(models.Model):
     path = models.CharField(max_length=1000)
     change = models.CharField(max_length=16, choices=Change.choices)
     state = models.CharField(max_length=16, choices=ItemState.choices, default=ItemState.QUEUED)
+    error_class = models.CharField(max_length=32, blank=True)  # parse, store, timeout, internal, ...
     error = models.TextField(blank=True)
+    attempts = models.IntegerField(default=0)
+    pages = models.IntegerField(null=True)
+    chunks = models.IntegerField(null=True)
+    started_at = models.DateTimeField(null=True)
+    finished_at = models.DateTimeField(null=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:

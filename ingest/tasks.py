@@ -14,6 +14,8 @@ from celery.exceptions import SoftTimeLimitExceeded
 from celery.signals import task_failure, worker_process_init
 from django.conf import settings
 from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
 
 from docqa import services
 from docqa.models import Document, DocumentStatus, DocumentText, IngestItem, ItemState
@@ -57,7 +59,10 @@ def is_repeat(task: Task) -> bool:
 def claim(item_id: int, state: str, *, again: bool = False) -> IngestItem | None:
     """Move the item to `state`; None if another worker has it or it is already final."""
     allowed = [ItemState.QUEUED, *IN_PROGRESS] if again else [ItemState.QUEUED]
-    if not IngestItem.objects.filter(id=item_id, state__in=allowed).update(state=state):
+    claimed = IngestItem.objects.filter(id=item_id, state__in=allowed).update(
+        state=state, attempts=F("attempts") + 1, started_at=timezone.now()
+    )
+    if not claimed:
         return None
     return IngestItem.objects.select_related("document__source", "run").get(id=item_id)
 
@@ -84,12 +89,13 @@ def ingest_document(self: Task, item_id: int) -> str:
         if item.change == "changed":
             # The file on disk no longer says what the old version said: stop answering from it.
             services.get_store().delete_document(doc.id)
-        return fail(item.id, str(exc))
+        return fail(item.id, str(exc), error_class(exc))
     except SoftTimeLimitExceeded:
-        return fail(item.id, f"processing took longer than the {settings.CELERY_TASK_SOFT_TIME_LIMIT} s limit")
+        limit = settings.CELERY_TASK_SOFT_TIME_LIMIT
+        return fail(item.id, f"processing took longer than the {limit} s limit", "timeout")
     except Exception as exc:  # an unexpected bug must still end the item, with its reason
         logger.exception("ingest of %s failed", doc.path)
-        return fail(item.id, f"internal error: {type(exc).__name__}: {exc}")
+        return fail(item.id, f"internal error: {type(exc).__name__}: {exc}", "internal")
     return "indexed"
 
 
@@ -110,6 +116,12 @@ def _hash(path: Path) -> str:
         raise DocqaError(f"file vanished or unreadable since discovery: {exc.strerror or exc}") from exc
 
 
+def error_class(exc: Exception) -> str:
+    """A short, stable name for what went wrong: parse, unsupported, file, store, ..."""
+    names = {"ParseError": "parse", "UnsupportedFile": "unsupported", "StoreError": "store", "DocqaError": "file"}
+    return names.get(type(exc).__name__, type(exc).__name__.lower())
+
+
 def record_indexed(item: IngestItem, doc: Document, version: str, indexed: IndexedFile) -> None:
     parsed = indexed.parsed
     with transaction.atomic():
@@ -119,17 +131,22 @@ def record_indexed(item: IngestItem, doc: Document, version: str, indexed: Index
         Document.objects.filter(id=doc.id).update(
             sha256=version, status=DocumentStatus.INDEXED, error="", text=text, chunk_count=indexed.chunk_count
         )
-        IngestItem.objects.filter(id=item.id).update(state=ItemState.INDEXED, error="")
+        IngestItem.objects.filter(id=item.id).update(
+            state=ItemState.INDEXED, error="", error_class="", finished_at=timezone.now(),
+            pages=parsed.page_count, chunks=indexed.chunk_count,
+        )
 
 
-def fail(item_id: int, reason: str) -> str:
+def fail(item_id: int, reason: str, kind: str = "file") -> str:
     with transaction.atomic():
         item = IngestItem.objects.filter(id=item_id).first()
         if item is None:
             return "gone"
         if item.document_id:
             Document.objects.filter(id=item.document_id).update(status=DocumentStatus.FAILED, error=reason)
-        IngestItem.objects.filter(id=item_id).update(state=ItemState.FAILED, error=reason)
+        IngestItem.objects.filter(id=item_id).update(
+            state=ItemState.FAILED, error=reason, error_class=kind, finished_at=timezone.now()
+        )
     return "failed"
 
 
@@ -141,7 +158,7 @@ def delete_document(self: Task, item_id: int) -> str:
     services.get_store().delete_document(item.document_id)
     with transaction.atomic():
         Document.objects.filter(id=item.document_id).update(status=DocumentStatus.DELETED, chunk_count=0)
-        IngestItem.objects.filter(id=item.id).update(state=ItemState.DELETED)
+        IngestItem.objects.filter(id=item.id).update(state=ItemState.DELETED, finished_at=timezone.now())
     return "deleted"
 
 
@@ -157,7 +174,7 @@ def move_document(self: Task, item_id: int) -> str:
         # A document deleted earlier at the new path leaves a row behind; it has no points left.
         Document.objects.filter(source_id=doc.source_id, path=item.path, status=DocumentStatus.DELETED).delete()
         Document.objects.filter(id=doc.id).update(path=item.path)
-        IngestItem.objects.filter(id=item.id).update(state=ItemState.MOVED)
+        IngestItem.objects.filter(id=item.id).update(state=ItemState.MOVED, finished_at=timezone.now())
     return "moved"
 
 
@@ -167,4 +184,5 @@ def end_item_when_celery_gives_up(sender: Task | None = None, exception: BaseExc
     """Retries exhausted or hard time limit: the item still ends, failed, with the reason."""
     if sender is None or not sender.name.startswith("ingest.") or not args:
         return
-    fail(int(args[0]), f"gave up after retries: {type(exception).__name__}: {exception}")
+    kind = "store" if isinstance(exception, StoreError) else "gave-up"
+    fail(int(args[0]), f"gave up after retries: {type(exception).__name__}: {exception}", kind)

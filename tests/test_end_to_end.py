@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from django.core.management import call_command
 
-from docqa.models import AuditEvent, Citation, Document, DocumentStatus
+from docqa.models import AuditEvent, Citation, Document, DocumentStatus, IngestItem
 from tests.conftest import subset_questions
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -43,6 +43,18 @@ def test_ingest_indexes_every_format_of_the_folder(data_dir: Path, docs_folder: 
     assert pdf.status == DocumentStatus.INDEXED
     assert pdf.text is not None and pdf.text.page_count and pdf.text.page_count > 1
     assert AuditEvent.objects.filter(action="ingest.finish").count() == 1
+    items = IngestItem.objects.filter(change="new")
+    assert all(i.attempts == 1 and i.started_at and i.finished_at and i.chunks for i in items)
+    assert items.get(path__startswith="pdf/").pages == pdf.text.page_count
+
+
+def test_ingest_progress_line_shows_files_pages_chunks_rate_and_eta() -> None:
+    from docqa.actions import RunStats
+    from docqa.management.commands.ingest import progress_line
+
+    line = progress_line(RunStats(work=120, done=45, failed=2, pages=1234, chunks=5678, elapsed=15.0), width=8)
+
+    assert line == "[###.....] 45/120 files · 1,234 pages · 5,678 chunks · 3.0 files/s · ETA 0:25 · 2 failed"
 
 
 def test_ask_search_only_finds_the_gold_document(data_dir: Path, docs_folder: Path) -> None:

@@ -38,6 +38,8 @@ class Command(BaseCommand):
             raise CommandError(str(exc)) from exc
         finally:
             shutdown()
+        if sys.stderr.isatty():
+            sys.stderr.write("\r" + progress_line(actions.run_stats(run)) + "\n")
         report = actions.run_report(run)
         if options["json"]:
             self.stdout.write(json.dumps(report))
@@ -47,7 +49,18 @@ class Command(BaseCommand):
         for failure in report["failures"]:
             self.stdout.write(f"  {failure['path']}: {failure['error']}")
 
-    def progress(self, states: dict[str, int]) -> None:
+    def progress(self, stats: actions.RunStats) -> None:
         if sys.stderr.isatty():
-            line = " ".join(f"{k}={v}" for k, v in sorted(states.items()))
-            sys.stderr.write(f"\r{line}   ")
+            sys.stderr.write("\r" + progress_line(stats) + "   ")
+            sys.stderr.flush()
+
+
+def progress_line(stats: actions.RunStats, width: int = 24) -> str:
+    """[#########...............] 45/120 files · 1,234 pages · 5,678 chunks · 3.2 files/s · ETA 0:25"""
+    filled = int(width * stats.done / stats.work) if stats.work else width
+    eta = "--" if stats.eta is None else f"{int(stats.eta) // 60}:{int(stats.eta) % 60:02d}"
+    failed = f" · {stats.failed} failed" if stats.failed else ""
+    return (
+        f"[{'#' * filled}{'.' * (width - filled)}] {stats.done}/{stats.work} files · {stats.pages:,} pages · "
+        f"{stats.chunks:,} chunks · {stats.rate:.1f} files/s · ETA {eta}{failed}"
+    )
