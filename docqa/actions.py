@@ -209,20 +209,69 @@ def wait_for_run(run: IngestRun, *, timeout: float | None = None, on_progress: A
 def do_finish_run(run: IngestRun) -> IngestRun:
     """Close the run (once) with its counts, and audit it."""
     items = run.items.all()
-    counts = {key: 0 for key in ("new", "changed", "unchanged", "deleted", "moved", "indexed", "skipped", "failed")}
+    keys = ("new", "changed", "unchanged", "deleted", "moved", "indexed", "skipped", "failed", "cancelled")
+    counts = dict.fromkeys(keys, 0)
     for change, state in items.values_list("change", "state"):
         if change in (Change.NEW, Change.CHANGED, Change.UNCHANGED, Change.DELETED, Change.MOVED):
             counts[change] += 1
-        if state in (ItemState.INDEXED, ItemState.SKIPPED, ItemState.FAILED):
+        if state in (ItemState.INDEXED, ItemState.SKIPPED, ItemState.FAILED, ItemState.CANCELLED):
             counts[state] += 1
     claimed = IngestRun.objects.filter(id=run.id, status=RunStatus.RUNNING).update(
         status=RunStatus.FINISHED, finished_at=timezone.now(), counts=counts
     )
+    IngestRun.objects.filter(id=run.id, status=RunStatus.CANCELLED).update(counts=counts)
     run.refresh_from_db()
     if claimed:
         failures = [{"path": p, "error": e} for p, e in items.filter(state=ItemState.FAILED).values_list("path", "error")]
         record_audit(run.actor, "ingest.finish", run.matter, {"run": run.id, "counts": counts, "failures": failures})
     return run
+
+
+def do_cancel_run(run: IngestRun, actor: str) -> int:
+    """Stop a run: queued items are cancelled (their tasks will find nothing to claim); files
+    already being processed finish. Returns how many items were cancelled."""
+    cancelled = run.items.filter(state=ItemState.QUEUED).update(state=ItemState.CANCELLED)
+    IngestRun.objects.filter(id=run.id).exclude(status=RunStatus.CANCELLED).update(
+        status=RunStatus.CANCELLED, finished_at=timezone.now()
+    )
+    record_audit(actor, "ingest.cancel", run.matter, {"run": run.id, "cancelled": cancelled})
+    return cancelled
+
+
+def do_requeue(run: IngestRun, actor: str, states: tuple[str, ...], action: str) -> int:
+    """Queue the run's items in `states` again and reopen the run. Work is idempotent, so an item
+    that was in fact still being processed is harmlessly done twice."""
+    with transaction.atomic():
+        items = list(run.items.filter(state__in=states))
+        run.items.filter(id__in=[i.id for i in items]).update(state=ItemState.QUEUED, error="", error_class="")
+        IngestRun.objects.filter(id=run.id).update(status=RunStatus.RUNNING, finished_at=None)
+        record_audit(actor, action, run.matter, {"run": run.id, "items": len(items)})
+        transaction.on_commit(lambda: enqueue_items(items))
+    run.refresh_from_db()
+    return len(items)
+
+
+def do_resume_run(run: IngestRun, actor: str) -> int:
+    """Pick up a cancelled or crashed run: everything not finished is queued again."""
+    unfinished = (ItemState.QUEUED, ItemState.PARSING, ItemState.EMBEDDING, ItemState.CANCELLED)
+    return do_requeue(run, actor, unfinished, "ingest.resume")
+
+
+def do_retry_failed(run: IngestRun, actor: str) -> int:
+    return do_requeue(run, actor, (ItemState.FAILED,), "ingest.retry")
+
+
+def failures_csv(run: IngestRun) -> str:
+    import csv
+    import io
+
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["path", "state", "error_class", "error", "attempts", "finished_at"])
+    for item in run.items.filter(state__in=(ItemState.FAILED, ItemState.SKIPPED)).order_by("path"):
+        writer.writerow([item.path, item.state, item.error_class, item.error, item.attempts,
+                         item.finished_at.isoformat() if item.finished_at else ""])
+    return out.getvalue()
 
 
 def run_report(run: IngestRun) -> dict[str, Any]:

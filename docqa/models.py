@@ -95,6 +95,7 @@ class Document(models.Model):
 class RunStatus(models.TextChoices):
     RUNNING = "running"
     FINISHED = "finished"
+    CANCELLED = "cancelled"
 
 
 class IngestRun(models.Model):
@@ -126,10 +127,12 @@ class ItemState(models.TextChoices):
     MOVED = "moved"
     SKIPPED = "skipped"
     FAILED = "failed"
+    CANCELLED = "cancelled"
 
 
 FINAL_STATES = (
-    ItemState.INDEXED, ItemState.UNCHANGED, ItemState.DELETED, ItemState.MOVED, ItemState.SKIPPED, ItemState.FAILED,
+    ItemState.INDEXED, ItemState.UNCHANGED, ItemState.DELETED, ItemState.MOVED, ItemState.SKIPPED,
+    ItemState.FAILED, ItemState.CANCELLED,
 )
 
 

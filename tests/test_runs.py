@@ -1,0 +1,86 @@
+"""Operating runs: cancel, resume a crashed run, retry only the failures, failures as CSV."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import pytest
+from django.core.management import call_command
+
+from docqa.models import AuditEvent, Document, DocumentStatus, IngestItem, IngestRun, ItemState, RunStatus
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def command(*args: str) -> str:
+    out = io.StringIO()
+    call_command(*args, stdout=out)
+    return out.getvalue()
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    root = tmp_path / "docs"
+    root.mkdir()
+    for i in range(3):
+        (root / f"clause-{i}.txt").write_text(f"Clause {i}. The licensee shall pay a fee of {i + 1} hundred dollars.\n")
+    (root / "broken.pdf").write_bytes(b"%PDF-1.7 garbage")
+    return root
+
+
+def test_retry_requeues_only_the_failed_files(data_dir: Path, folder: Path) -> None:
+    run_id = json.loads(command("ingest", str(folder), "--matter", "ops", "--json"))["run"]
+    (folder / "broken.pdf").write_text("Now a readable text file, wrongly named.")  # still fails as PDF
+
+    out = command("runs", "retry", str(run_id))
+
+    assert "1 files queued again" in out
+    item = IngestItem.objects.get(run_id=run_id, path="broken.pdf")
+    assert item.state == ItemState.FAILED and item.attempts == 2 and item.error_class == "parse"
+    assert IngestItem.objects.filter(run_id=run_id, attempts=1, state=ItemState.INDEXED).count() == 3
+    assert AuditEvent.objects.filter(action="ingest.retry").exists()
+
+
+def test_resume_finishes_what_a_crashed_run_left_behind(data_dir: Path, folder: Path) -> None:
+    run_id = json.loads(command("ingest", str(folder), "--matter", "ops", "--json"))["run"]
+    # As if the worker died mid-file and the broker lost the rest.
+    IngestItem.objects.filter(run_id=run_id, path="clause-0.txt").update(state=ItemState.EMBEDDING)
+    IngestItem.objects.filter(run_id=run_id, path="clause-1.txt").update(state=ItemState.QUEUED)
+    IngestRun.objects.filter(id=run_id).update(status=RunStatus.RUNNING)
+
+    command("runs", "resume", str(run_id))
+
+    run = IngestRun.objects.get(id=run_id)
+    assert run.status == RunStatus.FINISHED and run.counts["indexed"] == 3
+    assert Document.objects.filter(status=DocumentStatus.INDEXED).count() == 3
+
+
+def test_cancel_stops_queued_files(data_dir: Path, folder: Path) -> None:
+    run_id = json.loads(command("ingest", str(folder), "--matter", "ops", "--json"))["run"]
+    IngestItem.objects.filter(run_id=run_id, path="clause-2.txt").update(state=ItemState.QUEUED)
+    IngestRun.objects.filter(id=run_id).update(status=RunStatus.RUNNING)
+
+    out = command("runs", "cancel", str(run_id))
+
+    assert "1 queued files will not be processed" in out
+    assert IngestRun.objects.get(id=run_id).status == RunStatus.CANCELLED
+    assert IngestItem.objects.get(run_id=run_id, path="clause-2.txt").state == ItemState.CANCELLED
+
+
+def test_failures_export_as_csv(data_dir: Path, folder: Path) -> None:
+    (folder / "notes.xyz").write_text("unsupported")
+    run_id = json.loads(command("ingest", str(folder), "--matter", "ops", "--json"))["run"]
+
+    rows = list(csv.DictReader(io.StringIO(command("runs", "failures", str(run_id)))))
+
+    assert [(r["path"], r["state"]) for r in rows] == [("broken.pdf", "failed"), ("notes.xyz", "skipped")]
+    assert rows[0]["error_class"] == "parse" and "corrupt" in rows[0]["error"]
+
+
+def test_runs_lists_the_latest_runs(data_dir: Path, folder: Path) -> None:
+    command("ingest", str(folder), "--matter", "ops")
+
+    assert "finished" in command("runs", "--matter", "ops")
