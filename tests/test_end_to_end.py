@@ -36,7 +36,8 @@ def test_ingest_indexes_every_format_of_the_folder(data_dir: Path, docs_folder: 
     report = ingest(docs_folder)
 
     assert report["counts"] == {
-        "new": 9, "changed": 0, "unchanged": 0, "deleted": 0, "moved": 0, "indexed": 9, "skipped": 0, "failed": 0,
+        "new": 9, "changed": 0, "unchanged": 0, "deleted": 0, "moved": 0,
+        "indexed": 9, "skipped": 0, "failed": 0, "cancelled": 0,
     }
     assert report["failures"] == []
     pdf = Document.objects.get(path__startswith="pdf/")
