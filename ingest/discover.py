@@ -11,19 +11,12 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-# Extension -> parser kind. Type detection from content arrives with the bulk-ingest work;
-# the text parsers below still refuse binary content.
-KINDS = {
-    ".txt": "text",
-    ".text": "text",
-    ".md": "markdown",
-    ".markdown": "markdown",
-    ".html": "html",
-    ".htm": "html",
-    ".docx": "docx",
-    ".pdf": "pdf",
-}
+from ingest.detect import EXTENSIONS, Unsupported, detect_kind, read_head
 
+# Files without a document extension whose content may still be a document (a PDF saved with no
+# or the wrong extension is common in exported shares); everything else unknown is passed over
+# without being opened.
+SNIFFED_ANYWAY = {"", ".bin", ".dat", ".tmp"}
 
 @dataclass(frozen=True)
 class FoundFile:
@@ -80,22 +73,31 @@ def walk_folder(root: Path, *, max_bytes: int) -> Discovery:
 
 def _classify(root: Path, path: Path, max_bytes: int, found: Discovery) -> None:
     rel = path.relative_to(root).as_posix()
-    if path.is_symlink() and not path.resolve().is_relative_to(root):
-        found.skipped.append(PassedOver(rel, "link points outside the folder"))
-        return
+    if path.is_symlink():
+        try:
+            target = path.resolve(strict=True)
+        except (OSError, RuntimeError):
+            found.skipped.append(PassedOver(rel, "broken link or link loop; not followed"))
+            return
+        if not target.is_relative_to(root):
+            found.skipped.append(PassedOver(rel, "link points outside the folder"))
+            return
     if not path.is_file():
         found.skipped.append(PassedOver(rel, "not a regular file"))
         return
-    kind = KINDS.get(path.suffix.lower())
-    if kind is None:
-        found.skipped.append(PassedOver(rel, f"unsupported file type {path.suffix or '(none)'}"))
+    if path.suffix.lower() not in EXTENSIONS and path.suffix.lower() not in SNIFFED_ANYWAY:
+        found.skipped.append(PassedOver(rel, f"unsupported file type {path.suffix or '(no extension)'}"))
         return
     size = path.stat().st_size
     if size > max_bytes:
         found.skipped.append(PassedOver(rel, f"file is {size} bytes, over the {max_bytes}-byte limit"))
         return
     try:
+        kind = detect_kind(path, read_head(path))
         digest = hash_file(path)
+    except Unsupported as exc:
+        found.skipped.append(PassedOver(rel, str(exc)))
+        return
     except OSError as exc:
         found.skipped.append(PassedOver(rel, f"cannot read file: {exc.strerror or exc}"))
         return

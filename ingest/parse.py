@@ -15,11 +15,11 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from ingest.detect import TEXT_KINDS
 from ingest.errors import ParseError, UnsupportedFile
 from ingest.pdf import Block, extract_pdf
 
 SEPARATOR = "\n\n"
-TEXT_KINDS = {"text", "markdown", "html"}
 
 
 @dataclass
@@ -61,7 +61,7 @@ def prepare_unstructured() -> None:
 
 
 def parse_file(path: Path, kind: str) -> ParsedDocument:
-    """Parse `path` as `kind` (see discover.KINDS). Raises ParseError with the reason."""
+    """Parse `path` as `kind` (see ingest.detect). Raises ParseError with the reason."""
     if kind in TEXT_KINDS:
         check_text_file(path)
     elif path.stat().st_size == 0:
@@ -85,38 +85,69 @@ def check_text_file(path: Path) -> None:
 
 
 def _partition(path: Path, kind: str) -> list[Block]:
-    return [
-        Block(element.text or "", getattr(element.metadata, "page_number", None), getattr(element, "category", ""))
-        for element in _unstructured_elements(path, kind)
+    elements = _unstructured_elements(path, kind)
+    blocks = email_header_blocks(elements) if kind in ("email", "msg") else []
+    for element in elements:
+        category = getattr(element, "category", "")
+        text = table_text(element) if category == "Table" else (element.text or "")
+        blocks.append(Block(text, getattr(element.metadata, "page_number", None), category))
+    return blocks
+
+
+def table_text(element: Any) -> str:
+    """A table as one line per row, cells separated by " | ", so the model can read it."""
+    html = getattr(element.metadata, "text_as_html", None)
+    if not html:
+        return element.text or ""
+    from lxml import html as lxml_html
+
+    rows = []
+    for row in lxml_html.fromstring(html).iter("tr"):
+        cells = [" ".join(cell.text_content().split()) for cell in row if cell.tag in ("td", "th")]
+        if any(cells):
+            rows.append(" | ".join(cells))
+    return "\n".join(rows) or (element.text or "")
+
+
+def email_header_blocks(elements: list[Any]) -> list[Block]:
+    """From, To, Subject and Date of a message, as the first block of its text."""
+    if not elements:
+        return []
+    meta = elements[0].metadata
+    fields = [
+        ("From", meta.sent_from), ("To", meta.sent_to), ("Cc", getattr(meta, "cc_recipient", None)),
+        ("Subject", meta.subject), ("Date", getattr(meta, "last_modified", None)),
     ]
+    lines = [f"{name}: {', '.join(value) if isinstance(value, list) else value}" for name, value in fields if value]
+    return [Block("\n".join(lines), None, "EmailHeader")] if lines else []
+
+
+PARTITIONERS = {
+    "docx": ("unstructured.partition.docx", "partition_docx", {}),
+    "pptx": ("unstructured.partition.pptx", "partition_pptx", {}),
+    "xlsx": ("unstructured.partition.xlsx", "partition_xlsx", {}),
+    "csv": ("unstructured.partition.csv", "partition_csv", {}),
+    "html": ("unstructured.partition.html", "partition_html", {}),
+    "markdown": ("unstructured.partition.md", "partition_md", {}),
+    "email": ("unstructured.partition.email", "partition_email", {}),
+    "msg": ("unstructured.partition.msg", "partition_msg", {}),
+    "text": ("unstructured.partition.text", "partition_text", {"languages": ["eng"]}),
+}
 
 
 def _unstructured_elements(path: Path, kind: str) -> list[Any]:
-    filename = str(path)
+    import importlib
+
+    if kind not in PARTITIONERS:
+        raise UnsupportedFile(f"no parser for {kind}")
+    module, function, options = PARTITIONERS[kind]
+    partition = getattr(importlib.import_module(module), function)
     try:
-        if kind == "docx":
-            from unstructured.partition.docx import partition_docx
-
-            return partition_docx(filename=filename)
-        if kind == "html":
-            from unstructured.partition.html import partition_html
-
-            return partition_html(filename=filename)
-        if kind == "markdown":
-            from unstructured.partition.md import partition_md
-
-            return partition_md(filename=filename)
-        if kind == "text":
-            from unstructured.partition.text import partition_text
-
-            return partition_text(filename=filename, languages=["eng"])
+        return list(partition(filename=str(path), **options))
     except ParseError:
         raise
-    except (UnicodeDecodeError, ValueError, KeyError, OSError) as exc:
-        raise ParseError(f"{kind} could not be parsed: {type(exc).__name__}: {exc}") from exc
     except Exception as exc:  # third-party parsers raise anything on hostile input
         raise ParseError(f"{kind} could not be parsed: {type(exc).__name__}: {exc}") from exc
-    raise UnsupportedFile(f"no parser for {kind}")
 
 
 def assemble(blocks: list[Block], parser: str) -> ParsedDocument:

@@ -52,7 +52,7 @@ def write_bad_folder(folder: Path) -> dict[str, str]:
         "empty.txt": (b"", "empty"),
         "blank.md": (b"   \n\n  ", "empty"),
         "binary.txt": (b"MZ\x90\x00\x03\x00\x00\x00" * 100, "binary"),
-        "fake.docx": (b"this is not a zip archive", "could not be parsed"),
+        "fake.docx": (b"\x00\x01\x02 not a zip archive \xff\xfe" * 20, "could not be parsed"),
     }
     for name, (data, _) in files.items():
         (folder / name).write_bytes(data)

@@ -1,0 +1,72 @@
+"""Decide a file's type from its content, with the extension only as a hint.
+
+A PDF named `.txt` is parsed as a PDF, a text file named `.docx` as text, a ZIP archive is looked
+into to tell DOCX, PPTX and XLSX apart, and anything unrecognised is passed over with the reason.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+# Extension -> parser kind, for content that does not identify itself (text formats).
+EXTENSIONS = {
+    ".txt": "text", ".text": "text", ".md": "markdown", ".markdown": "markdown",
+    ".html": "html", ".htm": "html", ".csv": "csv", ".eml": "email",
+    ".pdf": "pdf", ".docx": "docx", ".pptx": "pptx", ".xlsx": "xlsx", ".msg": "msg",
+}
+TEXT_KINDS = {"text", "markdown", "html", "csv", "email"}
+OOXML = {"word/document.xml": "docx", "ppt/presentation.xml": "pptx", "xl/workbook.xml": "xlsx"}
+HEAD_BYTES = 8192
+
+
+class Unsupported(Exception):
+    """The file is passed over; the message says why."""
+
+
+def read_head(path: Path) -> bytes:
+    with path.open("rb") as handle:
+        return handle.read(HEAD_BYTES)
+
+
+def looks_like_text(head: bytes) -> bool:
+    if b"\x00" in head:
+        return False
+    sample = head.decode("latin-1")
+    controls = sum(1 for c in sample if ord(c) < 32 and c not in "\t\n\r\f\v")
+    return controls <= len(sample) // 50
+
+
+def detect_kind(path: Path, head: bytes) -> str:
+    """The parser kind for `path`, or Unsupported with the reason."""
+    suffix = path.suffix.lower()
+    claimed = EXTENSIONS.get(suffix)
+    if head.startswith(b"%PDF-"):
+        return "pdf"
+    if head.startswith(b"PK\x03\x04"):
+        return zip_kind(path, claimed, suffix)
+    if head.startswith(b"\xd0\xcf\x11\xe0"):
+        if claimed == "msg":
+            return "msg"
+        raise Unsupported("legacy Office binary file (.doc/.xls/.ppt); save it as DOCX, XLSX or PPTX")
+    if head.startswith(b"{\\rtf"):
+        raise Unsupported("RTF is not supported in this installation")
+    if claimed is None:
+        raise Unsupported(f"unsupported file type {suffix or '(no extension)'}")
+    if head and looks_like_text(head) and claimed not in TEXT_KINDS:
+        return "text"  # a text file under a binary format's name: the content decides
+    return claimed  # empty and binary files fail at parsing, with the reason
+
+
+def zip_kind(path: Path, claimed: str | None, suffix: str) -> str:
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = set(archive.namelist())
+    except (zipfile.BadZipFile, OSError) as exc:
+        if claimed in ("docx", "pptx", "xlsx"):
+            return claimed  # a damaged Office file: the parser says what is wrong
+        raise Unsupported(f"damaged ZIP archive ({exc})") from exc
+    for member, kind in OOXML.items():
+        if member in names:
+            return kind
+    raise Unsupported(f"archive ({suffix or 'zip'}) with {len(names)} entries; archives are not indexed")

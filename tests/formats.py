@@ -1,0 +1,42 @@
+"""Office, spreadsheet and e-mail files made on the spot with their own libraries."""
+
+from __future__ import annotations
+
+from email.message import EmailMessage
+from pathlib import Path
+
+
+def write_pptx(path: Path) -> None:
+    from pptx import Presentation
+
+    deck = Presentation()
+    for title, body in (("Project Kestrel", "Kick-off on 4 May."), ("Budget", "Phase two costs 1.2 million euros.")):
+        slide = deck.slides.add_slide(deck.slide_layouts[1])
+        slide.shapes.title.text = title
+        slide.placeholders[1].text = body
+    deck.save(str(path))
+
+
+def write_xlsx(path: Path) -> None:
+    from openpyxl import Workbook
+
+    book = Workbook()
+    sheet = book.active
+    sheet.title = "Fees"
+    for row in (("Service", "Fee (EUR)", "Cap"), ("Hosting", 1200, "none"), ("Support", 800, "40 hours")):
+        sheet.append(row)
+    book.save(str(path))
+
+
+def write_csv(path: Path) -> None:
+    path.write_text("party,role,jurisdiction\nNorthwind Components Ltd,Supplier,England\nHarbor Robotics Inc.,Buyer,Delaware\n")
+
+
+def write_eml(path: Path) -> None:
+    message = EmailMessage()
+    message["From"] = "counsel@northwind.example"
+    message["To"] = "legal@harbor.example"
+    message["Subject"] = "Notice of termination"
+    message["Date"] = "Mon, 3 Nov 2025 09:30:00 +0000"
+    message.set_content("We hereby give ninety days' notice of termination of the Supply Agreement.\n")
+    path.write_bytes(bytes(message))

@@ -1,0 +1,79 @@
+"""Every supported format parses with its structure; types are decided from content."""
+
+from __future__ import annotations
+
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from ingest.detect import Unsupported, detect_kind, read_head
+from ingest.discover import walk_folder
+from ingest.parse import parse_file
+from tests.badfiles import text_pdf
+from tests.formats import write_csv, write_eml, write_pptx, write_xlsx
+
+
+def test_pptx_keeps_slide_numbers(tmp_path: Path) -> None:
+    path = tmp_path / "deck.pptx"
+    write_pptx(path)
+
+    parsed = parse_file(path, detect_kind(path, read_head(path)))
+
+    assert "Phase two costs 1.2 million euros." in parsed.text
+    assert parsed.page_at(parsed.text.index("Phase two")) == 2
+
+
+@pytest.mark.parametrize("name, writer, row", [
+    ("fees.xlsx", write_xlsx, "Support | 800 | 40 hours"),
+    ("parties.csv", write_csv, "Harbor Robotics Inc. | Buyer | Delaware"),
+])
+def test_tables_are_rendered_row_by_row(tmp_path: Path, name: str, writer: Callable[[Path], None], row: str) -> None:
+    path = tmp_path / name
+    writer(path)
+
+    parsed = parse_file(path, detect_kind(path, read_head(path)))
+
+    assert row in parsed.text.splitlines()
+
+
+def test_email_keeps_its_headers_in_the_text(tmp_path: Path) -> None:
+    path = tmp_path / "notice.eml"
+    write_eml(path)
+
+    parsed = parse_file(path, detect_kind(path, read_head(path)))
+
+    assert parsed.text.startswith("From: counsel@northwind.example\nTo: legal@harbor.example")
+    assert "Subject: Notice of termination" in parsed.text and "ninety days' notice" in parsed.text
+
+
+def test_content_decides_the_type_not_the_extension(tmp_path: Path) -> None:
+    (tmp_path / "scan.txt").write_bytes(text_pdf("A PDF saved as text."))
+    (tmp_path / "memo.docx").write_text("A plain memo saved under a Word name.")
+    write_pptx(tmp_path / "deck.docx")
+
+    kinds = {p.name: detect_kind(p, read_head(p)) for p in tmp_path.iterdir()}
+
+    assert kinds == {"scan.txt": "pdf", "memo.docx": "text", "deck.docx": "pptx"}
+
+
+@pytest.mark.parametrize("name, data, reason", [
+    ("old.doc", b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\x00" * 100, "unsupported file type .doc"),
+    ("letter.docx", b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\x00" * 100, "legacy Office binary"),
+    ("terms.txt", b"{\\rtf1\\ansi Terms}", "RTF is not supported"),
+])
+def test_unsupported_content_is_passed_over_with_the_reason(tmp_path: Path, name: str, data: bytes, reason: str) -> None:
+    (tmp_path / name).write_bytes(data)
+
+    found = walk_folder(tmp_path, max_bytes=10_000)
+
+    assert found.files == [] and reason in found.skipped[0].reason
+
+
+def test_archives_are_not_opened_for_indexing(tmp_path: Path) -> None:
+    with zipfile.ZipFile(tmp_path / "bundle.docx", "w") as archive:
+        archive.writestr("contract.txt", "x" * 1000)
+
+    with pytest.raises(Unsupported, match="archives are not indexed"):
+        detect_kind(tmp_path / "bundle.docx", read_head(tmp_path / "bundle.docx"))
