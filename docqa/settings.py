@@ -162,8 +162,13 @@ CELERY_RESULT_SERIALIZER = "json"
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_TIME_LIMIT = envint("TASK_TIME_LIMIT", 1800)
-CELERY_TASK_SOFT_TIME_LIMIT = CELERY_TASK_TIME_LIMIT - 60
+CELERY_TASK_SOFT_TIME_LIMIT = max(1, CELERY_TASK_TIME_LIMIT - min(60, CELERY_TASK_TIME_LIMIT // 4))
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# A task whose worker died is delivered again after this long; it must exceed the hard time
+# limit, or a slow file still being processed would be handed to a second worker.
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": envint("BROKER_VISIBILITY_TIMEOUT", CELERY_TASK_TIME_LIMIT * 2)
+}
 
 # --- Vector store -------------------------------------------------------------------------
 # DOCQA_QDRANT_URL: http(s)://host:port for a Qdrant server, or path:/dir for qdrant-client's

@@ -7,6 +7,7 @@ ids, upsert then delete stale), so tasks are acked late and may run twice harmle
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 from pathlib import Path
 
 from celery import Task, shared_task
@@ -14,7 +15,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from celery.signals import task_failure, worker_process_init
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.utils import timezone
 
 from docqa import services
@@ -57,10 +58,19 @@ def is_repeat(task: Task) -> bool:
 
 
 def claim(item_id: int, state: str, *, again: bool = False) -> IngestItem | None:
-    """Move the item to `state`; None if another worker has it or it is already final."""
-    allowed = [ItemState.QUEUED, *IN_PROGRESS] if again else [ItemState.QUEUED]
-    claimed = IngestItem.objects.filter(id=item_id, state__in=allowed).update(
-        state=state, attempts=F("attempts") + 1, started_at=timezone.now()
+    """Move the item to `state`; None if another worker has it or it is already final.
+
+    An item in progress can be taken over by its own retry or redelivery (`again`), or by anyone
+    once it started longer ago than the hard time limit: no live task can still be on it.
+    """
+    now = timezone.now()
+    takeable = Q(state=ItemState.QUEUED) | Q(
+        state__in=IN_PROGRESS, started_at__lt=now - timedelta(seconds=settings.CELERY_TASK_TIME_LIMIT)
+    )
+    if again:
+        takeable |= Q(state__in=IN_PROGRESS)
+    claimed = IngestItem.objects.filter(takeable, id=item_id).update(
+        state=state, attempts=F("attempts") + 1, started_at=now
     )
     if not claimed:
         return None

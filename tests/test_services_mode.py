@@ -70,3 +70,50 @@ def test_services_mode_ingests_through_a_worker_process_and_answers(services_env
         assert question["answers"][0]["file"] in {s["path"] for s in result["sources"]}
         assert result["mode"] == "llm" and result["citations"] and all(c["verified"] for c in result["citations"])
     assert settings.QDRANT_URL == ""  # the test process itself never opened the store
+
+
+def start_worker(env: dict[str, str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "docqa", "worker", "--pool", "prefork", "--concurrency", "1",
+         "--loglevel", "WARNING", "--without-mingle", "--without-gossip"],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+    )
+
+
+def test_killed_worker_is_replaced_and_every_file_is_indexed_once(services_env: dict[str, str], tmp_path: Path) -> None:
+    import time
+
+    from ingest.store import ServerStore
+
+    folder = tmp_path / "bulk"
+    folder.mkdir()
+    for i in range(200):
+        (folder / f"clause-{i:03d}.txt").write_text(f"Clause {i}. The fee for service line {i} is {i * 7} euros per month.\n")
+    # Short limits so that the lost tasks come back within the test: redelivery after 15 s.
+    env = {**services_env, "DOCQA_TASK_TIME_LIMIT": "12", "DOCQA_BROKER_VISIBILITY_TIMEOUT": "15"}
+    first = start_worker(env)
+    ingest = subprocess.Popen([sys.executable, "manage.py", "ingest", str(folder), "--matter", "bulk", "--json"],
+                              cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 180
+    while Document.objects.filter(matter__slug="bulk", status=DocumentStatus.INDEXED).count() < 30:
+        assert time.monotonic() < deadline, "the first worker indexed nothing"
+        time.sleep(0.5)
+    os.killpg(first.pid, signal.SIGKILL)  # the parent and its child, mid-run
+    first.wait()
+    second = start_worker(env)
+    try:
+        out, err = ingest.communicate(timeout=300)
+    finally:
+        second.send_signal(signal.SIGTERM)
+        second.communicate(timeout=120)
+
+    assert ingest.returncode == 0, err[-2000:]
+    report = json.loads(out)
+    assert report["counts"]["indexed"] == 200 and report["failures"] == []
+    documents = Document.objects.filter(matter__slug="bulk")
+    assert documents.filter(status=DocumentStatus.INDEXED).count() == 200
+    store = ServerStore(env["DOCQA_QDRANT_URL"], "docqa_chunks", 384)
+    try:
+        assert store.count([documents.first().matter_id]) == sum(d.chunk_count for d in documents) == 200
+    finally:
+        store.close()
