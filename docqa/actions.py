@@ -231,7 +231,7 @@ def do_cancel_run(run: IngestRun, actor: str) -> int:
     """Stop a run: queued items are cancelled (their tasks will find nothing to claim); files
     already being processed finish. Returns how many items were cancelled."""
     cancelled = run.items.filter(state=ItemState.QUEUED).update(state=ItemState.CANCELLED)
-    IngestRun.objects.filter(id=run.id).exclude(status=RunStatus.CANCELLED).update(
+    IngestRun.objects.filter(id=run.id, status=RunStatus.RUNNING).update(
         status=RunStatus.CANCELLED, finished_at=timezone.now()
     )
     record_audit(actor, "ingest.cancel", run.matter, {"run": run.id, "cancelled": cancelled})

@@ -11,5 +11,10 @@ urlpatterns = [
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("m/<slug:slug>/", views.ask, name="ask"),
     path("m/<slug:slug>/documents/", views.documents, name="documents"),
+    path("m/<slug:slug>/runs/", views.runs, name="runs"),
+    path("m/<slug:slug>/runs/<int:run_id>/", views.run_detail, name="run"),
+    path("m/<slug:slug>/runs/<int:run_id>/failures.csv", views.run_failures_csv, name="run_failures"),
+    path("m/<slug:slug>/runs/<int:run_id>/cancel", views.run_cancel, name="run_cancel"),
+    path("m/<slug:slug>/runs/<int:run_id>/retry", views.run_retry, name="run_retry"),
     path("admin/", admin.site.urls),
 ]

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
-from django.views.decorators.http import require_GET
+from django.views.decorators.http import require_GET, require_POST
 
 from docqa import actions
 from docqa.forms import AskForm
-from docqa.models import Question
+from docqa.models import FINAL_STATES, IngestRun, ItemState, Question, Role, RunStatus
 from docqa.permissions import matter_for, readable_matters
 from ingest.errors import DocqaError
 
@@ -58,3 +58,65 @@ def documents(request: HttpRequest, slug: str) -> HttpResponse:
     matter = matter_for(request.user, slug)
     docs = matter.documents.select_related("source", "text").order_by("path")
     return render(request, "docqa/documents.html", {"matter": matter, "documents": docs})
+
+
+@login_required
+def runs(request: HttpRequest, slug: str) -> HttpResponse:
+    matter = matter_for(request.user, slug)
+    latest = matter.runs.select_related("source").order_by("-id")[:50]
+    return render(request, "docqa/runs.html", {"matter": matter, "runs": latest})
+
+
+def run_for(request: HttpRequest, slug: str, run_id: int, role: str = Role.VIEWER) -> IngestRun:
+    matter = matter_for(request.user, slug, role)
+    run = IngestRun.objects.filter(id=run_id, matter=matter).select_related("matter", "source").first()
+    if run is None:
+        raise Http404("no such run")
+    return run
+
+
+@login_required
+def run_detail(request: HttpRequest, slug: str, run_id: int) -> HttpResponse:
+    run = run_for(request, slug, run_id)
+    stats = actions.run_stats(run)
+    live = run.items.exclude(state__in=FINAL_STATES).exists()
+    problems = run.items.filter(state__in=(ItemState.FAILED, ItemState.SKIPPED)).order_by("path")[:500]
+    context = {
+        "matter": run.matter, "run": run, "stats": stats, "live": live, "problems": problems,
+        "percent": int(100 * stats.done / stats.work) if stats.work else 100,
+        "can_edit": matter_role_at_least(request, run, Role.EDITOR),
+        "can_cancel": run.status == RunStatus.RUNNING and live,
+    }
+    return render(request, "docqa/run.html", context)
+
+
+def matter_role_at_least(request: HttpRequest, run: IngestRun, role: str) -> bool:
+    try:
+        matter_for(request.user, run.matter.slug, role)
+    except Http404:
+        return False
+    return True
+
+
+@login_required
+def run_failures_csv(request: HttpRequest, slug: str, run_id: int) -> HttpResponse:
+    run = run_for(request, slug, run_id)
+    response = HttpResponse(actions.failures_csv(run), content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="run-{run.id}-failures.csv"'
+    return response
+
+
+@login_required
+@require_POST
+def run_cancel(request: HttpRequest, slug: str, run_id: int) -> HttpResponse:
+    run = run_for(request, slug, run_id, Role.EDITOR)
+    actions.do_cancel_run(run, request.user.get_username())
+    return redirect("run", slug=slug, run_id=run.id)
+
+
+@login_required
+@require_POST
+def run_retry(request: HttpRequest, slug: str, run_id: int) -> HttpResponse:
+    run = run_for(request, slug, run_id, Role.EDITOR)
+    actions.do_retry_failed(run, request.user.get_username())
+    return redirect("run", slug=slug, run_id=run.id)

@@ -20,6 +20,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 def indexed(data_dir: Path, tmp_path: Path) -> Matter:
     folder = tmp_path / "docs"
     folder.mkdir()
+    (folder / "broken.pdf").write_bytes(b"%PDF-1.7 broken")
     (folder / "lease.txt").write_text(
         "LEASE AGREEMENT\n\nThe tenant may terminate this lease on sixty (60) days' written notice.\n\n"
         "The monthly rent is two thousand dollars, payable on the first day of each month.\n"
@@ -92,4 +93,36 @@ def test_non_members_get_404_for_a_matter(indexed: Matter) -> None:
 def test_documents_page_lists_status(indexed: Matter) -> None:
     html = member(indexed).get("/m/lease/documents/").content.decode()
 
-    assert "lease.txt" in html and "indexed" in html
+    assert "lease.txt" in html and "indexed" in html and "broken.pdf" in html
+
+
+def test_run_page_shows_progress_figures_and_failures(indexed: Matter) -> None:
+    run = indexed.runs.get()
+    client = member(indexed)
+
+    html = client.get(f"/m/lease/runs/{run.id}/").content.decode()
+
+    assert "2/2" in html and "broken.pdf" in html and "corrupt" in html
+    assert 'http-equiv="refresh"' not in html  # finished: no more refreshing
+    assert f'href="/m/lease/runs/{run.id}/"' in client.get("/m/lease/runs/").content.decode()
+
+
+def test_run_failures_download_as_csv(indexed: Matter) -> None:
+    run = indexed.runs.get()
+
+    response = member(indexed).get(f"/m/lease/runs/{run.id}/failures.csv")
+
+    assert response["Content-Type"].startswith("text/csv")
+    assert response.content.decode().splitlines()[1].startswith("broken.pdf,failed,parse,")
+
+
+def test_only_editors_may_cancel_or_retry_a_run(indexed: Matter) -> None:
+    run = indexed.runs.get()
+    run.items.filter(path="lease.txt").update(state="queued")
+    indexed.runs.update(status="running")
+    viewer = member(indexed, "vic", Role.VIEWER)
+    editor = member(indexed, "eddie", Role.EDITOR)
+
+    assert viewer.post(f"/m/lease/runs/{run.id}/cancel").status_code == 404
+    assert editor.post(f"/m/lease/runs/{run.id}/cancel").status_code == 302
+    assert indexed.runs.get().status == "cancelled"
