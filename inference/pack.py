@@ -26,6 +26,7 @@ class PackedSource:
     end: int
     text: str
     score: float
+    section: str = ""
     tokens: int = 0
     chunks: list[int] = field(default_factory=list)
 
@@ -35,6 +36,7 @@ class PackedSource:
             "document": self.document_id,
             "path": self.path,
             "page": self.page,
+            "section": self.section,
             "start": self.start,
             "end": self.end,
             "tokens": self.tokens,
@@ -105,6 +107,7 @@ def merge_passages(hits: list[Hit]) -> list[PackedSource]:
             current = PackedSource(
                 label="", document_id=document_id, path=p["path"], page=p.get("page"),
                 start=p["start"], end=p["end"], text=p["text"], score=hit.score, chunks=[p["chunk"]],
+                section=p.get("section") or "",
             )
             passages.append(current)
     passages.sort(key=lambda s: (s.path, s.start))

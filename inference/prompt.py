@@ -25,12 +25,14 @@ class SourceLike(Protocol):
     label: str
     path: str
     page: int | None
+    section: str
     text: str
 
 
 def format_source(source: SourceLike) -> str:
     where = f" (page {source.page})" if source.page else ""
-    return f"[{source.label}] {source.path}{where}\n{source.text}"
+    section = f" § {source.section}" if source.section else ""
+    return f"[{source.label}] {source.path}{where}{section}\n{source.text}"
 
 
 def format_sources(sources: Sequence[SourceLike]) -> str:

@@ -22,7 +22,8 @@ class Chunk:
     start: int
     end: int
     page: int | None
-    embed_tokens: int  # word pieces, without the model's special tokens
+    embed_tokens: int
+    section: str = ""  # word pieces, without the model's special tokens
 
 
 def chunk_document(
@@ -34,10 +35,11 @@ def chunk_document(
     hard_limit: int,
 ) -> list[Chunk]:
     """Chunks of at most `max_tokens` (and never more than `hard_limit`) tokens."""
+    tables = [(s, e) for s, e, c in zip(parsed.starts, parsed.ends, parsed.categories, strict=False) if c == "Table"]
     spans = [
         piece
         for start, end in split_spans(parsed.text, count_tokens, max_tokens, overlap)
-        for piece in enforce_limit(parsed.text, start, end, count_tokens, hard_limit)
+        for piece in enforce_limit(parsed.text, *whole_rows(parsed.text, start, end, tables), count_tokens, hard_limit)
     ]
     return [
         Chunk(
@@ -46,6 +48,7 @@ def chunk_document(
             start=start,
             end=end,
             page=parsed.page_at(start),
+            section=parsed.section_at(start),
             embed_tokens=tokens,
         )
         for i, (start, end, tokens) in enumerate(spans)
@@ -80,6 +83,17 @@ def split_spans(
     return spans
 
 
+def whole_rows(text: str, start: int, end: int, tables: list[tuple[int, int]]) -> tuple[int, int]:
+    """Widen a span whose ends fall inside a table row to the row's edges: rows stay whole."""
+    for table_start, table_end in tables:
+        if table_start < start < table_end and text[start - 1] != "\n":
+            start = max(table_start, text.rfind("\n", table_start, start) + 1)
+        if table_start < end < table_end and text[end] != "\n":
+            row_end = text.find("\n", end, table_end)
+            end = table_end if row_end < 0 else row_end
+    return start, end
+
+
 def enforce_limit(
     text: str, start: int, end: int, count_tokens: TokenCounter, hard_limit: int
 ) -> list[tuple[int, int, int]]:
@@ -87,9 +101,12 @@ def enforce_limit(
     tokens = count_tokens(text[start:end])
     if tokens <= hard_limit:
         return [(start, end, tokens)]
-    # Halve at a space near the middle: rare (one very long "sentence"), so simple is fine.
+    # Halve at a line break (a table row's end) or else a space near the middle: rare (one
+    # very long "sentence" or a widened table span), so simple is fine.
     middle = start + (end - start) // 2
-    cut = text.rfind(" ", start + 1, middle + 1)
+    cut = text.rfind("\n", start + (end - start) // 4, middle + 1)
+    if cut <= start:
+        cut = text.rfind(" ", start + 1, middle + 1)
     if cut <= start:
         cut = middle
     return enforce_limit(text, start, cut, count_tokens, hard_limit) + enforce_limit(

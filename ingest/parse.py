@@ -10,6 +10,7 @@ unstructured.
 from __future__ import annotations
 
 import bisect
+import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -32,11 +33,17 @@ class ParsedDocument:
     ends: list[int] = field(default_factory=list)
     pages: list[int | None] = field(default_factory=list)
     categories: list[str] = field(default_factory=list)  # "Title", "NarrativeText", ...
+    sections: list[str] = field(default_factory=list)  # heading path in force at each element
 
     def page_at(self, offset: int) -> int | None:
         """The page of the element containing (or last starting before) `offset`."""
         index = bisect.bisect_right(self.starts, offset) - 1
         return self.pages[index] if index >= 0 else None
+
+    def section_at(self, offset: int) -> str:
+        """The heading path ("7 Termination > 7.2 Notice") in force at `offset`."""
+        index = bisect.bisect_right(self.starts, offset) - 1
+        return self.sections[index] if 0 <= index < len(self.sections) else ""
 
 
 @lru_cache(maxsize=1)
@@ -150,10 +157,31 @@ def _unstructured_elements(path: Path, kind: str) -> list[Any]:
         raise ParseError(f"{kind} could not be parsed: {type(exc).__name__}: {exc}") from exc
 
 
+NUMBERING = re.compile(r"^(?:(?:section|article|clause)\s+)?(\d+(?:\.\d+)*)\.?\s", re.I)
+
+
+class HeadingPath:
+    """The stack of headings above the current point: numbered headings nest by their depth
+    ("7" > "7.2"), an unnumbered heading starts a new top-level section."""
+
+    def __init__(self) -> None:
+        self.stack: list[tuple[int, str]] = []
+
+    def enter(self, heading: str) -> None:
+        heading = " ".join(heading.split())[:120]
+        numbered = NUMBERING.match(heading)
+        depth = numbered.group(1).count(".") + 1 if numbered else 1
+        self.stack = [(d, h) for d, h in self.stack if d < depth] + [(depth, heading)]
+
+    def path(self) -> str:
+        return " > ".join(h for _, h in self.stack)
+
+
 def assemble(blocks: list[Block], parser: str) -> ParsedDocument:
     parsed = ParsedDocument(text="", parser=parser)
     parts: list[str] = []
     offset = 0
+    headings = HeadingPath()
     for block in blocks:
         # PostgreSQL text cannot hold NUL, and no reader needs one: drop them before offsets exist.
         text = block.text.replace("\x00", "").strip()
@@ -162,6 +190,9 @@ def assemble(blocks: list[Block], parser: str) -> ParsedDocument:
         if parts:
             offset += len(SEPARATOR)
         page = block.page
+        if block.category == "Title":
+            headings.enter(text)
+        parsed.sections.append(headings.path())
         parsed.categories.append(block.category)
         parsed.starts.append(offset)
         parsed.ends.append(offset + len(text))

@@ -76,6 +76,7 @@ def build_point(ref: DocumentRef, chunk: Chunk, vector: list[float]) -> ChunkPoi
             "chunk": chunk.index,
             "path": ref.path,
             "page": chunk.page,
+            "section": chunk.section,
             "start": chunk.start,
             "end": chunk.end,
             "tokens": count_tokens(chunk.text),

@@ -135,3 +135,39 @@ def test_plan_sync_pairs_a_vanished_file_with_new_identical_content_as_moved(tmp
 
     assert [(old, f.path) for old, f in plan.moved] == [("old-name.txt", "renamed.txt")]
     assert [f.path for f in plan.new] == ["fresh.txt"] and plan.deleted == ["gone.txt"]
+
+
+def test_headings_nest_into_a_section_path() -> None:
+    from ingest.parse import HeadingPath
+
+    path = HeadingPath()
+    trail = []
+    for heading in ("EXHIBIT A", "7 Termination", "7.1 For cause", "7.2 Notice", "8. Governing Law", "Schedule 1"):
+        path.enter(heading)
+        trail.append(path.path())
+
+    assert trail[0] == "EXHIBIT A" and trail[3] == "7 Termination > 7.2 Notice"
+    assert trail[4] == "8. Governing Law" and trail[5] == "Schedule 1"
+
+
+def test_chunks_carry_the_section_they_start_in(embedder: Embedder) -> None:
+    parsed = parse_file(DEV / "originals_pdf" / SUBSET_PDF, "pdf")
+
+    chunks = chunk_document(parsed, embedder.count_tokens, max_tokens=200, overlap=32, hard_limit=embedder.token_limit)
+
+    assert any(c.section == "5. TERM AND TERMINATION" and "terminat" in c.text.lower() for c in chunks)
+
+
+def test_chunks_never_split_a_table_row(embedder: Embedder, tmp_path: Path) -> None:
+    path = tmp_path / "ledger.csv"
+    rows = [f"INV-{i:04d},Northwind Components Ltd,Servo actuator batch {i},{i * 37} EUR,net 30 days" for i in range(400)]
+    path.write_text("invoice,supplier,description,amount,terms\n" + "\n".join(rows) + "\n")
+    parsed = parse_file(path, "csv")
+    table_rows = set(parsed.text.splitlines())
+
+    chunks = chunk_document(parsed, embedder.count_tokens, max_tokens=200, overlap=32, hard_limit=embedder.token_limit)
+
+    assert len(chunks) > 5
+    for chunk in chunks:
+        assert {line for line in chunk.text.splitlines() if line} <= table_rows, chunk.text[:80]
+        assert embedder.count_tokens(chunk.text) <= embedder.token_limit

@@ -99,7 +99,7 @@ def render_text(result: dict[str, Any]) -> str:
         lines.append("")
     lines.append(f"Sources ({len(result['sources'])}, {result['usage'].get('source_tokens', 0)} tokens):")
     for s in result["sources"]:
-        page = f" p.{s['page']}" if s["page"] else ""
+        page = (f" p.{s['page']}" if s["page"] else "") + (f" § {s['section']}" if s.get("section") else "")
         snippet = " ".join(s["text"].split())[:160]
         lines.append(f"  [{s['label']}] {s['path']}{page} chars {s['start']}-{s['end']}: {snippet}")
     if result["dropped"]:
