@@ -83,3 +83,27 @@ def test_ingest_survives_odd_names_links_loops_sparse_giants_and_hostile_text(da
     skipped = {s["path"]: s["reason"] for s in report["skipped"]}
     assert "over the" in skipped["huge.txt"] and "loop" in skipped["loop.txt"]
     assert report["failures"] == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_files_changed_or_deleted_after_discovery_are_handled(data_dir: Path, tmp_path: Path) -> None:
+    from docqa import actions, embedded
+    from docqa.models import IngestItem
+    from ingest.discover import hash_file
+
+    root = tmp_path / "moving"
+    root.mkdir()
+    for name in ("stays.txt", "edited.txt", "vanishes.txt"):
+        (root / name).write_text(f"{name}: the parties agree to the terms herein.\n")
+    matter = actions.get_or_create_matter("moving", "test")
+    run = actions.do_start_ingest(matter, root, "test")  # queued; no worker has run yet
+    (root / "edited.txt").write_text("edited.txt: a later version, written while the run was queued.\n")
+    (root / "vanishes.txt").unlink()
+
+    embedded.ensure_worker()
+    run = actions.wait_for_run(run, timeout=120)
+
+    states = {i.path: (i.state, i.error) for i in IngestItem.objects.filter(run=run)}
+    assert states["stays.txt"][0] == "indexed" and states["edited.txt"][0] == "indexed"
+    assert states["vanishes.txt"][0] == "failed" and "vanished" in states["vanishes.txt"][1]
+    assert Document.objects.get(path="edited.txt").sha256 == hash_file(root / "edited.txt")
