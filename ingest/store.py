@@ -172,6 +172,7 @@ class ServerStore:
         self.collection = collection
         self._ensure_collection(dimension)
 
+    @store_errors
     def _ensure_collection(self, dimension: int) -> None:
         from qdrant_client import models
 

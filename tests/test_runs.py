@@ -84,3 +84,27 @@ def test_runs_lists_the_latest_runs(data_dir: Path, folder: Path) -> None:
     command("ingest", str(folder), "--matter", "ops")
 
     assert "finished" in command("runs", "--matter", "ops")
+
+
+def test_qdrant_down_fails_items_as_store_errors_and_retry_recovers(data_dir: Path, folder: Path, settings) -> None:
+    import socket
+
+    from docqa import services
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    settings.QDRANT_URL = f"http://127.0.0.1:{port}"  # nothing listens there
+
+    report = json.loads(command("ingest", str(folder), "--matter", "ops", "--json"))
+
+    assert report["counts"]["failed"] == 4
+    stored = IngestItem.objects.filter(run_id=report["run"], error_class="store")
+    assert stored.count() == 4 and all(i.attempts == 4 for i in stored)  # first try + 3 retries
+    assert "vector store failed" in stored.first().error
+
+    services.close_store()
+    settings.QDRANT_URL = f"path:{data_dir / 'qdrant-back'}"  # Qdrant is back
+    command("runs", "retry", str(report["run"]))
+
+    assert IngestRun.objects.get(id=report["run"]).counts["indexed"] == 3
