@@ -14,7 +14,6 @@ urlpatterns = [
     path("m/<slug:slug>/runs/", views.runs, name="runs"),
     path("m/<slug:slug>/runs/<int:run_id>/", views.run_detail, name="run"),
     path("m/<slug:slug>/runs/<int:run_id>/failures.csv", views.run_failures_csv, name="run_failures"),
-    path("m/<slug:slug>/runs/<int:run_id>/cancel", views.run_cancel, name="run_cancel"),
-    path("m/<slug:slug>/runs/<int:run_id>/retry", views.run_retry, name="run_retry"),
+    path("m/<slug:slug>/runs/<int:run_id>/<str:action>", views.run_action, name="run_action"),
     path("admin/", admin.site.urls),
 ]

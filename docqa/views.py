@@ -106,17 +106,15 @@ def run_failures_csv(request: HttpRequest, slug: str, run_id: int) -> HttpRespon
     return response
 
 
-@login_required
-@require_POST
-def run_cancel(request: HttpRequest, slug: str, run_id: int) -> HttpResponse:
-    run = run_for(request, slug, run_id, Role.EDITOR)
-    actions.do_cancel_run(run, request.user.get_username())
-    return redirect("run", slug=slug, run_id=run.id)
+RUN_ACTIONS = {"cancel": actions.do_cancel_run, "retry": actions.do_retry_failed}
 
 
 @login_required
 @require_POST
-def run_retry(request: HttpRequest, slug: str, run_id: int) -> HttpResponse:
+def run_action(request: HttpRequest, slug: str, run_id: int, action: str) -> HttpResponse:
+    """Cancel a run or retry its failed files (editors only)."""
+    if action not in RUN_ACTIONS:
+        raise Http404("no such action")
     run = run_for(request, slug, run_id, Role.EDITOR)
-    actions.do_retry_failed(run, request.user.get_username())
+    RUN_ACTIONS[action](run, request.user.get_username())
     return redirect("run", slug=slug, run_id=run.id)
