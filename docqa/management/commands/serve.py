@@ -21,16 +21,21 @@ class Command(BaseCommand):
         host, _, port = options["addrport"].rpartition(":")
         if not host or not port.isdigit():
             raise CommandError("give the address as HOST:PORT, e.g. 127.0.0.1:8000")
-        from waitress import serve
+        from waitress.server import create_server
 
         from docqa.wsgi import application
 
         start_local_work(f"the web server at http://{options['addrport']}/")
-        services.get_store()  # open (and lock) the store now, so a problem shows at start
-        self.stdout.write(f"docqa is serving on http://{options['addrport']}/ (Ctrl-C stops it)")
         try:
-            serve(application, host=host, port=int(port), threads=options["threads"], ident="docqa")
-        except KeyboardInterrupt:
-            pass
+            services.get_store()  # open (and lock) the store now, so a problem shows at start
+            try:
+                server = create_server(application, host=host, port=int(port), threads=options["threads"], ident="docqa")
+            except OSError as exc:
+                raise CommandError(f"cannot serve on {options['addrport']}: {exc.strerror or exc}") from exc
+            self.stdout.write(f"docqa is serving on http://{options['addrport']}/ (Ctrl-C stops it)")
+            try:
+                server.run()
+            except KeyboardInterrupt:
+                pass
         finally:
             shutdown()
