@@ -41,6 +41,7 @@ from ingest.errors import DocqaError
 logger = logging.getLogger(__name__)
 GENESIS = "0" * 64
 STALL_WARNING_S = 120
+BROKER_CHECK_S = 5  # how often a waiting `ingest` checks whether the broker restarted
 
 
 def record_audit(actor: str, action: str, matter: Matter | None, detail: dict[str, Any]) -> AuditEvent:
@@ -101,7 +102,7 @@ def do_start_ingest(matter: Matter, root: Path, actor: str) -> IngestRun:
     }
     plan = plan_sync(found.files, known)
     with transaction.atomic():
-        run = IngestRun.objects.create(matter=matter, source=source, actor=actor)
+        run = IngestRun.objects.create(matter=matter, source=source, actor=actor, broker_epoch=services.broker_epoch())
         work: list[IngestItem] = []
         for change, files in ((Change.NEW, plan.new), (Change.CHANGED, plan.changed)):
             for f in files:
@@ -134,6 +135,31 @@ def refuse_overlapping_run(source: Source) -> None:
         if left:
             raise DocqaError(f"run {run.id} on {source.root} is still in progress ({left} files left); wait for it")
         do_finish_run(run)  # its waiter went away before closing it
+
+
+def resend_lost_tasks(run: IngestRun) -> int:
+    """Send the queued items' tasks again if the broker restarted since they were sent.
+
+    Redis keeps its queues in memory only; after a restart the run's queued tasks are gone while
+    its items still say "queued". The database is the record of the work, so the tasks are sent
+    again (a task whose item is already taken does nothing). Only one caller wins the epoch
+    update, so several waiters or workers do not send the same items several times.
+    """
+    current = services.broker_epoch()
+    if not current or not run.broker_epoch or current == run.broker_epoch:
+        return 0
+    if not IngestRun.objects.filter(id=run.id, broker_epoch=run.broker_epoch).update(broker_epoch=current):
+        run.refresh_from_db()
+        return 0
+    run.broker_epoch = current
+    items = list(run.items.filter(state=ItemState.QUEUED))
+    enqueue_items(items)
+    logger.warning("the broker restarted and lost run %s's queue; sent %d queued files again", run.id, len(items))
+    return len(items)
+
+
+def resend_all_lost_tasks() -> int:
+    return sum(resend_lost_tasks(run) for run in IngestRun.objects.filter(status=RunStatus.RUNNING))
 
 
 def enqueue_items(items: list[IngestItem]) -> None:
@@ -191,7 +217,11 @@ def wait_for_run(run: IngestRun, *, timeout: float | None = None, on_progress: A
     deadline = None if timeout is None else time.monotonic() + timeout
     last_change, warned = time.monotonic(), False
     last_progress: dict[str, int] = {}
+    last_check = time.monotonic()
     while run.items.exclude(state__in=FINAL_STATES).exists():
+        if time.monotonic() - last_check > BROKER_CHECK_S:
+            resend_lost_tasks(run)
+            last_check = time.monotonic()
         if deadline is not None and time.monotonic() > deadline:
             raise TimeoutError(f"ingest run {run.id} did not finish within {timeout:.0f} s")
         progress = run_progress(run)
@@ -244,7 +274,9 @@ def do_requeue(run: IngestRun, actor: str, states: tuple[str, ...], action: str)
     with transaction.atomic():
         items = list(run.items.filter(state__in=states))
         run.items.filter(id__in=[i.id for i in items]).update(state=ItemState.QUEUED, error="", error_class="")
-        IngestRun.objects.filter(id=run.id).update(status=RunStatus.RUNNING, finished_at=None)
+        IngestRun.objects.filter(id=run.id).update(
+            status=RunStatus.RUNNING, finished_at=None, broker_epoch=services.broker_epoch()
+        )
         record_audit(actor, action, run.matter, {"run": run.id, "items": len(items)})
         transaction.on_commit(lambda: enqueue_items(items))
     run.refresh_from_db()
@@ -275,12 +307,12 @@ def failures_csv(run: IngestRun) -> str:
 
 
 def run_report(run: IngestRun) -> dict[str, Any]:
-    failed = run.items.filter(state=ItemState.FAILED).order_by("path").values_list("path", "error")
+    failed = run.items.filter(state=ItemState.FAILED).order_by("path").values_list("path", "error", "error_class")
     skipped = run.items.filter(state=ItemState.SKIPPED).order_by("path").values_list("path", "error")
     return {
         "run": run.id,
         "counts": run.counts,
-        "failures": [{"path": path, "error": error} for path, error in failed],
+        "failures": [{"path": path, "error": error, "error_class": kind} for path, error, kind in failed],
         "skipped": [{"path": path, "reason": reason} for path, reason in skipped],
     }
 

@@ -106,6 +106,9 @@ class IngestRun(models.Model):
     started_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True)
     counts = models.JSONField(default=dict)
+    # The Redis server instance (its run_id) that holds this run's tasks; a different one means
+    # the broker restarted and lost them (Redis here keeps nothing on disk): they are sent again.
+    broker_epoch = models.CharField(max_length=64, blank=True, default="")
 
 
 class Change(models.TextChoices):

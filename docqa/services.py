@@ -86,3 +86,24 @@ def release_embedded_lock() -> None:
         fcntl.flock(_lock_handle, fcntl.LOCK_UN)
         _lock_handle.close()
         _lock_handle = None
+
+
+def broker_epoch() -> str:
+    """Which Redis server instance the broker is: its run_id changes at every restart.
+
+    "" when the broker is not Redis (the embedded memory transport dies with its process, and a
+    durable broker keeps its queues) or cannot be reached just now.
+    """
+    url = settings.CELERY_BROKER_URL
+    if not url.startswith(("redis://", "rediss://", "unix://")):
+        return ""
+    import redis
+
+    try:
+        client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+        try:
+            return str(client.info("server")["run_id"])
+        finally:
+            client.close()
+    except redis.RedisError:
+        return ""

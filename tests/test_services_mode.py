@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -115,5 +116,73 @@ def test_killed_worker_is_replaced_and_every_file_is_indexed_once(services_env: 
     store = ServerStore(env["DOCQA_QDRANT_URL"], "docqa_chunks", 384)
     try:
         assert store.count([documents.first().matter_id]) == sum(d.chunk_count for d in documents) == 200
+    finally:
+        store.close()
+
+
+def start_redis(port: int, folder: Path) -> subprocess.Popen[bytes]:
+    """A private Redis that keeps nothing on disk, like the one here: a restart empties it."""
+    server = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+         "--dir", str(folder)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    client = redis.Redis(port=port)
+    for _ in range(100):
+        try:
+            client.ping()
+            return server
+        except redis.ConnectionError:
+            time.sleep(0.1)
+    server.kill()
+    raise RuntimeError("redis-server did not start")
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_redis_restart_mid_run_loses_no_file(services_env: dict[str, str], tmp_path: Path) -> None:
+    from ingest.store import ServerStore
+
+    folder = tmp_path / "bulk"
+    folder.mkdir()
+    for i in range(120):
+        (folder / f"notice-{i:03d}.txt").write_text(f"Notice {i}. The deposit for unit {i} is {i * 11} euros.\n")
+    port = free_port()
+    broker = start_redis(port, tmp_path)
+    env = {**services_env, "DOCQA_BROKER_URL": f"redis://127.0.0.1:{port}/0"}
+    worker = start_worker(env)
+    ingest = subprocess.Popen([sys.executable, "manage.py", "ingest", str(folder), "--matter", "bulk", "--json"],
+                              cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 180
+        while Document.objects.filter(matter__slug="bulk", status=DocumentStatus.INDEXED).count() < 20:
+            assert time.monotonic() < deadline, "the worker indexed nothing"
+            time.sleep(0.3)
+        broker.kill()  # every queued task is gone with it
+        broker.wait()
+        time.sleep(2)
+        broker = start_redis(port, tmp_path)
+        out, err = ingest.communicate(timeout=300)
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        log = worker.communicate(timeout=120)[0]
+        broker.kill()
+        broker.wait()
+
+    assert ingest.returncode == 0, err[-2000:]
+    assert "broker restarted" in err + log, (err, log)
+    report = json.loads(out)
+    assert report["counts"]["indexed"] == 120 and report["failures"] == []
+    documents = Document.objects.filter(matter__slug="bulk")
+    assert documents.filter(status=DocumentStatus.INDEXED).count() == 120
+    store = ServerStore(env["DOCQA_QDRANT_URL"], "docqa_chunks", 384)
+    try:
+        assert store.count([documents.first().matter_id]) == 120
     finally:
         store.close()
