@@ -14,6 +14,7 @@ EXTENSIONS = {
     ".txt": "text", ".text": "text", ".md": "markdown", ".markdown": "markdown",
     ".html": "html", ".htm": "html", ".csv": "csv", ".eml": "email",
     ".pdf": "pdf", ".docx": "docx", ".pptx": "pptx", ".xlsx": "xlsx", ".msg": "msg",
+    ".rtf": "rtf", ".odt": "odt",
 }
 TEXT_KINDS = {"text", "markdown", "html", "csv", "email"}
 OOXML = {"word/document.xml": "docx", "ppt/presentation.xml": "pptx", "xl/workbook.xml": "xlsx"}
@@ -50,7 +51,7 @@ def detect_kind(path: Path, head: bytes) -> str:
             return "msg"
         raise Unsupported("legacy Office binary file (.doc/.xls/.ppt); save it as DOCX, XLSX or PPTX")
     if head.startswith(b"{\\rtf"):
-        raise Unsupported("RTF is not supported in this installation")
+        return "rtf"
     if claimed is None:
         raise Unsupported(f"unsupported file type {suffix or '(no extension)'}")
     if head and looks_like_text(head) and claimed not in TEXT_KINDS:
@@ -69,4 +70,14 @@ def zip_kind(path: Path, claimed: str | None, suffix: str) -> str:
     for member, kind in OOXML.items():
         if member in names:
             return kind
+    if "content.xml" in names and "mimetype" in names:
+        mimetype = opendocument_type(path)
+        if mimetype == "application/vnd.oasis.opendocument.text":
+            return "odt"
+        raise Unsupported(f"OpenDocument file of type {mimetype or 'unknown'}; only text documents (.odt) are indexed")
     raise Unsupported(f"archive ({suffix or 'zip'}) with {len(names)} entries; archives are not indexed")
+
+
+def opendocument_type(path: Path) -> str:
+    with zipfile.ZipFile(path) as archive:
+        return archive.read("mimetype")[:100].decode("ascii", "replace").strip()

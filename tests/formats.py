@@ -40,3 +40,22 @@ def write_eml(path: Path) -> None:
     message["Date"] = "Mon, 3 Nov 2025 09:30:00 +0000"
     message.set_content("We hereby give ninety days' notice of termination of the Supply Agreement.\n")
     path.write_bytes(bytes(message))
+
+
+LEASE_MD = (
+    "# Lease Terms\n\n## 4. Rent\n\nThe tenant pays rent of 2,400 euros on the first day of each month.\n\n"
+    "| Item | Amount |\n|---|---|\n| Deposit | 7,200 |\n| Parking | 90 |\n"
+)
+
+
+def write_odt(path: Path) -> None:
+    """An OpenDocument text, written by pandoc (the one inside pypandoc-binary)."""
+    import pypandoc
+
+    pypandoc.convert_text(LEASE_MD, "odt", format="md", outputfile=str(path))
+
+
+def write_rtf(path: Path) -> None:
+    import pypandoc
+
+    pypandoc.convert_text(LEASE_MD, "rtf", format="md", outputfile=str(path), extra_args=["--standalone"])

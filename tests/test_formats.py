@@ -12,7 +12,7 @@ from ingest.detect import Unsupported, detect_kind, read_head
 from ingest.discover import walk_folder
 from ingest.parse import parse_file
 from tests.badfiles import text_pdf
-from tests.formats import write_csv, write_eml, write_pptx, write_xlsx
+from tests.formats import write_csv, write_eml, write_odt, write_pptx, write_rtf, write_xlsx
 
 
 def test_pptx_keeps_slide_numbers(tmp_path: Path) -> None:
@@ -38,6 +38,30 @@ def test_tables_are_rendered_row_by_row(tmp_path: Path, name: str, writer: Calla
     assert row in parsed.text.splitlines()
 
 
+@pytest.mark.parametrize("name, writer, kind", [
+    ("lease.odt", write_odt, "odt"), ("lease.rtf", write_rtf, "rtf"), ("lease.txt", write_rtf, "rtf"),
+])
+def test_rtf_and_odt_keep_headings_and_tables(tmp_path: Path, name: str, writer: Callable[[Path], None],
+                                              kind: str) -> None:
+    path = tmp_path / name
+    writer(path)
+
+    parsed = parse_file(path, detect_kind(path, read_head(path)))
+
+    assert parsed.parser == f"unstructured:{kind}"
+    assert "Deposit | 7,200" in parsed.text.splitlines()
+    assert parsed.section_at(parsed.text.index("2,400 euros")) == "4. Rent"
+
+
+def test_other_opendocument_types_are_passed_over(tmp_path: Path) -> None:
+    with zipfile.ZipFile(tmp_path / "budget.ods", "w") as archive:
+        archive.writestr("mimetype", "application/vnd.oasis.opendocument.spreadsheet")
+        archive.writestr("content.xml", "<office:document-content/>")
+
+    with pytest.raises(Unsupported, match="only text documents"):
+        detect_kind(tmp_path / "budget.ods", read_head(tmp_path / "budget.ods"))
+
+
 def test_email_keeps_its_headers_in_the_text(tmp_path: Path) -> None:
     path = tmp_path / "notice.eml"
     write_eml(path)
@@ -61,7 +85,6 @@ def test_content_decides_the_type_not_the_extension(tmp_path: Path) -> None:
 @pytest.mark.parametrize("name, data, reason", [
     ("old.doc", b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\x00" * 100, "unsupported file type .doc"),
     ("letter.docx", b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\x00" * 100, "legacy Office binary"),
-    ("terms.txt", b"{\\rtf1\\ansi Terms}", "RTF is not supported"),
 ])
 def test_unsupported_content_is_passed_over_with_the_reason(tmp_path: Path, name: str, data: bytes, reason: str) -> None:
     (tmp_path / name).write_bytes(data)
