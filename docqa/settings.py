@@ -162,7 +162,9 @@ CELERY_RESULT_SERIALIZER = "json"
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_TIME_LIMIT = envint("TASK_TIME_LIMIT", 1800)
-CELERY_TASK_SOFT_TIME_LIMIT = max(1, CELERY_TASK_TIME_LIMIT - min(60, CELERY_TASK_TIME_LIMIT // 4))
+CELERY_TASK_SOFT_TIME_LIMIT = envint(
+    "TASK_SOFT_TIME_LIMIT", max(1, CELERY_TASK_TIME_LIMIT - min(60, CELERY_TASK_TIME_LIMIT // 4))
+)
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # A task whose worker died is delivered again after this long; it must exceed the hard time
 # limit, or a slow file still being processed would be handed to a second worker.
@@ -186,6 +188,10 @@ WORKER_TORCH_THREADS = envint("WORKER_TORCH_THREADS", 1)
 CHUNK_TOKENS = envint("CHUNK_TOKENS", 200)
 CHUNK_OVERLAP = envint("CHUNK_OVERLAP", 32)
 MAX_FILE_BYTES = envint("MAX_FILE_MB", 100) * 1024 * 1024
+# Scanned PDF pages are read by tesseract where it is installed; a document with more pages to
+# read than this is recorded as "needs OCR" instead (0 turns OCR off).
+OCR_MAX_PAGES = envint("OCR_MAX_PAGES", 100)
+OCR_LANGUAGES = env("OCR_LANGUAGES", "eng")  # tesseract's codes, joined by "+": "eng+deu"
 
 # --- Language model (vLLM, OpenAI-compatible) -----------------------------------------------
 LLM_BASE_URL = env("LLM_BASE_URL").rstrip("/")

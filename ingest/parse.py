@@ -3,8 +3,8 @@
 The extracted text is the element texts joined by blank lines; every element keeps its character
 span in that text, its page and its category, so chunks and citations can point back at page and
 passage. PDFs go through pdfium (ingest.pdf), which is fast and raises for encrypted and corrupt
-files (unstructured returns no elements and no exception for those); other formats go through
-unstructured.
+files (unstructured returns no elements and no exception for those); plain text is split by the
+same shape rules, without spaCy; other formats go through unstructured.
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ from typing import Any
 
 from ingest.detect import TEXT_KINDS
 from ingest.errors import ParseError, UnsupportedFile
-from ingest.pdf import Block, extract_pdf
+from ingest.ocr import OcrOptions
+from ingest.pdf import Block, extract_pdf, page_blocks
 
 SEPARATOR = "\n\n"
 
@@ -34,6 +35,7 @@ class ParsedDocument:
     pages: list[int | None] = field(default_factory=list)
     categories: list[str] = field(default_factory=list)  # "Title", "NarrativeText", ...
     sections: list[str] = field(default_factory=list)  # heading path in force at each element
+    ocr_pages: int = 0  # pages read by OCR
 
     def page_at(self, offset: int) -> int | None:
         """The page of the element containing (or last starting before) `offset`."""
@@ -67,14 +69,18 @@ def prepare_unstructured() -> None:
     tokenize._install_spacy_model = refuse_download
 
 
-def parse_file(path: Path, kind: str) -> ParsedDocument:
+def parse_file(path: Path, kind: str, ocr: OcrOptions | None = None) -> ParsedDocument:
     """Parse `path` as `kind` (see ingest.detect). Raises ParseError with the reason."""
     if kind in TEXT_KINDS:
         check_text_file(path)
     elif path.stat().st_size == 0:
         raise ParseError("empty file")
     if kind == "pdf":
-        parsed = assemble(extract_pdf(path), parser="pdfium")
+        blocks, ocr_pages = extract_pdf(path, ocr)
+        parsed = assemble(blocks, parser="pdfium+ocr" if ocr_pages else "pdfium")
+        parsed.ocr_pages = ocr_pages
+    elif kind == "text":
+        parsed = assemble(text_blocks(read_text(path)), parser="plain")
     else:
         prepare_unstructured()
         parsed = assemble(_partition(path, kind), parser=f"unstructured:{kind}")
@@ -89,6 +95,32 @@ def check_text_file(path: Path) -> None:
         raise ParseError("empty file")
     if b"\x00" in head:
         raise ParseError("binary content in a text file (NUL bytes); not parsed")
+
+
+def read_text(path: Path) -> str:
+    """A text file's content: UTF-8 (with or without BOM) or UTF-16 with BOM, else Windows-1252,
+    else Latin-1, which decodes any bytes, so an odd encoding never loses the file."""
+    data = path.read_bytes()
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return data.decode("utf-16", errors="replace")
+    for encoding in ("utf-8-sig", "cp1252"):
+        try:
+            return data.decode(encoding)
+        except UnicodeDecodeError:
+            continue
+    return data.decode("latin-1")
+
+
+def text_blocks(text: str) -> list[Block]:
+    """Paragraphs and headings of plain text, pages split at form feeds when the text has them.
+
+    unstructured's text partitioner classifies every paragraph with spaCy (~1 s per contract
+    here); these are the same shape rules the PDF path uses, at file-reading speed.
+    """
+    pages = text.split("\f")
+    if len(pages) == 1:
+        return page_blocks(text, None)
+    return [block for number, page in enumerate(pages, 1) for block in page_blocks(page, number)]
 
 
 def _partition(path: Path, kind: str) -> list[Block]:
@@ -129,7 +161,7 @@ def email_header_blocks(elements: list[Any]) -> list[Block]:
     return [Block("\n".join(lines), None, "EmailHeader")] if lines else []
 
 
-PARTITIONERS = {
+PARTITIONERS: dict[str, tuple[str, str, dict[str, Any]]] = {
     "docx": ("unstructured.partition.docx", "partition_docx", {}),
     "pptx": ("unstructured.partition.pptx", "partition_pptx", {}),
     "xlsx": ("unstructured.partition.xlsx", "partition_xlsx", {}),
@@ -138,7 +170,8 @@ PARTITIONERS = {
     "markdown": ("unstructured.partition.md", "partition_md", {}),
     "email": ("unstructured.partition.email", "partition_email", {}),
     "msg": ("unstructured.partition.msg", "partition_msg", {}),
-    "text": ("unstructured.partition.text", "partition_text", {"languages": ["eng"]}),
+    "rtf": ("unstructured.partition.rtf", "partition_rtf", {}),
+    "odt": ("unstructured.partition.odt", "partition_odt", {}),
 }
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ingest.errors import ParseError
+from ingest.ocr import OcrOptions, needs_ocr, ocr_page, tesseract_path
 
 NUMBERED = re.compile(r"^(?:(?:section|article|clause|schedule|exhibit|annex)\s+)?[0-9IVXivx]+(?:\.[0-9]+)*\.?\s+\S", re.I)
 MAX_HEADING_WORDS = 12
@@ -45,7 +46,7 @@ def is_heading(line: str) -> bool:
     return starts_well and len(words) <= 8 and capitalised == len(words) and not line.endswith(".")
 
 
-def page_blocks(text: str, page: int) -> list[Block]:
+def page_blocks(text: str, page: int | None) -> list[Block]:
     """Paragraphs and headings of one page's text."""
     blocks: list[Block] = []
     paragraph: list[str] = []
@@ -73,10 +74,15 @@ def paragraph_continues(paragraph: list[str], line: str) -> bool:
     return bool(paragraph) and not paragraph[-1].endswith((".", ":", ";", "?", "!")) and not line.isupper()
 
 
-def extract_pdf(path: Path) -> list[Block]:
-    """Blocks of every page's text layer. Raises ParseError for encrypted or unreadable files."""
+def extract_pdf(path: Path, ocr: OcrOptions | None = None) -> tuple[list[Block], int]:
+    """Blocks of every page's text, and how many pages were read by OCR.
+
+    Pages without a text layer go through OCR (ingest.ocr) when `ocr` allows and tesseract is
+    installed. Raises ParseError for encrypted, unreadable and unreadable-without-OCR files.
+    """
     import pypdfium2
 
+    ocr = ocr or OcrOptions()
     try:
         pdf = pypdfium2.PdfDocument(str(path))
     except pypdfium2.PdfiumError as exc:
@@ -88,17 +94,39 @@ def extract_pdf(path: Path) -> list[Block]:
         pages = len(pdf)
         if pages == 0:
             raise ParseError("PDF has no pages")
-        blocks: list[Block] = []
+        texts: list[str] = []
         for number in range(pages):
             page = pdf[number]
             textpage = page.get_textpage()
             try:
-                blocks += page_blocks(textpage.get_text_range(), number + 1)
+                texts.append(textpage.get_text_range())
             finally:
                 textpage.close()
                 page.close()
+        scanned = [number for number, text in enumerate(texts) if needs_ocr(text)]
+        use_ocr = bool(scanned) and len(scanned) <= ocr.max_pages and tesseract_path() is not None
+        if use_ocr:
+            for number in scanned:
+                page = pdf[number]
+                try:
+                    texts[number] = ocr_page(page, ocr.languages)
+                finally:
+                    page.close()
     finally:
         pdf.close()
+    blocks = [block for number, text in enumerate(texts) for block in page_blocks(text, number + 1)]
+    ocr_pages = len(scanned) if use_ocr else 0
     if not blocks:
-        raise ParseError(f"PDF has {pages} page(s) but no text layer (scanned?); needs OCR")
-    return blocks
+        raise ParseError(no_text_reason(pages, len(scanned), ocr, ocr_pages))
+    return blocks, ocr_pages
+
+
+def no_text_reason(pages: int, scanned: int, ocr: OcrOptions, ocr_pages: int) -> str:
+    what = f"PDF has {pages} page(s) but no text layer (scanned?)"
+    if ocr_pages:
+        return f"{what}, and OCR found no text on them"
+    if ocr.max_pages == 0:
+        return f"{what}; needs OCR, which is turned off (DOCQA_OCR_MAX_PAGES=0)"
+    if scanned > ocr.max_pages:
+        return f"{what}; needs OCR of {scanned} pages, over the limit of {ocr.max_pages} (DOCQA_OCR_MAX_PAGES)"
+    return f"{what}; needs OCR, and tesseract is not installed (apt-get install tesseract-ocr)"

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from ingest.chunk import Chunk, chunk_document
 from ingest.embed import Embedder
+from ingest.ocr import OcrOptions
 from ingest.parse import ParsedDocument, parse_file
 from ingest.store import ChunkPoint, VectorStore, point_id
 from ingest.tokens import count_tokens
@@ -44,10 +45,11 @@ def index_file(
     chunk_tokens: int = 200,
     overlap: int = 32,
     on_stage: Callable[[str], None] = lambda stage: None,
+    ocr: OcrOptions | None = None,
 ) -> IndexedFile:
     """Parse, chunk, embed and upsert one file. Raises ParseError for unusable files."""
     on_stage("parsing")
-    parsed = parse_file(abspath, kind)
+    parsed = parse_file(abspath, kind, ocr)
     chunks = chunk_document(
         parsed,
         embedder.count_tokens,

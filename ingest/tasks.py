@@ -6,13 +6,18 @@ ids, upsert then delete stale), so tasks are acked late and may run twice harmle
 
 from __future__ import annotations
 
+import ctypes
 import logging
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 
 from celery import Task, shared_task
 from celery.exceptions import SoftTimeLimitExceeded
-from celery.signals import task_failure, worker_process_init
+from celery.signals import task_failure, worker_process_init, worker_ready
 from django.conf import settings
 from django.db import transaction
 from django.db.models import F, Q
@@ -21,6 +26,7 @@ from django.utils import timezone
 from docqa import services
 from docqa.models import Document, DocumentStatus, DocumentText, IngestItem, ItemState
 from ingest.errors import DocqaError, StoreError
+from ingest.ocr import OcrOptions
 from ingest.pipeline import DocumentRef, IndexedFile, index_file
 
 logger = logging.getLogger(__name__)
@@ -49,6 +55,36 @@ def load_models_in_child(**kwargs: object) -> None:
 
     torch.set_num_threads(settings.WORKER_TORCH_THREADS)
     _ = services.get_embedder().model
+
+
+BROKER_WATCH_S = 15
+
+
+@worker_ready.connect
+def watch_broker_restarts(**kwargs: object) -> None:
+    """In each worker's main process, resend the tasks of running runs if Redis restarted.
+
+    `ingest` does the same while it waits; this covers runs that nobody waits on (started from
+    the web UI). Several workers may watch: only one of them wins each resend.
+    """
+    if settings.EMBEDDED_WORKER:
+        return
+
+    def watch() -> None:
+        from django.db import close_old_connections
+
+        from docqa.actions import resend_all_lost_tasks
+
+        while True:
+            time.sleep(BROKER_WATCH_S)
+            try:
+                resend_all_lost_tasks()
+            except Exception:  # the database or broker may be down for a moment; try again later
+                logger.warning("could not check the broker for lost tasks", exc_info=True)
+            finally:
+                close_old_connections()
+
+    threading.Thread(target=watch, name="docqa-broker-watch", daemon=True).start()
 
 
 def is_repeat(task: Task) -> bool:
@@ -83,30 +119,79 @@ def ingest_document(self: Task, item_id: int) -> str:
     if item is None or item.document is None:
         return "not claimed"
     doc = item.document
+    limit = settings.CELERY_TASK_SOFT_TIME_LIMIT
     try:
-        abspath = resolve_inside(Path(doc.source.root), doc.path)
-        version = _hash(abspath)
-        indexed = index_file(
-            abspath, doc.kind, DocumentRef(doc.matter_id, doc.id, doc.path, version),
-            embedder=services.get_embedder(), store=services.get_store(),
-            chunk_tokens=settings.CHUNK_TOKENS, overlap=settings.CHUNK_OVERLAP,
-            on_stage=lambda stage: IngestItem.objects.filter(id=item_id).update(state=stage),
-        )
+        with thread_time_limit(limit):
+            abspath = resolve_inside(Path(doc.source.root), doc.path)
+            version = _hash(abspath)
+            indexed = index_file(
+                abspath, doc.kind, DocumentRef(doc.matter_id, doc.id, doc.path, version),
+                embedder=services.get_embedder(), store=services.get_store(),
+                chunk_tokens=settings.CHUNK_TOKENS, overlap=settings.CHUNK_OVERLAP,
+                on_stage=lambda stage: IngestItem.objects.filter(id=item_id).update(state=stage),
+                ocr=OcrOptions(settings.OCR_MAX_PAGES, settings.OCR_LANGUAGES),
+            )
         record_indexed(item, doc, version, indexed)
     except StoreError:
         raise  # retried with backoff; when retries run out, task_failure ends the item
     except DocqaError as exc:
-        if item.change == "changed":
-            # The file on disk no longer says what the old version said: stop answering from it.
-            services.get_store().delete_document(doc.id)
+        forget_points(doc.id)
         return fail(item.id, str(exc), error_class(exc))
     except SoftTimeLimitExceeded:
-        limit = settings.CELERY_TASK_SOFT_TIME_LIMIT
-        return fail(item.id, f"processing took longer than the {limit} s limit", "timeout")
+        forget_points(doc.id)
+        return fail(item.id, f"processing took longer than the {limit} s limit per file", "timeout")
     except Exception as exc:  # an unexpected bug must still end the item, with its reason
         logger.exception("ingest of %s failed", doc.path)
         return fail(item.id, f"internal error: {type(exc).__name__}: {exc}", "internal")
     return "indexed"
+
+
+def forget_points(document_id: int) -> None:
+    """A file that failed answers nothing: drop what an earlier version or this attempt wrote.
+
+    The file on disk no longer says what the old version said, and an attempt cut short may
+    have written some of its chunks.
+    """
+    try:
+        services.get_store().delete_document(document_id)
+    except StoreError:
+        logger.warning("could not remove the points of failed document %s", document_id)
+
+
+@contextmanager
+def thread_time_limit(seconds: float) -> Iterator[None]:
+    """Celery's soft time limit for a worker thread, where Celery's signal-based one cannot act.
+
+    The prefork pool enforces soft and hard limits with signals in the child process. The
+    embedded default runs its worker in a thread of the web server or command, where no signal
+    reaches it; there a timer raises SoftTimeLimitExceeded inside the thread instead, at its next
+    Python instruction (a long C call, such as one embedding batch, finishes first).
+    """
+    if threading.current_thread() is threading.main_thread() or seconds <= 0:
+        yield
+        return
+    target = ctypes.c_ulong(threading.get_ident())
+    guard = threading.Lock()
+    state = {"done": False, "fired": False}
+
+    def expire() -> None:
+        with guard:
+            if not state["done"]:
+                state["fired"] = True
+                ctypes.pythonapi.PyThreadState_SetAsyncExc(target, ctypes.py_object(SoftTimeLimitExceeded))
+
+    timer = threading.Timer(seconds, expire)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        with guard:
+            state["done"] = True
+            timer.cancel()
+            if state["fired"]:
+                # Fired as the block ended: withdraw an exception not yet delivered.
+                ctypes.pythonapi.PyThreadState_SetAsyncExc(target, None)
 
 
 def resolve_inside(root: Path, relative: str) -> Path:

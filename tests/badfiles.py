@@ -48,7 +48,7 @@ def write_bad_folder(folder: Path) -> dict[str, str]:
         "encrypted.pdf": (encrypted_pdf("Secret merger terms."), "encrypted"),
         "corrupt.pdf": (b"%PDF-1.7\n" + bytes(range(256)) * 20, "corrupt"),
         "truncated.pdf": (text_pdf("Half a file.")[:300], "corrupt"),
-        "scanned.pdf": (image_only_pdf(), "needs OCR"),
+        "scanned.pdf": (image_only_pdf(), "no text layer"),
         "empty.txt": (b"", "empty"),
         "blank.md": (b"   \n\n  ", "empty"),
         "binary.txt": (b"MZ\x90\x00\x03\x00\x00\x00" * 100, "binary"),
@@ -59,3 +59,17 @@ def write_bad_folder(folder: Path) -> dict[str, str]:
     (folder / "good.txt").write_text("The escrow agent releases funds upon written instruction.\n")
     (folder / "tool.exe").write_bytes(b"MZ")
     return {name: reason for name, (_, reason) in files.items()}
+
+
+def scanned_pdf(lines: list[str]) -> bytes:
+    """A page that is only a picture of printed text, as a scanner makes it: no text layer."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    image = Image.new("L", (1700, 2200), 255)  # A4-ish at 200 dpi
+    draw = ImageDraw.Draw(image)
+    font = ImageFont.load_default(size=44)
+    for row, line in enumerate(lines):
+        draw.text((150, 200 + row * 90), line, fill=0, font=font)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PDF", resolution=200)
+    return buffer.getvalue()

@@ -5,14 +5,16 @@ from __future__ import annotations
 import io
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.core.management import call_command
 
 from docqa.models import Document, DocumentStatus
 from ingest.errors import ParseError
+from ingest.ocr import OcrOptions, tesseract_path
 from ingest.parse import parse_file
-from tests.badfiles import encrypted_pdf, image_only_pdf, write_bad_folder
+from tests.badfiles import encrypted_pdf, image_only_pdf, scanned_pdf, write_bad_folder
 
 
 @pytest.mark.django_db(transaction=True)
@@ -47,6 +49,34 @@ def test_parse_image_only_pdf_says_it_needs_ocr(tmp_path: Path) -> None:
     path.write_bytes(image_only_pdf())
 
     with pytest.raises(ParseError, match="no text layer"):
+        parse_file(path, "pdf")
+
+
+SCAN = ["7. Termination", "Either party may terminate this Agreement", "on ninety days written notice."]
+
+
+@pytest.mark.skipif(tesseract_path() is None, reason="tesseract is not installed (.ci/run installs it)")
+def test_scanned_pages_are_read_by_ocr_with_their_page_and_heading(tmp_path: Path) -> None:
+    path = tmp_path / "scan.pdf"
+    path.write_bytes(scanned_pdf(SCAN))
+
+    parsed = parse_file(path, "pdf")
+
+    assert parsed.parser == "pdfium+ocr" and parsed.ocr_pages == 1 and parsed.page_count == 1
+    assert "ninety days written notice" in parsed.text
+    assert parsed.section_at(parsed.text.index("ninety")) == "7. Termination"
+
+
+def test_scanned_pages_need_ocr_when_it_is_off_or_missing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import ingest.pdf
+
+    path = tmp_path / "scan.pdf"
+    path.write_bytes(scanned_pdf(SCAN))
+
+    with pytest.raises(ParseError, match=r"needs OCR, which is turned off \(DOCQA_OCR_MAX_PAGES=0\)"):
+        parse_file(path, "pdf", OcrOptions(max_pages=0))
+    monkeypatch.setattr(ingest.pdf, "tesseract_path", lambda: None)
+    with pytest.raises(ParseError, match="needs OCR, and tesseract is not installed"):
         parse_file(path, "pdf")
 
 
@@ -107,3 +137,30 @@ def test_files_changed_or_deleted_after_discovery_are_handled(data_dir: Path, tm
     assert states["stays.txt"][0] == "indexed" and states["edited.txt"][0] == "indexed"
     assert states["vanishes.txt"][0] == "failed" and "vanished" in states["vanishes.txt"][1]
     assert Document.objects.get(path="edited.txt").sha256 == hash_file(root / "edited.txt")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_file_over_the_time_limit_fails_and_the_run_goes_on(data_dir: Path, tmp_path: Path, settings: Any) -> None:
+    from docqa import services
+
+    settings.CELERY_TASK_SOFT_TIME_LIMIT = 2
+    root = tmp_path / "slow"
+    root.mkdir()
+    (root / "quick.txt").write_text("The landlord repairs the roof within thirty days of notice.\n")
+    # ~600 chunks: about twenty seconds of embedding here, far over a two-second limit.
+    (root / "slow.txt").write_text(
+        "\n\n".join(f"Clause {i}. " + " ".join(f"term{i}x{j}" for j in range(160)) for i in range(600))
+    )
+    out = io.StringIO()
+
+    call_command("ingest", str(root), "--matter", "slow", "--json", stdout=out)
+
+    report = json.loads(out.getvalue())
+    assert report["failures"] == [
+        {"path": "slow.txt", "error": "processing took longer than the 2 s limit per file", "error_class": "timeout"}
+    ]
+    assert Document.objects.get(path="quick.txt").status == DocumentStatus.INDEXED
+    slow = Document.objects.get(path="slow.txt")
+    assert slow.status == DocumentStatus.FAILED and slow.chunk_count == 0
+    matter_id = slow.matter_id
+    assert services.get_store().count([matter_id]) == Document.objects.get(path="quick.txt").chunk_count
