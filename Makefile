@@ -14,7 +14,7 @@ QUIET := 2>&1 | { grep -v '^WARNING: Location' || true; }
 SHELL := /bin/bash
 .SHELLFLAGS := -o pipefail -c
 
-.PHONY: run test setup lint clean
+.PHONY: run test setup system lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,7 +26,14 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(PIP) install --no-deps unstructured-inference==1.6.14 $(QUIET)
 	touch $@
 
-setup: $(VENV)/.installed
+setup: system $(VENV)/.installed
+
+# Debian's tesseract reads scanned PDF pages; without it they are recorded as "needs OCR".
+system:
+	@command -v tesseract >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  { apt-get install -y -q --no-install-recommends tesseract-ocr tesseract-ocr-eng >/dev/null 2>&1 || \
+	    { apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends tesseract-ocr tesseract-ocr-eng >/dev/null; }; }; } || \
+	  echo "note: tesseract is not installed: scanned PDF pages will be recorded as needing OCR"
 
 run: setup
 	$(BIN)/python manage.py migrate --no-input -v0

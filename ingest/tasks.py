@@ -9,7 +9,6 @@ from __future__ import annotations
 import ctypes
 import logging
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
@@ -17,7 +16,7 @@ from pathlib import Path
 
 from celery import Task, shared_task
 from celery.exceptions import SoftTimeLimitExceeded
-from celery.signals import task_failure, worker_process_init, worker_ready
+from celery.signals import task_failure, worker_process_init
 from django.conf import settings
 from django.db import transaction
 from django.db.models import F, Q
@@ -55,36 +54,6 @@ def load_models_in_child(**kwargs: object) -> None:
 
     torch.set_num_threads(settings.WORKER_TORCH_THREADS)
     _ = services.get_embedder().model
-
-
-BROKER_WATCH_S = 15
-
-
-@worker_ready.connect
-def watch_broker_restarts(**kwargs: object) -> None:
-    """In each worker's main process, resend the tasks of running runs if Redis restarted.
-
-    `ingest` does the same while it waits; this covers runs that nobody waits on (started from
-    the web UI). Several workers may watch: only one of them wins each resend.
-    """
-    if settings.EMBEDDED_WORKER:
-        return
-
-    def watch() -> None:
-        from django.db import close_old_connections
-
-        from docqa.actions import resend_all_lost_tasks
-
-        while True:
-            time.sleep(BROKER_WATCH_S)
-            try:
-                resend_all_lost_tasks()
-            except Exception:  # the database or broker may be down for a moment; try again later
-                logger.warning("could not check the broker for lost tasks", exc_info=True)
-            finally:
-                close_old_connections()
-
-    threading.Thread(target=watch, name="docqa-broker-watch", daemon=True).start()
 
 
 def is_repeat(task: Task) -> bool:
