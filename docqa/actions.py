@@ -93,7 +93,8 @@ def do_start_ingest(matter: Matter, root: Path, actor: str) -> IngestRun:
     source, _ = Source.objects.get_or_create(matter=matter, root=str(root))
     refuse_overlapping_run(source)
     found = walk_folder(root, max_bytes=settings.MAX_FILE_BYTES)
-    documents = {d.path: d for d in source.documents.all()}
+    # Attachments follow their message; only the files on disk are diffed against the tree.
+    documents = {d.path: d for d in source.documents.filter(parent__isnull=True)}
     # Files that failed or never finished count as changed, so every sync retries them.
     known = {
         path: (d.sha256 if d.status == DocumentStatus.INDEXED else "")

@@ -84,6 +84,8 @@ class Document(models.Model):
     text = models.ForeignKey(DocumentText, null=True, blank=True, on_delete=models.SET_NULL)
     chunk_count = models.IntegerField(default=0)
     updated_at = models.DateTimeField(auto_now=True)
+    # An e-mail attachment's message; its path is the message's path plus "/" and its name.
+    parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.CASCADE, related_name="attachments")
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["source", "path"], name="one_document_per_path")]

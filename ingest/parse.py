@@ -168,8 +168,9 @@ PARTITIONERS: dict[str, tuple[str, str, dict[str, Any]]] = {
     "csv": ("unstructured.partition.csv", "partition_csv", {}),
     "html": ("unstructured.partition.html", "partition_html", {}),
     "markdown": ("unstructured.partition.md", "partition_md", {}),
-    "email": ("unstructured.partition.email", "partition_email", {}),
-    "msg": ("unstructured.partition.msg", "partition_msg", {}),
+    # Attachments become documents of their own (ingest.attachments), not part of the body.
+    "email": ("unstructured.partition.email", "partition_email", {"process_attachments": False}),
+    "msg": ("unstructured.partition.msg", "partition_msg", {"process_attachments": False}),
     "rtf": ("unstructured.partition.rtf", "partition_rtf", {}),
     "odt": ("unstructured.partition.odt", "partition_odt", {}),
 }

@@ -7,7 +7,9 @@ ids, upsert then delete stale), so tasks are acked late and may run twice harmle
 from __future__ import annotations
 
 import ctypes
+import hashlib
 import logging
+import tempfile
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,7 +25,9 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from docqa import services
-from docqa.models import Document, DocumentStatus, DocumentText, IngestItem, ItemState
+from docqa.models import Change, Document, DocumentStatus, DocumentText, IngestItem, ItemState
+from ingest.attachments import Attachment, extract_attachments
+from ingest.detect import Unsupported, detect_kind, read_head
 from ingest.errors import DocqaError, StoreError
 from ingest.ocr import OcrOptions
 from ingest.pipeline import DocumentRef, IndexedFile, index_file
@@ -39,6 +43,7 @@ TASK_OPTIONS = {
     "max_retries": 3,
 }
 IN_PROGRESS = (ItemState.PARSING, ItemState.EMBEDDING)
+ATTACHMENT_KINDS = ("email", "msg")
 
 
 @worker_process_init.connect
@@ -91,6 +96,10 @@ def ingest_document(self: Task, item_id: int) -> str:
     limit = settings.CELERY_TASK_SOFT_TIME_LIMIT
     try:
         with thread_time_limit(limit):
+            if doc.parent is not None:
+                # An attachment left unfinished (a resumed run): read its message's attachments again.
+                index_attachments(item, doc.parent, resolve_inside(Path(doc.source.root), doc.parent.path))
+                return "indexed"
             abspath = resolve_inside(Path(doc.source.root), doc.path)
             version = _hash(abspath)
             indexed = index_file(
@@ -100,7 +109,9 @@ def ingest_document(self: Task, item_id: int) -> str:
                 on_stage=lambda stage: IngestItem.objects.filter(id=item_id).update(state=stage),
                 ocr=OcrOptions(settings.OCR_MAX_PAGES, settings.OCR_LANGUAGES),
             )
-        record_indexed(item, doc, version, indexed)
+            record_indexed(item.id, doc, version, indexed)
+            if doc.kind in ATTACHMENT_KINDS:
+                index_attachments(item, doc, abspath)
     except StoreError:
         raise  # retried with backoff; when retries run out, task_failure ends the item
     except DocqaError as exc:
@@ -186,7 +197,7 @@ def error_class(exc: Exception) -> str:
     return names.get(type(exc).__name__, type(exc).__name__.lower())
 
 
-def record_indexed(item: IngestItem, doc: Document, version: str, indexed: IndexedFile) -> None:
+def record_indexed(item_id: int, doc: Document, version: str, indexed: IndexedFile) -> None:
     parsed = indexed.parsed
     with transaction.atomic():
         text, _ = DocumentText.objects.get_or_create(
@@ -195,10 +206,81 @@ def record_indexed(item: IngestItem, doc: Document, version: str, indexed: Index
         Document.objects.filter(id=doc.id).update(
             sha256=version, status=DocumentStatus.INDEXED, error="", text=text, chunk_count=indexed.chunk_count
         )
-        IngestItem.objects.filter(id=item.id).update(
+        IngestItem.objects.filter(id=item_id).update(
             state=ItemState.INDEXED, error="", error_class="", finished_at=timezone.now(),
             pages=parsed.page_count, chunks=indexed.chunk_count,
         )
+
+
+def index_attachments(item: IngestItem, message: Document, abspath: Path) -> None:
+    """Index each attachment of a message as a child document, with an item of its own in the run.
+
+    An attachment whose bytes are unchanged since the last sync is not parsed again; one that
+    is gone from the message is removed. A bad attachment fails alone: the message stays indexed.
+    """
+    found, notes = extract_attachments(abspath, message.kind, settings.MAX_FILE_BYTES)
+    previous = {child.path: child for child in message.attachments.exclude(status=DocumentStatus.DELETED)}
+    for note in notes:
+        name = note.split(":", 1)[0]
+        child_item(item.run_id, f"{message.path}/{name}", None, Change.SKIPPED, ItemState.SKIPPED, error=note)
+    with tempfile.TemporaryDirectory(prefix="docqa-attachment-") as folder:
+        for attachment in found:
+            path = f"{message.path}/{attachment.name}"
+            child = previous.pop(path, None)
+            index_attachment(item.run_id, message, child, path, attachment, Path(folder))
+    for path, child in previous.items():
+        forget_points(child.id)
+        Document.objects.filter(id=child.id).update(status=DocumentStatus.DELETED, chunk_count=0)
+        child_item(item.run_id, path, child, Change.DELETED, ItemState.DELETED)
+
+
+def index_attachment(run_id: int, message: Document, child: Document | None, path: str, attachment: Attachment,
+                     folder: Path) -> None:
+    version = hashlib.sha256(attachment.data).hexdigest()
+    if child is not None and child.status == DocumentStatus.INDEXED and child.sha256 == version:
+        child_item(run_id, path, child, Change.UNCHANGED, ItemState.UNCHANGED)
+        return
+    file = folder / attachment.name
+    file.write_bytes(attachment.data)
+    try:
+        kind = detect_kind(file, read_head(file))
+    except Unsupported as exc:
+        if child is not None:
+            forget_points(child.id)
+            Document.objects.filter(id=child.id).update(status=DocumentStatus.DELETED, chunk_count=0)
+        child_item(run_id, path, None, Change.SKIPPED, ItemState.SKIPPED, error=str(exc))
+        return
+    change = Change.NEW if child is None else Change.CHANGED
+    child, _ = Document.objects.update_or_create(
+        source_id=message.source_id, path=path,
+        defaults={"matter_id": message.matter_id, "parent": message, "kind": kind, "size": len(attachment.data),
+                  "status": DocumentStatus.PENDING},
+    )
+    entry = child_item(run_id, path, child, change, ItemState.PARSING)
+    try:
+        indexed = index_file(
+            file, kind, DocumentRef(child.matter_id, child.id, path, version),
+            embedder=services.get_embedder(), store=services.get_store(),
+            chunk_tokens=settings.CHUNK_TOKENS, overlap=settings.CHUNK_OVERLAP,
+            ocr=OcrOptions(settings.OCR_MAX_PAGES, settings.OCR_LANGUAGES),
+        )
+    except DocqaError as exc:
+        forget_points(child.id)
+        fail(entry.id, str(exc), error_class(exc))
+        return
+    record_indexed(entry.id, child, version, indexed)
+
+
+def child_item(run_id: int, path: str, document: Document | None, change: str, state: str,
+               error: str = "") -> IngestItem:
+    """The run's item for an attachment; a task that runs twice updates it rather than adding one."""
+    final = state in (ItemState.UNCHANGED, ItemState.DELETED, ItemState.SKIPPED)
+    entry, _ = IngestItem.objects.update_or_create(
+        run_id=run_id, path=path,
+        defaults={"document": document, "change": change, "state": state, "error": error,
+                  "attempts": 1, "started_at": timezone.now(), "finished_at": timezone.now() if final else None},
+    )
+    return entry
 
 
 def fail(item_id: int, reason: str, kind: str = "file") -> str:
@@ -219,9 +301,11 @@ def delete_document(self: Task, item_id: int) -> str:
     item = claim(item_id, ItemState.PARSING, again=is_repeat(self))
     if item is None or item.document_id is None:
         return "not claimed"
-    services.get_store().delete_document(item.document_id)
+    gone = [item.document_id, *Document.objects.filter(parent_id=item.document_id).values_list("id", flat=True)]
+    for document_id in gone:
+        services.get_store().delete_document(document_id)
     with transaction.atomic():
-        Document.objects.filter(id=item.document_id).update(status=DocumentStatus.DELETED, chunk_count=0)
+        Document.objects.filter(id__in=gone).update(status=DocumentStatus.DELETED, chunk_count=0)
         IngestItem.objects.filter(id=item.id).update(state=ItemState.DELETED, finished_at=timezone.now())
     return "deleted"
 
@@ -234,10 +318,15 @@ def move_document(self: Task, item_id: int) -> str:
         return "not claimed"
     doc = item.document
     services.get_store().rename_document(doc.id, item.path)
+    children = list(Document.objects.filter(parent_id=doc.id))
+    for child in children:
+        services.get_store().rename_document(child.id, item.path + child.path[len(doc.path):])
     with transaction.atomic():
         # A document deleted earlier at the new path leaves a row behind; it has no points left.
         Document.objects.filter(source_id=doc.source_id, path=item.path, status=DocumentStatus.DELETED).delete()
         Document.objects.filter(id=doc.id).update(path=item.path)
+        for child in children:
+            Document.objects.filter(id=child.id).update(path=item.path + child.path[len(doc.path):])
         IngestItem.objects.filter(id=item.id).update(state=ItemState.MOVED, finished_at=timezone.now())
     return "moved"
 

@@ -10,7 +10,7 @@ def text_pdf(text: str) -> bytes:
     from reportlab.pdfgen import canvas
 
     buffer = io.BytesIO()
-    page = canvas.Canvas(buffer)
+    page = canvas.Canvas(buffer, invariant=1)  # the same bytes for the same text
     page.drawString(72, 720, text)
     page.showPage()
     page.save()

@@ -59,3 +59,35 @@ def write_rtf(path: Path) -> None:
     import pypandoc
 
     pypandoc.convert_text(LEASE_MD, "rtf", format="md", outputfile=str(path), extra_args=["--standalone"])
+
+
+def write_eml_with_attachments(path: Path, *, with_schedule: bool = True) -> None:
+    """A message with a PDF and a DOCX attachment, a program and an attached message."""
+    import io
+
+    import docx
+
+    from tests.badfiles import text_pdf
+
+    message = EmailMessage()
+    message["From"] = "counsel@northwind.example"
+    message["To"] = "legal@harbor.example"
+    message["Subject"] = "Signed amendment"
+    message.set_content("Please find the signed amendment and the fee schedule attached.\n")
+    message.add_attachment(text_pdf("The amendment extends the warranty period to thirty-six months."),
+                           maintype="application", subtype="pdf", filename="amendment.pdf")
+    if with_schedule:
+        document = docx.Document()
+        document.add_paragraph("Schedule B: the hourly rate for on-site support is 140 euros.")
+        buffer = io.BytesIO()
+        document.save(buffer)
+        message.add_attachment(buffer.getvalue(), maintype="application",
+                               subtype="vnd.openxmlformats-officedocument.wordprocessingml.document",
+                               filename="../../schedule B.docx")
+    message.add_attachment(b"MZ\x90\x00" * 64, maintype="application", subtype="octet-stream", filename="setup.exe")
+    forwarded = EmailMessage()
+    forwarded["From"] = "clerk@court.example"
+    forwarded["Subject"] = "Hearing date"
+    forwarded.set_content("The hearing is set for 14 March at 10:00 in courtroom 4.\n")
+    message.add_attachment(forwarded, filename="hearing.eml")
+    path.write_bytes(bytes(message))
