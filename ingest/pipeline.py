@@ -18,6 +18,7 @@ from ingest.store import ChunkPoint, VectorStore, point_id
 from ingest.tokens import count_tokens
 
 UPSERT_BATCH = 256
+EMBED_SLICE = 64  # chunks embedded between checkpoints: ~2 s on 2 CPU cores
 
 
 @dataclass(frozen=True)
@@ -46,10 +47,16 @@ def index_file(
     overlap: int = 32,
     on_stage: Callable[[str], None] = lambda stage: None,
     ocr: OcrOptions | None = None,
+    checkpoint: Callable[[], None] = lambda: None,
 ) -> IndexedFile:
-    """Parse, chunk, embed and upsert one file. Raises ParseError for unusable files."""
+    """Parse, chunk, embed and upsert one file. Raises ParseError for unusable files.
+
+    `checkpoint` is called between stages and between embedding slices; it may raise to stop
+    the work (a time limit), before anything is written or between writes of this version.
+    """
     on_stage("parsing")
     parsed = parse_file(abspath, kind, ocr)
+    checkpoint()
     chunks = chunk_document(
         parsed,
         embedder.count_tokens,
@@ -58,7 +65,11 @@ def index_file(
         hard_limit=embedder.token_limit,
     )
     on_stage("embedding")
-    vectors = embedder.embed_documents([chunk.text for chunk in chunks])
+    vectors: list[list[float]] = []
+    for i in range(0, len(chunks), EMBED_SLICE):
+        checkpoint()
+        vectors += embedder.embed_documents([chunk.text for chunk in chunks[i : i + EMBED_SLICE]])
+    checkpoint()
     points = [build_point(ref, chunk, vector) for chunk, vector in zip(chunks, vectors, strict=True)]
     for i in range(0, len(points), UPSERT_BATCH):
         store.upsert(points[i : i + UPSERT_BATCH])

@@ -11,7 +11,8 @@ import hashlib
 import logging
 import tempfile
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
@@ -108,6 +109,7 @@ def ingest_document(self: Task, item_id: int) -> str:
                 chunk_tokens=settings.CHUNK_TOKENS, overlap=settings.CHUNK_OVERLAP,
                 on_stage=lambda stage: IngestItem.objects.filter(id=item_id).update(state=stage),
                 ocr=OcrOptions(settings.OCR_MAX_PAGES, settings.OCR_LANGUAGES),
+                checkpoint=deadline_check(limit),
             )
             record_indexed(item.id, doc, version, indexed)
             if doc.kind in ATTACHMENT_KINDS:
@@ -138,14 +140,27 @@ def forget_points(document_id: int) -> None:
         logger.warning("could not remove the points of failed document %s", document_id)
 
 
+def deadline_check(seconds: float) -> Callable[[], None]:
+    """A checkpoint that raises SoftTimeLimitExceeded once `seconds` have passed from now."""
+    deadline = time.monotonic() + seconds
+
+    def check() -> None:
+        if seconds > 0 and time.monotonic() > deadline:
+            raise SoftTimeLimitExceeded()
+
+    return check
+
+
 @contextmanager
 def thread_time_limit(seconds: float) -> Iterator[None]:
     """Celery's soft time limit for a worker thread, where Celery's signal-based one cannot act.
 
     The prefork pool enforces soft and hard limits with signals in the child process. The
     embedded default runs its worker in a thread of the web server or command, where no signal
-    reaches it; there a timer raises SoftTimeLimitExceeded inside the thread instead, at its next
-    Python instruction (a long C call, such as one embedding batch, finishes first).
+    reaches it; there a timer raises SoftTimeLimitExceeded inside the thread instead, once, at its
+    next Python instruction (a long C call finishes first). Library code that catches every
+    exception may swallow it, so the pipeline also checks the deadline between its stages and
+    embedding slices (`deadline_check`).
     """
     if threading.current_thread() is threading.main_thread() or seconds <= 0:
         yield

@@ -1,0 +1,111 @@
+"""Back-pressure at 20,000 files: what a huge run puts into Redis and how much memory it takes.
+
+Writes N small text files (default 20,000), then, in services mode (PostgreSQL database
+`docqa_bench`, Redis db 14; no worker runs), starts a run on them exactly as `manage.py ingest`
+does: walk, hash, diff, one item row per file, one task per file. It prints the time of each
+step, the peak memory of this process, the number of messages in the queue, the size of one
+message and the memory Redis used for all of them; then a second run on the unchanged tree.
+The queue and the database are emptied afterwards.
+Run:  .venv/bin/python bench/many_files.py [--files N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+DATABASE = "docqa_bench"
+BROKER = "redis://127.0.0.1:6379/14"
+
+
+def rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def fresh_database() -> None:
+    import psycopg
+
+    with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {DATABASE}")
+        conn.execute(f"CREATE DATABASE {DATABASE}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--files", type=int, default=20_000)
+    count = parser.parse_args().files
+    work = Path(tempfile.mkdtemp(prefix="docqa-many-"))
+    root = work / "share"
+    for i in range(count):
+        folder = root / f"matter-{i // 1000:02d}" / f"box-{i // 100 % 10}"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"letter-{i:05d}.txt").write_text(f"Letter {i}. The notice period for lease {i} is {i % 90} days.\n")
+    fresh_database()
+    os.environ.update(DOCQA_DATABASE_URL=f"postgres://postgres@127.0.0.1:5432/{DATABASE}", DOCQA_BROKER_URL=BROKER,
+                      DOCQA_QDRANT_URL=f"path:{work / 'qdrant'}", DOCQA_DATA_DIR=str(work / "var"),
+                      DJANGO_SETTINGS_MODULE="docqa.settings")
+    import django
+
+    django.setup()
+    import redis
+    from django.core.management import call_command
+
+    from docqa import actions
+    from docqa.models import IngestItem
+
+    call_command("migrate", verbosity=0)
+    broker = redis.Redis.from_url(BROKER)
+    broker.flushdb()
+    before = int(broker.info("memory")["used_memory"])
+    base = rss_mib()
+    matter = actions.get_or_create_matter("bench", "bench")
+
+    started = time.perf_counter()
+    run = actions.do_start_ingest(matter, root, "bench")
+    first = time.perf_counter() - started
+    queued = broker.llen("celery")
+    message = broker.lindex("celery", 0) or b""
+    used = int(broker.info("memory")["used_memory"]) - before
+    peak = rss_mib()
+    print(f"files                     {count:,}")
+    print(f"first run: walk+hash+diff+{queued:,} tasks   {first:.1f} s ({count / first:,.0f} files/s)")
+    print(f"messages in Redis         {queued:,}, {len(message)} bytes each (ids only, no text)")
+    print(f"Redis memory for them     {used / 2**20:.1f} MiB ({used / max(queued, 1):.0f} bytes per task)")
+    print(f"peak RSS of this process  {peak:.0f} MiB (it was {base:.0f} MiB after Django started)")
+
+    # Nothing was processed (no worker): mark the files indexed as a worker would, so the
+    # second run sees an unchanged tree.
+    broker.delete("celery")
+    from docqa.models import Document, DocumentStatus, ItemState
+    from ingest.discover import hash_file
+
+    for doc in Document.objects.all().iterator():
+        doc.sha256 = hash_file(root / doc.path)
+        doc.status = DocumentStatus.INDEXED
+        doc.save(update_fields=["sha256", "status"])
+    IngestItem.objects.filter(run=run).update(state=ItemState.INDEXED)
+    actions.do_finish_run(run)
+    started = time.perf_counter()
+    again = actions.do_start_ingest(matter, root, "bench")
+    second = time.perf_counter() - started
+    print(f"unchanged re-sync         {second:.1f} s, {broker.llen('celery')} tasks, "
+          f"{again.items.filter(state=ItemState.UNCHANGED).count():,} unchanged")
+    print(f"peak RSS after both runs  {rss_mib():.0f} MiB")
+    broker.flushdb()
+    from django.db import connections
+
+    connections.close_all()
+    fresh_database()
+    shutil.rmtree(work)
+
+
+if __name__ == "__main__":
+    main()
