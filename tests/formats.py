@@ -91,3 +91,16 @@ def write_eml_with_attachments(path: Path, *, with_schedule: bool = True) -> Non
     forwarded.set_content("The hearing is set for 14 March at 10:00 in courtroom 4.\n")
     message.add_attachment(forwarded, filename="hearing.eml")
     path.write_bytes(bytes(message))
+
+
+def write_msg(path: Path) -> None:
+    """An Outlook message with a PDF attachment and a text attachment over the mini-stream size."""
+    from tests.badfiles import text_pdf
+    from tests.msgfile import msg_file
+
+    path.write_bytes(msg_file(
+        subject="Board approval", body="The board approved the lease renewal for ten years.\r\n",
+        sender=("Ana Ruiz", "ana@northwind.example"), to=["legal@harbor.example"],
+        attachments=[("minutes.pdf", text_pdf("Minutes: the renewal rent is 3,100 euros per month.")),
+                     ("clauses.txt", b"Clause. The tenant insures the premises.\n" * 200)],
+    ))

@@ -12,7 +12,7 @@ from django.core.management import call_command
 from docqa import services
 from docqa.models import Document, DocumentStatus, IngestItem
 from ingest.attachments import extract_attachments, safe_name
-from tests.formats import write_eml_with_attachments
+from tests.formats import write_eml_with_attachments, write_msg
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -77,6 +77,21 @@ def test_attachments_are_indexed_as_children_and_follow_their_message(data_dir: 
     ingest(folder)
     assert points() == 0
     assert not Document.objects.exclude(status=DocumentStatus.DELETED).exists()
+
+
+def test_outlook_msg_attachments_are_children_too(data_dir: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "mail"
+    folder.mkdir()
+    write_msg(folder / "approval.msg")
+
+    report = ingest(folder)
+
+    assert states(report) == {
+        "approval.msg": "indexed", "approval.msg/minutes.pdf": "indexed", "approval.msg/clauses.txt": "indexed",
+    }
+    minutes = Document.objects.get(path="approval.msg/minutes.pdf")
+    assert minutes.parent.path == "approval.msg" and "3,100 euros" in minutes.text.text
+    assert points() == indexed_chunks()
 
 
 def test_attachment_names_are_made_safe_and_unique() -> None:

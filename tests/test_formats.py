@@ -12,7 +12,7 @@ from ingest.detect import Unsupported, detect_kind, read_head
 from ingest.discover import walk_folder
 from ingest.parse import parse_file
 from tests.badfiles import text_pdf
-from tests.formats import write_csv, write_eml, write_odt, write_pptx, write_rtf, write_xlsx
+from tests.formats import write_csv, write_eml, write_msg, write_odt, write_pptx, write_rtf, write_xlsx
 
 
 def test_pptx_keeps_slide_numbers(tmp_path: Path) -> None:
@@ -70,6 +70,17 @@ def test_email_keeps_its_headers_in_the_text(tmp_path: Path) -> None:
 
     assert parsed.text.startswith("From: counsel@northwind.example\nTo: legal@harbor.example")
     assert "Subject: Notice of termination" in parsed.text and "ninety days' notice" in parsed.text
+
+
+def test_outlook_msg_keeps_its_headers_and_body(tmp_path: Path) -> None:
+    path = tmp_path / "approval.msg"
+    write_msg(path)
+
+    parsed = parse_file(path, detect_kind(path, read_head(path)))
+
+    assert parsed.parser == "unstructured:msg"
+    assert parsed.text.startswith('From: "Ana Ruiz" <ana@northwind.example>\nTo: legal@harbor.example\nSubject: Board approval')
+    assert "lease renewal for ten years" in parsed.text and "3,100 euros" not in parsed.text  # attachment apart
 
 
 def test_content_decides_the_type_not_the_extension(tmp_path: Path) -> None:
