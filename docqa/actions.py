@@ -153,6 +153,9 @@ def resend_lost_tasks(run: IngestRun) -> int:
         run.refresh_from_db()
         return 0
     run.broker_epoch = current
+    if settings.SPLIT_QUEUES:
+        # Files parsed and waiting on the embed queue lost their task too: parse them again.
+        run.items.filter(state=ItemState.EMBEDDING).update(state=ItemState.QUEUED)
     items = list(run.items.filter(state=ItemState.QUEUED))
     enqueue_items(items)
     logger.warning("the broker restarted and lost run %s's queue; sent %d queued files again", run.id, len(items))

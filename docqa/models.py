@@ -59,6 +59,9 @@ class DocumentText(models.Model):
     text = models.TextField()
     parser = models.CharField(max_length=64)
     page_count = models.IntegerField(null=True)
+    # Where each element of the text starts and ends, its page, category and section: what the
+    # embed stage needs to chunk the text when parsing ran in another worker (split queues).
+    layout = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -190,6 +190,10 @@ CHUNK_OVERLAP = envint("CHUNK_OVERLAP", 32)
 MAX_FILE_BYTES = envint("MAX_FILE_MB", 100) * 1024 * 1024
 # Scanned PDF pages are read by tesseract where it is installed; a document with more pages to
 # read than this is recorded as "needs OCR" instead (0 turns OCR off).
+# Parse and embed as two tasks on two queues, so that embedding can run on GPU workers
+# (`celery -A docqa worker -Q embed`) while CPU workers parse (the default queue, "celery").
+SPLIT_QUEUES = envbool("SPLIT_QUEUES", False) and bool(BROKER_URL)  # the embedded worker has one queue
+EMBED_QUEUE = env("EMBED_QUEUE", "embed")
 OCR_MAX_PAGES = envint("OCR_MAX_PAGES", 100)
 OCR_LANGUAGES = env("OCR_LANGUAGES", "eng")  # tesseract's codes, joined by "+": "eng+deu"
 

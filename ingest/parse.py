@@ -37,6 +37,15 @@ class ParsedDocument:
     sections: list[str] = field(default_factory=list)  # heading path in force at each element
     ocr_pages: int = 0  # pages read by OCR
 
+    def layout(self) -> dict[str, Any]:
+        """Everything but the text, as JSON, to rebuild the document with `from_layout`."""
+        return {"starts": self.starts, "ends": self.ends, "pages": self.pages, "categories": self.categories,
+                "sections": self.sections, "page_count": self.page_count, "ocr_pages": self.ocr_pages}
+
+    @classmethod
+    def from_layout(cls, text: str, parser: str, layout: dict[str, Any]) -> ParsedDocument:
+        return cls(text=text, parser=parser, **layout)
+
     def page_at(self, offset: int) -> int | None:
         """The page of the element containing (or last starting before) `offset`."""
         index = bisect.bisect_right(self.starts, offset) - 1

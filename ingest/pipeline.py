@@ -57,6 +57,22 @@ def index_file(
     on_stage("parsing")
     parsed = parse_file(abspath, kind, ocr)
     checkpoint()
+    return index_parsed(parsed, ref, embedder=embedder, store=store, chunk_tokens=chunk_tokens, overlap=overlap,
+                        on_stage=on_stage, checkpoint=checkpoint)
+
+
+def index_parsed(
+    parsed: ParsedDocument,
+    ref: DocumentRef,
+    *,
+    embedder: Embedder,
+    store: VectorStore,
+    chunk_tokens: int = 200,
+    overlap: int = 32,
+    on_stage: Callable[[str], None] = lambda stage: None,
+    checkpoint: Callable[[], None] = lambda: None,
+) -> IndexedFile:
+    """Chunk, embed and upsert a parsed file (the embed stage, which may run on its own queue)."""
     chunks = chunk_document(
         parsed,
         embedder.count_tokens,

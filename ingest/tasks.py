@@ -31,7 +31,8 @@ from ingest.attachments import Attachment, extract_attachments
 from ingest.detect import Unsupported, detect_kind, read_head
 from ingest.errors import DocqaError, StoreError
 from ingest.ocr import OcrOptions
-from ingest.pipeline import DocumentRef, IndexedFile, index_file
+from ingest.parse import ParsedDocument, parse_file
+from ingest.pipeline import DocumentRef, IndexedFile, index_file, index_parsed
 
 logger = logging.getLogger(__name__)
 TASK_OPTIONS = {
@@ -90,30 +91,71 @@ def claim(item_id: int, state: str, *, again: bool = False) -> IngestItem | None
 
 @shared_task(name="ingest.ingest_document", **TASK_OPTIONS)
 def ingest_document(self: Task, item_id: int) -> str:
+    """Parse one file and, unless the stages run on separate queues, chunk, embed and index it."""
     item = claim(item_id, ItemState.PARSING, again=is_repeat(self))
     if item is None or item.document is None:
         return "not claimed"
     doc = item.document
+
+    def work(checkpoint: Callable[[], None]) -> str:
+        root = Path(doc.source.root)
+        if doc.parent is not None:
+            # An attachment left unfinished (a resumed run): read its message's attachments again.
+            index_attachments(item, doc.parent, resolve_inside(root, doc.parent.path))
+            return "indexed"
+        abspath = resolve_inside(root, doc.path)
+        version = _hash(abspath)
+        ocr = OcrOptions(settings.OCR_MAX_PAGES, settings.OCR_LANGUAGES)
+        if settings.SPLIT_QUEUES:
+            text = save_text(version, parse_file(abspath, doc.kind, ocr))
+            IngestItem.objects.filter(id=item.id).update(state=ItemState.EMBEDDING)
+            embed_document.apply_async((item.id, text.id, version), queue=settings.EMBED_QUEUE)
+            return "parsed"
+        indexed = index_file(
+            abspath, doc.kind, DocumentRef(doc.matter_id, doc.id, doc.path, version),
+            embedder=services.get_embedder(), store=services.get_store(),
+            chunk_tokens=settings.CHUNK_TOKENS, overlap=settings.CHUNK_OVERLAP,
+            on_stage=lambda stage: IngestItem.objects.filter(id=item_id).update(state=stage),
+            ocr=ocr, checkpoint=checkpoint,
+        )
+        finish_indexed(item, doc, version, indexed)
+        return "indexed"
+
+    return guarded(item, doc, work)
+
+
+@shared_task(name="ingest.embed_document", **TASK_OPTIONS)
+def embed_document(self: Task, item_id: int, text_id: int, version: str) -> str:
+    """The embed stage on its own queue (DOCQA_SPLIT_QUEUES): chunk, embed and index parsed text.
+
+    Only ids travel through the broker; the text and its layout are read from the database.
+    """
+    item = (IngestItem.objects.select_related("document__source", "run")
+            .filter(id=item_id, state=ItemState.EMBEDDING).first())
+    if item is None or item.document is None:
+        return "not claimed"  # finished, cancelled, or taken over by a resumed run
+    doc = item.document
+
+    def work(checkpoint: Callable[[], None]) -> str:
+        text = DocumentText.objects.get(id=text_id)
+        parsed = ParsedDocument.from_layout(text.text, text.parser, text.layout)
+        indexed = index_parsed(
+            parsed, DocumentRef(doc.matter_id, doc.id, doc.path, version),
+            embedder=services.get_embedder(), store=services.get_store(),
+            chunk_tokens=settings.CHUNK_TOKENS, overlap=settings.CHUNK_OVERLAP, checkpoint=checkpoint,
+        )
+        finish_indexed(item, doc, version, indexed)
+        return "indexed"
+
+    return guarded(item, doc, work)
+
+
+def guarded(item: IngestItem, doc: Document, work: Callable[[Callable[[], None]], str]) -> str:
+    """Run a stage of one file under the soft time limit; every way it can end ends the item."""
     limit = settings.CELERY_TASK_SOFT_TIME_LIMIT
     try:
         with thread_time_limit(limit):
-            if doc.parent is not None:
-                # An attachment left unfinished (a resumed run): read its message's attachments again.
-                index_attachments(item, doc.parent, resolve_inside(Path(doc.source.root), doc.parent.path))
-                return "indexed"
-            abspath = resolve_inside(Path(doc.source.root), doc.path)
-            version = _hash(abspath)
-            indexed = index_file(
-                abspath, doc.kind, DocumentRef(doc.matter_id, doc.id, doc.path, version),
-                embedder=services.get_embedder(), store=services.get_store(),
-                chunk_tokens=settings.CHUNK_TOKENS, overlap=settings.CHUNK_OVERLAP,
-                on_stage=lambda stage: IngestItem.objects.filter(id=item_id).update(state=stage),
-                ocr=OcrOptions(settings.OCR_MAX_PAGES, settings.OCR_LANGUAGES),
-                checkpoint=deadline_check(limit),
-            )
-            record_indexed(item.id, doc, version, indexed)
-            if doc.kind in ATTACHMENT_KINDS:
-                index_attachments(item, doc, abspath)
+            return work(deadline_check(limit))
     except StoreError:
         raise  # retried with backoff; when retries run out, task_failure ends the item
     except DocqaError as exc:
@@ -125,7 +167,23 @@ def ingest_document(self: Task, item_id: int) -> str:
     except Exception as exc:  # an unexpected bug must still end the item, with its reason
         logger.exception("ingest of %s failed", doc.path)
         return fail(item.id, f"internal error: {type(exc).__name__}: {exc}", "internal")
-    return "indexed"
+
+
+def finish_indexed(item: IngestItem, doc: Document, version: str, indexed: IndexedFile) -> None:
+    record_indexed(item.id, doc, version, indexed)
+    if doc.kind in ATTACHMENT_KINDS:
+        index_attachments(item, doc, resolve_inside(Path(doc.source.root), doc.path))
+
+
+def save_text(version: str, parsed: ParsedDocument) -> DocumentText:
+    text, created = DocumentText.objects.get_or_create(
+        sha256=version, parser=parsed.parser,
+        defaults={"text": parsed.text, "page_count": parsed.page_count, "layout": parsed.layout()},
+    )
+    if not created and not text.layout:  # stored before layouts were kept
+        text.layout = parsed.layout()
+        text.save(update_fields=["layout"])
+    return text
 
 
 def forget_points(document_id: int) -> None:
@@ -215,9 +273,7 @@ def error_class(exc: Exception) -> str:
 def record_indexed(item_id: int, doc: Document, version: str, indexed: IndexedFile) -> None:
     parsed = indexed.parsed
     with transaction.atomic():
-        text, _ = DocumentText.objects.get_or_create(
-            sha256=version, parser=parsed.parser, defaults={"text": parsed.text, "page_count": parsed.page_count}
-        )
+        text = save_text(version, parsed)
         Document.objects.filter(id=doc.id).update(
             sha256=version, status=DocumentStatus.INDEXED, error="", text=text, chunk_count=indexed.chunk_count
         )

@@ -21,7 +21,7 @@ import redis
 from django.conf import settings
 from django.db import connection
 
-from docqa.models import Document, DocumentStatus
+from docqa.models import Document, DocumentStatus, IngestItem
 from tests.conftest import REPO, subset_questions
 
 pytestmark = [pytest.mark.services, pytest.mark.django_db(transaction=True)]
@@ -73,10 +73,10 @@ def test_services_mode_ingests_through_a_worker_process_and_answers(services_env
     assert settings.QDRANT_URL == ""  # the test process itself never opened the store
 
 
-def start_worker(env: dict[str, str]) -> subprocess.Popen[str]:
+def start_worker(env: dict[str, str], queues: str = "celery") -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "celery", "-A", "docqa", "worker", "--pool", "prefork", "--concurrency", "1",
-         "--loglevel", "WARNING", "--without-mingle", "--without-gossip"],
+         "--loglevel", "WARNING", "--without-mingle", "--without-gossip", "--queues", queues],
         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
     )
 
@@ -184,5 +184,47 @@ def test_redis_restart_mid_run_loses_no_file(services_env: dict[str, str], tmp_p
     store = ServerStore(env["DOCQA_QDRANT_URL"], "docqa_chunks", 384)
     try:
         assert store.count([documents.first().matter_id]) == 120
+    finally:
+        store.close()
+
+
+def test_parse_and_embed_run_on_separate_queues(services_env: dict[str, str], tmp_path: Path) -> None:
+    from ingest.store import ServerStore
+    from tests.formats import write_eml_with_attachments
+
+    folder = tmp_path / "split"
+    folder.mkdir()
+    for i in range(6):
+        (folder / f"memo-{i}.txt").write_text(f"Memo {i}. The retainer for matter {i} is {i * 500} euros.\n")
+    write_eml_with_attachments(folder / "amendment.eml")
+    env = {**services_env, "DOCQA_SPLIT_QUEUES": "1"}
+    parser_worker = start_worker(env, "celery")
+    ingest = subprocess.Popen([sys.executable, "manage.py", "ingest", str(folder), "--matter", "split", "--json"],
+                              cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    embed_worker = None
+    try:
+        documents = Document.objects.filter(matter__slug="split")
+        deadline = time.monotonic() + 120
+        # With no embed worker yet, every file gets parsed and then waits for embedding.
+        while IngestItem.objects.filter(run__matter__slug="split", state="embedding").count() < 7:
+            assert time.monotonic() < deadline, list(IngestItem.objects.values_list("path", "state", "error"))
+            time.sleep(0.3)
+        assert not documents.filter(status=DocumentStatus.INDEXED).exists()
+        embed_worker = start_worker(env, "embed")
+        out, err = ingest.communicate(timeout=300)
+    finally:
+        for worker in (parser_worker, embed_worker):
+            if worker is not None:
+                worker.send_signal(signal.SIGTERM)
+                worker.communicate(timeout=120)
+
+    assert ingest.returncode == 0, err[-2000:]
+    report = json.loads(out)
+    assert report["failures"] == [] and report["counts"]["indexed"] == 10  # 7 files + 3 attachments
+    assert documents.get(path="amendment.eml/amendment.pdf").status == DocumentStatus.INDEXED
+    store = ServerStore(env["DOCQA_QDRANT_URL"], "docqa_chunks", 384)
+    try:
+        indexed = documents.filter(status=DocumentStatus.INDEXED)
+        assert store.count([documents.first().matter_id]) == sum(d.chunk_count for d in indexed)
     finally:
         store.close()
