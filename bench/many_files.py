@@ -4,9 +4,11 @@ Writes N small text files (default 20,000), then, in services mode (PostgreSQL d
 `docqa_bench`, Redis db 14; no worker runs), starts a run on them exactly as `manage.py ingest`
 does: walk, hash, diff, one item row per file, one task per file. It prints the time of each
 step, the peak memory of this process, the number of messages in the queue, the size of one
-message and the memory Redis used for all of them; then a second run on the unchanged tree.
-The queue and the database are emptied afterwards.
-Run:  .venv/bin/python bench/many_files.py [--files N]
+message and the memory Redis used for all of them. Then a real Celery worker (prefork, one
+child) works through the queue for `--drain` files (default 1,000), and the peak memory of its
+parent and child is read from /proc (VmHWM), with Redis's memory as the queue drains. Last, a
+second run on the unchanged tree. The queue and the database are emptied afterwards.
+Run:  .venv/bin/python bench/many_files.py [--files N] [--drain N]
 """
 
 from __future__ import annotations
@@ -38,10 +40,62 @@ def fresh_database() -> None:
         conn.execute(f"CREATE DATABASE {DATABASE}")
 
 
+def peak_kib(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def children(pid: int) -> list[int]:
+    try:
+        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def drain(run: object, files: int, broker: object) -> None:
+    """Let one real worker process `files` tasks of the queue; report its memory peaks."""
+    import signal
+    import subprocess
+
+    from docqa.models import IngestItem, ItemState
+
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "docqa", "worker", "--pool", "prefork", "--concurrency", "1",
+         "--loglevel", "WARNING", "--without-mingle", "--without-gossip"],
+        cwd=REPO, env=dict(os.environ), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    peaks: dict[str, int] = {"parent": 0, "child": 0}
+    redis_peak = 0
+    started = time.perf_counter()
+    done = 0
+    while done < files and worker.poll() is None:
+        time.sleep(1)
+        peaks["parent"] = max(peaks["parent"], peak_kib(worker.pid))
+        for child in children(worker.pid):
+            peaks["child"] = max(peaks["child"], peak_kib(child))
+        redis_peak = max(redis_peak, int(broker.info("memory")["used_memory"]))  # type: ignore[attr-defined]
+        done = IngestItem.objects.filter(run=run, state=ItemState.INDEXED).count()
+    elapsed = time.perf_counter() - started
+    for child in children(worker.pid):
+        peaks["child"] = max(peaks["child"], peak_kib(child))
+    worker.send_signal(signal.SIGTERM)
+    worker.wait(timeout=120)
+    print(f"worker drained            {done:,} files in {elapsed:.0f} s ({done / elapsed:.1f} files/s, model load included)")
+    print(f"worker peak RSS           parent {peaks['parent'] / 1024:.0f} MiB, child {peaks['child'] / 1024:.0f} MiB")
+    print(f"Redis peak while draining {redis_peak / 2**20:.1f} MiB; {broker.llen('celery'):,} tasks left")  # type: ignore[attr-defined]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--files", type=int, default=20_000)
-    count = parser.parse_args().files
+    parser.add_argument("--drain", type=int, default=1_000)
+    args = parser.parse_args()
+    count = args.files
     work = Path(tempfile.mkdtemp(prefix="docqa-many-"))
     root = work / "share"
     for i in range(count):
@@ -81,8 +135,10 @@ def main() -> None:
     print(f"Redis memory for them     {used / 2**20:.1f} MiB ({used / max(queued, 1):.0f} bytes per task)")
     print(f"peak RSS of this process  {peak:.0f} MiB (it was {base:.0f} MiB after Django started)")
 
-    # Nothing was processed (no worker): mark the files indexed as a worker would, so the
-    # second run sees an unchanged tree.
+    if args.drain:
+        drain(run, args.drain, broker)
+
+    # Mark the rest indexed as a worker would, so the second run sees an unchanged tree.
     broker.delete("celery")
     from docqa.models import Document, DocumentStatus, ItemState
     from ingest.discover import hash_file
