@@ -19,7 +19,7 @@ from typing import Any
 from ingest.detect import TEXT_KINDS
 from ingest.errors import ParseError, UnsupportedFile
 from ingest.ocr import OcrOptions
-from ingest.pdf import Block, extract_pdf, page_blocks
+from ingest.pdf import Block, extract_pdf, is_heading, paragraph_continues
 
 SEPARATOR = "\n\n"
 
@@ -89,7 +89,7 @@ def parse_file(path: Path, kind: str, ocr: OcrOptions | None = None) -> ParsedDo
         parsed = assemble(blocks, parser="pdfium+ocr" if ocr_pages else "pdfium")
         parsed.ocr_pages = ocr_pages
     elif kind == "text":
-        parsed = assemble(text_blocks(read_text(path)), parser="plain")
+        parsed = plain_document(read_text(path))
     else:
         prepare_unstructured()
         parsed = assemble(_partition(path, kind), parser=f"unstructured:{kind}")
@@ -120,16 +120,59 @@ def read_text(path: Path) -> str:
     return data.decode("latin-1")
 
 
-def text_blocks(text: str) -> list[Block]:
-    """Paragraphs and headings of plain text, pages split at form feeds when the text has them.
+LINE_BREAKS = "\r\n\f\v\x1c\x1d\x1e\x85\u2028\u2029"
 
-    unstructured's text partitioner classifies every paragraph with spaCy (~1 s per contract
-    here); these are the same shape rules the PDF path uses, at file-reading speed.
+
+def plain_document(text: str) -> ParsedDocument:
+    """Plain text kept verbatim, so a span in it is the same span in the file's characters.
+
+    Paragraphs (runs of non-blank lines) and headings (lines shaped like headings, by the rules
+    the PDF path uses) become elements that point into the text; pages are split at form feeds.
+    unstructured's text partitioner would classify each paragraph with spaCy (~1 s per contract
+    here) and rejoin the text, losing the file's offsets.
     """
-    pages = text.split("\f")
-    if len(pages) == 1:
-        return page_blocks(text, None)
-    return [block for number, page in enumerate(pages, 1) for block in page_blocks(page, number)]
+    text = text.replace("\x00", " ")  # PostgreSQL text cannot hold NUL; a space keeps the offsets
+    parsed = ParsedDocument(text=text, parser="text")
+    headings = HeadingPath()
+    page = 1 if "\f" in text else None
+    paragraph: list[tuple[int, int, str]] = []  # (start, end, normalised line)
+
+    def add(start: int, end: int, category: str) -> None:
+        if category == "Title":
+            headings.enter(text[start:end])
+        parsed.starts.append(start)
+        parsed.ends.append(end)
+        parsed.pages.append(page)
+        parsed.categories.append(category)
+        parsed.sections.append(headings.path())
+
+    def flush() -> None:
+        if paragraph:
+            add(paragraph[0][0], paragraph[-1][1], "NarrativeText")
+            paragraph.clear()
+
+    offset = 0
+    for raw in text.splitlines(keepends=True):  # also splits at form feeds and other breaks
+        body = raw.rstrip(LINE_BREAKS)
+        line = " ".join(body.split())
+        if not line:
+            flush()
+        else:
+            start = offset + len(body) - len(body.lstrip())
+            end = offset + len(body.rstrip())
+            if is_heading(line) and not paragraph_continues([p[2] for p in paragraph], line):
+                flush()
+                add(start, end, "Title")
+            else:
+                paragraph.append((start, end, line))
+        if "\f" in raw[len(body):]:
+            flush()
+            page = (page or 1) + 1
+        offset += len(raw)
+    flush()
+    known = [p for p in parsed.pages if p is not None]
+    parsed.page_count = max(known) if known else None
+    return parsed
 
 
 def _partition(path: Path, kind: str) -> list[Block]:

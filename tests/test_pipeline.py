@@ -11,7 +11,7 @@ from ingest.chunk import chunk_document
 from ingest.discover import plan_sync, walk_folder
 from ingest.embed import Embedder
 from ingest.parse import parse_file
-from tests.conftest import DEV, SUBSET_PDF, SUBSET_TXT, write_generated_docs
+from tests.conftest import DEV, SUBSET_PDF, SUBSET_TXT, dev_questions, write_generated_docs
 
 
 @pytest.fixture(scope="module")
@@ -171,3 +171,24 @@ def test_chunks_never_split_a_table_row(embedder: Embedder, tmp_path: Path) -> N
     for chunk in chunks:
         assert {line for line in chunk.text.splitlines() if line} <= table_rows, chunk.text[:80]
         assert embedder.count_tokens(chunk.text) <= embedder.token_limit
+
+
+def test_plain_text_keeps_the_files_character_offsets() -> None:
+    """Every gold answer span of the dev corpus reads the same in the extracted text."""
+    parsed: dict[str, str] = {}
+    for question in dev_questions():
+        for answer in question["answers"]:
+            if answer["file"] not in parsed:
+                parsed[answer["file"]] = parse_file(DEV / "docs" / answer["file"], "text").text
+            assert parsed[answer["file"]][answer["start"] : answer["end"]] == answer["text"]
+
+
+def test_plain_text_pages_split_at_form_feeds(tmp_path: Path) -> None:
+    path = tmp_path / "paged.txt"
+    path.write_text("1. Scope\nThe supplier delivers pumps.\n\f2. Price\r\nEach pump costs 900 euros.\n")
+
+    parsed = parse_file(path, "text")
+
+    price = parsed.text.index("Each pump")
+    assert parsed.page_at(price) == 2 and parsed.page_count == 2
+    assert parsed.section_at(price) == "2. Price" and parsed.section_at(parsed.text.index("The supplier")) == "1. Scope"
