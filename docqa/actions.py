@@ -358,7 +358,7 @@ def do_ask(
         result = answer_question(
             text, matter_ids=[matter.id], embedder=services.get_embedder(), store=services.get_store(),
             llm=llm, budget=budget, effort=effort,
-            max_completion_tokens=settings.LLM_RESERVED_OUTPUT, on_event=on_event,
+            max_completion_tokens=settings.LLM_RESERVED_OUTPUT, on_event=on_event, retrieval=settings.RETRIEVAL,
             # Prefix-cache entries are kept apart per matter, so one matter's cached
             # sources can never shorten (and so reveal) another's prompt timing.
             cache_salt=f"matter-{matter.id}",

@@ -205,6 +205,7 @@ LLM_TIMEOUT = float(env("LLM_TIMEOUT", "300"))
 LLM_CONNECT_TIMEOUT = float(env("LLM_CONNECT_TIMEOUT", "5"))
 LLM_RESERVED_OUTPUT = envint("LLM_RESERVED_OUTPUT", 8192)
 SEARCH_ONLY_BUDGET = envint("SEARCH_ONLY_BUDGET", 16384)
+RETRIEVAL = env("RETRIEVAL", "hybrid")  # hybrid (dense + sparse, fused by RRF in Qdrant), dense or sparse
 RETRIEVE_LIMIT = envint("RETRIEVE_LIMIT", 200)
 
 LOGGING = {

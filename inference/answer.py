@@ -15,6 +15,7 @@ from inference.citations import CheckedCitation, check_citations
 from inference.llm import GenerationFailed, VllmClient
 from inference.pack import Packing, pack_sources
 from inference.prompt import HARMONY_OVERHEAD, INSTRUCTIONS, SAFETY_MARGIN, build_messages, user_message
+from inference.retrieve import retrieve
 from ingest.embed import Embedder
 from ingest.store import VectorStore
 from ingest.tokens import count_tokens
@@ -78,11 +79,13 @@ def answer_question(
     max_completion_tokens: int = 8192,
     cache_salt: str | None = None,
     on_event: EventSink = lambda kind, data: None,
+    retrieval: str = "hybrid",
 ) -> AnswerResult:
     on_event("status", "retrieving")
     room = source_budget(budget, question)
-    hits = store.search(embedder.embed_query(question), matter_ids, retrieval_limit(room))
-    packing = pack_sources(hits, room, count_tokens)
+    found = retrieve(question, matter_ids=matter_ids, embedder=embedder, store=store,
+                     limit=retrieval_limit(room), mode=retrieval)
+    packing = pack_sources(found.hits, room, count_tokens)
     on_event("status", f"packed {len(packing.sources)} sources / {packing.tokens} tokens")
     usage: dict[str, Any] = {"budget": budget, "source_tokens": packing.tokens}
     if llm is None:

@@ -6,6 +6,7 @@ and only then are the points of any other version of the document deleted.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,10 +15,12 @@ from ingest.chunk import Chunk, chunk_document
 from ingest.embed import Embedder
 from ingest.ocr import OcrOptions
 from ingest.parse import ParsedDocument, parse_file
+from ingest.sparse import document_vector
 from ingest.store import ChunkPoint, VectorStore, point_id
 from ingest.tokens import count_tokens
 
 UPSERT_BATCH = 256
+CARD_CHARS = 600  # opening characters of a document on its card
 EMBED_SLICE = 64  # chunks embedded between checkpoints: ~2 s on 2 CPU cores
 
 
@@ -85,23 +88,52 @@ def index_parsed(
     for i in range(0, len(chunks), EMBED_SLICE):
         checkpoint()
         vectors += embedder.embed_documents([chunk.text for chunk in chunks[i : i + EMBED_SLICE]])
+    card = card_text(ref.path, parsed.text)
+    card_vector = embedder.embed_documents([card])[0]
     checkpoint()
-    points = [build_point(ref, chunk, vector) for chunk, vector in zip(chunks, vectors, strict=True)]
+    label = name_words(ref.path)
+    points = [build_point(ref, chunk, vector, label) for chunk, vector in zip(chunks, vectors, strict=True)]
+    points.append(build_card(ref, card, card_vector))
     for i in range(0, len(points), UPSERT_BATCH):
         store.upsert(points[i : i + UPSERT_BATCH])
     store.delete_document(ref.document_id, keep_version=ref.version)
-    llm_tokens = sum(p.payload["tokens"] for p in points)
-    return IndexedFile(parsed=parsed, chunk_count=len(points), llm_tokens=llm_tokens)
+    llm_tokens = sum(p.payload.get("tokens", 0) for p in points)
+    return IndexedFile(parsed=parsed, chunk_count=len(chunks), llm_tokens=llm_tokens)
 
 
-def build_point(ref: DocumentRef, chunk: Chunk, vector: list[float]) -> ChunkPoint:
+def name_words(path: str) -> str:
+    """A file's path as words: "cuad/IBM_Hosting-Agreement.txt" -> "cuad IBM Hosting Agreement"."""
+    stem = path.rsplit(".", 1)[0] if "." in path.rsplit("/", 1)[-1] else path
+    return " ".join(re.sub(r"([a-z])([A-Z])", r"\1 \2", re.sub(r"[_\-./\\]+", " ", stem)).split())
+
+
+def card_text(path: str, text: str) -> str:
+    """What a document is called: its file name and opening text (title, parties, date)."""
+    return f"{name_words(path)}\n{' '.join(text[:CARD_CHARS].split())}"
+
+
+def build_card(ref: DocumentRef, text: str, vector: list[float]) -> ChunkPoint:
+    return ChunkPoint(
+        id=point_id(ref.document_id, ref.version, "card"),
+        vector=vector,
+        sparse=document_vector(text),
+        payload={"matter": ref.matter_id, "document": ref.document_id, "version": ref.version, "kind": "card",
+                 "path": ref.path, "text": text},
+    )
+
+
+def build_point(ref: DocumentRef, chunk: Chunk, vector: list[float], label: str = "") -> ChunkPoint:
+    # The lexical vector also holds the file's name and the chunk's section, so that a question
+    # naming a document or a clause heading matches its chunks.
     return ChunkPoint(
         id=point_id(ref.document_id, ref.version, chunk.index),
         vector=vector,
+        sparse=document_vector(f"{label}\n{chunk.section}\n{chunk.text}"),
         payload={
             "matter": ref.matter_id,
             "document": ref.document_id,
             "version": ref.version,
+            "kind": "chunk",
             "chunk": chunk.index,
             "path": ref.path,
             "page": chunk.page,

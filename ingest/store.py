@@ -1,7 +1,10 @@
 """The vector-store seam: Qdrant's embedded engine or a Qdrant server, one interface.
 
-Points carry a dense vector and a payload (matter, document, version, chunk, path, page, char
-span, tokens, text). Point ids are uuid5 of document version + chunk index, so re-running an
+Points carry a dense vector (MiniLM), a sparse lexical vector (ingest.sparse; Qdrant applies
+IDF) and a payload (matter, document, version, chunk, path, page, char span, tokens, text).
+Each document version also has one "card" point (kind "card": its file name and opening text)
+so that a question naming a document can find the document first. Hybrid queries run both
+vectors as prefetches and fuse them by reciprocal rank inside Qdrant. Point ids are uuid5 of document version + chunk index, so re-running an
 ingest upserts the same points; stale versions are deleted after the new one is written.
 The matter filter is always part of the vector query itself.
 """
@@ -17,9 +20,18 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ingest.errors import StoreError, StoreLocked
+from ingest.sparse import SparseVector
 
 POINT_NAMESPACE = uuid.UUID("6f1c8f3e-2b4d-4e8a-9c57-0d1e2f3a4b5c")
 DENSE = "dense"
+SPARSE = "sparse"
+CARD = "card"
+RRF_K = 60
+PREFETCH_FACTOR = 3  # each prefetch fetches this many times the final limit before fusion
+OLD_SCHEMA = (
+    "was made by an earlier docqa without lexical (sparse) vectors: move it away, run "
+    "`manage.py reindex`, then `ingest` again"
+)
 
 
 def store_errors(method: Callable) -> Callable:
@@ -37,7 +49,7 @@ def store_errors(method: Callable) -> Callable:
     return wrapper
 
 
-def point_id(document_id: int, version: str, chunk_index: int) -> str:
+def point_id(document_id: int, version: str, chunk_index: int | str) -> str:
     return str(uuid.uuid5(POINT_NAMESPACE, f"{document_id}:{version}:{chunk_index}"))
 
 
@@ -46,6 +58,25 @@ class ChunkPoint:
     id: str
     vector: list[float]
     payload: dict[str, Any]
+    sparse: SparseVector | None = None
+
+
+@dataclass(frozen=True)
+class SearchQuery:
+    """What to search with: a dense vector, a sparse one, or both (hybrid, fused by RRF)."""
+
+    dense: list[float] | None = None
+    sparse: SparseVector | None = None
+
+    @property
+    def mode(self) -> str:
+        return "hybrid" if self.dense is not None and self.sparse is not None else (
+            "dense" if self.dense is not None else "sparse"
+        )
+
+
+def as_query(query: SearchQuery | list[float]) -> SearchQuery:
+    return query if isinstance(query, SearchQuery) else SearchQuery(dense=list(query))
 
 
 @dataclass(frozen=True)
@@ -62,7 +93,8 @@ class VectorStore(Protocol):
 
     def rename_document(self, document_id: int, path: str) -> None: ...
 
-    def search(self, vector: list[float], matter_ids: list[int], limit: int) -> list[Hit]: ...
+    def search(self, query: SearchQuery | list[float], matter_ids: list[int], limit: int, *,
+               documents: list[int] | None = None, cards: bool = False) -> list[Hit]: ...
 
     def count(self, matter_ids: list[int] | None = None) -> int: ...
 
@@ -79,10 +111,14 @@ class EdgeStore:
         self._lock = threading.Lock()  # serialises writers; queries run concurrently
         path.mkdir(parents=True, exist_ok=True)
         config = qe.EdgeConfig(
-            vectors={DENSE: qe.EdgeVectorParams(size=dimension, distance=qe.Distance.Cosine)}
+            vectors={DENSE: qe.EdgeVectorParams(size=dimension, distance=qe.Distance.Cosine)},
+            sparse_vectors={SPARSE: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf)},
         )
+        saved = path / "edge_config.json"
+        if saved.exists() and f'"{SPARSE}"' not in saved.read_text(encoding="utf-8", errors="replace"):
+            raise StoreError(f"the embedded vector store at {path} {OLD_SCHEMA}")
         try:
-            if (path / "edge_config.json").exists():
+            if saved.exists():
                 self._shard = qe.EdgeShard.load(str(path))
             else:
                 self._shard = qe.EdgeShard.create(str(path), config)
@@ -90,6 +126,7 @@ class EdgeStore:
                     self._shard.update(
                         qe.UpdateOperation.create_field_index(field, qe.PayloadSchemaType.Integer)
                     )
+                self._shard.update(qe.UpdateOperation.create_field_index("kind", qe.PayloadSchemaType.Keyword))
         except Exception as exc:
             if "WouldBlock" in str(exc):
                 raise StoreLocked(
@@ -102,10 +139,25 @@ class EdgeStore:
         match = qe.MatchAny(value) if isinstance(value, list) else qe.MatchValue(value)
         return qe.FieldCondition(key=key, match=match)
 
+    def _vectors(self, point: ChunkPoint) -> dict[str, Any]:
+        vectors: dict[str, Any] = {DENSE: point.vector}
+        if point.sparse is not None and point.sparse.indices:
+            vectors[SPARSE] = self._qe.SparseVector(indices=point.sparse.indices, values=point.sparse.values)
+        return vectors
+
+    def _filter(self, matter_ids: list[int], documents: list[int] | None, cards: bool) -> Any:
+        qe = self._qe
+        must = [self._match("matter", list(matter_ids))]
+        if documents is not None:
+            must.append(self._match("document", list(documents)))
+        if cards:
+            return qe.Filter(must=[*must, self._match("kind", CARD)])
+        return qe.Filter(must=must, must_not=[self._match("kind", CARD)])
+
     @store_errors
     def upsert(self, points: list[ChunkPoint]) -> None:
         qe = self._qe
-        edge_points = [qe.Point(p.id, {DENSE: p.vector}, p.payload) for p in points]
+        edge_points = [qe.Point(p.id, self._vectors(p), p.payload) for p in points]
         with self._lock:
             self._shard.update(qe.UpdateOperation.upsert_points(edge_points))
             self._shard.flush()
@@ -128,22 +180,36 @@ class EdgeStore:
             self._shard.flush()
 
     @store_errors
-    def search(self, vector: list[float], matter_ids: list[int], limit: int) -> list[Hit]:
+    def search(self, query: SearchQuery | list[float], matter_ids: list[int], limit: int, *,
+               documents: list[int] | None = None, cards: bool = False) -> list[Hit]:
         qe = self._qe
-        if not matter_ids:
+        query = as_query(query)
+        if not matter_ids or documents == []:
             return []
-        request = qe.QueryRequest(
-            limit=limit,
-            query=qe.Query.Nearest(vector, using=DENSE),
-            filter=qe.Filter(must=[self._match("matter", list(matter_ids))]),
-            with_payload=True,
-        )
+        where = self._filter(matter_ids, documents, cards)
+        nearest = []
+        if query.dense is not None:
+            nearest.append(qe.Query.Nearest(query.dense, using=DENSE))
+        if query.sparse is not None and query.sparse.indices:
+            nearest.append(qe.Query.Nearest(qe.SparseVector(indices=query.sparse.indices, values=query.sparse.values),
+                                            using=SPARSE))
+        if not nearest:
+            return []
+        if len(nearest) == 1:
+            request = qe.QueryRequest(limit=limit, query=nearest[0], filter=where, with_payload=True)
+        else:
+            # The filter sits in each prefetch: every candidate is already inside the matters.
+            prefetches = [qe.Prefetch(limit=limit * PREFETCH_FACTOR, query=q, filter=where) for q in nearest]
+            request = qe.QueryRequest(limit=limit, prefetches=prefetches, query=qe.Fusion.Rrf(k=RRF_K, weights=None),
+                                      filter=where, with_payload=True)
         return [Hit(str(p.id), float(p.score), dict(p.payload or {})) for p in self._shard.query(request)]
 
     @store_errors
     def count(self, matter_ids: list[int] | None = None) -> int:
+        """Chunk points (cards not counted), in the given matters or in all."""
         qe = self._qe
-        where = qe.Filter(must=[self._match("matter", list(matter_ids))]) if matter_ids else None
+        must = [self._match("matter", list(matter_ids))] if matter_ids else None
+        where = qe.Filter(must=must, must_not=[self._match("kind", CARD)])
         return int(self._shard.count(qe.CountRequest(exact=True, filter=where)))
 
     def close(self) -> None:
@@ -177,15 +243,20 @@ class ServerStore:
         from qdrant_client import models
 
         if self._client.collection_exists(self.collection):
+            info = self._client.get_collection(self.collection)
+            if SPARSE not in (info.config.params.sparse_vectors or {}):
+                raise StoreError(f"the Qdrant collection {self.collection} {OLD_SCHEMA}")
             return
         self._client.create_collection(
             self.collection,
             vectors_config={DENSE: models.VectorParams(size=dimension, distance=models.Distance.COSINE)},
+            sparse_vectors_config={SPARSE: models.SparseVectorParams(modifier=models.Modifier.IDF)},
         )
         for field in ("matter", "document"):
             self._client.create_payload_index(
                 self.collection, field, field_schema=models.PayloadSchemaType.INTEGER
             )
+        self._client.create_payload_index(self.collection, "kind", field_schema=models.PayloadSchemaType.KEYWORD)
 
     def _match(self, key: str, value: Any) -> Any:
         from qdrant_client import models
@@ -197,7 +268,12 @@ class ServerStore:
     def upsert(self, points: list[ChunkPoint]) -> None:
         from qdrant_client import models
 
-        structs = [models.PointStruct(id=p.id, vector={DENSE: p.vector}, payload=p.payload) for p in points]
+        structs = []
+        for p in points:
+            vector: dict[str, Any] = {DENSE: p.vector}
+            if p.sparse is not None and p.sparse.indices:
+                vector[SPARSE] = models.SparseVector(indices=p.sparse.indices, values=p.sparse.values)
+            structs.append(models.PointStruct(id=p.id, vector=vector, payload=p.payload))
         self._client.upsert(self.collection, points=structs, wait=True)
 
     @store_errors
@@ -217,27 +293,50 @@ class ServerStore:
             self.collection, payload={"path": path}, points=models.FilterSelector(filter=where), wait=True
         )
 
-    @store_errors
-    def search(self, vector: list[float], matter_ids: list[int], limit: int) -> list[Hit]:
+    def _filter(self, matter_ids: list[int], documents: list[int] | None, cards: bool) -> Any:
         from qdrant_client import models
 
-        if not matter_ids:
+        must = [self._match("matter", list(matter_ids))]
+        if documents is not None:
+            must.append(self._match("document", list(documents)))
+        if cards:
+            return models.Filter(must=[*must, self._match("kind", CARD)])
+        return models.Filter(must=must, must_not=[self._match("kind", CARD)])
+
+    @store_errors
+    def search(self, query: SearchQuery | list[float], matter_ids: list[int], limit: int, *,
+               documents: list[int] | None = None, cards: bool = False) -> list[Hit]:
+        from qdrant_client import models
+
+        query = as_query(query)
+        if not matter_ids or documents == []:
             return []
-        response = self._client.query_points(
-            self.collection,
-            query=vector,
-            using=DENSE,
-            query_filter=models.Filter(must=[self._match("matter", list(matter_ids))]),
-            limit=limit,
-            with_payload=True,
-        )
+        where = self._filter(matter_ids, documents, cards)
+        nearest: list[tuple[Any, str]] = []
+        if query.dense is not None:
+            nearest.append((query.dense, DENSE))
+        if query.sparse is not None and query.sparse.indices:
+            nearest.append((models.SparseVector(indices=query.sparse.indices, values=query.sparse.values), SPARSE))
+        if not nearest:
+            return []
+        if len(nearest) == 1:
+            response = self._client.query_points(self.collection, query=nearest[0][0], using=nearest[0][1],
+                                                 query_filter=where, limit=limit, with_payload=True)
+        else:
+            # The filter sits in each prefetch: every candidate is already inside the matters.
+            prefetch = [models.Prefetch(query=q, using=name, filter=where, limit=limit * PREFETCH_FACTOR)
+                        for q, name in nearest]
+            response = self._client.query_points(self.collection, prefetch=prefetch,
+                                                 query=models.FusionQuery(fusion=models.Fusion.RRF),
+                                                 query_filter=where, limit=limit, with_payload=True)
         return [Hit(str(p.id), float(p.score), dict(p.payload or {})) for p in response.points]
 
     @store_errors
     def count(self, matter_ids: list[int] | None = None) -> int:
         from qdrant_client import models
 
-        where = models.Filter(must=[self._match("matter", list(matter_ids))]) if matter_ids else None
+        must = [self._match("matter", list(matter_ids))] if matter_ids else None
+        where = models.Filter(must=must, must_not=[self._match("kind", CARD)])
         return int(self._client.count(self.collection, count_filter=where, exact=True).count)
 
     def close(self) -> None:

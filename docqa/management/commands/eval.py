@@ -1,0 +1,104 @@
+"""manage.py eval: retrieval and packing quality on a golden set, dense, sparse and hybrid side by side."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from docqa import actions, services
+from docqa.management.base import cli_actor, shutdown, start_local_work
+from docqa.models import Document, DocumentStatus
+from inference.answer import retrieval_limit, source_budget
+from inference.evaluate import GoldSpan, QuestionScore, document_rank, fully_packed, span_recall, summarize
+from inference.pack import pack_sources
+from inference.retrieve import MODES, retrieve
+from ingest.errors import DocqaError
+from ingest.tokens import count_tokens
+
+BUDGETS = (4096, 16384, 32768, 122880)
+KS = (5, 10)
+
+
+class Command(BaseCommand):
+    help = "Measure retrieval and packing against gold answer spans (questions.jsonl format)."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--questions", type=Path, required=True, help="questions.jsonl")
+        parser.add_argument("--docs", type=Path, required=True, help="the folder the answers' files are in")
+        parser.add_argument("--matter", required=True, help="matter to index the folder into (synced first)")
+        parser.add_argument("--budget", type=int, action="append", help="token budget(s) to pack at (repeatable)")
+        parser.add_argument("--modes", default=",".join(MODES), help="retrieval modes, comma-separated")
+        parser.add_argument("--json", action="store_true", help="print one JSON object")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        budgets = tuple(options["budget"] or BUDGETS)
+        modes = [m.strip() for m in options["modes"].split(",") if m.strip()]
+        if unknown := [m for m in modes if m not in MODES]:
+            raise CommandError(f"unknown mode(s) {', '.join(unknown)}; choose from {', '.join(MODES)}")
+        questions = read_questions(options["questions"])
+        start_local_work("eval command")
+        try:
+            matter = actions.get_or_create_matter(options["matter"], cli_actor(None))
+            run = actions.do_start_ingest(matter, options["docs"], cli_actor(None))
+            actions.wait_for_run(run)
+            documents = dict(
+                Document.objects.filter(source=run.source, status=DocumentStatus.INDEXED).values_list("path", "id")
+            )
+            results = {mode: evaluate(questions, documents, matter.id, mode, budgets) for mode in modes}
+        except DocqaError as exc:
+            raise CommandError(str(exc)) from exc
+        finally:
+            shutdown()
+        report = {mode: by_source(scores, budgets) for mode, scores in results.items()}
+        if options["json"]:
+            self.stdout.write(json.dumps({"questions": len(questions), "budgets": budgets, "results": report}))
+            return
+        self.stdout.write(table(report, budgets))
+
+
+def read_questions(path: Path) -> list[dict[str, Any]]:
+    try:
+        with path.open(encoding="utf-8") as handle:
+            return [json.loads(line) for line in handle if line.strip()]
+    except (OSError, json.JSONDecodeError) as exc:
+        raise CommandError(f"cannot read {path}: {exc}") from exc
+
+
+def evaluate(questions: list[dict[str, Any]], documents: dict[str, int], matter_id: int, mode: str,
+             budgets: tuple[int, ...]) -> list[QuestionScore]:
+    embedder, store = services.get_embedder(), services.get_store()
+    scores = []
+    for question in questions:
+        text = question["question"]
+        gold = [GoldSpan(documents.get(a["file"], -1), a["start"], a["end"]) for a in question["answers"]]
+        found = retrieve(text, matter_ids=[matter_id], embedder=embedder, store=store, mode=mode,
+                         limit=retrieval_limit(source_budget(max(budgets), text)))
+        score = QuestionScore(str(question.get("id", "")), str(question.get("source", "")), document_rank(found.hits, gold))
+        score.span_recall = {k: span_recall(found.hits, gold, k) for k in KS}
+        score.packed = {b: fully_packed(pack_sources(found.hits, source_budget(b, text), count_tokens), gold)
+                        for b in budgets}
+        scores.append(score)
+    return scores
+
+
+def by_source(scores: list[QuestionScore], budgets: tuple[int, ...]) -> dict[str, Any]:
+    sources = sorted({s.source for s in scores})
+    result = {"all": summarize(scores, KS, budgets)}
+    for source in sources:
+        result[source] = summarize([s for s in scores if s.source == source], KS, budgets)
+    return result
+
+
+def table(report: dict[str, Any], budgets: tuple[int, ...]) -> str:
+    columns = ["document_recall@1", "document_recall@5", "document_recall@10", *(f"span_recall@{k}" for k in KS),
+               *(f"packed@{b}" for b in budgets)]
+    heads = ["doc@1", "doc@5", "doc@10", *(f"span@{k}" for k in KS), *(f"in {b // 1024}k" for b in budgets)]
+    lines = [f"{'mode':8s} {'questions':28s} " + " ".join(f"{h:>7s}" for h in heads)]
+    for mode, groups in report.items():
+        for group, figures in groups.items():
+            label = f"{group} ({figures['questions']})"
+            lines.append(f"{mode:8s} {label:28s} " + " ".join(f"{figures[c]:7.3f}" for c in columns))
+    return "\n".join(lines)

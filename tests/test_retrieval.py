@@ -1,0 +1,124 @@
+"""Hybrid retrieval: dense and sparse vectors fused inside Qdrant, the matter filter in the query,
+documents found by their cards, in both engines; and the eval command on a golden set."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from django.core.management import call_command
+
+from ingest.embed import Embedder
+from ingest.sparse import document_vector, query_vector, terms
+from ingest.store import ChunkPoint, EdgeStore, SearchQuery, ServerStore, VectorStore, point_id
+from tests.conftest import SUBSET_TXT, dev_questions
+
+TEXTS = {
+    # (matter, document): text
+    (1, 10): "The supplier shall deliver the hydraulic pumps within thirty days of the purchase order.",
+    (1, 11): "Either party may terminate this agreement on ninety days written notice.",
+    (1, 12): "Invoices are payable within sixty days; late payments bear interest at two percent.",
+    (2, 20): "The hydraulic pumps of matter two are delivered within thirty days of the order.",
+}
+
+
+@pytest.fixture(scope="module")
+def embedder() -> Embedder:
+    return Embedder()
+
+
+@pytest.fixture(params=["edge", "local"])
+def store(request: pytest.FixtureRequest, tmp_path: Path, embedder: Embedder) -> Iterator[VectorStore]:
+    engine: VectorStore
+    if request.param == "edge":
+        engine = EdgeStore(tmp_path / "edge", 384)
+    else:
+        engine = ServerStore(f"path:{tmp_path / 'local'}", "chunks", 384)
+    points = []
+    for (matter, document), text in TEXTS.items():
+        payload = {"matter": matter, "document": document, "version": "v1", "chunk": 0, "kind": "chunk",
+                   "path": f"doc-{document}.txt", "start": 0, "end": len(text), "tokens": 20, "text": text}
+        points.append(ChunkPoint(point_id(document, "v1", 0), embedder.embed_query(text), payload, document_vector(text)))
+        card = f"Contract {document} of matter {matter}"
+        points.append(ChunkPoint(point_id(document, "v1", "card"), embedder.embed_query(card),
+                                 {**payload, "kind": "card", "text": card}, document_vector(card)))
+    engine.upsert(points)
+    yield engine
+    engine.close()
+
+
+@pytest.mark.parametrize("mode", ["dense", "sparse", "hybrid"])
+def test_every_mode_searches_inside_the_matters_only(store: VectorStore, embedder: Embedder, mode: str) -> None:
+    question = "When are the hydraulic pumps delivered?"
+    query = SearchQuery(dense=embedder.embed_query(question) if mode != "sparse" else None,
+                        sparse=query_vector(question) if mode != "dense" else None)
+
+    hits = store.search(query, [1], 10)
+
+    assert hits[0].payload["document"] == 10
+    assert {h.payload["matter"] for h in hits} == {1}  # matter 2's near-copy is never fetched
+    assert all(h.payload["kind"] == "chunk" for h in hits)
+    assert store.search(query, [], 10) == []
+
+
+def test_cards_and_document_filters_are_searched_apart(store: VectorStore, embedder: Embedder) -> None:
+    question = "Contract 12"
+    query = SearchQuery(dense=embedder.embed_query(question), sparse=query_vector(question))
+
+    cards = store.search(query, [1, 2], 3, cards=True)
+    within = store.search(query, [1], 10, documents=[11])
+
+    assert cards[0].payload["document"] == 12 and all(c.payload["kind"] == "card" for c in cards)
+    assert [h.payload["document"] for h in within] == [11]
+    assert store.count([1]) == 3  # chunks only, cards not counted
+
+
+def test_sparse_vectors_are_bm25_term_weights() -> None:
+    assert terms("The Licensee's licenses are IRREVOCABLE") == ["license", "licens", "irrevoc"]
+    vector = document_vector("pump pump pump valve")
+    assert len(vector.indices) == 2 and max(vector.values) > min(vector.values)  # saturating tf
+    assert query_vector("pump valve").values == [1.0, 1.0]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_eval_reports_recall_and_packing_for_each_mode(data_dir: Path, docs_folder: Path, tmp_path: Path) -> None:
+    questions = [q for q in dev_questions() if all(a["file"] in SUBSET_TXT for a in q["answers"])][:6]
+    path = tmp_path / "questions.jsonl"
+    path.write_text("".join(json.dumps(q) + "\n" for q in questions))
+    out = io.StringIO()
+
+    call_command("eval", "--questions", str(path), "--docs", str(docs_folder), "--matter", "eval",
+                 "--budget", "4096", "--budget", "32768", "--json", stdout=out)
+
+    report = json.loads(out.getvalue())
+    assert report["questions"] == len(questions) and set(report["results"]) == {"hybrid", "dense", "sparse"}
+    for mode, groups in report["results"].items():
+        figures = groups["all"]
+        assert figures["questions"] == len(questions)
+        assert all(0.0 <= figures[key] <= 1.0 for key in figures if key != "questions"), (mode, figures)
+        assert figures["document_recall@10"] == 1.0  # six documents in all: the gold one is always found
+        assert figures["packed@32768"] >= figures["packed@4096"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_reindex_makes_the_next_ingest_embed_every_file_again(data_dir: Path, tmp_path: Path) -> None:
+    from docqa import services
+    from docqa.models import Document, IngestItem
+
+    folder = tmp_path / "one"
+    folder.mkdir()
+    (folder / "lease.txt").write_text("The tenant pays the rent on the first day of each month.\n")
+    call_command("ingest", str(folder), "--matter", "re", stdout=io.StringIO())
+    out = io.StringIO()
+
+    call_command("reindex", "--matter", "re", stdout=out)
+
+    assert out.getvalue().startswith("1 documents will be parsed and embedded again")
+    assert services.get_store().count() == 0
+    services.close_store()
+    call_command("ingest", str(folder), "--matter", "re", stdout=io.StringIO())
+    assert IngestItem.objects.filter(path="lease.txt").latest("id").change == "changed"
+    assert services.get_store().count() == Document.objects.get(path="lease.txt").chunk_count == 1
