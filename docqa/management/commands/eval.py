@@ -96,9 +96,10 @@ def table(report: dict[str, Any], budgets: tuple[int, ...]) -> str:
     columns = ["document_recall@1", "document_recall@5", "document_recall@10", *(f"span_recall@{k}" for k in KS),
                *(f"packed@{b}" for b in budgets)]
     heads = ["doc@1", "doc@5", "doc@10", *(f"span@{k}" for k in KS), *(f"in {b // 1024}k" for b in budgets)]
-    lines = [f"{'mode':8s} {'questions':28s} " + " ".join(f"{h:>7s}" for h in heads)]
-    for mode, groups in report.items():
-        for group, figures in groups.items():
-            label = f"{group} ({figures['questions']})"
-            lines.append(f"{mode:8s} {label:28s} " + " ".join(f"{figures[c]:7.3f}" for c in columns))
+    rows = [(mode, f"{group} ({figures['questions']})", figures)
+            for mode, groups in report.items() for group, figures in groups.items()]
+    width = max([len("questions"), *(len(label) for _, label, _ in rows)])
+    lines = [f"{'mode':8s} {'questions':{width}s} " + " ".join(f"{h:>7s}" for h in heads)]
+    for mode, label, figures in rows:
+        lines.append(f"{mode:8s} {label:{width}s} " + " ".join(f"{figures[c]:7.3f}" for c in columns))
     return "\n".join(lines)
