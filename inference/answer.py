@@ -84,7 +84,7 @@ def answer_question(
     on_event("status", "retrieving")
     room = source_budget(budget, question)
     found = retrieve(question, matter_ids=matter_ids, embedder=embedder, store=store,
-                     limit=retrieval_limit(room), mode=retrieval)
+                     limit=retrieval_limit(room), mode=retrieval, room=room)
     packing = pack_sources(found.hits, room, count_tokens)
     on_event("status", f"packed {len(packing.sources)} sources / {packing.tokens} tokens")
     usage: dict[str, Any] = {"budget": budget, "source_tokens": packing.tokens}

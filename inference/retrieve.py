@@ -4,8 +4,9 @@ Chunks are searched with a dense and a sparse vector fused by reciprocal rank in
 always filtered to the allowed matters in the query itself. Documents are ranked too, by their
 card (file name and opening text: title, parties, date), so that a question naming "the
 Hosting Agreement between IBM and Quantum" finds that document first; the chunks of the best
-documents are then ranked within them, and the two rankings are fused. The result is one list
-of chunk hits, best first, for packing.
+documents are then ranked within them, and the two rankings are fused. When the best documents
+fit the token budget whole, all their chunks go first, so packing sends them complete (merged
+back into one passage each). The result is one list of chunk hits, best first, for packing.
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ MODES = ("hybrid", "dense", "sparse")
 RRF_K = 60
 TOP_DOCUMENTS = 3  # documents whose chunks are ranked within the document too
 CARD_LIMIT = 10
+WHOLE_CANDIDATES = 5  # documents of the best few chunks may be sent whole
+MAX_DOCUMENT_CHUNKS = 2000
+HEADER_TOKENS = 12  # a source's label line, roughly (inference.pack.header_cost)
 
 
 @dataclass
@@ -28,6 +32,7 @@ class Retrieval:
     hits: list[Hit]  # chunks, best first
     documents: list[int] = field(default_factory=list)  # documents by their card, best first
     mode: str = "hybrid"
+    whole: list[int] = field(default_factory=list)  # documents put first in full
 
 
 def make_query(question: str, embedder: Embedder, mode: str) -> SearchQuery:
@@ -39,7 +44,9 @@ def make_query(question: str, embedder: Embedder, mode: str) -> SearchQuery:
 
 
 def retrieve(question: str, *, matter_ids: list[int], embedder: Embedder, store: VectorStore, limit: int,
-             mode: str = "hybrid", documents_first: bool = True) -> Retrieval:
+             mode: str = "hybrid", documents_first: bool = True, room: int | None = None) -> Retrieval:
+    """Chunk hits for `question`, best first. With `room` (the token budget for sources), the
+    best documents that fit whole come first, whole, so that packing sends them complete."""
     query = make_query(question, embedder, mode)
     chunks = store.search(query, matter_ids, limit)
     if not documents_first:
@@ -48,7 +55,31 @@ def retrieve(question: str, *, matter_ids: list[int], embedder: Embedder, store:
     ranked_documents = unique(int(c.payload["document"]) for c in cards)
     top = ranked_documents[:TOP_DOCUMENTS]
     within = store.search(query, matter_ids, limit, documents=top) if top else []
-    return Retrieval(fuse(chunks, within, ranked_documents), ranked_documents, mode)
+    hits = fuse(chunks, within, ranked_documents)
+    whole: list[int] = []
+    if room:
+        hits, whole = whole_documents_first(hits, query, matter_ids, store, room)
+    return Retrieval(hits, ranked_documents, mode, whole)
+
+
+def whole_documents_first(hits: list[Hit], query: SearchQuery, matter_ids: list[int], store: VectorStore,
+                          room: int) -> tuple[list[Hit], list[int]]:
+    """Put every chunk of the best documents first while each fits whole in what is left of the
+    room, keeping a quarter of the room for the best passages of other documents."""
+    candidates = unique(int(h.payload["document"]) for h in hits[:WHOLE_CANDIDATES])
+    left = room - room // 4
+    first: list[Hit] = []
+    whole: list[int] = []
+    for document in candidates:
+        chunks = store.search(query, matter_ids, MAX_DOCUMENT_CHUNKS, documents=[document])
+        cost = sum(int(h.payload.get("tokens", 0)) for h in chunks) + HEADER_TOKENS * len(chunks)
+        if not chunks or cost > left or len(chunks) >= MAX_DOCUMENT_CHUNKS:
+            break
+        first += chunks
+        whole.append(document)
+        left -= cost
+    taken = {h.id for h in first}
+    return first + [h for h in hits if h.id not in taken], whole
 
 
 def fuse(chunks: list[Hit], within: list[Hit], documents: list[int]) -> list[Hit]:

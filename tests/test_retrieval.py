@@ -122,3 +122,32 @@ def test_reindex_makes_the_next_ingest_embed_every_file_again(data_dir: Path, tm
     call_command("ingest", str(folder), "--matter", "re", stdout=io.StringIO())
     assert IngestItem.objects.filter(path="lease.txt").latest("id").change == "changed"
     assert services.get_store().count() == Document.objects.get(path="lease.txt").chunk_count == 1
+
+
+def test_the_best_document_goes_first_and_whole_when_it_fits(store: VectorStore, embedder: Embedder) -> None:
+    from inference.pack import pack_sources
+    from inference.retrieve import retrieve
+    from ingest.tokens import count_tokens
+
+    parts = ["Schedule A lists the pump models.", "Schedule B sets the pump prices.", "Schedule C sets the pump warranty."]
+    points, offset = [], 0
+    for index, text in enumerate(parts):
+        payload = {"matter": 1, "document": 30, "version": "v1", "chunk": index, "kind": "chunk", "path": "schedules.txt",
+                   "start": offset, "end": offset + len(text), "tokens": 100, "text": text}
+        points.append(ChunkPoint(point_id(30, "v1", index), embedder.embed_query(text), payload, document_vector(text)))
+        offset += len(text)
+    card = "Schedules of the pump supply agreement: models, prices, warranty"
+    points.append(ChunkPoint(point_id(30, "v1", "card"), embedder.embed_query(card),
+                             {**points[0].payload, "kind": "card", "text": card}, document_vector(card)))
+    store.upsert(points)
+    question = "What does schedule B say about pump prices?"
+
+    roomy = retrieve(question, matter_ids=[1], embedder=embedder, store=store, limit=10, room=1000)
+    tight = retrieve(question, matter_ids=[1], embedder=embedder, store=store, limit=10, room=300)
+
+    assert roomy.whole[:1] == [30] and {h.payload["chunk"] for h in roomy.hits[:3]} == {0, 1, 2}
+    assert roomy.hits[0].payload["chunk"] == 1  # within the document, still best first
+    assert 30 not in tight.whole
+    packed = pack_sources(roomy.hits, 1000, count_tokens)
+    schedule = [s for s in packed.sources if s.path == "schedules.txt"]
+    assert len(schedule) == 1 and schedule[0].text == "".join(parts)  # one passage: the whole document

@@ -78,8 +78,12 @@ def evaluate(questions: list[dict[str, Any]], documents: dict[str, int], matter_
                          limit=retrieval_limit(source_budget(max(budgets), text)))
         score = QuestionScore(str(question.get("id", "")), str(question.get("source", "")), document_rank(found.hits, gold))
         score.span_recall = {k: span_recall(found.hits, gold, k) for k in KS}
-        score.packed = {b: fully_packed(pack_sources(found.hits, source_budget(b, text), count_tokens), gold)
-                        for b in budgets}
+        for budget in budgets:
+            # Packing as `ask` does it: retrieval knows the room, so documents that fit go whole.
+            room = source_budget(budget, text)
+            packed = retrieve(text, matter_ids=[matter_id], embedder=embedder, store=store, mode=mode,
+                              limit=retrieval_limit(room), room=room)
+            score.packed[budget] = fully_packed(pack_sources(packed.hits, room, count_tokens), gold)
         scores.append(score)
     return scores
 
