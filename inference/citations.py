@@ -1,8 +1,9 @@
 """Check an answer's citations against the sources that were actually sent.
 
 Every `[Sn]` marker must name a packed source. A quoted span written right before a marker must
-occur in that source as whole words: whitespace, typographic quotes, the case of the first letter
-and trailing punctuation inside the quotes are forgiven; an ellipsis may join parts that stand
+occur in that source as whole words: whitespace, typographic quotes, hyphenation (a word broken
+at a line end), the case of the first letter and trailing punctuation inside the quotes are
+forgiven; an ellipsis may join parts that stand
 in order no more than a few sentences apart. Each citation gets one of three results:
 
 - "quote verified": the source was sent and the quote is in it;
@@ -42,8 +43,15 @@ class CheckedCitation:
         return {**asdict(self), "verified": self.verified}
 
 
+HYPHENS = re.compile(r"[\u2010\u2011]")
+HYPHEN_BREAK = re.compile(r"(?<=\w)-\s*(?=\w)")
+
+
 def normalize(text: str) -> str:
-    text = text.replace("“", '"').replace("”", '"').replace("’", "'").replace("‘", "'")
+    """Whitespace, typographic quotes and hyphenation made uniform on both sides, nothing looser:
+    "non-compete", "non- compete" (a line break in a PDF) and "noncompete" compare equal."""
+    text = text.replace("“", '"').replace("”", '"').replace("’", "'").replace("‘", "'").replace("\u00ad", "")
+    text = HYPHEN_BREAK.sub("", HYPHENS.sub("-", text))
     return re.sub(r"\s+", " ", text).strip()
 
 

@@ -85,6 +85,20 @@ def test_citations_match_whole_words_and_near_parts_only(quote: str) -> None:
     assert checked.status == "failed"
 
 
+@pytest.mark.parametrize("quote, verdict", [
+    ("a non-compete covenant of two years", "quote verified"),
+    ("a noncompete covenant of two years", "quote verified"),
+    ("a non\u2011compete covenant of two years", "quote verified"),
+    ("a non-competitive covenant of two years", "failed"),
+])
+def test_citations_forgive_hyphenation_and_nothing_looser(quote: str, verdict: str) -> None:
+    sources = {"S1": "The executive accepts a non-\ncompete covenant of two years after termination."}
+
+    [checked] = check_citations(f'"{quote}" [S1]', sources)
+
+    assert checked.status == verdict
+
+
 def test_citations_treat_a_one_word_quote_as_no_quote() -> None:
     [checked] = check_citations('It is "irrevocable" [S1].', {"S1": "The license is irrevocable."})
 
