@@ -24,6 +24,7 @@ from docqa.models import (
     AuditEvent,
     Change,
     Citation,
+    Conversation,
     Document,
     DocumentStatus,
     IngestItem,
@@ -331,11 +332,29 @@ class AskOutcome:
     error: str = ""
 
 
-def default_budget() -> int:
+def reserved_output(effort: str) -> int:
+    """Completion tokens kept for reasoning + answer: more reasoning at higher effort."""
+    return {"low": settings.LLM_RESERVED_OUTPUT // 2, "high": settings.LLM_RESERVED_OUTPUT * 2}.get(
+        effort, settings.LLM_RESERVED_OUTPUT
+    )
+
+
+def default_budget(effort: str = "medium") -> int:
     llm = get_llm()
     if llm is None:
         return settings.SEARCH_ONLY_BUDGET
-    return llm.max_model_len() - settings.LLM_RESERVED_OUTPUT
+    return llm.max_model_len() - reserved_output(effort)
+
+
+HISTORY_TURNS = 6  # earlier questions and answers sent with a follow-up
+
+
+def conversation_history(conversation: Conversation | None) -> list[tuple[str, str]]:
+    if conversation is None:
+        return []
+    turns = (Question.objects.filter(conversation=conversation, answer__mode="llm")
+             .exclude(answer__text="").order_by("-id").values_list("text", "answer__text")[:HISTORY_TURNS])
+    return list(reversed(list(turns)))
 
 
 def do_ask(
@@ -347,18 +366,30 @@ def do_ask(
     budget: int | None = None,
     effort: str = "medium",
     on_event: Any = lambda kind, data: None,
+    conversation: Conversation | None = None,
 ) -> AskOutcome:
-    """Answer `text` from `matter` only, and record question, answer, citations and audit."""
+    """Answer `text` from `matter` only, and record question, answer, citations and audit.
+
+    With a `conversation` of the same matter, its earlier answers go to the model as context;
+    without one a new conversation starts.
+    """
+    if conversation is not None and conversation.matter_id != matter.id:
+        raise DocqaError("that conversation belongs to another matter")
     llm = get_llm()
-    ceiling = default_budget()
+    ceiling = default_budget(effort)
     budget = min(budget or ceiling, ceiling) if llm else (budget or ceiling)
-    question = Question.objects.create(matter=matter, user=user, actor=actor, text=text, effort=effort, budget=budget)
+    history = conversation_history(conversation)
+    if conversation is None:
+        conversation = Conversation.objects.create(matter=matter, user=user, actor=actor)
+    question = Question.objects.create(matter=matter, user=user, actor=actor, text=text, effort=effort, budget=budget,
+                                       conversation=conversation)
     started = time.monotonic()
     try:
         result = answer_question(
             text, matter_ids=[matter.id], embedder=services.get_embedder(), store=services.get_store(),
             llm=llm, budget=budget, effort=effort,
-            max_completion_tokens=settings.LLM_RESERVED_OUTPUT, on_event=on_event, retrieval=settings.RETRIEVAL,
+            max_completion_tokens=reserved_output(effort), on_event=on_event, retrieval=settings.RETRIEVAL,
+            history=history,
             # Prefix-cache entries are kept apart per matter, so one matter's cached
             # sources can never shorten (and so reveal) another's prompt timing.
             cache_salt=f"matter-{matter.id}",
@@ -368,6 +399,13 @@ def do_ask(
         raise
     record_answer(question, result, started)
     return AskOutcome(question, result)
+
+
+def cited_source(source: Any) -> dict[str, Any]:
+    if source is None:  # a marker naming no source that was sent
+        return {}
+    return {"document_id": source.document_id, "version": source.version, "path": source.path, "page": source.page,
+            "start": source.start, "end": source.end}
 
 
 def record_answer(question: Question, result: AnswerResult | None, started: float, error: str = "") -> None:
@@ -384,13 +422,17 @@ def record_answer(question: Question, result: AnswerResult | None, started: floa
             latency_ms=int((time.monotonic() - started) * 1000),
         )
         citations = result.citations if result else []
+        sent = {s.label: s for s in result.packing.sources} if result else {}
         Citation.objects.bulk_create(
-            Citation(answer=answer, label=c.label, quote=c.quote, status=c.status, verified=c.verified) for c in citations
+            Citation(answer=answer, label=c.label, quote=c.quote, status=c.status, verified=c.verified, reason=c.reason,
+                     **cited_source(sent.get(c.label)))
+            for c in citations
         )
         record_audit(
             question.actor, "question.answer", question.matter,
             {
                 "question": question.id,
+                "conversation": question.conversation_id,
                 "text": question.text,
                 "mode": answer.mode,
                 "error": error,
@@ -399,6 +441,6 @@ def record_answer(question: Question, result: AnswerResult | None, started: floa
                     {"label": s["label"], "document": s["document"], "path": s["path"], "start": s["start"], "end": s["end"]}
                     for s in answer.sources
                 ],
-                "citations": [{"label": c.label, "status": c.status} for c in citations],
+                "citations": [{"label": c.label, "status": c.status, "reason": c.reason} for c in citations],
             },
         )

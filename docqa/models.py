@@ -163,8 +163,18 @@ class IngestItem(models.Model):
         indexes = [models.Index(fields=["run", "state"])]
 
 
+class Conversation(models.Model):
+    """A thread of questions in one matter; earlier answers go back to the model as context."""
+
+    matter = models.ForeignKey(Matter, on_delete=models.CASCADE, related_name="conversations")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL)
+    actor = models.CharField(max_length=150)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+
 class Question(models.Model):
     matter = models.ForeignKey(Matter, on_delete=models.CASCADE, related_name="questions")
+    conversation = models.ForeignKey(Conversation, null=True, on_delete=models.CASCADE, related_name="questions")
     user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL)
     actor = models.CharField(max_length=150)
     text = models.TextField()
@@ -192,6 +202,14 @@ class Citation(models.Model):
     quote = models.TextField(blank=True)
     status = models.CharField(max_length=16)  # "quote verified", "source only" or "failed"
     verified = models.BooleanField(default=False)
+    reason = models.TextField(blank=True)
+    # Where the cited source came from: a document version and a span of its extracted text.
+    document_id = models.IntegerField(null=True)
+    version = models.CharField(max_length=64, blank=True)
+    path = models.CharField(max_length=1000, blank=True)
+    page = models.IntegerField(null=True)
+    start = models.IntegerField(null=True)
+    end = models.IntegerField(null=True)
 
 
 class AuditEvent(models.Model):

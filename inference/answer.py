@@ -7,14 +7,22 @@ have been sent to the model at the same budget.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from inference.citations import CheckedCitation, check_citations
 from inference.llm import GenerationFailed, VllmClient
 from inference.pack import Packing, pack_sources
-from inference.prompt import HARMONY_OVERHEAD, INSTRUCTIONS, SAFETY_MARGIN, build_messages, user_message
+from inference.prompt import (
+    HARMONY_OVERHEAD,
+    INSTRUCTIONS,
+    SAFETY_MARGIN,
+    Turn,
+    build_messages,
+    history_tokens,
+    user_message,
+)
 from inference.retrieve import retrieve
 from ingest.embed import Embedder
 from ingest.store import VectorStore
@@ -80,10 +88,13 @@ def answer_question(
     cache_salt: str | None = None,
     on_event: EventSink = lambda kind, data: None,
     retrieval: str = "hybrid",
+    history: Sequence[Turn] = (),
 ) -> AnswerResult:
     on_event("status", "retrieving")
-    room = source_budget(budget, question)
-    found = retrieve(question, matter_ids=matter_ids, embedder=embedder, store=store,
+    room = max(0, source_budget(budget, question) - history_tokens(history, count_tokens))
+    # A follow-up ("and the notice period?") is searched together with the question before it.
+    search_text = f"{history[-1][0]}\n{question}" if history else question
+    found = retrieve(search_text, matter_ids=matter_ids, embedder=embedder, store=store,
                      limit=retrieval_limit(room), mode=retrieval, room=room)
     packing = pack_sources(found.hits, room, count_tokens)
     on_event("status", f"packed {len(packing.sources)} sources / {packing.tokens} tokens")
@@ -92,13 +103,13 @@ def answer_question(
         return AnswerResult("search", SEARCH_ONLY_NOTE, packing, usage=usage)
     on_event("status", "generating")
     try:
-        result = generate(question, packing, llm, effort, max_completion_tokens, on_event, cache_salt)
+        result = generate(question, packing, llm, effort, max_completion_tokens, on_event, cache_salt, history)
     except ReasoningExhausted:
         if effort == "low":
             raise
         # VLLM.md: reasoning can eat the whole output budget; retry once with less of it.
         on_event("status", "reasoning used the whole output budget; retrying with low effort")
-        result = generate(question, packing, llm, "low", max_completion_tokens, on_event, cache_salt)
+        result = generate(question, packing, llm, "low", max_completion_tokens, on_event, cache_salt, history)
         result.notes.append(
             f"At {effort} effort the model spent its whole output budget reasoning, so it was asked again at low effort."
         )
@@ -116,12 +127,13 @@ def generate(
     max_completion_tokens: int,
     on_event: EventSink,
     cache_salt: str | None = None,
+    history: Sequence[Turn] = (),
 ) -> AnswerResult:
     started = time.monotonic()
     content: list[str] = []
     reasoning: list[str] = []
     result = AnswerResult("llm", "", packing, model=llm.model)
-    messages = build_messages(packing.sources, question)
+    messages = build_messages(packing.sources, question, history)
     stream = llm.stream_chat(
         messages, max_completion_tokens=max_completion_tokens, effort=effort, cache_salt=cache_salt
     )

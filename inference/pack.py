@@ -29,11 +29,13 @@ class PackedSource:
     section: str = ""
     tokens: int = 0
     chunks: list[int] = field(default_factory=list)
+    version: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "label": self.label,
             "document": self.document_id,
+            "version": self.version,
             "path": self.path,
             "page": self.page,
             "section": self.section,
@@ -107,7 +109,7 @@ def merge_passages(hits: list[Hit]) -> list[PackedSource]:
             current = PackedSource(
                 label="", document_id=document_id, path=p["path"], page=p.get("page"),
                 start=p["start"], end=p["end"], text=p["text"], score=hit.score, chunks=[p["chunk"]],
-                section=p.get("section") or "",
+                section=p.get("section") or "", version=str(p.get("version", "")),
             )
             passages.append(current)
     passages.sort(key=lambda s: (s.path, s.start))

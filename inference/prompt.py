@@ -5,7 +5,7 @@ That order keeps the leading prefix identical across follow-ups, so vLLM's prefi
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 INSTRUCTIONS = """You answer questions for lawyers and engineers using only the numbered sources provided.
@@ -43,8 +43,20 @@ def user_message(sources_block: str, question: str) -> str:
     return f"Sources:\n\n{sources_block}\n\nQuestion: {question}"
 
 
-def build_messages(sources: Sequence[SourceLike], question: str) -> list[dict[str, str]]:
-    return [
-        {"role": "system", "content": INSTRUCTIONS},
-        {"role": "user", "content": user_message(format_sources(sources), question)},
-    ]
+Turn = tuple[str, str]  # an earlier (question, answer) of the conversation
+
+
+def build_messages(sources: Sequence[SourceLike], question: str, history: Sequence[Turn] = ()) -> list[dict[str, str]]:
+    """Instructions, the conversation so far as plain messages (answers without reasoning, as
+    VLLM.md asks), then this question with its sources."""
+    messages = [{"role": "system", "content": INSTRUCTIONS}]
+    for earlier, answer in history:
+        messages.append({"role": "user", "content": f"Question: {earlier}"})
+        messages.append({"role": "assistant", "content": answer})
+    messages.append({"role": "user", "content": user_message(format_sources(sources), question)})
+    return messages
+
+
+def history_tokens(history: Sequence[Turn], count_tokens: Callable[[str], int]) -> int:
+    """What earlier turns add to the prompt: each user text + 4 and assistant text + 6 (VLLM.md)."""
+    return sum(count_tokens(f"Question: {q}") + 4 + count_tokens(a) + 6 for q, a in history)

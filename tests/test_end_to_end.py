@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 
 from docqa.models import AuditEvent, Citation, Document, DocumentStatus, IngestItem
 from tests.conftest import subset_questions
@@ -79,12 +79,31 @@ def test_ask_with_llm_gives_verified_citations(data_dir: Path, docs_folder: Path
         assert question["answers"][0]["file"] in {s["path"] for s in result["sources"]}
         assert result["citations"], result["answer"]
         assert all(c["verified"] for c in result["citations"])
-        assert result["usage"]["prompt_tokens"] <= 131072 - 8192
+        assert result["usage"]["prompt_tokens"] <= 131072 - 4096  # low effort keeps 4,096 for the output
     sent = standin.requests[-1]
     assert sent["reasoning_effort"] == "low" and sent["stream"] is True
     assert sent["cache_salt"].startswith("matter-")
     assert "[S1]" in sent["messages"][1]["content"]
     assert Citation.objects.filter(verified=True).count() >= 2
+
+
+def test_follow_up_sends_the_earlier_answer_without_reasoning(data_dir: Path, docs_folder: Path, standin: Any) -> None:
+    ingest(docs_folder)
+    question = subset_questions()[0]["question"]
+    first = ask(question, "--effort", "low")
+
+    follow = ask("And can that be assigned to an affiliate?", "--effort", "low", "--conversation", str(first["conversation"]))
+
+    assert follow["conversation"] == first["conversation"] and follow["mode"] == "llm"
+    messages = standin.requests[-1]["messages"]
+    assert [m["role"] for m in messages] == ["system", "user", "assistant", "user"]
+    assert messages[1]["content"] == f"Question: {question}"
+    assert messages[2]["content"] == first["answer"] and "reasoning" not in messages[2]
+    assert messages[3]["content"].endswith("Question: And can that be assigned to an affiliate?")
+    cited = Citation.objects.filter(verified=True).first()
+    assert cited is not None and cited.document_id and cited.version and cited.end > cited.start
+    with pytest.raises(CommandError, match="no conversation 999"):
+        ask("Anything?", "--conversation", "999")
 
 
 def test_ask_budget_limits_sources_and_reports_what_was_left_out(data_dir: Path, docs_folder: Path) -> None:

@@ -10,7 +10,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from docqa import actions
 from docqa.management.base import claim_embedded, cli_actor, shutdown
-from docqa.models import Matter
+from docqa.models import Conversation, Matter
 from ingest.errors import DocqaError
 
 
@@ -25,6 +25,7 @@ class Command(BaseCommand):
         parser.add_argument("--effort", choices=["low", "medium", "high"], default="medium")
         parser.add_argument("--batch", action="store_true", help="questions on stdin, one JSON result per line")
         parser.add_argument("--user", help="name recorded in the audit trail (default: OS user)")
+        parser.add_argument("--conversation", type=int, help="continue this conversation (a follow-up question)")
 
     def handle(self, *args: Any, **options: Any) -> None:
         if options["batch"] == bool(options["question"]):
@@ -42,11 +43,17 @@ class Command(BaseCommand):
             shutdown()
 
     def ask(self, matter: Matter, text: str, options: dict[str, Any]) -> dict[str, Any]:
+        conversation = None
+        if options["conversation"]:
+            conversation = Conversation.objects.filter(id=options["conversation"], matter=matter).first()
+            if conversation is None:
+                raise DocqaError(f"no conversation {options['conversation']} in matter {matter.slug}")
         outcome = actions.do_ask(
-            matter, text, actor=cli_actor(options["user"]), budget=options["budget"], effort=options["effort"]
+            matter, text, actor=cli_actor(options["user"]), budget=options["budget"], effort=options["effort"],
+            conversation=conversation,
         )
         assert outcome.result is not None
-        return outcome.result.as_dict()
+        return {**outcome.result.as_dict(), "conversation": outcome.question.conversation_id}
 
     def run_one(self, matter: Matter, options: dict[str, Any]) -> None:
         try:
@@ -104,4 +111,6 @@ def render_text(result: dict[str, Any]) -> str:
         lines.append(f"  [{s['label']}] {s['path']}{page} chars {s['start']}-{s['end']}: {snippet}")
     if result["dropped"]:
         lines.append(f"Left out for lack of room: {len(result['dropped'])} passages")
+    if result.get("conversation"):
+        lines.append(f"Conversation {result['conversation']}: ask a follow-up with --conversation {result['conversation']}")
     return "\n".join(lines)
