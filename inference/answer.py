@@ -63,6 +63,10 @@ class AnswerResult:
             "notes": self.notes,
         }
 
+    def with_reasoning(self) -> dict[str, Any]:
+        """The result plus the model's reasoning: only on request, never in exports or citations."""
+        return {**self.as_dict(), "reasoning": self.reasoning}
+
 
 def source_budget(budget: int, question: str) -> int:
     """Tokens left for the sources block once instructions, question and wrapping are counted."""
@@ -137,7 +141,10 @@ def generate(
     stream = llm.stream_chat(
         messages, max_completion_tokens=max_completion_tokens, effort=effort, cache_salt=cache_salt
     )
+    first_token_ms = None
     for event in stream:
+        if event.kind in ("content", "reasoning") and first_token_ms is None:
+            first_token_ms = int((time.monotonic() - started) * 1000)
         if event.kind == "content":
             content.append(event.text)
         elif event.kind == "reasoning":
@@ -149,6 +156,10 @@ def generate(
         on_event(event.kind, event.text or event.data)
     result.answer = "".join(content).strip()
     result.reasoning = "".join(reasoning)
+    details = result.usage.get("prompt_tokens_details") or {}
+    # vLLM's prefix cache: prompt tokens served from cache (with --enable-prompt-tokens-details).
+    result.usage["cached_tokens"] = int(details.get("cached_tokens") or 0)
+    result.usage["first_token_ms"] = first_token_ms
     result.usage["latency_ms"] = int((time.monotonic() - started) * 1000)
     if not result.answer:
         if result.finish_reason == "length":

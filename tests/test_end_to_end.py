@@ -104,6 +104,10 @@ def test_follow_up_sends_the_earlier_answer_without_reasoning(data_dir: Path, do
     assert cited is not None and cited.document_id and cited.version and cited.end > cited.start
     with pytest.raises(CommandError, match="no conversation 999"):
         ask("Anything?", "--conversation", "999")
+    # The same sources again: vLLM's prefix cache serves the repeated prompt, and usage says so.
+    again = ask(question, "--effort", "low", "--show-reasoning")
+    assert again["usage"]["cached_tokens"] > 0 and again["usage"]["first_token_ms"] is not None
+    assert again["reasoning"] and "reasoning" not in first
 
 
 def test_ask_budget_limits_sources_and_reports_what_was_left_out(data_dir: Path, docs_folder: Path) -> None:

@@ -26,6 +26,8 @@ class Command(BaseCommand):
         parser.add_argument("--batch", action="store_true", help="questions on stdin, one JSON result per line")
         parser.add_argument("--user", help="name recorded in the audit trail (default: OS user)")
         parser.add_argument("--conversation", type=int, help="continue this conversation (a follow-up question)")
+        parser.add_argument("--show-reasoning", action="store_true",
+                            help="also print the model's reasoning (not checked like the answer)")
 
     def handle(self, *args: Any, **options: Any) -> None:
         if options["batch"] == bool(options["question"]):
@@ -53,7 +55,8 @@ class Command(BaseCommand):
             conversation=conversation,
         )
         assert outcome.result is not None
-        return {**outcome.result.as_dict(), "conversation": outcome.question.conversation_id}
+        shown = outcome.result.with_reasoning() if options["show_reasoning"] else outcome.result.as_dict()
+        return {**shown, "conversation": outcome.question.conversation_id}
 
     def run_one(self, matter: Matter, options: dict[str, Any]) -> None:
         try:
@@ -96,6 +99,8 @@ def parse_batch_line(line: str, number: int) -> tuple[Any, str]:
 
 def render_text(result: dict[str, Any]) -> str:
     lines = [result["answer"], ""]
+    if result.get("reasoning"):
+        lines = ["Reasoning (the model's own notes, not checked like the answer):", result["reasoning"], "", *lines]
     lines += [f"Note: {note}" for note in result.get("notes", [])]
     if result["citations"]:
         lines.append("Citations:")
