@@ -16,12 +16,13 @@ from dataclasses import dataclass, field
 
 from ingest.embed import Embedder
 from ingest.sparse import query_vector
-from ingest.store import Hit, SearchQuery, VectorStore
+from ingest.store import Hit, SearchQuery, VectorStore, point_id
 
 MODES = ("hybrid", "dense", "sparse")
 RRF_K = 60
 TOP_DOCUMENTS = 3  # documents whose chunks are ranked within the document too
 CARD_LIMIT = 10
+NEIGHBOUR_HITS = 5  # the best hits bring the chunks on either side of them
 WHOLE_CANDIDATES = 5  # documents of the best few chunks may be sent whole
 MAX_DOCUMENT_CHUNKS = 2000
 HEADER_TOKENS = 12  # a source's label line, roughly (inference.pack.header_cost)
@@ -33,6 +34,7 @@ class Retrieval:
     documents: list[int] = field(default_factory=list)  # documents by their card, best first
     mode: str = "hybrid"
     whole: list[int] = field(default_factory=list)  # documents put first in full
+    ranked: list[Hit] = field(default_factory=list)  # the fused ranking, before neighbours and whole documents
 
 
 def make_query(question: str, embedder: Embedder, mode: str) -> SearchQuery:
@@ -50,16 +52,43 @@ def retrieve(question: str, *, matter_ids: list[int], embedder: Embedder, store:
     query = make_query(question, embedder, mode)
     chunks = store.search(query, matter_ids, limit)
     if not documents_first:
-        return Retrieval(chunks, [], mode)
+        return Retrieval(chunks, [], mode, [], chunks)
     cards = store.search(query, matter_ids, CARD_LIMIT, cards=True)
     ranked_documents = unique(int(c.payload["document"]) for c in cards)
     top = ranked_documents[:TOP_DOCUMENTS]
     within = store.search(query, matter_ids, limit, documents=top) if top else []
-    hits = fuse(chunks, within, ranked_documents)
+    ranked = fuse(chunks, within, ranked_documents)
+    hits = with_neighbours(ranked, store, matter_ids)
     whole: list[int] = []
     if room:
         hits, whole = whole_documents_first(hits, query, matter_ids, store, room)
-    return Retrieval(hits, ranked_documents, mode, whole)
+    return Retrieval(hits, ranked_documents, mode, whole, ranked)
+
+
+def with_neighbours(hits: list[Hit], store: VectorStore, matter_ids: list[int]) -> list[Hit]:
+    """Each of the best hits is followed by the chunks just before and after it in its document,
+    so that a passage cut at a chunk edge reaches the model whole (packing merges them)."""
+    wanted: list[str] = []
+    for hit in hits[:NEIGHBOUR_HITS]:
+        p = hit.payload
+        for index in (int(p["chunk"]) - 1, int(p["chunk"]) + 1):
+            if index >= 0:
+                wanted.append(point_id(int(p["document"]), str(p["version"]), index))
+    present = {h.id for h in hits}
+    fetched = {h.id: h for h in store.fetch([i for i in dict.fromkeys(wanted) if i not in present])
+               if int(h.payload.get("matter", -1)) in matter_ids}  # same documents; checked all the same
+    if not fetched:
+        return hits
+    result: list[Hit] = []
+    for position, hit in enumerate(hits):
+        result.append(hit)
+        if position < NEIGHBOUR_HITS:
+            p = hit.payload
+            for index in (int(p["chunk"]) - 1, int(p["chunk"]) + 1):
+                neighbour = fetched.pop(point_id(int(p["document"]), str(p["version"]), index), None) if index >= 0 else None
+                if neighbour is not None:
+                    result.append(Hit(neighbour.id, hit.score, neighbour.payload))
+    return result
 
 
 def whole_documents_first(hits: list[Hit], query: SearchQuery, matter_ids: list[int], store: VectorStore,

@@ -98,6 +98,8 @@ class VectorStore(Protocol):
 
     def count(self, matter_ids: list[int] | None = None) -> int: ...
 
+    def fetch(self, ids: list[str]) -> list[Hit]: ...
+
     def close(self) -> None: ...
 
 
@@ -203,6 +205,14 @@ class EdgeStore:
             request = qe.QueryRequest(limit=limit, prefetches=prefetches, query=qe.Fusion.Rrf(k=RRF_K, weights=None),
                                       filter=where, with_payload=True)
         return [Hit(str(p.id), float(p.score), dict(p.payload or {})) for p in self._shard.query(request)]
+
+    @store_errors
+    def fetch(self, ids: list[str]) -> list[Hit]:
+        """Points by id (neighbouring chunks of a hit: their ids follow from document, version, index)."""
+        if not ids:
+            return []
+        point_ids: list[Any] = list(ids)
+        return [Hit(str(r.id), 0.0, dict(r.payload or {})) for r in self._shard.retrieve(point_ids, True, False)]
 
     @store_errors
     def count(self, matter_ids: list[int] | None = None) -> int:
@@ -330,6 +340,13 @@ class ServerStore:
                                                  query=models.FusionQuery(fusion=models.Fusion.RRF),
                                                  query_filter=where, limit=limit, with_payload=True)
         return [Hit(str(p.id), float(p.score), dict(p.payload or {})) for p in response.points]
+
+    @store_errors
+    def fetch(self, ids: list[str]) -> list[Hit]:
+        if not ids:
+            return []
+        records = self._client.retrieve(self.collection, ids=ids, with_payload=True, with_vectors=False)
+        return [Hit(str(r.id), 0.0, dict(r.payload or {})) for r in records]
 
     @store_errors
     def count(self, matter_ids: list[int] | None = None) -> int:

@@ -148,6 +148,10 @@ def test_the_best_document_goes_first_and_whole_when_it_fits(store: VectorStore,
     assert roomy.whole[:1] == [30] and {h.payload["chunk"] for h in roomy.hits[:3]} == {0, 1, 2}
     assert roomy.hits[0].payload["chunk"] == 1  # within the document, still best first
     assert 30 not in tight.whole
+    # The best chunk brings its neighbours along, fetched by id when the search did not return them.
+    one = retrieve(question, matter_ids=[1], embedder=embedder, store=store, limit=1)
+    assert [h.payload["chunk"] for h in one.ranked] == [1]
+    assert [(h.payload["document"], h.payload["chunk"]) for h in one.hits] == [(30, 1), (30, 0), (30, 2)]
     packed = pack_sources(roomy.hits, 1000, count_tokens)
     schedule = [s for s in packed.sources if s.path == "schedules.txt"]
     assert len(schedule) == 1 and schedule[0].text == "".join(parts)  # one passage: the whole document

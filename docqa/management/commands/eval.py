@@ -76,8 +76,9 @@ def evaluate(questions: list[dict[str, Any]], documents: dict[str, int], matter_
         gold = [GoldSpan(documents.get(a["file"], -1), a["start"], a["end"]) for a in question["answers"]]
         found = retrieve(text, matter_ids=[matter_id], embedder=embedder, store=store, mode=mode,
                          limit=retrieval_limit(source_budget(max(budgets), text)))
-        score = QuestionScore(str(question.get("id", "")), str(question.get("source", "")), document_rank(found.hits, gold))
-        score.span_recall = {k: span_recall(found.hits, gold, k) for k in KS}
+        ranked = found.ranked
+        score = QuestionScore(str(question.get("id", "")), str(question.get("source", "")), document_rank(ranked, gold))
+        score.span_recall = {k: span_recall(ranked, gold, k) for k in KS}
         for budget in budgets:
             # Packing as `ask` does it: retrieval knows the room, so documents that fit go whole.
             room = source_budget(budget, text)
