@@ -1,0 +1,154 @@
+"""Answer-path speed with 100,000 chunks in the embedded engine (no GPU, no LLM time).
+
+Builds an embedded Qdrant store of `--chunks` points (default 100,000) in 2,000 documents
+across 10 matters: the dev corpus's chunks (real text, real MiniLM vectors and BM25 vectors),
+repeated with a little noise on the dense vectors so that every point is distinct, plus one card
+per document. Then, for the dev questions:
+1. retrieval (query embedding, hybrid search, cards, ranking within the best documents,
+   neighbours) + packing at a 16k budget: p50 and p95 (target p95 < 100 ms);
+2. packing alone at a 120k-token budget (stored token counts, exact count of the final block):
+   p50 and p95 (target < 20 ms);
+3. with the vLLM stand-in, the time docqa adds before the request leaves (retrieval, packing
+   at the model's full window, prompt): p50 and p95 (target p95 < 150 ms).
+Run:  .venv/bin/python bench/retrieval_speed.py [--chunks N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+DEV = REPO.parent / "shared" / "corpus" / "dev"
+MATTERS, DOCUMENTS = 10, 2000
+
+
+def percentile(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
+
+
+def report(name: str, seconds: list[float], target_ms: float | None = None) -> None:
+    ms = [s * 1000 for s in seconds]
+    target = f"   (target p95 < {target_ms:.0f} ms)" if target_ms else ""
+    print(f"{name:58s} p50 {statistics.median(ms):7.1f} ms   p95 {percentile(ms, 0.95):7.1f} ms{target}")
+
+
+def build_store(path: Path, total: int) -> tuple[object, object, list[dict]]:
+    import numpy as np
+
+    from docqa import offline  # noqa: F401
+    from ingest.chunk import chunk_document
+    from ingest.discover import walk_folder
+    from ingest.embed import Embedder
+    from ingest.parse import parse_file
+    from ingest.pipeline import card_text
+    from ingest.sparse import document_vector
+    from ingest.store import ChunkPoint, EdgeStore, point_id
+    from ingest.tokens import count_tokens
+
+    embedder = Embedder()
+    pieces = []
+    for found in walk_folder(DEV / "docs", max_bytes=100 << 20).files:
+        parsed = parse_file(found.abspath, found.kind)
+        pieces += chunk_document(parsed, embedder.count_tokens, max_tokens=200, overlap=32, hard_limit=embedder.token_limit)
+    started = time.perf_counter()
+    vectors = np.array(embedder.embed_documents([p.text for p in pieces]), dtype=np.float32)
+    print(f"embedded {len(pieces):,} distinct dev chunks in {time.perf_counter() - started:.0f} s")
+    sparse = [document_vector(p.text) for p in pieces]
+    tokens = [count_tokens(p.text) for p in pieces]
+    store = EdgeStore(path, 384)
+    rng = np.random.default_rng(7)
+    per_document = max(1, total // DOCUMENTS)
+    started = time.perf_counter()
+    batch: list = []
+    for n in range(total):
+        document, index = n // per_document, n % per_document
+        source = n % len(pieces)
+        vector = vectors[source] + rng.normal(0, 0.02, 384).astype(np.float32)
+        vector /= np.linalg.norm(vector)
+        piece = pieces[source]
+        payload = {"matter": document % MATTERS + 1, "document": document, "version": "v1", "kind": "chunk",
+                   "chunk": index, "path": f"matter/doc-{document:04d}.txt", "page": None, "section": piece.section,
+                   "start": index * 900, "end": index * 900 + len(piece.text), "tokens": tokens[source], "text": piece.text}
+        batch.append(ChunkPoint(point_id(document, "v1", index), vector.tolist(), payload, sparse[source]))
+        if index == 0:
+            card = card_text(payload["path"], piece.text)
+            batch.append(ChunkPoint(point_id(document, "v1", "card"), vector.tolist(),
+                                    {**payload, "kind": "card", "text": card}, document_vector(card)))
+        if len(batch) >= 1000:
+            store.upsert(batch)
+            batch = []
+    if batch:
+        store.upsert(batch)
+    print(f"upserted {total:,} chunk points and {DOCUMENTS:,} cards in {time.perf_counter() - started:.0f} s")
+    return embedder, store, pieces
+
+
+def main() -> None:
+    import json
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--chunks", type=int, default=100_000)
+    total = parser.parse_args().chunks
+    embedder, store, _ = build_store(Path(tempfile.mkdtemp(prefix="docqa-speed-")) / "edge", total)
+
+    from inference.answer import answer_question, retrieval_limit, source_budget
+    from inference.llm import VllmClient
+    from inference.pack import pack_sources
+    from inference.retrieve import retrieve
+    from ingest.tokens import count_tokens
+    from tests.vllm_standin import VllmStandin
+
+    questions = [json.loads(line)["question"] for line in (DEV / "questions.jsonl").open()]
+    matters = [1, 2, 3]  # a user who may read three of the ten matters
+    for question in questions[:5]:  # warm up
+        retrieve(question, matter_ids=matters, embedder=embedder, store=store, limit=100)
+
+    timings, packing_times = [], []
+    for question in questions:
+        started = time.perf_counter()
+        room = source_budget(16384, question)
+        found = retrieve(question, matter_ids=matters, embedder=embedder, store=store, limit=retrieval_limit(room),
+                         room=room)
+        pack_sources(found.hits, room, count_tokens)
+        timings.append(time.perf_counter() - started)
+    report("retrieval + packing at 16k, 3 of 10 matters", timings, 100)
+
+    big_room = source_budget(131072 - 8192, "question")
+    for question in questions[:60]:
+        found = retrieve(question, matter_ids=matters, embedder=embedder, store=store,
+                         limit=retrieval_limit(big_room), room=big_room)
+        started = time.perf_counter()
+        packing = pack_sources(found.hits, big_room, count_tokens)
+        packing_times.append(time.perf_counter() - started)
+    report(f"packing alone at 120k ({packing.tokens:,} tokens in the last block)", packing_times, 20)
+
+    standin = VllmStandin().start()
+    client = VllmClient(standin.url, "gpt-oss-120b")
+    sent_at: list[float] = []
+    original = client.stream_chat
+
+    def timed_stream(*args: object, **kwargs: object) -> object:
+        sent_at.append(time.perf_counter())
+        return original(*args, **kwargs)  # type: ignore[arg-type]
+
+    client.stream_chat = timed_stream  # type: ignore[method-assign]
+    overhead = []
+    for question in questions[:60]:
+        started = time.perf_counter()
+        answer_question(question, matter_ids=matters, embedder=embedder, store=store, llm=client,
+                        budget=131072 - 8192, effort="low", max_completion_tokens=8192)
+        overhead.append(sent_at[-1] - started)
+    standin.stop()
+    report("docqa's time before the request leaves (full 123k window)", overhead, 150)
+    store.close()  # type: ignore[attr-defined]
+
+
+if __name__ == "__main__":
+    main()
