@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -140,26 +141,29 @@ def refuse_overlapping_run(source: Source) -> None:
 
 
 def resend_lost_tasks(run: IngestRun) -> int:
-    """Send the queued items' tasks again if the broker restarted since they were sent.
+    """Send the run's waiting items' tasks again if the broker restarted since they were sent.
 
     Redis keeps its queues in memory only; after a restart the run's queued tasks are gone while
     its items still say "queued". The database is the record of the work, so the tasks are sent
-    again (a task whose item is already taken does nothing). Only one caller wins the epoch
-    update, so several waiters or workers do not send the same items several times.
+    again (a task whose item is already taken does nothing). Items left in progress longer than
+    the hard time limit (their worker went down with the broker) are sent again too. The tasks
+    are published first and the new epoch recorded after, so a failed publish is retried at the
+    next check; of several waiters and workers only one records the epoch, and a duplicate send
+    from another is harmless.
     """
     current = services.broker_epoch()
-    if not current or not run.broker_epoch or current == run.broker_epoch:
+    if not current or current == run.broker_epoch:
         return 0
-    if not IngestRun.objects.filter(id=run.id, broker_epoch=run.broker_epoch).update(broker_epoch=current):
-        run.refresh_from_db()
-        return 0
-    run.broker_epoch = current
     if settings.SPLIT_QUEUES:
         # Files parsed and waiting on the embed queue lost their task too: parse them again.
         run.items.filter(state=ItemState.EMBEDDING).update(state=ItemState.QUEUED)
-    items = list(run.items.filter(state=ItemState.QUEUED))
+    stale = timezone.now() - timedelta(seconds=settings.CELERY_TASK_TIME_LIMIT)
+    in_progress = (ItemState.PARSING, ItemState.EMBEDDING)
+    items = list(run.items.filter(Q(state=ItemState.QUEUED) | Q(state__in=in_progress, started_at__lt=stale)))
     enqueue_items(items)
-    logger.warning("the broker restarted and lost run %s's queue; sent %d queued files again", run.id, len(items))
+    if IngestRun.objects.filter(id=run.id, broker_epoch=run.broker_epoch).update(broker_epoch=current):
+        logger.warning("the broker restarted and lost run %s's queue; sent %d files again", run.id, len(items))
+    run.refresh_from_db()
     return len(items)
 
 
@@ -225,7 +229,10 @@ def wait_for_run(run: IngestRun, *, timeout: float | None = None, on_progress: A
     last_check = time.monotonic()
     while run.items.exclude(state__in=FINAL_STATES).exists():
         if time.monotonic() - last_check > BROKER_CHECK_S:
-            resend_lost_tasks(run)
+            try:
+                resend_lost_tasks(run)
+            except Exception:  # the broker may still be coming back; the next check tries again
+                logger.warning("could not resend run %s's tasks yet", run.id, exc_info=True)
             last_check = time.monotonic()
         if deadline is not None and time.monotonic() > deadline:
             raise TimeoutError(f"ingest run {run.id} did not finish within {timeout:.0f} s")

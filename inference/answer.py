@@ -95,6 +95,10 @@ def answer_question(
     history: Sequence[Turn] = (),
 ) -> AnswerResult:
     on_event("status", "retrieving")
+    history = list(history)
+    # Earlier turns may take at most half the room; the oldest go first.
+    while history and history_tokens(history, count_tokens) > source_budget(budget, question) // 2:
+        history.pop(0)
     room = max(0, source_budget(budget, question) - history_tokens(history, count_tokens))
     # A follow-up ("and the notice period?") is searched together with the question before it.
     search_text = f"{history[-1][0]}\n{question}" if history else question

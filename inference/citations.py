@@ -44,7 +44,7 @@ class CheckedCitation:
 
 
 HYPHENS = re.compile(r"[\u2010\u2011]")
-HYPHEN_BREAK = re.compile(r"(?<=\w)-\s*(?=\w)")
+HYPHEN_BREAK = re.compile(r"(?<=[^\W\d_])-\s*(?=[^\W\d_])")  # between letters only: "10-15" stays
 
 
 def normalize(text: str) -> str:

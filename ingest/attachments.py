@@ -16,6 +16,7 @@ from pathlib import Path
 from ingest.errors import ParseError
 
 MAX_ATTACHMENTS = 50
+MAX_NAME_BYTES = 200
 UNSAFE = re.compile(r"[^\w.\- ]+")
 
 
@@ -49,7 +50,10 @@ def extract_attachments(path: Path, kind: str, max_bytes: int) -> tuple[list[Att
 
 def safe_name(name: str, index: int, used: set[str]) -> str:
     """A name without path separators or control characters, unique among its siblings."""
-    base = UNSAFE.sub("_", Path(name.replace("\\", "/")).name).strip(" .")[:120] or f"attachment-{index}"
+    base = UNSAFE.sub("_", Path(name.replace("\\", "/")).name).strip(" .") or f"attachment-{index}"
+    while len(base.encode("utf-8")) > MAX_NAME_BYTES:  # a path part; keep the extension
+        stem, dot, suffix = base.rpartition(".")
+        base = f"{stem[:-1]}.{suffix}" if dot and len(suffix) <= 16 and stem else base[:-1]
     candidate = base
     while candidate.lower() in used:
         candidate = f"{index}-{base}"
@@ -71,7 +75,8 @@ def _eml_attachments(path: Path) -> list[tuple[str, bytes]]:
             first = inner[0] if isinstance(inner, list) and inner else None
             payload = first.as_bytes() if isinstance(first, email.message.Message) else None
         if isinstance(payload, bytes) and payload:
-            found.append((part.get_filename() or "", payload))
+            default = "message.eml" if part.get_content_type() == "message/rfc822" else ""
+            found.append((part.get_filename() or default, payload))
     return found
 
 

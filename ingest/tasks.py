@@ -101,14 +101,18 @@ def ingest_document(self: Task, item_id: int) -> str:
         root = Path(doc.source.root)
         if doc.parent is not None:
             # An attachment left unfinished (a resumed run): read its message's attachments again.
-            index_attachments(item, doc.parent, resolve_inside(root, doc.parent.path))
+            index_attachments(item, doc.parent, resolve_inside(root, doc.parent.path), checkpoint)
             return "indexed"
         abspath = resolve_inside(root, doc.path)
         version = _hash(abspath)
         ocr = OcrOptions(settings.OCR_MAX_PAGES, settings.OCR_LANGUAGES)
         if settings.SPLIT_QUEUES:
             text = save_text(version, parse_file(abspath, doc.kind, ocr))
-            IngestItem.objects.filter(id=item.id).update(state=ItemState.EMBEDDING)
+            if doc.kind in ATTACHMENT_KINDS:
+                # Here, where the folder is: embed-only (GPU) workers may not see it.
+                index_attachments(item, doc, abspath, checkpoint)
+            if not IngestItem.objects.filter(id=item.id, state=ItemState.PARSING).update(state=ItemState.EMBEDDING):
+                return "taken over"  # finished or re-queued meanwhile
             embed_document.apply_async((item.id, text.id, version), queue=settings.EMBED_QUEUE)
             return "parsed"
         indexed = index_file(
@@ -118,7 +122,7 @@ def ingest_document(self: Task, item_id: int) -> str:
             on_stage=lambda stage: IngestItem.objects.filter(id=item_id).update(state=stage),
             ocr=ocr, checkpoint=checkpoint,
         )
-        finish_indexed(item, doc, version, indexed)
+        finish_indexed(item, doc, version, indexed, checkpoint)
         return "indexed"
 
     return guarded(item, doc, work)
@@ -134,6 +138,11 @@ def embed_document(self: Task, item_id: int, text_id: int, version: str) -> str:
             .filter(id=item_id, state=ItemState.EMBEDDING).first())
     if item is None or item.document is None:
         return "not claimed"  # finished, cancelled, or taken over by a resumed run
+    # One embed task per item at a time: a duplicate (redelivery, resend) finds it claimed.
+    if not IngestItem.objects.filter(id=item_id, state=ItemState.EMBEDDING, started_at=item.started_at).update(
+        started_at=timezone.now(), attempts=F("attempts") + 1
+    ) and not is_repeat(self):
+        return "not claimed"
     doc = item.document
 
     def work(checkpoint: Callable[[], None]) -> str:
@@ -144,7 +153,7 @@ def embed_document(self: Task, item_id: int, text_id: int, version: str) -> str:
             embedder=services.get_embedder(), store=services.get_store(),
             chunk_tokens=settings.CHUNK_TOKENS, overlap=settings.CHUNK_OVERLAP, checkpoint=checkpoint,
         )
-        finish_indexed(item, doc, version, indexed)
+        record_indexed(item.id, doc, version, indexed)  # attachments were done at parsing
         return "indexed"
 
     return guarded(item, doc, work)
@@ -159,20 +168,22 @@ def guarded(item: IngestItem, doc: Document, work: Callable[[Callable[[], None]]
     except StoreError:
         raise  # retried with backoff; when retries run out, task_failure ends the item
     except DocqaError as exc:
-        forget_points(doc.id)
+        forget_points(doc.id, with_attachments=True)
         return fail(item.id, str(exc), error_class(exc))
     except SoftTimeLimitExceeded:
-        forget_points(doc.id)
+        forget_points(doc.id, with_attachments=True)
         return fail(item.id, f"processing took longer than the {limit} s limit per file", "timeout")
     except Exception as exc:  # an unexpected bug must still end the item, with its reason
         logger.exception("ingest of %s failed", doc.path)
+        forget_points(doc.id, with_attachments=True)
         return fail(item.id, f"internal error: {type(exc).__name__}: {exc}", "internal")
 
 
-def finish_indexed(item: IngestItem, doc: Document, version: str, indexed: IndexedFile) -> None:
+def finish_indexed(item: IngestItem, doc: Document, version: str, indexed: IndexedFile,
+                   checkpoint: Callable[[], None]) -> None:
     record_indexed(item.id, doc, version, indexed)
     if doc.kind in ATTACHMENT_KINDS:
-        index_attachments(item, doc, resolve_inside(Path(doc.source.root), doc.path))
+        index_attachments(item, doc, resolve_inside(Path(doc.source.root), doc.path), checkpoint)
 
 
 def save_text(version: str, parsed: ParsedDocument) -> DocumentText:
@@ -180,22 +191,29 @@ def save_text(version: str, parsed: ParsedDocument) -> DocumentText:
         sha256=version, parser=parsed.parser,
         defaults={"text": parsed.text, "page_count": parsed.page_count, "layout": parsed.layout()},
     )
-    if not created and not text.layout:  # stored before layouts were kept
-        text.layout = parsed.layout()
-        text.save(update_fields=["layout"])
+    if not created and (text.text != parsed.text or not text.layout):
+        # Stored by an earlier parser release under the same name: this parse is what the chunks index.
+        text.text, text.page_count, text.layout = parsed.text, parsed.page_count, parsed.layout()
+        text.save(update_fields=["text", "page_count", "layout"])
     return text
 
 
-def forget_points(document_id: int) -> None:
+def forget_points(document_id: int, *, with_attachments: bool = False) -> None:
     """A file that failed answers nothing: drop what an earlier version or this attempt wrote.
 
     The file on disk no longer says what the old version said, and an attempt cut short may
-    have written some of its chunks.
+    have written some of its chunks. A failed message takes its attachments with it.
     """
-    try:
-        services.get_store().delete_document(document_id)
-    except StoreError:
-        logger.warning("could not remove the points of failed document %s", document_id)
+    ids = [document_id]
+    if with_attachments:
+        children = Document.objects.filter(parent_id=document_id).exclude(status=DocumentStatus.DELETED)
+        ids += list(children.values_list("id", flat=True))
+        children.update(status=DocumentStatus.FAILED, error="its message failed", chunk_count=0)
+    for one in ids:
+        try:
+            services.get_store().delete_document(one)
+        except StoreError:
+            logger.warning("could not remove the points of failed document %s", one)
 
 
 def deadline_check(seconds: float) -> Callable[[], None]:
@@ -225,12 +243,11 @@ def thread_time_limit(seconds: float) -> Iterator[None]:
         return
     target = ctypes.c_ulong(threading.get_ident())
     guard = threading.Lock()
-    state = {"done": False, "fired": False}
+    state = {"done": False}
 
     def expire() -> None:
         with guard:
             if not state["done"]:
-                state["fired"] = True
                 ctypes.pythonapi.PyThreadState_SetAsyncExc(target, ctypes.py_object(SoftTimeLimitExceeded))
 
     timer = threading.Timer(seconds, expire)
@@ -239,12 +256,17 @@ def thread_time_limit(seconds: float) -> Iterator[None]:
     try:
         yield
     finally:
-        with guard:
-            state["done"] = True
-            timer.cancel()
-            if state["fired"]:
-                # Fired as the block ended: withdraw an exception not yet delivered.
-                ctypes.pythonapi.PyThreadState_SetAsyncExc(target, None)
+        # Stop the timer and withdraw an exception it may have set as the block ended. If that
+        # exception arrives during this clean-up, the work itself had finished: try again.
+        while True:
+            try:
+                with guard:
+                    state["done"] = True
+                    ctypes.pythonapi.PyThreadState_SetAsyncExc(target, None)
+                break
+            except SoftTimeLimitExceeded:
+                continue
+        timer.cancel()
 
 
 def resolve_inside(root: Path, relative: str) -> Path:
@@ -283,7 +305,8 @@ def record_indexed(item_id: int, doc: Document, version: str, indexed: IndexedFi
         )
 
 
-def index_attachments(item: IngestItem, message: Document, abspath: Path) -> None:
+def index_attachments(item: IngestItem, message: Document, abspath: Path,
+                      checkpoint: Callable[[], None] = lambda: None) -> None:
     """Index each attachment of a message as a child document, with an item of its own in the run.
 
     An attachment whose bytes are unchanged since the last sync is not parsed again; one that
@@ -295,10 +318,12 @@ def index_attachments(item: IngestItem, message: Document, abspath: Path) -> Non
         name = note.split(":", 1)[0]
         child_item(item.run_id, f"{message.path}/{name}", None, Change.SKIPPED, ItemState.SKIPPED, error=note)
     with tempfile.TemporaryDirectory(prefix="docqa-attachment-") as folder:
-        for attachment in found:
+        for number, attachment in enumerate(found):
             path = f"{message.path}/{attachment.name}"
             child = previous.pop(path, None)
-            index_attachment(item.run_id, message, child, path, attachment, Path(folder))
+            # On disk under a generated name: an attachment's own name may be too long for the file system.
+            file = Path(folder) / f"{number}{Path(attachment.name).suffix[:16]}"
+            index_attachment(item.run_id, message, child, path, attachment, file, checkpoint)
     for path, child in previous.items():
         forget_points(child.id)
         Document.objects.filter(id=child.id).update(status=DocumentStatus.DELETED, chunk_count=0)
@@ -306,12 +331,11 @@ def index_attachments(item: IngestItem, message: Document, abspath: Path) -> Non
 
 
 def index_attachment(run_id: int, message: Document, child: Document | None, path: str, attachment: Attachment,
-                     folder: Path) -> None:
+                     file: Path, checkpoint: Callable[[], None]) -> None:
     version = hashlib.sha256(attachment.data).hexdigest()
     if child is not None and child.status == DocumentStatus.INDEXED and child.sha256 == version:
         child_item(run_id, path, child, Change.UNCHANGED, ItemState.UNCHANGED)
         return
-    file = folder / attachment.name
     file.write_bytes(attachment.data)
     try:
         kind = detect_kind(file, read_head(file))
@@ -333,13 +357,23 @@ def index_attachment(run_id: int, message: Document, child: Document | None, pat
             file, kind, DocumentRef(child.matter_id, child.id, path, version),
             embedder=services.get_embedder(), store=services.get_store(),
             chunk_tokens=settings.CHUNK_TOKENS, overlap=settings.CHUNK_OVERLAP,
-            ocr=OcrOptions(settings.OCR_MAX_PAGES, settings.OCR_LANGUAGES),
+            ocr=OcrOptions(settings.OCR_MAX_PAGES, settings.OCR_LANGUAGES), checkpoint=checkpoint,
         )
+        record_indexed(entry.id, child, version, indexed)
+    except SoftTimeLimitExceeded:
+        forget_points(child.id)
+        fail(entry.id, f"the message's time limit ({settings.CELERY_TASK_SOFT_TIME_LIMIT} s) ran out here", "timeout")
+        raise
+    except StoreError:
+        fail(entry.id, "the vector store failed; retried with its message", "store")
+        raise
     except DocqaError as exc:
         forget_points(child.id)
         fail(entry.id, str(exc), error_class(exc))
-        return
-    record_indexed(entry.id, child, version, indexed)
+    except Exception as exc:  # one bad attachment must not stop the others or leave its item open
+        logger.exception("attachment %s failed", path)
+        forget_points(child.id)
+        fail(entry.id, f"internal error: {type(exc).__name__}: {exc}", "internal")
 
 
 def child_item(run_id: int, path: str, document: Document | None, change: str, state: str,
@@ -409,4 +443,7 @@ def end_item_when_celery_gives_up(sender: Task | None = None, exception: BaseExc
     if sender is None or not sender.name.startswith("ingest.") or not args:
         return
     kind = "store" if isinstance(exception, StoreError) else "gave-up"
+    document_id = IngestItem.objects.filter(id=int(args[0])).values_list("document_id", flat=True).first()
+    if document_id is not None:
+        forget_points(document_id, with_attachments=True)  # best effort: the store may still be down
     fail(int(args[0]), f"gave up after retries: {type(exception).__name__}: {exception}", kind)

@@ -90,9 +90,11 @@ def test_citations_match_whole_words_and_near_parts_only(quote: str) -> None:
     ("a noncompete covenant of two years", "quote verified"),
     ("a non\u2011compete covenant of two years", "quote verified"),
     ("a non-competitive covenant of two years", "failed"),
+    ("within 1015 days", "failed"),  # hyphens between digits are not hyphenation
 ])
 def test_citations_forgive_hyphenation_and_nothing_looser(quote: str, verdict: str) -> None:
-    sources = {"S1": "The executive accepts a non-\ncompete covenant of two years after termination."}
+    sources = {"S1": "The executive accepts a non-\ncompete covenant of two years after termination, "
+                     "payable within 10-15 days."}
 
     [checked] = check_citations(f'"{quote}" [S1]', sources)
 

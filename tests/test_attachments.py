@@ -98,6 +98,8 @@ def test_attachment_names_are_made_safe_and_unique() -> None:
     used: set[str] = set()
     names = [safe_name(n, i, used) for i, n in enumerate(["../../etc/passwd", "a\nb.txt", "", "Report.pdf", "report.pdf"], 1)]
     assert names == ["passwd", "a_b.txt", "attachment-3", "Report.pdf", "5-report.pdf"]
+    long = safe_name("合同" * 100 + ".pdf", 6, used)
+    assert long.endswith(".pdf") and len(long.encode("utf-8")) <= 200
 
 
 def test_oversized_attachments_are_noted_not_indexed(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 
 from ingest.embed import Embedder
 from ingest.sparse import document_vector, query_vector, terms
@@ -113,6 +113,12 @@ def test_reindex_makes_the_next_ingest_embed_every_file_again(data_dir: Path, tm
     (folder / "lease.txt").write_text("The tenant pays the rent on the first day of each month.\n")
     call_command("ingest", str(folder), "--matter", "re", stdout=io.StringIO())
     out = io.StringIO()
+    from docqa.models import IngestRun
+
+    IngestRun.objects.update(status="running")
+    with pytest.raises(CommandError, match="still running"):
+        call_command("reindex", "--matter", "re", stdout=out)
+    IngestRun.objects.update(status="finished")
 
     call_command("reindex", "--matter", "re", stdout=out)
 

@@ -14,7 +14,7 @@ from django.db import transaction
 
 from docqa import actions, services
 from docqa.management.base import claim_embedded, cli_actor
-from docqa.models import Document, DocumentStatus, Matter
+from docqa.models import Document, DocumentStatus, IngestRun, Matter, RunStatus
 from ingest.errors import StoreError
 
 
@@ -30,6 +30,9 @@ class Command(BaseCommand):
             matters = matters.filter(slug=options["matter"])
             if not matters.exists():
                 raise CommandError(f"no matter {options['matter']!r}")
+        running = IngestRun.objects.filter(matter__in=matters, status=RunStatus.RUNNING)
+        if running.exists():
+            raise CommandError(f"ingest run {running.first().id} is still running; wait for it or cancel it first")
         claim_embedded("reindex command")
         documents = Document.objects.filter(matter__in=matters).exclude(status=DocumentStatus.DELETED)
         try:
