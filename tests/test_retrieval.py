@@ -7,6 +7,7 @@ import io
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.core.management import CommandError, call_command
@@ -84,7 +85,8 @@ def test_sparse_vectors_are_bm25_term_weights() -> None:
 
 
 @pytest.mark.django_db(transaction=True)
-def test_eval_reports_recall_and_packing_for_each_mode(data_dir: Path, docs_folder: Path, tmp_path: Path) -> None:
+def test_eval_reports_recall_packing_and_verified_answers(data_dir: Path, docs_folder: Path, tmp_path: Path,
+                                                          standin: Any) -> None:
     questions = [q for q in dev_questions() if all(a["file"] in SUBSET_TXT for a in q["answers"])][:6]
     path = tmp_path / "questions.jsonl"
     path.write_text("".join(json.dumps(q) + "\n" for q in questions))
@@ -101,6 +103,8 @@ def test_eval_reports_recall_and_packing_for_each_mode(data_dir: Path, docs_fold
         assert all(0.0 <= figures[key] <= 1.0 for key in figures if key != "questions"), (mode, figures)
         assert figures["document_recall@10"] == 1.0  # six documents in all: the gold one is always found
         assert figures["packed@32768"] >= figures["packed@4096"]
+    answers = report["answers"]  # a language model is configured (the stand-in): answers are checked
+    assert answers["questions"] == len(questions) and answers["all_verified"] == 1.0 and answers["failed"] == 0
 
 
 @pytest.mark.django_db(transaction=True)

@@ -9,9 +9,10 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from docqa import actions, services
+from docqa.llm import get_llm
 from docqa.management.base import cli_actor, shutdown, start_local_work
 from docqa.models import Document, DocumentStatus
-from inference.answer import retrieval_limit, source_budget
+from inference.answer import answer_question, retrieval_limit, source_budget
 from inference.evaluate import GoldSpan, QuestionScore, document_rank, fully_packed, span_recall, summarize
 from inference.pack import pack_sources
 from inference.retrieve import MODES, retrieve
@@ -32,6 +33,8 @@ class Command(BaseCommand):
         parser.add_argument("--budget", type=int, action="append", help="token budget(s) to pack at (repeatable)")
         parser.add_argument("--modes", default=",".join(MODES), help="retrieval modes, comma-separated")
         parser.add_argument("--json", action="store_true", help="print one JSON object")
+        parser.add_argument("--answer-budget", type=int, default=16384,
+                            help="with a language model configured: budget of the answers checked (default 16k)")
 
     def handle(self, *args: Any, **options: Any) -> None:
         budgets = tuple(options["budget"] or BUDGETS)
@@ -48,15 +51,23 @@ class Command(BaseCommand):
                 Document.objects.filter(source=run.source, status=DocumentStatus.INDEXED).values_list("path", "id")
             )
             results = {mode: evaluate(questions, documents, matter.id, mode, budgets) for mode in modes}
+            answers = check_answers(questions, matter.id, options["answer_budget"]) if get_llm() else None
         except DocqaError as exc:
             raise CommandError(str(exc)) from exc
         finally:
             shutdown()
         report = {mode: by_source(scores, budgets) for mode, scores in results.items()}
         if options["json"]:
-            self.stdout.write(json.dumps({"questions": len(questions), "budgets": budgets, "results": report}))
+            self.stdout.write(json.dumps({"questions": len(questions), "budgets": budgets, "results": report,
+                                          "answers": answers}))
             return
         self.stdout.write(table(report, budgets))
+        if answers:
+            self.stdout.write(
+                f"answers (hybrid, {answers['budget']:,} tokens): {answers['all_verified']:.3f} with every citation "
+                f"verified, {answers['uncited']:.3f} without any citation, {answers['failed']:.3f} failed "
+                f"({answers['questions']} questions)"
+            )
 
 
 def read_questions(path: Path) -> list[dict[str, Any]]:
@@ -87,6 +98,27 @@ def evaluate(questions: list[dict[str, Any]], documents: dict[str, int], matter_
             score.packed[budget] = fully_packed(pack_sources(packed.hits, room, count_tokens), gold)
         scores.append(score)
     return scores
+
+
+def check_answers(questions: list[dict[str, Any]], matter_id: int, budget: int) -> dict[str, Any]:
+    """Ask the configured model each question (hybrid retrieval) and check its citations."""
+    llm = get_llm()
+    embedder, store = services.get_embedder(), services.get_store()
+    verified = uncited = failed = 0
+    for question in questions:
+        try:
+            result = answer_question(question["question"], matter_ids=[matter_id], embedder=embedder, store=store,
+                                     llm=llm, budget=budget, effort="low", max_completion_tokens=4096)
+        except DocqaError:
+            failed += 1
+            continue
+        if not result.citations:
+            uncited += 1
+        elif all(c.verified for c in result.citations):
+            verified += 1
+    n = max(1, len(questions))
+    return {"questions": len(questions), "budget": budget, "all_verified": verified / n, "uncited": uncited / n,
+            "failed": failed / n}
 
 
 def by_source(scores: list[QuestionScore], budgets: tuple[int, ...]) -> dict[str, Any]:
