@@ -111,7 +111,9 @@ def ingest_document(self: Task, item_id: int) -> str:
             if doc.kind in ATTACHMENT_KINDS:
                 # Here, where the folder is: embed-only (GPU) workers may not see it.
                 index_attachments(item, doc, abspath, checkpoint)
-            if not IngestItem.objects.filter(id=item.id, state=ItemState.PARSING).update(state=ItemState.EMBEDDING):
+            # Waiting for embedding: no start time until an embed task claims it.
+            waiting = IngestItem.objects.filter(id=item.id, state=ItemState.PARSING)
+            if not waiting.update(state=ItemState.EMBEDDING, started_at=None):
                 return "taken over"  # finished or re-queued meanwhile
             embed_document.apply_async((item.id, text.id, version), queue=settings.EMBED_QUEUE)
             return "parsed"
@@ -138,10 +140,15 @@ def embed_document(self: Task, item_id: int, text_id: int, version: str) -> str:
             .filter(id=item_id, state=ItemState.EMBEDDING).first())
     if item is None or item.document is None:
         return "not claimed"  # finished, cancelled, or taken over by a resumed run
-    # One embed task per item at a time: a duplicate (redelivery, resend) finds it claimed.
-    if not IngestItem.objects.filter(id=item_id, state=ItemState.EMBEDDING, started_at=item.started_at).update(
+    # One embed task per item: a duplicate (a resend) finds it claimed; a redelivery after its
+    # worker died, or anyone after the hard time limit, may take it over.
+    stale = timezone.now() - timedelta(seconds=settings.CELERY_TASK_TIME_LIMIT)
+    takeable = Q(started_at__isnull=True) | Q(started_at__lt=stale)
+    if is_repeat(self):
+        takeable = Q()
+    if not IngestItem.objects.filter(takeable, id=item_id, state=ItemState.EMBEDDING).update(
         started_at=timezone.now(), attempts=F("attempts") + 1
-    ) and not is_repeat(self):
+    ):
         return "not claimed"
     doc = item.document
 
