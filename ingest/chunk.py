@@ -41,6 +41,7 @@ def chunk_document(
         for start, end in split_spans(parsed.text, count_tokens, max_tokens, overlap)
         for piece in enforce_limit(parsed.text, *whole_rows(parsed.text, start, end, tables), count_tokens, hard_limit)
     ]
+    spans = close_gaps(parsed.text, spans)
     return [
         Chunk(
             index=i,
@@ -53,6 +54,18 @@ def chunk_document(
         )
         for i, (start, end, tokens) in enumerate(spans)
     ]
+
+
+def close_gaps(text: str, spans: list[tuple[int, int, int]]) -> list[tuple[int, int, int]]:
+    """Stretch each chunk over the blank space before the next one, so that consecutive chunks
+    touch and merge back into one passage: a span across a paragraph break stays in one piece."""
+    closed = list(spans)
+    for i in range(len(closed) - 1):
+        start, end, tokens = closed[i]
+        following = closed[i + 1][0]
+        if end < following and not text[end:following].strip():
+            closed[i] = (start, following, tokens)
+    return closed
 
 
 def split_spans(
