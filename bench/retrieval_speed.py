@@ -130,7 +130,7 @@ def main() -> None:
     report(f"packing alone at 120k ({packing.tokens:,} tokens in the last block)", packing_times, 20)
 
     standin = VllmStandin().start()
-    client = VllmClient(standin.url, "gpt-oss-120b")
+    client = VllmClient(standin.url, model="gpt-oss-120b")
     sent_at: list[float] = []
     original = client.stream_chat
 
