@@ -50,6 +50,7 @@ def data_dir(settings: Any, tmp_path: Path) -> Iterator[Path]:
 
     folder = tmp_path / "var"
     folder.mkdir()
+    services.close_store()  # a store an earlier test opened elsewhere must not be reused here
     settings.DATA_DIR = folder
     settings.QDRANT_EDGE_PATH = folder / "qdrant-edge"
     settings.LOCK_FILE = folder / "embedded.lock"

@@ -39,7 +39,7 @@ def test_claim_never_reopens_a_finished_item(item: IngestItem) -> None:
     assert claim(item.id, ItemState.PARSING, again=True) is None
 
 
-def test_item_fails_with_the_reason_when_celery_gives_up(item: IngestItem) -> None:
+def test_item_fails_with_the_reason_when_celery_gives_up(item: IngestItem, data_dir: Path) -> None:
     end_item_when_celery_gives_up(sender=ingest_document, exception=StoreError("qdrant down"), args=(item.id,))
 
     item.refresh_from_db()
