@@ -108,9 +108,6 @@ def ingest_document(self: Task, item_id: int) -> str:
         ocr = OcrOptions(settings.OCR_MAX_PAGES, settings.OCR_LANGUAGES)
         if settings.SPLIT_QUEUES:
             text = save_text(version, parse_file(abspath, doc.kind, ocr))
-            if doc.kind in ATTACHMENT_KINDS:
-                # Here, where the folder is: embed-only (GPU) workers may not see it.
-                index_attachments(item, doc, abspath, checkpoint)
             # Waiting for embedding: no start time until an embed task claims it.
             waiting = IngestItem.objects.filter(id=item.id, state=ItemState.PARSING)
             if not waiting.update(state=ItemState.EMBEDDING, started_at=None):
@@ -160,7 +157,9 @@ def embed_document(self: Task, item_id: int, text_id: int, version: str) -> str:
             embedder=services.get_embedder(), store=services.get_store(),
             chunk_tokens=settings.CHUNK_TOKENS, overlap=settings.CHUNK_OVERLAP, checkpoint=checkpoint,
         )
-        record_indexed(item.id, doc, version, indexed)  # attachments were done at parsing
+        # A message's attachments are parsed and embedded here, with it: this worker reads the
+        # folder too (the parse stage writes nothing to the vector store).
+        finish_indexed(item, doc, version, indexed, checkpoint)
         return "indexed"
 
     return guarded(item, doc, work)
