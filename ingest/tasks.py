@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 from celery import Task, shared_task
 from celery.exceptions import SoftTimeLimitExceeded
@@ -105,7 +106,7 @@ def ingest_document(self: Task, item_id: int) -> str:
             return "indexed"
         abspath = resolve_inside(root, doc.path)
         version = _hash(abspath)
-        ocr = OcrOptions(settings.OCR_MAX_PAGES, settings.OCR_LANGUAGES)
+        ocr = ocr_options()
         if settings.SPLIT_QUEUES:
             text = save_text(version, parse_file(abspath, doc.kind, ocr))
             # Waiting for embedding: no start time until an embed task claims it.
@@ -116,10 +117,8 @@ def ingest_document(self: Task, item_id: int) -> str:
             return "parsed"
         indexed = index_file(
             abspath, doc.kind, DocumentRef(doc.matter_id, doc.id, doc.path, version),
-            embedder=services.get_embedder(), store=services.get_store(),
-            chunk_tokens=settings.CHUNK_TOKENS, overlap=settings.CHUNK_OVERLAP,
+            **pipeline_options(), ocr=ocr, checkpoint=checkpoint,
             on_stage=lambda stage: IngestItem.objects.filter(id=item_id).update(state=stage),
-            ocr=ocr, checkpoint=checkpoint,
         )
         finish_indexed(item, doc, version, indexed, checkpoint)
         return "indexed"
@@ -154,8 +153,7 @@ def embed_document(self: Task, item_id: int, text_id: int, version: str) -> str:
         parsed = ParsedDocument.from_layout(text.text, text.parser, text.layout)
         indexed = index_parsed(
             parsed, DocumentRef(doc.matter_id, doc.id, doc.path, version),
-            embedder=services.get_embedder(), store=services.get_store(),
-            chunk_tokens=settings.CHUNK_TOKENS, overlap=settings.CHUNK_OVERLAP, checkpoint=checkpoint,
+            **pipeline_options(), checkpoint=checkpoint,
         )
         # A message's attachments are parsed and embedded here, with it: this worker reads the
         # folder too (the parse stage writes nothing to the vector store).
@@ -163,6 +161,16 @@ def embed_document(self: Task, item_id: int, text_id: int, version: str) -> str:
         return "indexed"
 
     return guarded(item, doc, work)
+
+
+def pipeline_options() -> dict[str, Any]:
+    """What every indexing call takes from this process and its settings."""
+    return {"embedder": services.get_embedder(), "store": services.get_store(),
+            "chunk_tokens": settings.CHUNK_TOKENS, "overlap": settings.CHUNK_OVERLAP}
+
+
+def ocr_options() -> OcrOptions:
+    return OcrOptions(settings.OCR_MAX_PAGES, settings.OCR_LANGUAGES)
 
 
 def guarded(item: IngestItem, doc: Document, work: Callable[[Callable[[], None]], str]) -> str:
@@ -361,9 +369,7 @@ def index_attachment(run_id: int, message: Document, child: Document | None, pat
     try:
         indexed = index_file(
             file, kind, DocumentRef(child.matter_id, child.id, path, version),
-            embedder=services.get_embedder(), store=services.get_store(),
-            chunk_tokens=settings.CHUNK_TOKENS, overlap=settings.CHUNK_OVERLAP,
-            ocr=OcrOptions(settings.OCR_MAX_PAGES, settings.OCR_LANGUAGES), checkpoint=checkpoint,
+            **pipeline_options(), ocr=ocr_options(), checkpoint=checkpoint,
         )
         record_indexed(entry.id, child, version, indexed)
     except SoftTimeLimitExceeded:
