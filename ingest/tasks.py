@@ -195,9 +195,10 @@ def guarded(item: IngestItem, doc: Document, work: Callable[[Callable[[], None]]
 
 def finish_indexed(item: IngestItem, doc: Document, version: str, indexed: IndexedFile,
                    checkpoint: Callable[[], None]) -> None:
-    record_indexed(item.id, doc, version, indexed)
+    # Attachments first: the message's item ends last, so the run cannot finish before its children exist.
     if doc.kind in ATTACHMENT_KINDS:
         index_attachments(item, doc, resolve_inside(Path(doc.source.root), doc.path), checkpoint)
+    record_indexed(item.id, doc, version, indexed)
 
 
 def save_text(version: str, parsed: ParsedDocument) -> DocumentText:
