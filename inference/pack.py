@@ -2,18 +2,25 @@
 
 Hits are taken best-first while they fit; overlapping or touching chunks of one document merge
 into a single passage; passages are then labelled in canonical order (document path, position)
-so the serialized sources are identical whenever the same passages are chosen. Token counts
-come from the chunks' stored o200k counts, and the final block is counted exactly.
+so the serialized sources are identical whenever the same passages are chosen.
+
+Counting costs no tokenization of the passages: each chunk stores its o200k count, and the counts
+up to "safe cuts" inside its overlaps with its neighbours (ingest.tokens), so a merged passage's
+exact count is a sum, and the serialized block's exact count is that sum plus the counts of the
+short strings between safe cuts (labels, separators, the ends of each passage).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
-from inference.prompt import format_sources
+from inference.prompt import SOURCE_SEPARATOR, label_line_rest, source_header
 from ingest.store import Hit
+from ingest.tokens import count_tokens as default_count
+from ingest.tokens import first_safe_cut, last_safe_cut, safe_join
 
 
 @dataclass
@@ -30,6 +37,8 @@ class PackedSource:
     tokens: int = 0
     chunks: list[int] = field(default_factory=list)
     version: str = ""
+    parts: list[dict[str, Any]] = field(default_factory=list, repr=False)  # payloads joined, in order
+    hit_ids: list[str] = field(default_factory=list, repr=False)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -56,66 +65,282 @@ class Packing:
 
 
 def pack_sources(hits: list[Hit], budget: int, count_tokens: Callable[[str], int]) -> Packing:
-    """Passages from `hits` (best first) whose serialized block fits `budget` tokens."""
-    chosen: list[Hit] = []
-    dropped: list[Hit] = []
-    used = 0
-    for hit in hits:
-        cost = int(hit.payload.get("tokens", 0)) + header_cost(hit)
-        if used + cost <= budget:
-            chosen.append(hit)
-            used += cost
-        else:
-            dropped.append(hit)
-    sources = merge_passages(chosen)
-    tokens = count_tokens(format_sources(sources)) if sources else 0
+    """Passages from `hits` (best first) whose serialized block fits `budget` tokens, exactly."""
+    rank = {hit.id: position for position, hit in enumerate(hits)}
+    count_tokens = memoized(count_tokens)  # label lines and passage ends recur between rounds
+    taken: set[tuple[int, str, int]] = set()
+    chosen, left = fill(hits, budget, taken)
+    sources = merge_passages(chosen, count_tokens)
+    tokens = block_tokens(sources, count_tokens)
+    # Over (the estimates were low): give up the weakest passages, enough to cover the excess.
     while sources and tokens > budget:
-        # The estimate was off (merges and headers); give up the weakest passage and recount.
-        weakest = min(sources, key=lambda s: s.score)
-        kept = [h for h in chosen if h.payload["document"] != weakest.document_id or h.payload["chunk"] not in weakest.chunks]
-        dropped += [h for h in chosen if h not in kept]
-        chosen = kept
-        sources = merge_passages(chosen)
-        tokens = count_tokens(format_sources(sources)) if sources else 0
+        freed, excess = 0, tokens - budget
+        for weakest in sorted(sources, key=lambda s: s.score):
+            sources.remove(weakest)
+            gone = set(weakest.hit_ids)
+            left += [h for h in chosen if h.id in gone]
+            chosen = [h for h in chosen if h.id not in gone]
+            taken -= {chunk_key(h) for h in left if h.id in gone}
+            freed += weakest.tokens + count_tokens(source_header(weakest)) + 1
+            if freed >= excess:
+                break
+        label(sources)
+        tokens = block_tokens(sources, count_tokens)
+    # Under (merged neighbours share their overlap, labels cost less than guessed): fill the
+    # room left with the best hits that did not fit, while the exact count allows.
+    for _ in range(REFILL_ROUNDS):
+        left.sort(key=lambda h: rank[h.id])
+        before = set(taken)
+        extra, _ = fill(left, budget - tokens, taken)
+        while extra:
+            # Only the documents the extra hits belong to are merged again.
+            touched = {chunk_key(h)[:2] for h in extra}
+            trial = [s for s in sources if (s.document_id, s.version) not in touched]
+            trial += merge_passages([h for h in chosen + extra if chunk_key(h)[:2] in touched], count_tokens)
+            label(trial)
+            trial_tokens = block_tokens(trial, count_tokens)
+            if trial_tokens <= budget:
+                break
+            extra = extra[: len(extra) // 2]  # the estimates were low here: try the better half
+            label(sources)
+        taken.clear()
+        taken.update(before | {chunk_key(h) for h in extra})
+        if not extra:
+            break
+        added = {h.id for h in extra}
+        chosen += extra
+        left = [h for h in left if h.id not in added]
+        sources, tokens = trial, trial_tokens
+    covered: dict[tuple[int, str], list[tuple[int, int]]] = {}
     for source in sources:
-        source.tokens = count_tokens(source.text)
-    return Packing(sources, [describe_dropped(h) for h in dropped], tokens, budget)
+        covered.setdefault((source.document_id, source.version), []).append((source.start, source.end))
+    left.sort(key=lambda h: rank[h.id])
+    dropped = [describe_dropped(h) for h in left if not inside(h, covered)]
+    return Packing(sources, dropped, tokens, budget)
 
 
-def header_cost(hit: Hit) -> int:
-    # "[S12] path/to/file.pdf (page 3)\n" plus the blank line between sources, roughly.
-    return len(str(hit.payload.get("path", ""))) // 3 + 12
+REFILL_ROUNDS = 2
 
 
-def merge_passages(hits: list[Hit]) -> list[PackedSource]:
+def fill(hits: list[Hit], room: int, taken: set[tuple[int, str, int]]) -> tuple[list[Hit], list[Hit]]:
+    """The hits (in order) whose estimated costs fit `room`, and the rest. A hit next to a chunk
+    already taken costs only what merging adds (its stored count beyond the cut they share)."""
+    chosen: list[Hit] = []
+    rest: list[Hit] = []
+    for hit in hits:
+        cost = marginal(hit, taken)
+        if cost <= room:
+            chosen.append(hit)
+            taken.add(chunk_key(hit))
+            room -= cost
+        else:
+            rest.append(hit)
+    return chosen, rest
+
+
+def chunk_key(hit: Hit) -> tuple[int, str, int]:
+    p = hit.payload
+    return p["document"], p.get("version", ""), p.get("chunk", -1)
+
+
+def marginal(hit: Hit, taken: set[tuple[int, str, int]]) -> int:
+    document, version, index = chunk_key(hit)
+    p = hit.payload
+    after_previous = (document, version, index - 1) in taken and p.get("cut_before") is not None
+    before_next = (document, version, index + 1) in taken and p.get("cut") is not None
+    if after_previous and before_next and p.get("body") is not None:
+        return int(p["body"])
+    if after_previous and p.get("tail") is not None:
+        return int(p["tail"])
+    if before_next and p.get("head") is not None:
+        return int(p["head"])
+    return estimate(hit)
+
+
+def memoized(count_tokens: Callable[[str], int]) -> Callable[[str], int]:
+    known: dict[str, int] = {}
+
+    def count(text: str) -> int:
+        if text not in known:
+            known[text] = count_tokens(text)
+        return known[text]
+
+    return count
+
+
+def estimate(hit: Hit) -> int:
+    """A hit's tokens plus its label line ("[S12] path/to/file.pdf (page 3) § section", the
+    label about 3 tokens) and the separator before it."""
+    p = hit.payload
+    return int(p.get("tokens") or 0) + line_tokens(str(p.get("path", "")), p.get("page"), str(p.get("section") or "")) \
+        + LABEL_TOKENS + 1
+
+
+@lru_cache(maxsize=65536)
+def line_tokens(path: str, page: int | None, section: str) -> int:
+    """The tokens of a label line after its label (kept across questions: paths recur)."""
+    return default_count(label_line_rest(path, page, section))
+
+
+LABEL_TOKENS = 3  # "[S12]"
+
+
+@dataclass
+class LabelLine:
+    label: str
+    path: str
+    page: int | None
+    section: str
+    text: str = ""
+
+
+def inside(hit: Hit, covered: dict[tuple[int, str], list[tuple[int, int]]]) -> bool:
+    """Whether a hit's text is already inside a packed passage (then it was not left out)."""
+    p = hit.payload
+    spans = covered.get((int(p["document"]), str(p.get("version", ""))), [])
+    return any(start <= p["start"] and p["end"] <= end for start, end in spans)
+
+
+def merge_passages(hits: list[Hit], count_tokens: Callable[[str], int] | None = None) -> list[PackedSource]:
     # Keyed by version too: mid-update, a query may see chunks of two versions of one document,
     # whose offsets index different texts and must never be stitched together.
     by_document: dict[tuple[int, str], list[Hit]] = {}
     for hit in hits:
-        by_document.setdefault((int(hit.payload["document"]), str(hit.payload.get("version", ""))), []).append(hit)
+        p = hit.payload
+        key = (p["document"], p.get("version", ""))
+        if key in by_document:
+            by_document[key].append(hit)
+        else:
+            by_document[key] = [hit]
     passages: list[PackedSource] = []
+    pieces: list[list[str]] = []  # each passage's text in pieces, joined once at the end
     for (document_id, _version), group in by_document.items():
-        group.sort(key=lambda h: h.payload["start"])
+        group.sort(key=lambda h: (h.payload["start"], h.payload["end"]))
         current: PackedSource | None = None
         for hit in group:
             p = hit.payload
             if current is not None and p["start"] <= current.end:
                 if p["end"] > current.end:
-                    current.text += p["text"][current.end - p["start"] :]
+                    pieces[-1].append(p["text"][current.end - p["start"] :])
                     current.end = p["end"]
+                    current.parts.append(p)
                 current.score = max(current.score, hit.score)
                 current.chunks.append(p["chunk"])
+                current.hit_ids.append(hit.id)
                 continue
             current = PackedSource(
                 label="", document_id=document_id, path=p["path"], page=p.get("page"),
                 start=p["start"], end=p["end"], text=p["text"], score=hit.score, chunks=[p["chunk"]],
-                section=p.get("section") or "", version=str(p.get("version", "")),
+                section=p.get("section") or "", version=str(p.get("version", "")), parts=[p], hit_ids=[hit.id],
             )
             passages.append(current)
+            pieces.append([p["text"]])
+    for passage, parts in zip(passages, pieces, strict=True):
+        if len(parts) > 1:
+            passage.text = "".join(parts)
+    if count_tokens is not None:
+        for passage in passages:
+            passage.tokens = passage_tokens(passage, count_tokens)
+    label(passages)
+    return passages
+
+
+def label(passages: list[PackedSource]) -> None:
+    """Canonical order (path, position) and labels S1..Sn, so that the same passages always
+    serialize the same way and vLLM's prefix cache serves follow-up questions."""
     passages.sort(key=lambda s: (s.path, s.start))
     for number, passage in enumerate(passages, start=1):
         passage.label = f"S{number}"
-    return passages
+
+
+def passage_tokens(passage: PackedSource, count_tokens: Callable[[str], int]) -> int:
+    """The passage's exact o200k count: from the chunks' stored counts when its chunks are a
+    run of neighbours joined at their stored cuts, otherwise by counting its text."""
+    known = chained_tokens(passage.parts)
+    return known if known is not None else count_tokens(passage.text)
+
+
+def chained_tokens(parts: list[dict[str, Any]]) -> int | None:
+    """The exact count of neighbouring chunks' payloads (in order) joined into one text, or None
+    when they are not a run joined at their stored cuts (older indexes store no cuts)."""
+    if not parts:
+        return 0
+    if len(parts) == 1:
+        return None if parts[0].get("tokens") is None else int(parts[0]["tokens"])
+    for a, b in zip(parts, parts[1:], strict=False):
+        if b.get("chunk") != a.get("chunk", -2) + 1 or a.get("cut") is None or b.get("cut_before") != a.get("cut"):
+            return None
+        if not (a["start"] <= a["cut"] <= b["end"] and b["start"] <= a["end"] < b["end"]):
+            return None
+    pieces = [parts[0].get("head"), *(p.get("body") for p in parts[1:-1]), parts[-1].get("tail")]
+    if any(piece is None for piece in pieces):
+        return None
+    return sum(int(piece) for piece in pieces if piece is not None)
+
+
+def block_tokens(sources: list[PackedSource], count_tokens: Callable[[str], int]) -> int:
+    """The exact o200k count of format_sources(sources), from each passage's known count.
+
+    The block is a row of pieces: label line, passage, separator, label line, ... Where two
+    pieces meet at a safe join (ingest.tokens.safe_join: a label line's closing line break before
+    a letter, a passage's last letter before the separator, the separator before the next "["),
+    their counts add up; where they do not, the short strings around the join (cut back to the
+    nearest safe cut inside the passage) are counted together. A label line's count is known
+    too ("]" before a space is a safe join), so most passages cost no tokenization at all.
+    """
+    total = 0
+    pending = ""  # text not counted yet: the next piece may still join it
+    known = 0  # pending's count when known without tokenizing, else -1
+
+    def flush() -> None:
+        nonlocal total, pending, known
+        if pending:
+            total += known if known >= 0 else count_tokens(pending)
+        pending, known = "", 0
+
+    def take(piece: str, count: int = -1) -> None:
+        nonlocal pending, known
+        if pending and not safe_join(pending[-1], piece[0]):
+            pending, known = pending + piece, -1
+            return
+        flush()
+        pending, known = piece, count
+
+    last_index = len(sources) - 1
+    for position, source in enumerate(sources):
+        if position:
+            take(SOURCE_SEPARATOR)
+        rest = label_line_rest(source.path, source.page, source.section)
+        take(f"[{source.label}]" + rest, label_tokens(source.label) + line_tokens(source.path, source.page, source.section))
+        text = source.text
+        if not text:
+            continue
+        first = 0
+        if not safe_join(pending[-1], text[0]):
+            cut = first_safe_cut(text)
+            if cut is None:  # no safe cut at all: counted with what is around it
+                take(text)
+                continue
+            first = cut
+            pending, known = pending + text[:first], -1
+        head = count_tokens(text[:first]) if first else 0
+        flush()
+        if position == last_index or safe_join(text[-1], SOURCE_SEPARATOR[0]):
+            total += source.tokens - head
+            continue
+        last = last_safe_cut(text, first)
+        if last is None:
+            pending, known = text[first:], -1
+            continue
+        total += source.tokens - head - count_tokens(text[last:])
+        pending, known = text[last:], -1
+    flush()
+    return total
+
+
+@lru_cache(maxsize=4096)
+def label_tokens(label: str) -> int:
+    return default_count(f"[{label}]")
 
 
 def describe_dropped(hit: Hit) -> dict[str, Any]:

@@ -29,14 +29,26 @@ class SourceLike(Protocol):
     text: str
 
 
+def source_header(source: SourceLike) -> str:
+    """The label line: "[S2] contracts/lease.pdf (page 3) § 7 Termination > 7.2 Notice"."""
+    return f"[{source.label}]" + label_line_rest(source.path, source.page, source.section)
+
+
+def label_line_rest(path: str, page: int | None, section: str) -> str:
+    where = f" (page {page})" if page else ""
+    section = f" § {section}" if section else ""
+    return f" {path}{where}{section}\n"
+
+
 def format_source(source: SourceLike) -> str:
-    where = f" (page {source.page})" if source.page else ""
-    section = f" § {source.section}" if source.section else ""
-    return f"[{source.label}] {source.path}{where}{section}\n{source.text}"
+    return source_header(source) + source.text
+
+
+SOURCE_SEPARATOR = "\n\n"
 
 
 def format_sources(sources: Sequence[SourceLike]) -> str:
-    return "\n\n".join(format_source(s) for s in sources)
+    return SOURCE_SEPARATOR.join(format_source(s) for s in sources)
 
 
 def user_message(sources_block: str, question: str) -> str:

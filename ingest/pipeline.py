@@ -17,7 +17,7 @@ from ingest.ocr import OcrOptions
 from ingest.parse import ParsedDocument, parse_file
 from ingest.sparse import document_vector
 from ingest.store import ChunkPoint, VectorStore, point_id
-from ingest.tokens import count_tokens
+from ingest.tokens import chunk_counts, count_tokens, document_tokens
 
 UPSERT_BATCH = 256
 CARD_CHARS = 600  # opening characters of a document on its card
@@ -92,8 +92,10 @@ def index_parsed(
     card_vector = embedder.embed_documents([card])[0]
     checkpoint()
     label = name_words(ref.path)
-    points = [build_point(ref, chunk, vector, label) for chunk, vector in zip(chunks, vectors, strict=True)]
-    points.append(build_card(ref, card, card_vector))
+    counts = chunk_counts(parsed.text, [(chunk.start, chunk.end) for chunk in chunks])
+    points = [build_point(ref, chunk, vector, label, counted)
+              for chunk, vector, counted in zip(chunks, vectors, counts, strict=True)]
+    points.append(build_card(ref, card, card_vector, document_tokens(counts)))
     for i in range(0, len(points), UPSERT_BATCH):
         store.upsert(points[i : i + UPSERT_BATCH])
     store.delete_document(ref.document_id, keep_version=ref.version)
@@ -112,19 +114,23 @@ def card_text(path: str, text: str) -> str:
     return f"{name_words(path)}\n{' '.join(text[:CARD_CHARS].split())}"
 
 
-def build_card(ref: DocumentRef, text: str, vector: list[float]) -> ChunkPoint:
+def build_card(ref: DocumentRef, text: str, vector: list[float], tokens: int | None = None) -> ChunkPoint:
+    # `document_tokens`: the whole document's o200k count when its chunks merge back exactly, so
+    # that retrieval knows whether it fits the room before fetching its chunks.
     return ChunkPoint(
         id=point_id(ref.document_id, ref.version, "card"),
         vector=vector,
         sparse=document_vector(text),
         payload={"matter": ref.matter_id, "document": ref.document_id, "version": ref.version, "kind": "card",
-                 "path": ref.path, "text": text},
+                 "path": ref.path, "text": text, "document_tokens": tokens},
     )
 
 
-def build_point(ref: DocumentRef, chunk: Chunk, vector: list[float], label: str = "") -> ChunkPoint:
+def build_point(ref: DocumentRef, chunk: Chunk, vector: list[float], label: str = "",
+                counts: dict[str, int | None] | None = None) -> ChunkPoint:
     # The lexical vector also holds the file's name and the chunk's section, so that a question
-    # naming a document or a clause heading matches its chunks.
+    # naming a document or a clause heading matches its chunks. `counts` (ingest.tokens.chunk_counts)
+    # let packing add up merged neighbours exactly; without them it counts such passages itself.
     return ChunkPoint(
         id=point_id(ref.document_id, ref.version, chunk.index),
         vector=vector,
@@ -140,7 +146,7 @@ def build_point(ref: DocumentRef, chunk: Chunk, vector: list[float], label: str 
             "section": chunk.section,
             "start": chunk.start,
             "end": chunk.end,
-            "tokens": count_tokens(chunk.text),
             "text": chunk.text,
+            **(counts or {"tokens": count_tokens(chunk.text)}),
         },
     )
