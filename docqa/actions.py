@@ -18,7 +18,7 @@ from django.db.models import Count, Q, Sum
 from django.utils import timezone
 
 from docqa import services
-from docqa.llm import get_llm
+from docqa.llm import get_llm, get_reranker
 from docqa.models import (
     FINAL_STATES,
     Answer,
@@ -396,7 +396,7 @@ def do_ask(
             text, matter_ids=[matter.id], embedder=services.get_embedder(), store=services.get_store(),
             llm=llm, budget=budget, effort=effort,
             max_completion_tokens=reserved_output(effort), on_event=on_event, retrieval=settings.RETRIEVAL,
-            history=history,
+            history=history, reranker=get_reranker(),
             # Prefix-cache entries are kept apart per matter, so one matter's cached
             # sources can never shorten (and so reveal) another's prompt timing.
             cache_salt=f"matter-{matter.id}",

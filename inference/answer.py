@@ -23,6 +23,7 @@ from inference.prompt import (
     history_tokens,
     user_message,
 )
+from inference.rerank import Reranker
 from inference.retrieve import retrieve
 from ingest.embed import Embedder
 from ingest.store import VectorStore
@@ -93,6 +94,7 @@ def answer_question(
     on_event: EventSink = lambda kind, data: None,
     retrieval: str = "hybrid",
     history: Sequence[Turn] = (),
+    reranker: Reranker | None = None,
 ) -> AnswerResult:
     on_event("status", "retrieving")
     history = list(history)
@@ -103,7 +105,7 @@ def answer_question(
     # A follow-up ("and the notice period?") is searched together with the question before it.
     search_text = f"{history[-1][0]}\n{question}" if history else question
     found = retrieve(search_text, matter_ids=matter_ids, embedder=embedder, store=store,
-                     limit=retrieval_limit(room), mode=retrieval, room=room)
+                     limit=retrieval_limit(room), mode=retrieval, room=room, reranker=reranker)
     packing = pack_sources(found.hits, room, count_tokens)
     on_event("status", f"packed {len(packing.sources)} sources / {packing.tokens} tokens")
     usage: dict[str, Any] = {"budget": budget, "source_tokens": packing.tokens}

@@ -2,20 +2,25 @@
 
 Chunks are searched with a dense and a sparse vector fused by reciprocal rank inside Qdrant,
 always filtered to the allowed matters in the query itself. Documents are ranked too, by their
-card (file name and opening text: title, parties, date), so that a question naming "the
-Hosting Agreement between IBM and Quantum" finds that document first; the chunks of the best
-documents are then ranked within them, and the two rankings are fused. When the best documents
+card (file name and opening text: title, parties, date). A question that names a document
+("the Hosting Agreement between IBM and Quantum") finds it first: the chunks of the best
+documents are ranked within them, those of the named one also by the question without the
+words that name it, and these rankings are fused with the cards' order. A question that names
+no document is ranked by its chunks alone. When the best documents
 fit the token budget whole, all their chunks go first, so packing sends them complete (merged
 back into one passage each). The result is one list of chunk hits, best first, for packing.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from inference.pack import chained_tokens
+from inference.rerank import Reranker
 from ingest.embed import Embedder
-from ingest.sparse import query_vector
+from ingest.sparse import query_vector, terms
 from ingest.store import Hit, SearchQuery, VectorStore, point_id
 
 MODES = ("hybrid", "dense", "sparse")
@@ -23,9 +28,10 @@ RRF_K = 60
 TOP_DOCUMENTS = 3  # documents whose chunks are ranked within the document too
 CARD_LIMIT = 10
 NEIGHBOUR_HITS = 5  # the best hits bring the chunks on either side of them
+NEIGHBOUR_ROOM = 4000  # ... one of them per this many tokens of room
 WHOLE_CANDIDATES = 5  # documents of the best few chunks may be sent whole
 MAX_DOCUMENT_CHUNKS = 2000
-HEADER_TOKENS = 12  # a source's label line, roughly (inference.pack.header_cost)
+HEADER_TOKENS = 12  # a source's label line, roughly (inference.pack.estimate)
 
 
 @dataclass
@@ -46,30 +52,47 @@ def make_query(question: str, embedder: Embedder, mode: str) -> SearchQuery:
 
 
 def retrieve(question: str, *, matter_ids: list[int], embedder: Embedder, store: VectorStore, limit: int,
-             mode: str = "hybrid", documents_first: bool = True, room: int | None = None) -> Retrieval:
+             mode: str = "hybrid", documents_first: bool = True, room: int | None = None,
+             reranker: Reranker | None = None) -> Retrieval:
     """Chunk hits for `question`, best first. With `room` (the token budget for sources), the
-    best documents that fit whole come first, whole, so that packing sends them complete."""
+    best documents that fit whole come first, whole, so that packing sends them complete. With
+    a `reranker`, a cross-encoder reorders the best of the fused ranking."""
     query = make_query(question, embedder, mode)
     chunks = store.search(query, matter_ids, limit)
     if not documents_first:
+        chunks = reranker.rerank(question, chunks) if reranker else chunks
         return Retrieval(chunks, [], mode, [], chunks)
     cards = store.search(query, matter_ids, CARD_LIMIT, cards=True)
     ranked_documents = unique(int(c.payload["document"]) for c in cards)
     top = ranked_documents[:TOP_DOCUMENTS]
-    within = store.search(query, matter_ids, limit, documents=top) if top else []
-    ranked = fuse(chunks, within, ranked_documents)
-    hits = with_neighbours(ranked, store, matter_ids)
+    # A question names a document when some clause of it is mostly words of the best card
+    # ("Consider the Hosting Agreement between IBM and Quantum; ..."). Within that document
+    # those words match every chunk alike, so its chunks are also ranked by the rest.
+    focused = focus(question, [str(c.payload.get("text", "")) for c in cards[:1]])
+    names_document = bool(top) and focused != question
+    focused_query = make_query(focused, embedder, mode) if names_document else query
+    within = store.search(focused_query, matter_ids, limit, documents=top) if names_document else []
+    inner = store.search(focused_query, matter_ids, limit, documents=top[:1]) if names_document else []
+    # Only a question that names a document is steered by the cards; one that names none ("what
+    # is the incubation period?") is ranked by its chunks alone, wherever they are.
+    ranked = fuse([chunks, within, inner], ranked_documents) if names_document else chunks
+    if reranker is not None:
+        ranked = reranker.rerank(question, ranked)
+    # Neighbours take room: one best hit brings them per 4k tokens of room, at most five.
+    hits = with_neighbours(ranked, store, matter_ids,
+                           NEIGHBOUR_HITS if not room else max(1, min(NEIGHBOUR_HITS, room // NEIGHBOUR_ROOM)))
     whole: list[int] = []
     if room:
         hits, whole = whole_documents_first(hits, query, matter_ids, store, room)
     return Retrieval(hits, ranked_documents, mode, whole, ranked)
 
 
-def with_neighbours(hits: list[Hit], store: VectorStore, matter_ids: list[int]) -> list[Hit]:
+def with_neighbours(hits: list[Hit], store: VectorStore, matter_ids: list[int],
+                    count: int = NEIGHBOUR_HITS) -> list[Hit]:
     """Each of the best hits is followed by the chunks just before and after it in its document,
     so that a passage cut at a chunk edge reaches the model whole (packing merges them)."""
     wanted: list[str] = []
-    for hit in hits[:NEIGHBOUR_HITS]:
+    for hit in hits[:count]:
         p = hit.payload
         for index in (int(p["chunk"]) - 1, int(p["chunk"]) + 1):
             if index >= 0:
@@ -82,7 +105,7 @@ def with_neighbours(hits: list[Hit], store: VectorStore, matter_ids: list[int]) 
     result: list[Hit] = []
     for position, hit in enumerate(hits):
         result.append(hit)
-        if position < NEIGHBOUR_HITS:
+        if position < count:
             p = hit.payload
             for index in (int(p["chunk"]) - 1, int(p["chunk"]) + 1):
                 neighbour = fetched.pop(point_id(int(p["document"]), str(p["version"]), index), None) if index >= 0 else None
@@ -95,13 +118,23 @@ def whole_documents_first(hits: list[Hit], query: SearchQuery, matter_ids: list[
                           room: int) -> tuple[list[Hit], list[int]]:
     """Put every chunk of the best documents first while each fits whole in what is left of the
     room, keeping a quarter of the room for the best passages of other documents."""
+    versions = {int(h.payload["document"]): str(h.payload["version"]) for h in reversed(hits[:WHOLE_CANDIDATES])}
     candidates = unique(int(h.payload["document"]) for h in hits[:WHOLE_CANDIDATES])
+    # The cards know each document's size: one that cannot fit is not fetched.
+    sizes = {int(c.payload["document"]): c.payload.get("document_tokens")
+             for c in store.fetch([point_id(d, versions[d], "card") for d in candidates])
+             if int(c.payload.get("matter", -1)) in matter_ids}
     left = room - room // 4
     first: list[Hit] = []
     whole: list[int] = []
     for document in candidates:
+        size = sizes.get(document)
+        if size is not None and int(size) + HEADER_TOKENS > left:
+            break
         chunks = store.search(query, matter_ids, MAX_DOCUMENT_CHUNKS, documents=[document])
-        cost = sum(int(h.payload.get("tokens", 0)) for h in chunks) + HEADER_TOKENS * len(chunks)
+        run = sorted((h.payload for h in chunks), key=lambda p: int(p["chunk"]))
+        exact = chained_tokens(run)  # sent whole, the chunks merge into one passage
+        cost = exact + HEADER_TOKENS if exact is not None else sum(int(p.get("tokens") or 0) + HEADER_TOKENS for p in run)
         if not chunks or cost > left or len(chunks) >= MAX_DOCUMENT_CHUNKS:
             break
         first += chunks
@@ -111,13 +144,34 @@ def whole_documents_first(hits: list[Hit], query: SearchQuery, matter_ids: list[
     return first + [h for h in hits if h.id not in taken], whole
 
 
-def fuse(chunks: list[Hit], within: list[Hit], documents: list[int]) -> list[Hit]:
-    """Reciprocal-rank fusion of the global chunk ranking, the ranking within the best
-    documents, and each chunk's document rank by card."""
+CLAUSE = re.compile(r"(?<=[;:?!.])\s+|,\s+|\s+(?=\b(?:what|which|who|whom|when|where|why|how|does|do|is|are|was|were|can|may|shall|will|has|have|did)\b)", re.I)
+NAMING_SHARE = 0.6  # a clause is naming the document when this share of its terms is on its card
+
+
+def focus(question: str, cards: list[str]) -> str:
+    """The question without the clauses that only name the document ("Consider the Hosting
+    Agreement between IBM and Quantum;", "in the 2019 master services agreement,"): those whose
+    terms are mostly on the best document's card (its file name, title and parties)."""
+    if not cards:
+        return question
+    card_terms = set(terms(" ".join(cards)))
+    kept = []
+    for clause in CLAUSE.split(question):
+        words = terms(clause)
+        if words and sum(w in card_terms for w in words) / len(words) >= NAMING_SHARE:
+            continue
+        kept.append(clause)
+    rest = " ".join(kept).strip()
+    return rest if terms(rest) else question
+
+
+def fuse(rankings: list[list[Hit]], documents: list[int]) -> list[Hit]:
+    """Reciprocal-rank fusion of chunk rankings (global, within the best documents, within the
+    named one) and each chunk's document rank by card."""
     scores: dict[str, float] = {}
     by_id: dict[str, Hit] = {}
     document_rank = {document: rank for rank, document in enumerate(documents)}
-    for ranking in (chunks, within):
+    for ranking in rankings:
         for rank, hit in enumerate(ranking):
             scores[hit.id] = scores.get(hit.id, 0.0) + 1 / (RRF_K + rank + 1)
             by_id.setdefault(hit.id, hit)

@@ -165,3 +165,52 @@ def test_the_best_document_goes_first_and_whole_when_it_fits(store: VectorStore,
     packed = pack_sources(roomy.hits, 1000, count_tokens)
     schedule = [s for s in packed.sources if s.path == "schedules.txt"]
     assert len(schedule) == 1 and schedule[0].text == "".join(parts)  # one passage: the whole document
+
+
+@pytest.fixture(scope="module")
+def cross_encoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real sentence-transformers cross-encoder folder, made offline from MiniLM's weights with
+    a seeded scoring head (no trained cross-encoder ships as a package; its order is arbitrary,
+    but it runs the very code a trained one does)."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from ingest.embed import default_model_path
+
+    folder = tmp_path_factory.mktemp("cross-encoder")
+    torch.manual_seed(0)
+    AutoModelForSequenceClassification.from_pretrained(str(default_model_path()), num_labels=1).save_pretrained(folder)
+    AutoTokenizer.from_pretrained(str(default_model_path())).save_pretrained(folder)
+    return folder
+
+
+def test_reranking_reorders_the_best_hits_inside_the_matters_only(store: VectorStore, embedder: Embedder,
+                                                                   cross_encoder: Path) -> None:
+    from inference.rerank import Reranker
+    from inference.retrieve import retrieve
+
+    reranker = Reranker(cross_encoder, top=2)
+    plain = retrieve("When are the hydraulic pumps delivered?", matter_ids=[1], embedder=embedder, store=store, limit=10)
+    reranked = retrieve("When are the hydraulic pumps delivered?", matter_ids=[1], embedder=embedder, store=store,
+                        limit=10, reranker=reranker)
+
+    assert {int(h.payload["matter"]) for h in reranked.ranked} == {1}
+    assert sorted(h.id for h in reranked.ranked) == sorted(h.id for h in plain.ranked)
+    scores = reranker.model.predict([("When are the hydraulic pumps delivered?", h.payload["text"]) for h in plain.ranked[:2]])
+    expected = [plain.ranked[i].id for i in sorted(range(2), key=lambda i: -float(scores[i]))]
+    assert [h.id for h in reranked.ranked[:2]] == expected
+    assert [h.id for h in reranked.ranked[2:]] == [h.id for h in plain.ranked[2:]]
+    assert [h.score for h in reranked.ranked] == sorted((h.score for h in reranked.ranked), reverse=True)
+
+
+def test_reranking_is_off_by_default_and_a_wrong_folder_says_so(settings: Any, tmp_path: Path) -> None:
+    from docqa.llm import get_reranker
+    from inference.rerank import RerankerMissing
+
+    get_reranker.cache_clear()
+    assert get_reranker() is None
+    settings.RERANK_MODEL = str(tmp_path / "nothing-here")
+    get_reranker.cache_clear()
+    with pytest.raises(RerankerMissing, match="holds no model"):
+        get_reranker()
+    get_reranker.cache_clear()

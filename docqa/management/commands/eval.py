@@ -6,10 +6,11 @@ import json
 from pathlib import Path
 from typing import Any
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from docqa import actions, services
-from docqa.llm import get_llm
+from docqa.llm import get_llm, get_reranker
 from docqa.management.base import cli_actor, shutdown, start_local_work
 from docqa.models import Document, DocumentStatus
 from inference.answer import answer_question, retrieval_limit, source_budget
@@ -31,7 +32,9 @@ class Command(BaseCommand):
         parser.add_argument("--docs", type=Path, required=True, help="the folder the answers' files are in")
         parser.add_argument("--matter", required=True, help="matter to index the folder into (synced first)")
         parser.add_argument("--budget", type=int, action="append", help="token budget(s) to pack at (repeatable)")
-        parser.add_argument("--modes", default=",".join(MODES), help="retrieval modes, comma-separated")
+        parser.add_argument("--modes", default=",".join(MODES),
+                            help="retrieval modes, comma-separated; with DOCQA_RERANK_MODEL set, "
+                                 "hybrid+rerank is added by default")
         parser.add_argument("--json", action="store_true", help="print one JSON object")
         parser.add_argument("--answer-budget", type=int, default=16384,
                             help="with a language model configured: budget of the answers checked (default 16k)")
@@ -39,8 +42,13 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         budgets = tuple(options["budget"] or BUDGETS)
         modes = [m.strip() for m in options["modes"].split(",") if m.strip()]
-        if unknown := [m for m in modes if m not in MODES]:
-            raise CommandError(f"unknown mode(s) {', '.join(unknown)}; choose from {', '.join(MODES)}")
+        known = [*MODES, *(f"{m}+rerank" for m in MODES)]
+        if unknown := [m for m in modes if m not in known]:
+            raise CommandError(f"unknown mode(s) {', '.join(unknown)}; choose from {', '.join(known)}")
+        if settings.RERANK_MODEL and options["modes"] == ",".join(MODES):
+            modes.append("hybrid+rerank")
+        if any(m.endswith("+rerank") for m in modes) and not settings.RERANK_MODEL:
+            raise CommandError("the +rerank modes need DOCQA_RERANK_MODEL: a local cross-encoder folder")
         questions = read_questions(options["questions"])
         start_local_work("eval command")
         try:
@@ -81,12 +89,14 @@ def read_questions(path: Path) -> list[dict[str, Any]]:
 def evaluate(questions: list[dict[str, Any]], documents: dict[str, int], matter_id: int, mode: str,
              budgets: tuple[int, ...]) -> list[QuestionScore]:
     embedder, store = services.get_embedder(), services.get_store()
+    mode, _, rerank = mode.partition("+")
+    reranker = get_reranker() if rerank else None
     scores = []
     for question in questions:
         text = question["question"]
         gold = [GoldSpan(documents.get(a["file"], -1), a["start"], a["end"]) for a in question["answers"]]
         found = retrieve(text, matter_ids=[matter_id], embedder=embedder, store=store, mode=mode,
-                         limit=retrieval_limit(source_budget(max(budgets), text)))
+                         limit=retrieval_limit(source_budget(max(budgets), text)), reranker=reranker)
         ranked = found.ranked
         score = QuestionScore(str(question.get("id", "")), str(question.get("source", "")), document_rank(ranked, gold))
         score.span_recall = {k: span_recall(ranked, gold, k) for k in KS}
@@ -94,7 +104,7 @@ def evaluate(questions: list[dict[str, Any]], documents: dict[str, int], matter_
             # Packing as `ask` does it: retrieval knows the room, so documents that fit go whole.
             room = source_budget(budget, text)
             packed = retrieve(text, matter_ids=[matter_id], embedder=embedder, store=store, mode=mode,
-                              limit=retrieval_limit(room), room=room)
+                              limit=retrieval_limit(room), room=room, reranker=reranker)
             score.packed[budget] = fully_packed(pack_sources(packed.hits, room, count_tokens), gold)
         scores.append(score)
     return scores
@@ -108,7 +118,8 @@ def check_answers(questions: list[dict[str, Any]], matter_id: int, budget: int) 
     for question in questions:
         try:
             result = answer_question(question["question"], matter_ids=[matter_id], embedder=embedder, store=store,
-                                     llm=llm, budget=budget, effort="low", max_completion_tokens=4096)
+                                     llm=llm, budget=budget, effort="low", max_completion_tokens=4096,
+                                     reranker=get_reranker())
         except DocqaError:
             failed += 1
             continue
