@@ -95,3 +95,14 @@ def test_served_ui_signs_in_and_answers_from_the_sample(served) -> None:
     assert answer.status_code == 200
     assert "No language model is connected" in answer.text
     assert "contracts/supply-agreement.txt" in answer.text and "twenty-four (24) months" in answer.text
+
+
+def test_commands_on_a_database_never_set_up_say_how_to_set_it_up(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DOCQA_")}
+    env.update(DJANGO_SETTINGS_MODULE="docqa.settings", DOCQA_DATA_DIR=str(tmp_path / "var"))
+    for args in (("ask", "--matter", "default", "Who are the parties?"), ("runs",),
+                 ("ingest", str(REPO / "sample"), "--matter", "default")):
+        result = manage(env, *args, timeout=120)
+        assert result.returncode == 1, (args, result.stderr)
+        assert "Traceback" not in result.stderr
+        assert "run `python manage.py migrate` first" in result.stderr, (args, result.stderr)

@@ -15,8 +15,26 @@ def cli_actor(username: str | None) -> str:
     return f"cli:{username or getpass.getuser()}"
 
 
+def require_database() -> None:
+    """Stop with the fix, not a stack trace, when the database has not been set up."""
+    from django.db import DEFAULT_DB_ALIAS, connections
+    from django.db.migrations.executor import MigrationExecutor
+
+    try:
+        executor = MigrationExecutor(connections[DEFAULT_DB_ALIAS])
+        pending = executor.migration_plan(executor.loader.graph.leaf_nodes())
+    except Exception as exc:  # an unreachable database says why in its own words
+        raise CommandError(f"cannot reach the database: {exc}") from exc
+    if pending:
+        raise CommandError(
+            f"the database is not set up ({len(pending)} migrations pending): run "
+            "`python manage.py migrate` first (`make run` does it for you)"
+        )
+
+
 def claim_embedded(purpose: str) -> None:
-    """In the embedded default, take var/'s lock or stop at once with the reason."""
+    """Check the database; in the embedded default, take var/'s lock or stop at once with the reason."""
+    require_database()
     if settings.QDRANT_URL:
         return
     try:

@@ -9,7 +9,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from docqa import actions
-from docqa.management.base import claim_embedded, cli_actor, shutdown
+from docqa.management.base import claim_embedded, cli_actor, require_database, shutdown
 from docqa.models import Conversation, Matter
 from ingest.errors import DocqaError
 
@@ -32,6 +32,7 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         if options["batch"] == bool(options["question"]):
             raise CommandError("give one QUESTION, or --batch with questions on standard input")
+        require_database()
         matter = Matter.objects.filter(slug=options["matter"]).first()
         if matter is None:
             raise CommandError(f"no matter {options['matter']!r}; ingest a folder into it first")

@@ -14,7 +14,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from docqa import actions
-from docqa.management.base import cli_actor, shutdown, start_local_work
+from docqa.management.base import cli_actor, require_database, shutdown, start_local_work
 from docqa.models import IngestRun
 
 
@@ -29,6 +29,7 @@ class Command(BaseCommand):
         parser.add_argument("--no-wait", action="store_true", help="resume/retry: queue the work and return")
 
     def handle(self, *args: Any, **options: Any) -> None:
+        require_database()
         if options["action"] == "list":
             return self.list_runs(options["matter"])
         run = IngestRun.objects.filter(id=options["run"]).select_related("matter", "source").first()
