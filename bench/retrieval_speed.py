@@ -1,8 +1,8 @@
 """Answer-path speed with 100,000 chunks in the embedded engine (no GPU, no LLM time).
 
-Builds an embedded Qdrant store of `--chunks` points (default 100,000) in 2,000 documents
-across 10 matters: the dev corpus's chunks (real text, real MiniLM vectors and BM25 vectors),
-repeated with a little noise on the dense vectors so that every point is distinct, plus one card
+Builds an embedded Qdrant store of `--chunks` points (default 100,000) across 10 matters: whole
+copies of the dev corpus's documents (real text, offsets and stored o200k counts, real MiniLM and
+BM25 vectors, a little noise on the dense vectors so that every point is distinct), plus one card
 per document. Then, for the dev questions:
 1. retrieval (query embedding, hybrid search, cards, ranking within the best documents,
    neighbours) + packing at a 16k budget: p50 and p95 (target p95 < 100 ms);
@@ -25,7 +25,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 DEV = REPO.parent / "shared" / "corpus" / "dev"
-MATTERS, DOCUMENTS = 10, 2000
+MATTERS = 10
 
 
 def percentile(values: list[float], share: float) -> float:
@@ -50,43 +50,52 @@ def build_store(path: Path, total: int) -> tuple[object, object, list[dict]]:
     from ingest.pipeline import card_text
     from ingest.sparse import document_vector
     from ingest.store import ChunkPoint, EdgeStore, point_id
-    from ingest.tokens import count_tokens
+    from ingest.tokens import chunk_counts, document_tokens
 
     embedder = Embedder()
-    pieces = []
+    documents = []  # per dev document: its chunks and their stored counts, as ingest makes them
     for found in walk_folder(DEV / "docs", max_bytes=100 << 20).files:
         parsed = parse_file(found.abspath, found.kind)
-        pieces += chunk_document(parsed, embedder.count_tokens, max_tokens=200, overlap=32, hard_limit=embedder.token_limit)
+        chunks = chunk_document(parsed, embedder.count_tokens, max_tokens=200, overlap=32, hard_limit=embedder.token_limit)
+        documents.append((chunks, chunk_counts(parsed.text, [(c.start, c.end) for c in chunks])))
+    pieces = [c for chunks, _ in documents for c in chunks]
     started = time.perf_counter()
     vectors = np.array(embedder.embed_documents([p.text for p in pieces]), dtype=np.float32)
-    print(f"embedded {len(pieces):,} distinct dev chunks in {time.perf_counter() - started:.0f} s")
+    print(f"embedded {len(pieces):,} distinct dev chunks of {len(documents)} documents in {time.perf_counter() - started:.0f} s")
     sparse = [document_vector(p.text) for p in pieces]
-    tokens = [count_tokens(p.text) for p in pieces]
+    first = [0]
+    for chunks, _ in documents:
+        first.append(first[-1] + len(chunks))
     store = EdgeStore(path, 384)
     rng = np.random.default_rng(7)
-    per_document = max(1, total // DOCUMENTS)
     started = time.perf_counter()
     batch: list = []
-    for n in range(total):
-        document, index = n // per_document, n % per_document
-        source = n % len(pieces)
-        vector = vectors[source] + rng.normal(0, 0.02, 384).astype(np.float32)
-        vector /= np.linalg.norm(vector)
-        piece = pieces[source]
-        payload = {"matter": document % MATTERS + 1, "document": document, "version": "v1", "kind": "chunk",
-                   "chunk": index, "path": f"matter/doc-{document:04d}.txt", "page": None, "section": piece.section,
-                   "start": index * 900, "end": index * 900 + len(piece.text), "tokens": tokens[source], "text": piece.text}
-        batch.append(ChunkPoint(point_id(document, "v1", index), vector.tolist(), payload, sparse[source]))
-        if index == 0:
-            card = card_text(payload["path"], piece.text)
-            batch.append(ChunkPoint(point_id(document, "v1", "card"), vector.tolist(),
-                                    {**payload, "kind": "card", "text": card}, document_vector(card)))
+    n = document = 0
+    while n < total:
+        # Copies of the dev documents, whole, with their real offsets and counts.
+        chunks, counts = documents[document % len(documents)]
+        path_name = f"matter/doc-{document:04d}.txt"
+        for chunk, counted in zip(chunks, counts, strict=True):
+            source = first[document % len(documents)] + chunk.index
+            vector = vectors[source] + rng.normal(0, 0.02, 384).astype(np.float32)
+            vector /= np.linalg.norm(vector)
+            payload = {"matter": document % MATTERS + 1, "document": document, "version": "v1", "kind": "chunk",
+                       "chunk": chunk.index, "path": path_name, "page": chunk.page, "section": chunk.section,
+                       "start": chunk.start, "end": chunk.end, "text": chunk.text, **counted}
+            batch.append(ChunkPoint(point_id(document, "v1", chunk.index), vector.tolist(), payload, sparse[source]))
+            n += 1
+        card = card_text(path_name, chunks[0].text)
+        batch.append(ChunkPoint(point_id(document, "v1", "card"), vectors[first[document % len(documents)]].tolist(),
+                                {"matter": document % MATTERS + 1, "document": document, "version": "v1",
+                                 "kind": "card", "path": path_name, "text": card,
+                                 "document_tokens": document_tokens(counts)}, document_vector(card)))
+        document += 1
         if len(batch) >= 1000:
             store.upsert(batch)
             batch = []
     if batch:
         store.upsert(batch)
-    print(f"upserted {total:,} chunk points and {DOCUMENTS:,} cards in {time.perf_counter() - started:.0f} s")
+    print(f"upserted {n:,} chunk points and {document:,} cards in {time.perf_counter() - started:.0f} s")
     return embedder, store, pieces
 
 
