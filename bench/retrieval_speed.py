@@ -88,7 +88,8 @@ def build_store(path: Path, total: int) -> tuple[object, object, list[dict]]:
         batch.append(ChunkPoint(point_id(document, "v1", "card"), vectors[first[document % len(documents)]].tolist(),
                                 {"matter": document % MATTERS + 1, "document": document, "version": "v1",
                                  "kind": "card", "path": path_name, "text": card,
-                                 "document_tokens": document_tokens(counts)}, document_vector(card)))
+                                 "document_tokens": document_tokens(counts), "chunk_count": len(chunks)},
+                                document_vector(card)))
         document += 1
         if len(batch) >= 1000:
             store.upsert(batch)

@@ -121,17 +121,30 @@ def whole_documents_first(hits: list[Hit], query: SearchQuery, matter_ids: list[
     versions = {int(h.payload["document"]): str(h.payload["version"]) for h in reversed(hits[:WHOLE_CANDIDATES])}
     candidates = unique(int(h.payload["document"]) for h in hits[:WHOLE_CANDIDATES])
     # The cards know each document's size: one that cannot fit is not fetched.
-    sizes = {int(c.payload["document"]): c.payload.get("document_tokens")
+    cards = {int(c.payload["document"]): c.payload
              for c in store.fetch([point_id(d, versions[d], "card") for d in candidates])
              if int(c.payload.get("matter", -1)) in matter_ids}
+    best: dict[int, float] = {}
+    for hit in hits[:WHOLE_CANDIDATES]:
+        best.setdefault(int(hit.payload["document"]), hit.score)
     left = room - room // 4
     first: list[Hit] = []
     whole: list[int] = []
     for document in candidates:
-        size = sizes.get(document)
+        card = cards.get(document, {})
+        size, count = card.get("document_tokens"), card.get("chunk_count")
         if size is not None and int(size) + HEADER_TOKENS > left:
             break
-        chunks = store.search(query, matter_ids, MAX_DOCUMENT_CHUNKS, documents=[document])
+        chunks: list[Hit] = []
+        if size is not None and count is not None:
+            # Fetched by their ids (document, version, index), with no scoring at all.
+            place = {h.id: position for position, h in enumerate(hits)}
+            chunks = sorted((Hit(h.id, best[document], h.payload)
+                             for h in store.fetch([point_id(document, versions[document], i) for i in range(int(count))])
+                             if int(h.payload.get("matter", -1)) in matter_ids),
+                            key=lambda h: (place.get(h.id, len(place)), int(h.payload["chunk"])))  # best first
+        if len(chunks) != count:
+            chunks = store.search(query, matter_ids, MAX_DOCUMENT_CHUNKS, documents=[document])
         run = sorted((h.payload for h in chunks), key=lambda p: int(p["chunk"]))
         exact = chained_tokens(run)  # sent whole, the chunks merge into one passage
         cost = exact + HEADER_TOKENS if exact is not None else sum(int(p.get("tokens") or 0) + HEADER_TOKENS for p in run)

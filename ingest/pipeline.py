@@ -95,7 +95,7 @@ def index_parsed(
     counts = chunk_counts(parsed.text, [(chunk.start, chunk.end) for chunk in chunks])
     points = [build_point(ref, chunk, vector, label, counted)
               for chunk, vector, counted in zip(chunks, vectors, counts, strict=True)]
-    points.append(build_card(ref, card, card_vector, document_tokens(counts)))
+    points.append(build_card(ref, card, card_vector, document_tokens(counts), len(chunks)))
     for i in range(0, len(points), UPSERT_BATCH):
         store.upsert(points[i : i + UPSERT_BATCH])
     store.delete_document(ref.document_id, keep_version=ref.version)
@@ -114,15 +114,18 @@ def card_text(path: str, text: str) -> str:
     return f"{name_words(path)}\n{' '.join(text[:CARD_CHARS].split())}"
 
 
-def build_card(ref: DocumentRef, text: str, vector: list[float], tokens: int | None = None) -> ChunkPoint:
+def build_card(ref: DocumentRef, text: str, vector: list[float], tokens: int | None = None,
+               chunk_count: int | None = None) -> ChunkPoint:
     # `document_tokens`: the whole document's o200k count when its chunks merge back exactly, so
-    # that retrieval knows whether it fits the room before fetching its chunks.
+    # that retrieval knows whether it fits the room before fetching its chunks (by their ids,
+    # index 0 .. chunk_count - 1).
     return ChunkPoint(
         id=point_id(ref.document_id, ref.version, "card"),
         vector=vector,
         sparse=document_vector(text),
         payload={"matter": ref.matter_id, "document": ref.document_id, "version": ref.version, "kind": "card",
-                 "path": ref.path, "text": text, "document_tokens": tokens},
+                 "path": ref.path, "text": text, "document_tokens": tokens,
+                 "chunk_count": chunk_count},
     )
 
 

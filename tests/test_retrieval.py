@@ -167,6 +167,44 @@ def test_the_best_document_goes_first_and_whole_when_it_fits(store: VectorStore,
     assert len(schedule) == 1 and schedule[0].text == "".join(parts)  # one passage: the whole document
 
 
+def test_a_whole_document_is_fetched_by_id_when_its_card_says_it_fits(store: VectorStore, embedder: Embedder,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    from inference.retrieve import retrieve
+    from ingest.tokens import chunk_counts, document_tokens
+
+    parts = ["Schedule A lists the pump models. ", "Schedule B sets the pump prices. ", "Schedule C sets the pump warranty."]
+    text = "".join(parts)
+    spans = [(text.index(part), text.index(part) + len(part)) for part in parts]
+    counts = chunk_counts(text, spans)
+    points = []
+    for index, ((start, end), counted) in enumerate(zip(spans, counts, strict=True)):
+        payload = {"matter": 1, "document": 31, "version": "v1", "chunk": index, "kind": "chunk",
+                   "path": "schedules.txt", "start": start, "end": end, "text": text[start:end], **counted}
+        points.append(ChunkPoint(point_id(31, "v1", index), embedder.embed_query(parts[index]), payload,
+                                 document_vector(parts[index])))
+    card = "Schedules of the pump supply agreement: models, prices, warranty"
+    size = document_tokens(counts)
+    assert size is not None
+    points.append(ChunkPoint(point_id(31, "v1", "card"), embedder.embed_query(card),
+                             {"matter": 1, "document": 31, "version": "v1", "kind": "card", "path": "schedules.txt",
+                              "text": card, "document_tokens": size, "chunk_count": 3}, document_vector(card)))
+    store.upsert(points)
+    searched: list[object] = []
+    search = store.search
+    monkeypatch.setattr(store, "search", lambda *a, **k: searched.append(k.get("documents")) or search(*a, **k))
+    question = "What does schedule B say about pump prices?"
+
+    roomy = retrieve(question, matter_ids=[1], embedder=embedder, store=store, limit=10, room=1000)
+    tight = retrieve(question, matter_ids=[1], embedder=embedder, store=store, limit=10, room=size)
+
+    assert roomy.whole[:1] == [31] and {h.payload["chunk"] for h in roomy.hits[:3]} == {0, 1, 2}
+    assert roomy.hits[0].payload["chunk"] == 1  # best first, as ranked
+    assert [31] not in searched  # fetched by id, never searched for
+    assert 31 not in tight.whole  # a quarter of the room is kept for other documents
+    other = retrieve(question, matter_ids=[2], embedder=embedder, store=store, limit=10, room=1000)
+    assert other.hits and {h.payload["matter"] for h in other.hits} == {2}
+
+
 @pytest.fixture(scope="module")
 def cross_encoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real sentence-transformers cross-encoder folder, made offline from MiniLM's weights with
