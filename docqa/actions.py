@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
+from django.contrib.auth.models import Group
 from django.db import IntegrityError, transaction
 from django.db.models import Count, Q, Sum
 from django.utils import timezone
@@ -28,11 +29,14 @@ from docqa.models import (
     Conversation,
     Document,
     DocumentStatus,
+    Exclusion,
     IngestItem,
     IngestRun,
     ItemState,
     Matter,
+    Membership,
     Question,
+    Role,
     RunStatus,
     Source,
 )
@@ -84,6 +88,58 @@ def get_or_create_matter(slug: str, actor: str) -> Matter:
     if created:
         record_audit(actor, "matter.create", matter, {"slug": slug})
     return matter
+
+
+# --- Members, roles and ethical walls (every change audited) ------------------------------------
+
+
+def do_create_matter(slug: str, name: str, actor: str) -> Matter:
+    if Matter.objects.filter(slug=slug).exists():
+        raise DocqaError(f"matter {slug!r} already exists")
+    matter = Matter.objects.create(slug=slug, name=name or slug)
+    record_audit(actor, "matter.create", matter, {"slug": slug, "name": matter.name})
+    return matter
+
+
+def do_grant(matter: Matter, principal: Any, role: str, actor: str) -> Membership:
+    """Give a user or a group (`principal`) a role in the matter, replacing any role it held."""
+    if role not in Role.values:
+        raise DocqaError(f"unknown role {role!r}; one of {', '.join(Role.values)}")
+    field = "group" if isinstance(principal, Group) else "user"
+    with transaction.atomic():
+        membership, _ = Membership.objects.update_or_create(matter=matter, **{field: principal}, defaults={"role": role})
+        record_audit(actor, "matter.grant", matter, {field: principal_name(principal), "role": role})
+    return membership
+
+
+def do_revoke(matter: Matter, principal: Any, actor: str) -> bool:
+    field = "group" if isinstance(principal, Group) else "user"
+    with transaction.atomic():
+        removed, _ = Membership.objects.filter(matter=matter, **{field: principal}).delete()
+        if removed:
+            record_audit(actor, "matter.revoke", matter, {field: principal_name(principal)})
+    return bool(removed)
+
+
+def do_exclude(matter: Matter, user: Any, reason: str, actor: str) -> Exclusion:
+    """Wall a user off from the matter: it beats any membership, direct or through a group."""
+    with transaction.atomic():
+        exclusion, _ = Exclusion.objects.update_or_create(matter=matter, user=user,
+                                                          defaults={"reason": reason, "created_by": actor})
+        record_audit(actor, "matter.exclude", matter, {"user": user.get_username(), "reason": reason})
+    return exclusion
+
+
+def do_unexclude(matter: Matter, user: Any, actor: str) -> bool:
+    with transaction.atomic():
+        removed, _ = Exclusion.objects.filter(matter=matter, user=user).delete()
+        if removed:
+            record_audit(actor, "matter.unexclude", matter, {"user": user.get_username()})
+    return bool(removed)
+
+
+def principal_name(principal: Any) -> str:
+    return f"group:{principal.name}" if isinstance(principal, Group) else str(principal.get_username())
 
 
 # --- Ingestion ---------------------------------------------------------------------------------

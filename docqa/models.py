@@ -26,12 +26,43 @@ class Matter(models.Model):
 
 
 class Membership(models.Model):
+    """A user or a group (exactly one) holding a role in a matter."""
+
     matter = models.ForeignKey(Matter, on_delete=models.CASCADE, related_name="memberships")
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE,
+                             related_name="memberships")
+    group = models.ForeignKey("auth.Group", null=True, blank=True, on_delete=models.CASCADE,
+                              related_name="memberships")
     role = models.CharField(max_length=16, choices=Role.choices, default=Role.VIEWER)
 
     class Meta:
-        constraints = [models.UniqueConstraint(fields=["matter", "user"], name="one_membership_per_user")]
+        constraints = [
+            models.UniqueConstraint(fields=["matter", "user"], name="one_membership_per_user"),
+            models.UniqueConstraint(fields=["matter", "group"], name="one_membership_per_group"),
+            models.CheckConstraint(
+                condition=models.Q(user__isnull=False, group__isnull=True) | models.Q(user__isnull=True, group__isnull=False),
+                name="membership_is_a_user_or_a_group",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user or self.group} {self.role} in {self.matter}"
+
+
+class Exclusion(models.Model):
+    """An ethical wall: the user may not see the matter, whatever their groups or roles say."""
+
+    matter = models.ForeignKey(Matter, on_delete=models.CASCADE, related_name="exclusions")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="exclusions")
+    reason = models.TextField(blank=True)
+    created_by = models.CharField(max_length=150)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["matter", "user"], name="one_exclusion_per_user")]
+
+    def __str__(self) -> str:
+        return f"{self.user} walled off from {self.matter}"
 
 
 class Source(models.Model):

@@ -1,0 +1,106 @@
+"""manage.py matter: create matters and manage who may see them (every change audited).
+
+    matter list                                   matters with their members and walls
+    matter create SLUG [--name NAME]
+    matter grant SLUG (--user NAME | --group NAME) --role viewer|editor|manager
+    matter revoke SLUG (--user NAME | --group NAME)
+    matter exclude SLUG --user NAME [--reason TEXT]   ethical wall: beats any membership
+    matter unexclude SLUG --user NAME
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from docqa import actions
+from docqa.management.base import cli_actor, require_database
+from docqa.models import Matter, Role
+from ingest.errors import DocqaError
+
+
+class Command(BaseCommand):
+    help = "Create matters and manage their members, roles and ethical walls (all audited)."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("action", choices=["list", "create", "grant", "revoke", "exclude", "unexclude"])
+        parser.add_argument("slug", nargs="?", help="the matter")
+        parser.add_argument("--name", default="", help="create: the matter's display name")
+        parser.add_argument("--user", help="a user name")
+        parser.add_argument("--group", help="a group name (grant, revoke)")
+        parser.add_argument("--role", choices=Role.values, help="grant: the role")
+        parser.add_argument("--reason", default="", help="exclude: why (kept in the audit trail)")
+        parser.add_argument("--actor", default=None, help="who is acting (default: the OS user)")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        require_database()
+        action, actor = options["action"], cli_actor(options["actor"])
+        if action == "list":
+            return self.list_matters()
+        if not options["slug"]:
+            raise CommandError(f"matter {action} needs the matter's SLUG")
+        try:
+            if action == "create":
+                matter = actions.do_create_matter(options["slug"], options["name"], actor)
+                self.stdout.write(f"matter {matter.slug} created")
+                return
+            matter = self.matter(options["slug"])
+            if action in ("grant", "revoke"):
+                principal = self.principal(options)
+                if action == "grant":
+                    if not options["role"]:
+                        raise CommandError("matter grant needs --role viewer|editor|manager")
+                    actions.do_grant(matter, principal, options["role"], actor)
+                    self.stdout.write(f"{actions.principal_name(principal)} is {options['role']} in {matter.slug}")
+                elif actions.do_revoke(matter, principal, actor):
+                    self.stdout.write(f"{actions.principal_name(principal)} no longer a member of {matter.slug}")
+                else:
+                    raise CommandError(f"{actions.principal_name(principal)} is not a member of {matter.slug}")
+                return
+            user = self.user(options["user"])
+            if action == "exclude":
+                actions.do_exclude(matter, user, options["reason"], actor)
+                self.stdout.write(f"{user.get_username()} is walled off from {matter.slug}")
+            elif actions.do_unexclude(matter, user, actor):
+                self.stdout.write(f"{user.get_username()} is no longer walled off from {matter.slug}")
+            else:
+                raise CommandError(f"{user.get_username()} was not walled off from {matter.slug}")
+        except DocqaError as exc:
+            raise CommandError(str(exc)) from exc
+
+    def list_matters(self) -> None:
+        for matter in Matter.objects.order_by("slug").prefetch_related("memberships__user", "memberships__group",
+                                                                        "exclusions__user"):
+            self.stdout.write(f"{matter.slug}\t{matter.name}")
+            for m in matter.memberships.all():
+                who = actions.principal_name(m.group if m.group_id else m.user)
+                self.stdout.write(f"  {m.role:8s} {who}")
+            for e in matter.exclusions.all():
+                self.stdout.write(f"  walled   {e.user.get_username()}" + (f" ({e.reason})" if e.reason else ""))
+
+    def matter(self, slug: str) -> Matter:
+        matter = Matter.objects.filter(slug=slug).first()
+        if matter is None:
+            raise CommandError(f"no matter {slug!r}; `manage.py matter list` lists them")
+        return matter
+
+    def principal(self, options: dict[str, Any]) -> Any:
+        if bool(options["user"]) == bool(options["group"]):
+            raise CommandError("give exactly one of --user NAME or --group NAME")
+        if options["group"]:
+            group = Group.objects.filter(name=options["group"]).first()
+            if group is None:
+                raise CommandError(f"no group {options['group']!r}; create it in the admin first")
+            return group
+        return self.user(options["user"])
+
+    def user(self, name: str | None) -> Any:
+        if not name:
+            raise CommandError("give --user NAME")
+        user = get_user_model().objects.filter(username=name).first()
+        if user is None:
+            raise CommandError(f"no user {name!r}")
+        return user

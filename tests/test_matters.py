@@ -1,0 +1,110 @@
+"""Matters, roles through users and groups, ethical walls, and the audited `matter` command."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from django.contrib.auth.models import Group, User
+from django.core.management import CommandError, call_command
+from django.test import Client
+
+from docqa.actions import verify_audit_chain
+from docqa.models import AuditEvent, Exclusion, Matter, Membership, Role
+from docqa.permissions import matter_for, readable_matters, role_in
+
+pytestmark = pytest.mark.django_db
+
+
+def matter_cmd(*args: str) -> str:
+    out = io.StringIO()
+    call_command("matter", *args, "--actor", "gc", stdout=out)
+    return out.getvalue()
+
+
+@pytest.fixture
+def people() -> dict[str, User]:
+    users = {name: User.objects.create_user(name, password="pw-123456") for name in ("ann", "bob", "cat", "dan")}
+    litigation = Group.objects.create(name="litigation")
+    users["bob"].groups.add(litigation)
+    users["cat"].groups.add(litigation)
+    users["root"] = User.objects.create_superuser("root", password="pw-123456")
+    return users
+
+
+def test_roles_come_from_users_and_groups_and_the_highest_wins(people: dict[str, User]) -> None:
+    matter_cmd("create", "acme", "--name", "Acme v. Beta")
+    matter_cmd("grant", "acme", "--group", "litigation", "--role", "viewer")
+    matter_cmd("grant", "acme", "--user", "bob", "--role", "editor")
+    acme = Matter.objects.get(slug="acme")
+
+    assert role_in(people["cat"], acme) == Role.VIEWER  # through the group
+    assert role_in(people["bob"], acme) == Role.EDITOR  # direct editor beats group viewer
+    assert role_in(people["ann"], acme) is None
+    assert role_in(people["root"], acme) == Role.MANAGER
+    assert list(readable_matters(people["cat"])) == [acme]
+    assert list(readable_matters(people["ann"])) == []
+    assert matter_for(people["bob"], "acme", Role.EDITOR) == acme
+    with pytest.raises(Exception, match="no such matter"):
+        matter_for(people["cat"], "acme", Role.EDITOR)
+
+
+def test_an_ethical_wall_beats_every_membership(people: dict[str, User]) -> None:
+    matter_cmd("create", "acme")
+    matter_cmd("grant", "acme", "--group", "litigation", "--role", "manager")
+    matter_cmd("grant", "acme", "--user", "cat", "--role", "manager")
+    matter_cmd("exclude", "acme", "--user", "cat", "--reason", "worked for the other side")
+    matter_cmd("exclude", "acme", "--user", "root")
+    acme = Matter.objects.get(slug="acme")
+
+    for name in ("cat", "root"):
+        assert role_in(people[name], acme) is None
+        assert acme not in readable_matters(people[name])
+        client = Client()
+        client.force_login(people[name])
+        assert client.get("/m/acme/").status_code == 404
+        assert client.get("/m/acme/documents/").status_code == 404
+        assert b"acme" not in client.get("/").content
+    assert role_in(people["bob"], acme) == Role.MANAGER
+
+    matter_cmd("unexclude", "acme", "--user", "cat")
+    assert role_in(people["cat"], acme) == Role.MANAGER
+
+
+def test_every_change_is_audited_and_the_chain_holds(people: dict[str, User]) -> None:
+    matter_cmd("create", "acme")
+    matter_cmd("grant", "acme", "--user", "ann", "--role", "viewer")
+    matter_cmd("grant", "acme", "--user", "ann", "--role", "editor")
+    matter_cmd("revoke", "acme", "--user", "ann")
+    matter_cmd("exclude", "acme", "--user", "dan", "--reason", "conflict")
+    matter_cmd("unexclude", "acme", "--user", "dan")
+
+    events = list(AuditEvent.objects.filter(matter__slug="acme").values_list("action", "actor", "detail"))
+    assert [e[0] for e in events] == ["matter.create", "matter.grant", "matter.grant", "matter.revoke",
+                                      "matter.exclude", "matter.unexclude"]
+    assert all(actor == "cli:gc" for _, actor, _ in events)
+    assert events[2][2] == {"user": "ann", "role": "editor"}
+    assert events[4][2] == {"user": "dan", "reason": "conflict"}
+    assert not Membership.objects.exists() and not Exclusion.objects.exists()
+    assert verify_audit_chain()[1] == []
+    listing = matter_cmd("list")
+    assert listing.startswith("acme")
+
+
+@pytest.mark.parametrize("args, message", [
+    (("grant", "nope", "--user", "ann", "--role", "viewer"), "no matter 'nope'"),
+    (("grant", "acme", "--user", "zed", "--role", "viewer"), "no user 'zed'"),
+    (("grant", "acme", "--group", "nobody", "--role", "viewer"), "no group 'nobody'"),
+    (("grant", "acme", "--user", "ann"), "needs --role"),
+    (("grant", "acme", "--user", "ann", "--group", "litigation", "--role", "viewer"), "exactly one"),
+    (("revoke", "acme", "--user", "ann"), "not a member"),
+    (("create", "acme"), "already exists"),
+])
+def test_mistakes_are_refused_clearly_and_change_nothing(people: dict[str, User], args: tuple[str, ...],
+                                                         message: str) -> None:
+    matter_cmd("create", "acme")
+    before = AuditEvent.objects.count()
+
+    with pytest.raises(CommandError, match=message):
+        matter_cmd(*args)
+    assert AuditEvent.objects.count() == before
