@@ -3,11 +3,14 @@ from django.contrib.auth import views as auth_views
 from django.urls import path
 
 from docqa import views
+from docqa.signin import ThrottledAdminAuthenticationForm, ThrottledAuthenticationForm
+
+admin.site.login_form = ThrottledAdminAuthenticationForm
 
 urlpatterns = [
     path("", views.home, name="home"),
     path("healthz", views.healthz, name="healthz"),
-    path("login/", auth_views.LoginView.as_view(), name="login"),
+    path("login/", auth_views.LoginView.as_view(authentication_form=ThrottledAuthenticationForm), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("m/<slug:slug>/", views.ask, name="ask"),
     path("m/<slug:slug>/documents/", views.documents, name="documents"),
