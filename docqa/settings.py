@@ -148,9 +148,20 @@ STATIC_ROOT.mkdir(parents=True, exist_ok=True)
 # Serve app static files (the admin's) straight from the packages: no collectstatic step needed.
 WHITENOISE_USE_FINDERS = True
 SESSION_COOKIE_HTTPONLY = True
-SESSION_COOKIE_SECURE = envbool("SECURE_COOKIES", default=False)
-CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+SESSION_COOKIE_SAMESITE = "Lax"
+SESSION_COOKIE_AGE = envint("SESSION_SECONDS", 8 * 3600)  # a working day, then sign in again
 X_FRAME_OPTIONS = "DENY"
+# Served over HTTPS (behind a TLS-terminating proxy that sets X-Forwarded-Proto): secure cookies,
+# redirect plain HTTP, HSTS. Off for the embedded default, which listens on 127.0.0.1 only.
+HTTPS = envbool("HTTPS", default=False)
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = SECURE_SSL_REDIRECT = HTTPS
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if HTTPS else None
+SECURE_REDIRECT_EXEMPT = [r"^healthz$"]  # health checks probe over plain HTTP inside the network
+SECURE_HSTS_SECONDS = envint("HSTS_SECONDS", 31536000) if HTTPS else 0
+SECURE_HSTS_INCLUDE_SUBDOMAINS = HTTPS and envbool("HSTS_INCLUDE_SUBDOMAINS", default=True)
+SECURE_HSTS_PRELOAD = HTTPS and envbool("HSTS_PRELOAD", default=False)
+# The browsers' HSTS preload list is for public domains; a firm's internal host never goes there.
+SILENCED_SYSTEM_CHECKS = [] if SECURE_HSTS_PRELOAD else ["security.W021"]
 
 # --- Task queue -------------------------------------------------------------------------
 # No broker configured: Celery runs in-process on the memory transport, with a worker thread

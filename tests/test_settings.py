@@ -71,3 +71,25 @@ def test_settings_reject_an_unknown_database_scheme(tmp_path: Path) -> None:
     result = subprocess.run([sys.executable, "-c", PROBE], cwd=REPO, env=clean, capture_output=True, text=True)
 
     assert result.returncode != 0 and "unsupported scheme 'mysql'" in result.stderr
+
+
+def test_check_deploy_is_clean_in_services_mode_behind_https(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DOCQA_")}
+    env.update(DJANGO_SETTINGS_MODULE="docqa.settings", DOCQA_DATA_DIR=str(tmp_path / "var"), DOCQA_HTTPS="1",
+               DOCQA_DATABASE_URL="postgres://postgres@127.0.0.1:5432/docqa_deploy_check",
+               DOCQA_BROKER_URL="redis://127.0.0.1:6379/15", DOCQA_QDRANT_URL="http://127.0.0.1:6333",
+               DOCQA_SECRET_KEY="k" * 20 + "-deploy-check-" + "x" * 30, DOCQA_ALLOWED_HOSTS="docqa.example.internal")
+    result = subprocess.run([sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"], cwd=REPO,
+                            env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr + result.stdout
+    assert "no issues" in result.stdout
+
+
+def test_https_turns_on_secure_cookies_redirects_and_hsts(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DOCQA_")}
+    env.update(DOCQA_DATA_DIR=str(tmp_path / "var"), DOCQA_HTTPS="1")
+    probe = ("import django, os; os.environ['DJANGO_SETTINGS_MODULE']='docqa.settings'; django.setup();"
+             "from django.conf import settings as s; print(s.SESSION_COOKIE_SECURE, s.CSRF_COOKIE_SECURE,"
+             " s.SECURE_SSL_REDIRECT, s.SECURE_HSTS_SECONDS > 0, s.SECURE_PROXY_SSL_HEADER[0])")
+    out = subprocess.run([sys.executable, "-c", probe], cwd=REPO, env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["True", "True", "True", "True", "HTTP_X_FORWARDED_PROTO"]
