@@ -108,3 +108,46 @@ def test_mistakes_are_refused_clearly_and_change_nothing(people: dict[str, User]
     with pytest.raises(CommandError, match=message):
         matter_cmd(*args)
     assert AuditEvent.objects.count() == before
+
+
+def management(prefix: str, total: int, initial: int = 0) -> dict[str, str]:
+    return {f"{prefix}-TOTAL_FORMS": str(total), f"{prefix}-INITIAL_FORMS": str(initial),
+            f"{prefix}-MIN_NUM_FORMS": "0", f"{prefix}-MAX_NUM_FORMS": "1000"}
+
+
+def test_admin_edits_of_members_and_walls_are_audited_too(people: dict[str, User]) -> None:
+    client = Client()
+    client.force_login(people["root"])
+    litigation = Group.objects.get(name="litigation")
+    added = client.post("/admin/docqa/matter/add/", {
+        "slug": "acme", "name": "Acme",
+        **management("memberships", 2), "memberships-0-group": str(litigation.id), "memberships-0-role": "viewer",
+        "memberships-1-user": str(people["ann"].id), "memberships-1-role": "manager",
+        **management("exclusions", 1), "exclusions-0-user": str(people["cat"].id), "exclusions-0-reason": "conflict",
+    })
+    assert added.status_code == 302, added.content.decode()[:2000]
+    acme = Matter.objects.get(slug="acme")
+    ann = Membership.objects.get(matter=acme, user=people["ann"])
+    wall = Exclusion.objects.get(matter=acme)
+    group = Membership.objects.get(matter=acme, group=litigation)
+    changed = client.post(f"/admin/docqa/matter/{acme.id}/change/", {
+        "slug": "acme", "name": "Acme",
+        **management("memberships", 2, 2),
+        "memberships-0-id": str(group.id), "memberships-0-matter": str(acme.id), "memberships-0-group": str(litigation.id),
+        "memberships-0-role": "viewer",
+        "memberships-1-id": str(ann.id), "memberships-1-matter": str(acme.id), "memberships-1-user": str(people["ann"].id),
+        "memberships-1-role": "manager", "memberships-1-DELETE": "on",
+        **management("exclusions", 1, 1), "exclusions-0-id": str(wall.id), "exclusions-0-matter": str(acme.id),
+        "exclusions-0-user": str(people["cat"].id), "exclusions-0-reason": "conflict",
+    })
+    assert changed.status_code == 302, changed.content.decode()[:2000]
+
+    actions = [(a, d) for a, d in AuditEvent.objects.filter(matter=acme, actor="admin:root").values_list("action", "detail")]
+    assert ("matter.create", {"slug": "acme", "name": "Acme"}) in actions
+    assert ("matter.grant", {"group": "group:litigation", "role": "viewer"}) in actions
+    assert ("matter.exclude", {"user": "cat", "reason": "conflict"}) in actions
+    assert ("matter.revoke", {"user": "ann"}) in actions
+    assert role_in(people["ann"], acme) is None and role_in(people["cat"], acme) is None
+    assert Exclusion.objects.get(matter=acme).created_by == "admin:root"
+    assert client.post(f"/admin/docqa/matter/{acme.id}/delete/", {"post": "yes"}).status_code == 403
+    assert verify_audit_chain()[1] == []
