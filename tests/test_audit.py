@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import pytest
 
@@ -62,3 +63,64 @@ def test_verify_audit_reports_an_edit_made_with_the_trigger_disabled() -> None:
 
     with pytest.raises(CommandError, match="BROKEN"):
         call_command("verify_audit", stdout=io.StringIO(), stderr=io.StringIO())
+
+
+def test_audit_verify_names_the_row_after_a_deleted_one() -> None:
+    from django.core.management import call_command
+    from django.core.management.base import CommandError
+    from django.db import connection
+
+    for i in range(4):
+        record_audit("tester", "test.event", None, {"i": i})
+    gone, after = AuditEvent.objects.order_by("id")[1:3]
+    with connection.cursor() as cursor:  # a database superuser, triggers off
+        cursor.execute("SET session_replication_role = replica")
+        cursor.execute("DELETE FROM docqa_auditevent WHERE id = %s", [gone.id])
+        cursor.execute("SET session_replication_role = DEFAULT")
+
+    with pytest.raises(CommandError, match=f"BROKEN at event {after.id} "):
+        call_command("audit_verify", stdout=io.StringIO(), stderr=io.StringIO())
+
+
+SQLITE_TAMPER = """
+import os, sqlite3, sys, django
+os.environ["DJANGO_SETTINGS_MODULE"] = "docqa.settings"
+django.setup()
+from django.conf import settings
+from docqa.actions import record_audit
+for i in range(3):
+    record_audit("tester", "test.event", None, {"i": i})
+db = sqlite3.connect(settings.DATABASES["default"]["NAME"])
+for sql in ("UPDATE docqa_auditevent SET actor = 'x' WHERE id = 2", "DELETE FROM docqa_auditevent WHERE id = 2"):
+    try:
+        db.execute(sql)
+        print("ALLOWED", sql)
+    except sqlite3.DatabaseError as exc:
+        print("REFUSED", exc)
+db.execute("DROP TRIGGER docqa_audit_no_update")  # what someone with the file could do
+db.execute("UPDATE docqa_auditevent SET detail = '{\\"i\\": 99}' WHERE id = " + sys.argv[1])
+db.commit()
+"""
+
+
+def test_the_embedded_sqlite_database_refuses_edits_and_audit_verify_catches_them(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DOCQA_")}
+    env.update(DJANGO_SETTINGS_MODULE="docqa.settings", DOCQA_DATA_DIR=str(tmp_path / "var"))
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+
+    assert run("manage.py", "migrate", "-v0").returncode == 0
+    tampered = run("-c", SQLITE_TAMPER, "2")
+    assert tampered.returncode == 0, tampered.stderr
+    assert tampered.stdout.count("REFUSED audit events are append-only") == 2, tampered.stdout
+
+    verified = run("manage.py", "audit_verify")
+    assert verified.returncode == 1
+    assert "BROKEN at event 2 " in verified.stderr
