@@ -5,6 +5,7 @@ Views, management commands and tasks share these paths.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from dataclasses import dataclass
@@ -446,6 +447,8 @@ def do_ask(
         conversation = Conversation.objects.create(matter=matter, user=user, actor=actor)
     question = Question.objects.create(matter=matter, user=user, actor=actor, text=text, effort=effort, budget=budget,
                                        conversation=conversation)
+    record_audit(actor, "question.ask", matter, {"question": question.id, "conversation": conversation.id,
+                                                 "text": text, "effort": effort, "budget": budget})
     started = time.monotonic()
     try:
         result = answer_question(
@@ -500,10 +503,22 @@ def record_answer(question: Question, result: AnswerResult | None, started: floa
                 "mode": answer.mode,
                 "error": error,
                 "notes": result.notes if result else [],
+                "model": answer.model,
+                "effort": question.effort,
+                "budget": question.budget,
+                "retrieval": settings.RETRIEVAL,
+                "usage": answer.usage,
+                "latency_ms": answer.latency_ms,
+                "answer": answer.text,
+                # What the model was shown: each packed source, its document version and a hash of
+                # the exact text sent, so a replay can prove it against the stored answer.
                 "sources": [
-                    {"label": s["label"], "document": s["document"], "path": s["path"], "start": s["start"], "end": s["end"]}
+                    {"label": s["label"], "document": s["document"], "version": s.get("version", ""), "path": s["path"],
+                     "start": s["start"], "end": s["end"], "tokens": s.get("tokens"),
+                     "sha256": hashlib.sha256(str(s["text"]).encode("utf-8")).hexdigest()}
                     for s in answer.sources
                 ],
-                "citations": [{"label": c.label, "status": c.status, "reason": c.reason} for c in citations],
+                "citations": [{"label": c.label, "quote": c.quote, "status": c.status, "verified": c.verified,
+                               "reason": c.reason} for c in citations],
             },
         )

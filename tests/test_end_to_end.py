@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 from pathlib import Path
@@ -85,6 +86,16 @@ def test_ask_with_llm_gives_verified_citations(data_dir: Path, docs_folder: Path
     assert sent["cache_salt"].startswith("matter-")
     assert "[S1]" in sent["messages"][1]["content"]
     assert Citation.objects.filter(verified=True).count() >= 2
+    # The audit trail records the question, then what the model was shown and what it answered.
+    asked, answered = (AuditEvent.objects.filter(action__startswith="question.").order_by("-id")[:2])[::-1]
+    assert asked.action == "question.ask" and asked.detail["text"] == question["question"]
+    assert answered.action == "question.answer" and answered.detail["answer"] == result["answer"]
+    assert answered.detail["effort"] == "low" and answered.detail["model"] and answered.detail["usage"]["prompt_tokens"]
+    shown = {s["label"]: s["text"] for s in result["sources"]}
+    for source in answered.detail["sources"]:
+        assert source["sha256"] == hashlib.sha256(shown[source["label"]].encode("utf-8")).hexdigest()
+        assert source["version"]
+    assert [c["verified"] for c in answered.detail["citations"]] == [c["verified"] for c in result["citations"]]
 
 
 def test_follow_up_sends_the_earlier_answer_without_reasoning(data_dir: Path, docs_folder: Path, standin: Any) -> None:
