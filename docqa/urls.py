@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from docqa import views
+from docqa import audit_views, views
 from docqa.signin import ThrottledAdminAuthenticationForm, ThrottledAuthenticationForm
 
 admin.site.login_form = ThrottledAdminAuthenticationForm
@@ -18,5 +18,8 @@ urlpatterns = [
     path("m/<slug:slug>/runs/<int:run_id>/", views.run_detail, name="run"),
     path("m/<slug:slug>/runs/<int:run_id>/failures.csv", views.run_failures_csv, name="run_failures"),
     path("m/<slug:slug>/runs/<int:run_id>/<str:action>", views.run_action, name="run_action"),
+    path("audit/", audit_views.review, name="audit"),
+    path("audit/<int:event_id>/", audit_views.replay, name="audit_replay"),
+    path("audit/export.<str:fmt>", audit_views.export, name="audit_export"),
     path("admin/", admin.site.urls),
 ]

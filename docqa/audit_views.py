@@ -1,0 +1,143 @@
+"""Audit review for auditors: filter and search the trail, replay an answer, export (streamed).
+
+Auditors are users holding Django's `docqa.view_auditevent` permission (give it to an "auditors"
+group in the admin). Reviewing the trail does not make them readers of any matter: the replay
+page shows what the trail recorded, and the packed sources only to those who may read the
+matter. Every export is itself audited.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+from collections.abc import Iterator
+from datetime import datetime, time
+from typing import Any
+
+from django.contrib.auth.decorators import login_required, permission_required
+from django.core.paginator import Paginator
+from django.db.models import QuerySet, TextField
+from django.db.models.functions import Cast
+from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
+from django.shortcuts import render
+from django.utils import timezone
+from django.views.decorators.http import require_GET
+
+from docqa.actions import record_audit
+from docqa.models import Answer, AuditEvent
+from docqa.permissions import role_in
+
+AUDITOR = "docqa.view_auditevent"
+FILTERS = ("actor", "matter", "action", "since", "until", "q")
+
+
+def filtered(request: HttpRequest) -> tuple[QuerySet[AuditEvent], dict[str, str]]:
+    """The events matching the request's filters, newest first, and the filters as given."""
+    given = {k: request.GET.get(k, "").strip() for k in FILTERS}
+    events = AuditEvent.objects.select_related("matter").order_by("-id")
+    if given["actor"]:
+        events = events.filter(actor__icontains=given["actor"])
+    if given["matter"]:
+        events = events.filter(matter__slug=given["matter"])
+    if given["action"]:
+        events = events.filter(action__startswith=given["action"])
+    for key, lookup, clock in (("since", "created_at__gte", time.min), ("until", "created_at__lte", time.max)):
+        if given[key]:
+            try:
+                day = datetime.strptime(given[key], "%Y-%m-%d").date()
+            except ValueError:
+                continue
+            events = events.filter(**{lookup: timezone.make_aware(datetime.combine(day, clock))})
+    if given["q"]:  # full text over what was recorded: questions, answers, paths, names
+        events = events.annotate(body=Cast("detail", TextField())).filter(body__icontains=given["q"])
+    return events, given
+
+
+@require_GET
+@login_required
+@permission_required(AUDITOR, raise_exception=True)
+def review(request: HttpRequest) -> HttpResponse:
+    events, given = filtered(request)
+    page = Paginator(events, 50).get_page(request.GET.get("page"))
+    query = "&".join(f"{k}={v}" for k, v in given.items() if v)
+    return render(request, "docqa/audit.html", {"page": page, "given": given, "query": query,
+                                                "actions": AuditEvent.objects.values_list("action", flat=True)
+                                                .order_by("action").distinct()})
+
+
+@require_GET
+@login_required
+@permission_required(AUDITOR, raise_exception=True)
+def replay(request: HttpRequest, event_id: int) -> HttpResponse:
+    """An answer as the trail recorded it, checked against the stored answer and sources."""
+    event = AuditEvent.objects.select_related("matter").filter(id=event_id, action="question.answer").first()
+    if event is None:
+        raise Http404("no such answer event")
+    detail = event.detail
+    answer = Answer.objects.filter(question_id=detail.get("question")).first()
+    may_read = event.matter is not None and role_in(request.user, event.matter) is not None
+    stored = {s["label"]: s for s in (answer.sources if answer else [])}
+    sources = []
+    for recorded in detail.get("sources", []):
+        text = stored.get(recorded["label"], {}).get("text")
+        matches = text is not None and hashlib.sha256(str(text).encode("utf-8")).hexdigest() == recorded.get("sha256")
+        sources.append({**recorded, "matches": matches, "text": text if may_read else None})
+    record_audit(f"web:{request.user.get_username()}", "audit.replay", event.matter, {"event": event.id})
+    return render(request, "docqa/audit_replay.html", {
+        "event": event, "detail": detail, "sources": sources, "may_read": may_read,
+        "answer_matches": answer is not None and answer.text == detail.get("answer"),
+    })
+
+
+@require_GET
+@login_required
+@permission_required(AUDITOR, raise_exception=True)
+def export(request: HttpRequest, fmt: str) -> StreamingHttpResponse:
+    """The filtered events as CSV or JSON Lines, streamed row by row (never all in memory)."""
+    if fmt not in ("csv", "jsonl"):
+        raise Http404("csv or jsonl")
+    events, given = filtered(request)
+    record_audit(f"web:{request.user.get_username()}", "audit.export", None,
+                 {"format": fmt, "filters": {k: v for k, v in given.items() if v}})
+    rows = export_rows(events)
+    stream = csv_lines(rows) if fmt == "csv" else json_lines(rows)
+    response = StreamingHttpResponse(stream, content_type="text/csv" if fmt == "csv" else "application/x-ndjson")
+    response["Content-Disposition"] = f'attachment; filename="docqa-audit.{fmt}"'
+    return response
+
+
+COLUMNS = ["id", "created_at", "actor", "matter", "action", "detail", "prev_hash", "hash"]
+CHUNK = 500  # rows fetched at a time (a server-side cursor on PostgreSQL)
+
+
+def export_rows(events: QuerySet[AuditEvent]) -> Any:
+    """Rows for export with `detail` as the database's own JSON text: never parsed, re-encoded."""
+    return events.annotate(detail_text=Cast("detail", TextField())).values_list(
+        "id", "created_at", "actor", "matter__slug", "action", "detail_text", "prev_hash", "hash")
+
+
+def csv_lines(rows: Any) -> Iterator[str]:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(COLUMNS)
+    for row in rows.iterator(chunk_size=CHUNK):
+        writer.writerow([row[0], row[1].isoformat(), *row[2:]])
+        if buffer.tell() > 64 * 1024:
+            yield buffer.getvalue()
+            buffer.seek(0)
+            buffer.truncate()
+    yield buffer.getvalue()
+
+
+def json_lines(rows: Any) -> Iterator[str]:
+    lines = []
+    for row in rows.iterator(chunk_size=CHUNK):
+        head = json.dumps({"id": row[0], "created_at": row[1].isoformat(), "actor": row[2], "matter": row[3],
+                           "action": row[4], "prev_hash": row[6], "hash": row[7]})
+        lines.append(f'{head[:-1]}, "detail": {row[5]}}}\n')
+        if len(lines) >= 200:
+            yield "".join(lines)
+            lines = []
+    yield "".join(lines)

@@ -1,0 +1,111 @@
+"""Audit review for auditors: filters, search, answer replay and streamed, audited exports."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import time
+
+import pytest
+from django.contrib.auth.models import Group, Permission, User
+from django.test import Client
+
+from docqa.actions import record_answer, record_audit
+from docqa.models import Answer, AuditEvent, Matter, Membership, Question, Role
+from inference.answer import AnswerResult
+from inference.citations import CheckedCitation
+from inference.pack import PackedSource, Packing
+
+pytestmark = pytest.mark.django_db
+
+PASSAGE = "Either party may terminate this agreement on ninety days' written notice."
+
+
+@pytest.fixture
+def trail() -> dict[str, object]:
+    acme = Matter.objects.create(slug="acme", name="Acme")
+    ann = User.objects.create_user("ann", password="pw-123456")
+    Membership.objects.create(matter=acme, user=ann, role=Role.VIEWER)
+    auditors = Group.objects.create(name="auditors")
+    auditors.permissions.add(Permission.objects.get(codename="view_auditevent"))
+    aud = User.objects.create_user("aud", password="pw-123456", is_staff=True)
+    aud.groups.add(auditors)
+    question = Question.objects.create(matter=acme, user=ann, actor="web:ann", text="Can either party terminate?",
+                                       effort="low", budget=16384)
+    source = PackedSource(label="S1", document_id=7, path="msa.txt", page=None, start=0, end=len(PASSAGE),
+                          text=PASSAGE, score=1.0, tokens=15, version="v1")
+    result = AnswerResult("llm", 'Yes: "may terminate this agreement on ninety days\' written notice" [S1].',
+                          Packing([source], [], 20, 16000), model="gpt-oss-120b",
+                          usage={"prompt_tokens": 300, "completion_tokens": 40, "cached_tokens": 0},
+                          citations=[CheckedCitation("S1", "may terminate this agreement on ninety days' written notice",
+                                                     "quote verified", "found in S1")])
+    record_answer(question, result, time.monotonic())
+    record_audit("cli:ops", "ingest.finish", acme, {"counts": {"indexed": 3}})
+    event = AuditEvent.objects.get(action="question.answer")
+    return {"acme": acme, "ann": ann, "aud": aud, "event": event}
+
+
+def client_for(user: User | None) -> Client:
+    client = Client()
+    if user is not None:
+        client.force_login(user)
+    return client
+
+
+def test_only_auditors_reach_the_review_pages(trail: dict) -> None:
+    urls = ["/audit/", f"/audit/{trail['event'].id}/", "/audit/export.csv", "/audit/export.jsonl"]
+    for url in urls:
+        response = client_for(None).get(url)
+        assert response.status_code == 302 and response.url.startswith("/login/")
+        assert client_for(trail["ann"]).get(url).status_code == 403  # a matter member is not an auditor
+        assert client_for(trail["aud"]).get(url).status_code == 200
+
+
+def test_filters_and_full_text_search(trail: dict) -> None:
+    auditor = client_for(trail["aud"])
+
+    def ids(**query: str) -> set[int]:
+        return {e.id for e in auditor.get("/audit/", query).context["page"]}
+
+    answer = trail["event"].id
+    assert answer in ids(q="terminate") and answer in ids(actor="ann") and answer in ids(matter="acme")
+    assert ids(action="ingest.") == set(AuditEvent.objects.filter(action="ingest.finish").values_list("id", flat=True))
+    assert answer not in ids(q="assignment")
+    assert ids(until="2001-01-01") == set()
+    assert answer in ids(since="2001-01-01")
+
+
+def test_replay_shows_what_the_model_was_given_and_checks_it(trail: dict) -> None:
+    event = trail["event"]
+    page = client_for(trail["aud"]).get(f"/audit/{event.id}/").content.decode()
+    assert "Can either party terminate?" in page and "gpt-oss-120b" in page
+    assert "text matches its SHA-256" in page and "matches the stored answer" in page
+    assert PASSAGE not in page  # the auditor is not a member of the matter: records, not passages
+
+    Membership.objects.create(matter=trail["acme"], user=trail["aud"], role=Role.VIEWER)
+    assert PASSAGE.replace("'", "&#x27;") in client_for(trail["aud"]).get(f"/audit/{event.id}/").content.decode()
+
+    answer = Answer.objects.get()
+    answer.sources = [{**answer.sources[0], "text": "Neither party may terminate."}]
+    answer.save()
+    assert "text does not match its SHA-256" in client_for(trail["aud"]).get(f"/audit/{event.id}/").content.decode()
+    assert AuditEvent.objects.filter(action="audit.replay", actor="web:aud").count() == 3
+
+
+def test_exports_stream_the_filtered_rows_and_are_audited(trail: dict) -> None:
+    auditor = client_for(trail["aud"])
+
+    as_csv = auditor.get("/audit/export.csv", {"matter": "acme"})
+    rows = list(csv.reader(io.StringIO(b"".join(as_csv.streaming_content).decode())))
+    as_jsonl = auditor.get("/audit/export.jsonl", {"q": "terminate"})
+    records = [json.loads(line) for line in b"".join(as_jsonl.streaming_content).decode().splitlines()]
+
+    assert as_csv.streaming and rows[0][:5] == ["id", "created_at", "actor", "matter", "action"]
+    assert {r[4] for r in rows[1:]} >= {"question.answer", "ingest.finish"} and all(r[3] == "acme" for r in rows[1:])
+    # Newest first; the export's own event comes first, written before the rows are read.
+    assert [r["action"] for r in records] == ["audit.export", "question.answer"]
+    assert records[1]["detail"]["sources"][0]["sha256"] and records[1]["hash"]
+    exports = AuditEvent.objects.filter(action="audit.export").values_list("detail", flat=True)
+    assert list(exports) == [{"format": "csv", "filters": {"matter": "acme"}},
+                             {"format": "jsonl", "filters": {"q": "terminate"}}]
