@@ -486,6 +486,7 @@ def record_answer(question: Question, result: AnswerResult | None, started: floa
             usage=result.usage if result else {},
             error=error,
             latency_ms=int((time.monotonic() - started) * 1000),
+            reasoning=result.reasoning if result and settings.STORE_REASONING else "",
         )
         citations = result.citations if result else []
         sent = {s.label: s for s in result.packing.sources} if result else {}

@@ -88,6 +88,7 @@ def replay(request: HttpRequest, event_id: int) -> HttpResponse:
     return render(request, "docqa/audit_replay.html", {
         "event": event, "detail": detail, "sources": sources, "may_read": may_read,
         "answer_matches": answer is not None and answer.text == detail.get("answer"),
+        "reasoning": answer.reasoning if answer is not None else "",
     })
 
 

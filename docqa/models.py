@@ -224,6 +224,9 @@ class Answer(models.Model):
     usage = models.JSONField(default=dict)
     error = models.TextField(blank=True)
     latency_ms = models.IntegerField(default=0)
+    # The model's reasoning, kept only when DOCQA_STORE_REASONING allows; never in the audit
+    # trail or its exports, never shown to anyone but the asker (on request) and auditors.
+    reasoning = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
 

@@ -220,6 +220,8 @@ LLM_RESERVED_OUTPUT = envint("LLM_RESERVED_OUTPUT", 8192)
 SEARCH_ONLY_BUDGET = envint("SEARCH_ONLY_BUDGET", 16384)
 RETRIEVAL = env("RETRIEVAL", "hybrid")  # hybrid (dense + sparse, fused by RRF in Qdrant), dense or sparse
 RETRIEVE_LIMIT = envint("RETRIEVE_LIMIT", 200)
+# Keep the model's reasoning with each answer (off: it is shown while streaming, then dropped).
+STORE_REASONING = envbool("STORE_REASONING", default=False)
 # Optional cross-encoder reranking: a local folder holding a sentence-transformers CrossEncoder
 # (never downloaded). Unset, the default, ranks without one.
 RERANK_MODEL = env("RERANK_MODEL", "")

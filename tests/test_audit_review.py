@@ -109,3 +109,18 @@ def test_exports_stream_the_filtered_rows_and_are_audited(trail: dict) -> None:
     exports = AuditEvent.objects.filter(action="audit.export").values_list("detail", flat=True)
     assert list(exports) == [{"format": "csv", "filters": {"matter": "acme"}},
                              {"format": "jsonl", "filters": {"q": "terminate"}}]
+
+
+@pytest.mark.parametrize("store", [False, True])
+def test_reasoning_is_kept_only_when_allowed_and_never_in_the_trail(settings: object, store: bool) -> None:
+    settings.STORE_REASONING = store  # type: ignore[attr-defined]
+    acme = Matter.objects.create(slug="acme", name="Acme")
+    question = Question.objects.create(matter=acme, actor="web:ann", text="Who pays?", effort="high", budget=16384)
+    source = PackedSource(label="S1", document_id=7, path="msa.txt", page=None, start=0, end=9, text="Beta pays.",
+                          score=1.0, tokens=3, version="v1")
+    result = AnswerResult("llm", "Beta pays [S1].", Packing([source], [], 10, 16000), model="gpt-oss-120b",
+                          reasoning="The user asks who pays; S1 says Beta.")
+    record_answer(question, result, time.monotonic())
+
+    assert Answer.objects.get().reasoning == ("The user asks who pays; S1 says Beta." if store else "")
+    assert "who pays; S1" not in json.dumps(list(AuditEvent.objects.values_list("detail", flat=True)))
