@@ -13,3 +13,6 @@ os.environ.setdefault("DOCQA_DATA_DIR", tempfile.mkdtemp(prefix="docqa-test-"))
 os.environ.setdefault("DOCQA_REDIS_TEST_URL", "redis://127.0.0.1:6379/15")
 
 from docqa.settings import *  # noqa: E402,F403
+
+# Tests create many users: a fast hasher keeps that cheap (production keeps Django's PBKDF2).
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
