@@ -20,7 +20,7 @@ from typing import Any
 from inference.prompt import SOURCE_SEPARATOR, label_line_rest, source_header
 from ingest.store import Hit
 from ingest.tokens import count_tokens as default_count
-from ingest.tokens import first_safe_cut, last_safe_cut, safe_join
+from ingest.tokens import document_tokens, first_safe_cut, last_safe_cut, safe_join
 
 
 @dataclass
@@ -185,15 +185,6 @@ def line_tokens(path: str, page: int | None, section: str) -> int:
 LABEL_TOKENS = 3  # "[S12]"
 
 
-@dataclass
-class LabelLine:
-    label: str
-    path: str
-    page: int | None
-    section: str
-    text: str = ""
-
-
 def inside(hit: Hit, covered: dict[tuple[int, str], list[tuple[int, int]]]) -> bool:
     """Whether a hit's text is already inside a packed passage (then it was not left out)."""
     p = hit.payload
@@ -265,17 +256,12 @@ def chained_tokens(parts: list[dict[str, Any]]) -> int | None:
     when they are not a run joined at their stored cuts (older indexes store no cuts)."""
     if not parts:
         return 0
-    if len(parts) == 1:
-        return None if parts[0].get("tokens") is None else int(parts[0]["tokens"])
     for a, b in zip(parts, parts[1:], strict=False):
         if b.get("chunk") != a.get("chunk", -2) + 1 or a.get("cut") is None or b.get("cut_before") != a.get("cut"):
             return None
         if not (a["start"] <= a["cut"] <= b["end"] and b["start"] <= a["end"] < b["end"]):
             return None
-    pieces = [parts[0].get("head"), *(p.get("body") for p in parts[1:-1]), parts[-1].get("tail")]
-    if any(piece is None for piece in pieces):
-        return None
-    return sum(int(piece) for piece in pieces if piece is not None)
+    return document_tokens(parts)
 
 
 def block_tokens(sources: list[PackedSource], count_tokens: Callable[[str], int]) -> int:

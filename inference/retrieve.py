@@ -127,6 +127,7 @@ def whole_documents_first(hits: list[Hit], query: SearchQuery, matter_ids: list[
     best: dict[int, float] = {}
     for hit in hits[:WHOLE_CANDIDATES]:
         best.setdefault(int(hit.payload["document"]), hit.score)
+    place = {h.id: position for position, h in enumerate(hits)}  # fetched chunks keep their rank
     left = room - room // 4
     first: list[Hit] = []
     whole: list[int] = []
@@ -138,7 +139,6 @@ def whole_documents_first(hits: list[Hit], query: SearchQuery, matter_ids: list[
         chunks: list[Hit] = []
         if size is not None and count is not None:
             # Fetched by their ids (document, version, index), with no scoring at all.
-            place = {h.id: position for position, h in enumerate(hits)}
             chunks = sorted((Hit(h.id, best[document], h.payload)
                              for h in store.fetch([point_id(document, versions[document], i) for i in range(int(count))])
                              if int(h.payload.get("matter", -1)) in matter_ids),

@@ -10,7 +10,7 @@ import re
 from functools import lru_cache
 from typing import Any
 
-_CANDIDATE = re.compile(r"(?<=[\r\n])[^\s/]|\s|(?<=[\r\n])[\x1c-\x1f]")  # where a safe cut may be
+_CANDIDATE = re.compile(r"(?<=[\r\n])[^\s/]|\s")  # where a safe cut may be (safe_join decides)
 
 
 @lru_cache(maxsize=1)
@@ -114,12 +114,12 @@ def chunk_counts(text: str, spans: list[tuple[int, int]]) -> list[dict[str, int 
     return counts
 
 
-def document_tokens(counts: list[dict[str, int | None]]) -> int | None:
-    """The exact count of a document's chunks merged back into one text (from chunk_counts),
-    or None when some neighbours share no stored cut."""
+def document_tokens(counts: list[dict[str, Any]]) -> int | None:
+    """The exact count of neighbouring chunks merged back into one text, from their stored counts
+    (chunk_counts or the payloads holding them), or None when a count or cut is missing."""
     if len(counts) == 1:
-        return counts[0]["tokens"]
-    pieces = [counts[0]["head"], *(c["body"] for c in counts[1:-1]), counts[-1]["tail"]] if counts else []
+        return None if counts[0].get("tokens") is None else int(counts[0]["tokens"])
+    pieces = [counts[0].get("head"), *(c.get("body") for c in counts[1:-1]), counts[-1].get("tail")] if counts else []
     if not pieces or any(piece is None for piece in pieces):
         return None
-    return sum(piece for piece in pieces if piece is not None)
+    return sum(int(piece) for piece in pieces if piece is not None)

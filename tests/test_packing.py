@@ -10,7 +10,7 @@ import random
 
 import pytest
 
-from inference.pack import LabelLine, chained_tokens, pack_sources
+from inference.pack import PackedSource, chained_tokens, pack_sources
 from inference.prompt import format_sources
 from ingest.chunk import chunk_document
 from ingest.embed import Embedder
@@ -102,7 +102,8 @@ def test_packing_is_exact_and_never_over_budget(documents: list[list[Hit]], budg
         if packing.dropped:
             # What was left out was left out for room: none of it would have fitted on its own.
             by_span = {(h.payload["path"], h.payload["start"]): h.payload for h in ranked}
-            alone = [count_tokens(format_sources([LabelLine("S99", p["path"], p["page"], p["section"], p["text"])])) + 1
+            alone = [count_tokens(format_sources([PackedSource("S99", 0, p["path"], p["page"], 0, 0, p["text"], 0.0,
+                                                               p["section"])])) + 1
                      for p in (by_span[(d["path"], d["start"])] for d in packing.dropped)]
             assert budget - packing.tokens < min(alone)
 
