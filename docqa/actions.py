@@ -78,7 +78,7 @@ def verify_audit_chain() -> tuple[int, list[str]]:
         count += 1
         if event.prev_hash != previous:
             problems.append(f"event {event.id}: does not link to the event before it (one removed or reordered)")
-        if event.compute_hash() != event.hash:
+        if not event.verifies():
             problems.append(f"event {event.id}: content does not match its hash (edited)")
         previous = event.hash
     return count, problems
@@ -137,6 +137,38 @@ def do_unexclude(matter: Matter, user: Any, actor: str) -> bool:
         if removed:
             record_audit(actor, "matter.unexclude", matter, {"user": user.get_username()})
     return bool(removed)
+
+
+def do_hold(matter: Matter, reason: str, actor: str) -> None:
+    """Place the matter under legal hold: retention expires nothing of it until released."""
+    if not reason.strip():
+        raise DocqaError("a legal hold needs a reason (it is kept in the audit trail)")
+    with transaction.atomic():
+        Matter.objects.filter(pk=matter.pk).update(legal_hold=True, legal_hold_reason=reason)
+        matter.legal_hold, matter.legal_hold_reason = True, reason
+        record_audit(actor, "matter.hold", matter, {"reason": reason})
+
+
+def do_release(matter: Matter, actor: str) -> bool:
+    with transaction.atomic():
+        released = Matter.objects.filter(pk=matter.pk, legal_hold=True).update(legal_hold=False, legal_hold_reason="")
+        if released:
+            matter.legal_hold, matter.legal_hold_reason = False, ""
+            record_audit(actor, "matter.release", matter, {})
+    return bool(released)
+
+
+def do_expire(actor: str, *, days: int | None = None, dry_run: bool = False) -> Any:
+    """Apply retention (docqa/retention.py) and audit what it did."""
+    from docqa.retention import expire_content
+
+    try:
+        report = expire_content(days=days, dry_run=dry_run)
+    except ValueError as exc:
+        raise DocqaError(str(exc)) from exc
+    if not dry_run:
+        record_audit(actor, "retention.expire", None, report.as_dict())
+    return report
 
 
 def principal_name(principal: Any) -> str:
@@ -416,7 +448,7 @@ HISTORY_TURNS = 6  # earlier questions and answers sent with a follow-up
 def conversation_history(conversation: Conversation | None) -> list[tuple[str, str]]:
     if conversation is None:
         return []
-    turns = (Question.objects.filter(conversation=conversation, answer__mode="llm")
+    turns = (Question.objects.filter(conversation=conversation, answer__mode="llm", expired_at__isnull=True)
              .exclude(answer__text="").order_by("-id").values_list("text", "answer__text")[:HISTORY_TURNS])
     return list(reversed(list(turns)))
 

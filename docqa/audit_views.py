@@ -9,7 +9,6 @@ matter. Every export is itself audited.
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import json
 from collections.abc import Iterator
@@ -26,8 +25,9 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET
 
 from docqa.actions import record_audit
-from docqa.models import Answer, AuditEvent
+from docqa.models import Answer, AuditEvent, sha256_text
 from docqa.permissions import role_in
+from docqa.retention import stored_text_sha256
 
 AUDITOR = "docqa.view_auditevent"
 FILTERS = ("actor", "matter", "action", "since", "until", "q")
@@ -76,18 +76,19 @@ def replay(request: HttpRequest, event_id: int) -> HttpResponse:
     if event is None:
         raise Http404("no such answer event")
     detail = event.detail
-    answer = Answer.objects.filter(question_id=detail.get("question")).first()
+    answer = Answer.objects.select_related("question").filter(question_id=detail.get("question")).first()
     may_read = event.matter is not None and role_in(request.user, event.matter) is not None
+    gone = answer is not None and answer.question.expired_at is not None  # retention replaced texts by hashes
     stored = {s["label"]: s for s in (answer.sources if answer else [])}
     sources = []
     for recorded in detail.get("sources", []):
         text = stored.get(recorded["label"], {}).get("text")
-        matches = text is not None and hashlib.sha256(str(text).encode("utf-8")).hexdigest() == recorded.get("sha256")
-        sources.append({**recorded, "matches": matches, "text": text if may_read else None})
+        matches = text is not None and stored_text_sha256(text, gone) == recorded.get("sha256")
+        sources.append({**recorded, "matches": matches, "text": text if may_read and not gone else None})
     record_audit(f"web:{request.user.get_username()}", "audit.replay", event.matter, {"event": event.id})
     return render(request, "docqa/audit_replay.html", {
         "event": event, "detail": detail, "sources": sources, "may_read": may_read,
-        "answer_matches": answer is not None and answer.text == detail.get("answer"),
+        "answer_matches": answer is not None and recorded_sha256(detail.get("answer")) == stored_text_sha256(answer.text, gone),
         "reasoning": answer.reasoning if answer is not None else "",
     })
 
@@ -107,6 +108,13 @@ def export(request: HttpRequest, fmt: str) -> StreamingHttpResponse:
     response = StreamingHttpResponse(stream, content_type="text/csv" if fmt == "csv" else "application/x-ndjson")
     response["Content-Disposition"] = f'attachment; filename="docqa-audit.{fmt}"'
     return response
+
+
+def recorded_sha256(value: Any) -> str:
+    """The sha256 of a content field as the trail holds it (its text, or its expired form)."""
+    if isinstance(value, dict) and set(value) == {"sha256"}:
+        return str(value["sha256"])
+    return sha256_text(str(value or ""))
 
 
 COLUMNS = ["id", "created_at", "actor", "matter", "action", "detail", "prev_hash", "hash"]

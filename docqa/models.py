@@ -20,6 +20,9 @@ class Matter(models.Model):
     slug = models.SlugField(max_length=100, unique=True)
     name = models.CharField(max_length=200)
     created_at = models.DateTimeField(auto_now_add=True)
+    # A legal hold suspends retention: nothing of this matter expires while it is on.
+    legal_hold = models.BooleanField(default=False)
+    legal_hold_reason = models.TextField(blank=True)
 
     def __str__(self) -> str:
         return self.slug
@@ -212,6 +215,9 @@ class Question(models.Model):
     effort = models.CharField(max_length=8, default="medium")
     budget = models.IntegerField()
     created_at = models.DateTimeField(auto_now_add=True)
+    # Set when retention replaced the question, its answer, reasoning, quotes and the packed
+    # source text by their hashes ("sha256:<hex>"); see docqa/retention.py.
+    expired_at = models.DateTimeField(null=True, blank=True)
 
 
 class Answer(models.Model):
@@ -246,8 +252,48 @@ class Citation(models.Model):
     end = models.IntegerField(null=True)
 
 
+# Content in an audit event's detail: any string under one of these keys. The hash chain covers
+# its sha256, not the text, so retention can replace the text by {"sha256": ...} and every hash
+# still verifies: an expired event proves what it held without holding it.
+SEALED_KEYS = frozenset({"text", "answer", "quote"})
+EXPIRED_MARK = "expired_at"  # top-level detail key set once, by retention; outside the hash
+
+
+def sha256_text(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def sealed(value: object, key: str = "") -> object:
+    """`value` as hashed: content strings (and their expired form) become "sha256:<hex>"."""
+    if key in SEALED_KEYS:
+        if isinstance(value, str):
+            return "sha256:" + sha256_text(value)
+        if isinstance(value, dict) and set(value) == {"sha256"}:
+            return "sha256:" + str(value["sha256"])
+    if isinstance(value, dict):
+        return {k: sealed(v, k) for k, v in value.items()}
+    if isinstance(value, list):
+        return [sealed(v) for v in value]
+    return value
+
+
+def expired(value: object, key: str = "") -> object:
+    """`value` with every content string replaced by {"sha256": <hex>} (what retention stores)."""
+    if key in SEALED_KEYS and isinstance(value, str):
+        return {"sha256": sha256_text(value)}
+    if isinstance(value, dict):
+        return {k: expired(v, k) for k, v in value.items()}
+    if isinstance(value, list):
+        return [expired(v) for v in value]
+    return value
+
+
 class AuditEvent(models.Model):
-    """Append-only and hash-chained: each row carries the hash of the one before it."""
+    """Append-only and hash-chained: each row carries the hash of the one before it.
+
+    The only change the database allows after insert is retention's, once per row: content
+    replaced by its hash and `expired_at` added to the detail, every hashed column unchanged.
+    """
 
     # Set before saving (not auto_now_add) because it is part of the hashed body.
     created_at = models.DateTimeField(default=timezone.now)
@@ -262,20 +308,31 @@ class AuditEvent(models.Model):
     class Meta:
         ordering = ["id"]
 
-    def compute_hash(self) -> str:
-        body = json.dumps(
+    def body(self, detail: object) -> str:
+        return json.dumps(
             {
                 "prev": self.prev_hash,
                 "created_at": self.created_at.isoformat(),
                 "actor": self.actor,
                 "matter": self.matter_id,
                 "action": self.action,
-                "detail": self.detail,
+                "detail": detail,
             },
             sort_keys=True,
             separators=(",", ":"),
         )
-        return hashlib.sha256(body.encode("utf-8")).hexdigest()
+
+    def compute_hash(self) -> str:
+        detail = {k: v for k, v in self.detail.items() if k != EXPIRED_MARK} if isinstance(self.detail, dict) else self.detail
+        return hashlib.sha256(self.body(sealed(detail)).encode("utf-8")).hexdigest()
+
+    def legacy_hash(self) -> str:
+        """The hash as written before content was sealed (events from before retention existed)."""
+        return hashlib.sha256(self.body(self.detail).encode("utf-8")).hexdigest()
+
+    def verifies(self) -> bool:
+        return self.hash == self.compute_hash() or (
+            isinstance(self.detail, dict) and EXPIRED_MARK not in self.detail and self.hash == self.legacy_hash())
 
     def save(self, *args, **kwargs):  # type: ignore[no-untyped-def]
         if self.pk is not None:

@@ -222,6 +222,10 @@ RETRIEVAL = env("RETRIEVAL", "hybrid")  # hybrid (dense + sparse, fused by RRF i
 RETRIEVE_LIMIT = envint("RETRIEVE_LIMIT", 200)
 # Keep the model's reasoning with each answer (off: it is shown while streaming, then dropped).
 STORE_REASONING = envbool("STORE_REASONING", default=False)
+# Retention: days that question text, answers, reasoning, quotes and the sources as sent are
+# kept; then `manage.py retention` (run daily) replaces them by their sha256. 0 keeps them forever.
+# A matter under legal hold keeps everything while the hold lasts.
+RETENTION_DAYS = envint("RETENTION_DAYS", 0)
 # Optional cross-encoder reranking: a local folder holding a sentence-transformers CrossEncoder
 # (never downloaded). Unset, the default, ranks without one.
 RERANK_MODEL = env("RERANK_MODEL", "")

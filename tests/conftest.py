@@ -103,3 +103,18 @@ def write_generated_docs(folder: Path) -> None:
         "# Design notes\n\nThe hydraulic pump is rated for a maximum pressure of 210 bar.\n",
         encoding="utf-8",
     )
+
+
+def embedded_python(tmp_path: Path) -> Any:
+    """A runner of `python ARGS` in the repository against a fresh embedded data folder (SQLite)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DOCQA_")}
+    env.update(DJANGO_SETTINGS_MODULE="docqa.settings", DOCQA_DATA_DIR=str(tmp_path / "var"))
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+
+    return run

@@ -104,18 +104,9 @@ db.commit()
 
 
 def test_the_embedded_sqlite_database_refuses_edits_and_audit_verify_catches_them(tmp_path: Path) -> None:
-    import os
-    import subprocess
-    import sys
+    from tests.conftest import embedded_python
 
-    from tests.conftest import REPO
-
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DOCQA_")}
-    env.update(DJANGO_SETTINGS_MODULE="docqa.settings", DOCQA_DATA_DIR=str(tmp_path / "var"))
-
-    def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
-
+    run = embedded_python(tmp_path)
     assert run("manage.py", "migrate", "-v0").returncode == 0
     tampered = run("-c", SQLITE_TAMPER, "2")
     assert tampered.returncode == 0, tampered.stderr

@@ -24,6 +24,11 @@ PASSAGE = "Either party may terminate this agreement on ninety days' written not
 
 @pytest.fixture
 def trail() -> dict[str, object]:
+    return make_trail()
+
+
+def make_trail() -> dict[str, object]:
+    """A matter with a viewer, an auditor, one answered question and an ingest event."""
     acme = Matter.objects.create(slug="acme", name="Acme")
     ann = User.objects.create_user("ann", password="pw-123456")
     Membership.objects.create(matter=acme, user=ann, role=Role.VIEWER)

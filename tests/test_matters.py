@@ -151,3 +151,30 @@ def test_admin_edits_of_members_and_walls_are_audited_too(people: dict[str, User
     assert Exclusion.objects.get(matter=acme).created_by == "admin:root"
     assert client.post(f"/admin/docqa/matter/{acme.id}/delete/", {"post": "yes"}).status_code == 403
     assert verify_audit_chain()[1] == []
+
+
+def test_every_admin_change_is_audited_including_users_groups_and_legal_holds(people: dict[str, User]) -> None:
+    client = Client()
+    client.force_login(people["root"])
+    added = client.post("/admin/auth/user/add/", {"username": "eve", "password1": "S3cure-pass-99",
+                                                 "password2": "S3cure-pass-99", "usable_password": "true"})
+    assert added.status_code == 302, added.content.decode()[:2000]
+    eve = User.objects.get(username="eve")
+    litigation = Group.objects.get(name="litigation")
+    assert client.post(f"/admin/auth/group/{litigation.id}/delete/", {"post": "yes"}).status_code == 302
+    acme = Matter.objects.create(slug="acme", name="Acme")
+    held = client.post(f"/admin/docqa/matter/{acme.id}/change/", {
+        "slug": "acme", "name": "Acme", "legal_hold": "on", "legal_hold_reason": "subpoena 17",
+        **management("memberships", 0), **management("exclusions", 0)})
+    assert held.status_code == 302, held.content.decode()[:2000]
+
+    events = list(AuditEvent.objects.filter(actor="admin:root").values_list("action", "detail"))
+    assert ("admin.add", "auth.user", str(eve.id)) in [(a, d.get("model"), d.get("object")) for a, d in events]
+    assert ("admin.delete", "auth.group", "litigation") in [(a, d.get("model"), d.get("repr")) for a, d in events]
+    assert ("matter.hold", {"reason": "subpoena 17"}) in events
+    assert "admin.change" in [a for a, _ in events]
+    assert "S3cure" not in str(events)  # a password never reaches the trail
+    # Documents and runs change only through a sync: the admin shows them, read-only.
+    for url in ("/admin/docqa/document/add/", "/admin/docqa/ingestrun/add/", "/admin/docqa/auditevent/add/"):
+        assert client.get(url).status_code == 403
+    assert verify_audit_chain()[1] == []

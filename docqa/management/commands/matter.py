@@ -6,6 +6,8 @@
     matter revoke SLUG (--user NAME | --group NAME)
     matter exclude SLUG --user NAME [--reason TEXT]   ethical wall: beats any membership
     matter unexclude SLUG --user NAME
+    matter hold SLUG --reason TEXT                  legal hold: retention expires nothing of it
+    matter release SLUG
 """
 
 from __future__ import annotations
@@ -26,13 +28,13 @@ class Command(BaseCommand):
     help = "Create matters and manage their members, roles and ethical walls (all audited)."
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("action", choices=["list", "create", "grant", "revoke", "exclude", "unexclude"])
+        parser.add_argument("action", choices=["list", "create", "grant", "revoke", "exclude", "unexclude", "hold", "release"])
         parser.add_argument("slug", nargs="?", help="the matter")
         parser.add_argument("--name", default="", help="create: the matter's display name")
         parser.add_argument("--user", help="a user name")
         parser.add_argument("--group", help="a group name (grant, revoke)")
         parser.add_argument("--role", choices=Role.values, help="grant: the role")
-        parser.add_argument("--reason", default="", help="exclude: why (kept in the audit trail)")
+        parser.add_argument("--reason", default="", help="exclude, hold: why (kept in the audit trail)")
         parser.add_argument("--actor", default=None, help="who is acting (default: the OS user)")
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -48,6 +50,15 @@ class Command(BaseCommand):
                 self.stdout.write(f"matter {matter.slug} created")
                 return
             matter = self.matter(options["slug"])
+            if action == "hold":
+                actions.do_hold(matter, options["reason"], actor)
+                self.stdout.write(f"{matter.slug} is under legal hold: retention expires nothing of it")
+                return
+            if action == "release":
+                if not actions.do_release(matter, actor):
+                    raise CommandError(f"{matter.slug} is not under legal hold")
+                self.stdout.write(f"{matter.slug} released from legal hold")
+                return
             if action in ("grant", "revoke"):
                 principal = self.principal(options)
                 if action == "grant":
@@ -74,7 +85,8 @@ class Command(BaseCommand):
     def list_matters(self) -> None:
         for matter in Matter.objects.order_by("slug").prefetch_related("memberships__user", "memberships__group",
                                                                         "exclusions__user"):
-            self.stdout.write(f"{matter.slug}\t{matter.name}")
+            hold = f"\tLEGAL HOLD: {matter.legal_hold_reason}" if matter.legal_hold else ""
+            self.stdout.write(f"{matter.slug}\t{matter.name}{hold}")
             for m in matter.memberships.all():
                 who = actions.principal_name(m.group if m.group_id else m.user)
                 self.stdout.write(f"  {m.role:8s} {who}")

@@ -1,0 +1,36 @@
+"""manage.py retention [--dry-run] [--days N]: expire old question and answer content (run daily)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from docqa import actions
+from docqa.management.base import cli_actor, require_database
+from ingest.errors import DocqaError
+
+
+class Command(BaseCommand):
+    help = ("Replace question text, answers, reasoning, quotes and sources as sent that are older than "
+            "DOCQA_RETENTION_DAYS by their sha256, outside matters under legal hold (audited).")
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--days", type=int, help="override DOCQA_RETENTION_DAYS for this run")
+        parser.add_argument("--dry-run", action="store_true", help="count what would expire; change nothing")
+        parser.add_argument("--actor", default=None, help="who is acting (default: the OS user)")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        require_database()
+        try:
+            report = actions.do_expire(cli_actor(options["actor"]), days=options["days"], dry_run=options["dry_run"])
+        except DocqaError as exc:
+            raise CommandError(str(exc)) from exc
+        verb = "would expire" if options["dry_run"] else "expired"
+        self.stdout.write(f"{verb}: {report.questions} question(s) and {report.events} audit event(s) "
+                          f"older than {report.cutoff:%Y-%m-%d %H:%M} UTC")
+        if report.held:
+            self.stdout.write(f"kept under legal hold: {', '.join(report.held)}")
+        if report.unverifiable:
+            self.stderr.write(f"left alone, their hashes do not verify (run audit_verify): "
+                              f"events {', '.join(map(str, report.unverifiable[:20]))}")
