@@ -13,7 +13,7 @@ from django.contrib.auth.models import Group, Permission, User
 from django.test import Client
 
 from docqa.actions import record_audit
-from docqa.models import Exclusion, IngestRun, Matter, Membership, Role, RunStatus, Source
+from docqa.models import AuditEvent, Exclusion, IngestRun, Matter, Membership, Role, RunStatus, Source
 
 pytestmark = pytest.mark.django_db
 
@@ -106,3 +106,96 @@ def test_the_admin_is_for_staff_only(world: dict) -> None:
     for user in USERS[1:]:
         response = client_for(world, user).get("/admin/")
         assert response.status_code == 302 and "/admin/login/" in response.url
+
+
+# --- Management commands: the same rules for whoever they act as ---------------------------------
+#
+# A command acts as the docqa account its --user (ask, ingest, runs) or --actor (matter, retention)
+# names; with none, as the server's operator. "anonymous" is a name with no account here.
+
+class Authorized(Exception):
+    """Raised where an allowed ask or ingest would start its real work."""
+
+
+YES, NO = "allowed", "refused"
+CMD_USERS = (*USERS, "admin", "operator")
+REFUSED = {"anonymous": NO, "auditor": NO, "excluded": NO, "outsider": NO, "admin": YES, "operator": YES}
+CMD_READERS = {**REFUSED, "viewer": YES, "editor": YES, "manager": YES}
+CMD_EDITORS = {**REFUSED, "viewer": NO, "editor": YES, "manager": YES}
+CMD_MANAGERS = {**REFUSED, "viewer": NO, "editor": NO, "manager": YES}
+CMD_ADMINS = {**REFUSED, "viewer": NO, "editor": NO, "manager": NO}
+COMMANDS = [
+    (("ask", "--matter", "acme", "Who may terminate?"), "--user", CMD_READERS),
+    (("ingest", "{folder}", "--matter", "acme"), "--user", CMD_EDITORS),
+    (("runs", "failures", "{acme_run}"), "--user", CMD_READERS),
+    (("runs", "cancel", "{acme_run}"), "--user", CMD_EDITORS),
+    (("runs", "retry", "{acme_run}", "--no-wait"), "--user", CMD_EDITORS),
+    (("matter", "grant", "acme", "--user", "auditor", "--role", "viewer"), "--actor", CMD_MANAGERS),
+    (("matter", "exclude", "acme", "--user", "viewer"), "--actor", CMD_MANAGERS),
+    (("matter", "hold", "acme", "--reason", "subpoena"), "--actor", CMD_MANAGERS),
+    (("matter", "create", "gamma"), "--actor", CMD_ADMINS),
+    (("retention", "--days", "30", "--dry-run"), "--actor", CMD_ADMINS),
+]
+
+
+@pytest.mark.parametrize("args, option, expected", COMMANDS, ids=[" ".join(a[:2]) for a, _, _ in COMMANDS])
+@pytest.mark.parametrize("user", CMD_USERS)
+def test_every_command_against_every_user(world: dict, tmp_path: object, monkeypatch: pytest.MonkeyPatch,
+                                          args: tuple[str, ...], option: str, expected: dict, user: str) -> None:
+    import io
+
+    from django.core.management import call_command
+    from django.core.management.base import CommandError
+
+    def stop(*_: object) -> None:
+        raise Authorized
+
+    monkeypatch.setattr("docqa.management.commands.ask.claim_embedded", stop)
+    monkeypatch.setattr("docqa.management.commands.ingest.start_local_work", stop)
+    monkeypatch.setattr("docqa.management.commands.runs.start_local_work", stop)
+    User.objects.create_superuser("admin", password="pw-123456")
+    before = AuditEvent.objects.count()
+    argv = [a.format(folder=tmp_path, **world) for a in args]
+    if user != "operator":
+        argv += [option, "nobody" if user == "anonymous" else user]
+    try:
+        call_command(*argv, stdout=io.StringIO(), stderr=io.StringIO())
+        outcome = YES
+    except Authorized:
+        outcome = YES
+    except CommandError as exc:
+        outcome = NO
+        assert "acme" not in str(exc) or "may not" in str(exc), str(exc)  # never says whether acme exists
+        assert AuditEvent.objects.count() == before  # a refused command changes nothing
+    assert outcome == expected[user], (user, argv)
+
+
+@pytest.mark.parametrize("command", [("runs", "list"), ("matter", "list")])
+def test_listing_commands_show_only_what_the_account_may_read(world: dict, command: tuple[str, str]) -> None:
+    import io
+
+    from django.core.management import call_command
+
+    option = "--user" if command[0] == "runs" else "--actor"
+    for user, visible in (("viewer", {"acme"}), ("excluded", set()), ("auditor", set()), ("outsider", {"beta"})):
+        out = io.StringIO()
+        call_command(*command, option, user, stdout=out)
+        assert {slug for slug in ("acme", "beta") if slug in out.getvalue()} == visible, (command, user)
+
+
+def test_a_follow_up_cannot_continue_someone_elses_conversation(world: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--conversation with another user's thread is refused as if it did not exist (no history leaks)."""
+    import io
+
+    from django.core.management import call_command
+    from django.core.management.base import CommandError
+
+    from docqa.models import Conversation
+
+    monkeypatch.setattr("docqa.management.commands.ask.claim_embedded", lambda *_: None)
+    monkeypatch.setattr("docqa.management.commands.ask.shutdown", lambda: None)
+    acme = Matter.objects.get(slug="acme")
+    theirs = Conversation.objects.create(matter=acme, user=world["users"]["manager"], actor="web:manager")
+    with pytest.raises(CommandError, match=f"no conversation {theirs.id} in matter acme"):
+        call_command("ask", "--matter", "acme", "--conversation", str(theirs.id), "--user", "viewer", "And then?",
+                     stdout=io.StringIO())

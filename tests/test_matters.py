@@ -29,6 +29,7 @@ def people() -> dict[str, User]:
     users["bob"].groups.add(litigation)
     users["cat"].groups.add(litigation)
     users["root"] = User.objects.create_superuser("root", password="pw-123456")
+    users["gc"] = User.objects.create_superuser("gc", password="pw-123456")  # the general counsel, who acts
     return users
 
 

@@ -90,6 +90,9 @@ def test_expiry_is_audited_and_off_by_default(trail: dict, settings: object) -> 
 
 
 def test_legal_hold_is_managed_by_command_and_audited(trail: dict) -> None:
+    from django.contrib.auth.models import User
+
+    User.objects.create_superuser("gc", password="pw-123456")
     with pytest.raises(CommandError, match="needs a reason"):
         call_command("matter", "hold", "acme", stdout=io.StringIO())
     call_command("matter", "hold", "acme", "--reason", "subpoena 17", "--actor", "gc", stdout=io.StringIO())

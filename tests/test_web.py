@@ -126,3 +126,27 @@ def test_only_editors_may_cancel_or_retry_a_run(indexed: Matter) -> None:
     assert viewer.post(f"/m/lease/runs/{run.id}/cancel").status_code == 404
     assert editor.post(f"/m/lease/runs/{run.id}/cancel").status_code == 302
     assert indexed.runs.get().status == "cancelled"
+
+
+def test_no_content_crosses_matters_through_answers_search_results_or_history(indexed: Matter, tmp_path: Path) -> None:
+    """Two indexed matters side by side: each member's answers, sources and history hold only their own."""
+    folder = tmp_path / "other-docs"
+    folder.mkdir()
+    (folder / "settlement.txt").write_text(
+        "CONFIDENTIAL SETTLEMENT\n\nThe settlement figure is nine million dollars, payable in three instalments.\n"
+        "The monthly rent under the lease is not affected by this settlement.\n")
+    call_command("ingest", str(folder), "--matter", "other", stdout=io.StringIO())
+    ann, eve = member(indexed, "ann"), member(Matter.objects.get(slug="other"), "eve")
+
+    # Each asks for the other matter's facts, in words that match them best (search-only mode).
+    theirs = eve.post("/m/other/", {"question": "What is the monthly rent of the lease, and the notice to terminate?",
+                                    "effort": "low"}).content.decode()
+    mine = ann.post("/m/lease/", {"question": "What is the settlement figure in the confidential settlement?",
+                                  "effort": "low"}).content.decode()
+
+    assert "settlement.txt" in theirs and "lease.txt" not in theirs and "two thousand dollars" not in theirs
+    assert "lease.txt" in mine and "settlement.txt" not in mine and "nine million" not in mine
+    # History: the ask page lists only the user's own questions in that matter.
+    assert "settlement figure" not in eve.get("/m/other/").content.decode()
+    assert "monthly rent of the lease" not in ann.get("/m/lease/").content.decode()
+    assert "settlement figure" not in member(indexed, "bob").get("/m/lease/").content.decode()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import getpass
+from typing import Any
 
 from django.conf import settings
 from django.core.management.base import CommandError
@@ -13,6 +14,50 @@ from ingest.errors import StoreLocked
 
 def cli_actor(username: str | None) -> str:
     return f"cli:{username or getpass.getuser()}"
+
+
+# Commands act with the authority of whoever runs them: without an account named, that is the
+# server's operator (who holds the database's credentials anyway), recorded as cli:OSUSER. Naming
+# a docqa account (`--user` on ask/ingest/runs, `--actor` on matter/retention) makes the command
+# act as that account, with exactly the rights the web UI would give it, and records it.
+
+
+def acting_as(name: str | None) -> tuple[str, Any]:
+    """(audit actor, the docqa account acted as, or None for the operator)."""
+    if not name:
+        return cli_actor(None), None
+    from django.contrib.auth import get_user_model
+
+    user = get_user_model().objects.filter(username=name, is_active=True).first()
+    if user is None:
+        raise CommandError(f"no active docqa account {name!r} to act as (leave the option out to act as the operator)")
+    return cli_actor(name), user
+
+
+def matter_as(user: Any, slug: str, role: str = "viewer", *, doing: str = "use") -> Any:
+    """The matter, if `user` (None: the operator) holds at least `role` in it; the same refusal otherwise."""
+    from django.http import Http404
+
+    from docqa.models import Matter
+    from docqa.permissions import matter_for
+
+    if user is None or user.is_superuser:  # they see every matter (bar walls): say when one is missing
+        matter = Matter.objects.filter(slug=slug).first()
+        if matter is None:
+            raise CommandError(f"no matter {slug!r}; `manage.py matter list` lists them")
+        if user is None:
+            return matter
+    try:
+        return matter_for(user, slug, role)
+    except Http404:
+        # Whether the matter exists is not confirmed to someone who may not see it.
+        raise CommandError(f"{user.get_username()} may not {doing} matter {slug!r}: no such matter, "
+                           f"or not a {role} there") from None
+
+
+def require_superuser(user: Any, doing: str) -> None:
+    if user is not None and not user.is_superuser:
+        raise CommandError(f"{user.get_username()} may not {doing}: only administrators (superusers) may")
 
 
 def require_database() -> None:

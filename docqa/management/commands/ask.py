@@ -9,8 +9,8 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from docqa import actions
-from docqa.management.base import claim_embedded, cli_actor, require_database, shutdown
-from docqa.models import Conversation, Matter
+from docqa.management.base import acting_as, claim_embedded, matter_as, require_database, shutdown
+from docqa.models import Conversation, Matter, Role
 from ingest.errors import DocqaError
 
 
@@ -24,7 +24,7 @@ class Command(BaseCommand):
         parser.add_argument("--budget", type=int, help="prompt token budget (default: the model's window minus output)")
         parser.add_argument("--effort", choices=["low", "medium", "high"], default="medium")
         parser.add_argument("--batch", action="store_true", help="questions on stdin, one JSON result per line")
-        parser.add_argument("--user", help="name recorded in the audit trail (default: OS user)")
+        parser.add_argument("--user", help="act as this docqa account (a reader of the matter); default: the operator")
         parser.add_argument("--conversation", type=int, help="continue this conversation (a follow-up question)")
         parser.add_argument("--show-reasoning", action="store_true",
                             help="also print the model's reasoning (not checked like the answer)")
@@ -33,9 +33,8 @@ class Command(BaseCommand):
         if options["batch"] == bool(options["question"]):
             raise CommandError("give one QUESTION, or --batch with questions on standard input")
         require_database()
-        matter = Matter.objects.filter(slug=options["matter"]).first()
-        if matter is None:
-            raise CommandError(f"no matter {options['matter']!r}; ingest a folder into it first")
+        options["actor"], options["account"] = acting_as(options["user"])
+        matter = matter_as(options["account"], options["matter"], Role.VIEWER, doing="ask in")
         claim_embedded("ask command")
         try:
             if options["batch"]:
@@ -49,11 +48,13 @@ class Command(BaseCommand):
         conversation = None
         if options["conversation"]:
             conversation = Conversation.objects.filter(id=options["conversation"], matter=matter).first()
+            if conversation is not None and options["account"] is not None and conversation.user_id != options["account"].id:
+                conversation = None  # someone else's thread: as if it did not exist
             if conversation is None:
                 raise DocqaError(f"no conversation {options['conversation']} in matter {matter.slug}")
         outcome = actions.do_ask(
-            matter, text, actor=cli_actor(options["user"]), budget=options["budget"], effort=options["effort"],
-            conversation=conversation,
+            matter, text, actor=options["actor"], user=options["account"], budget=options["budget"],
+            effort=options["effort"], conversation=conversation,
         )
         assert outcome.result is not None
         shown = outcome.result.with_reasoning() if options["show_reasoning"] else outcome.result.as_dict()

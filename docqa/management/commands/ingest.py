@@ -10,7 +10,8 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from docqa import actions
-from docqa.management.base import cli_actor, shutdown, start_local_work
+from docqa.management.base import acting_as, matter_as, require_database, shutdown, start_local_work
+from docqa.models import Role
 from ingest.errors import DocqaError
 
 
@@ -21,14 +22,17 @@ class Command(BaseCommand):
         parser.add_argument("path", type=Path)
         parser.add_argument("--matter", required=True, help="matter slug; created if missing")
         parser.add_argument("--json", action="store_true", help="print one JSON object")
-        parser.add_argument("--user", help="name recorded in the audit trail (default: OS user)")
+        parser.add_argument("--user", help="act as this docqa account (an editor of the matter); default: the operator")
         parser.add_argument("--timeout", type=float, default=None, help="give up waiting after N seconds")
 
     def handle(self, *args: Any, **options: Any) -> None:
         root: Path = options["path"]
         if not root.is_dir():
             raise CommandError(f"{root} is not a folder")
-        actor = cli_actor(options["user"])
+        require_database()
+        actor, account = acting_as(options["user"])
+        if account is not None:  # an account syncs only matters it edits; the operator may create one
+            matter_as(account, options["matter"], Role.EDITOR, doing="sync folders into")
         start_local_work("ingest command")
         try:
             matter = actions.get_or_create_matter(options["matter"], actor)

@@ -19,8 +19,9 @@ from django.contrib.auth.models import Group
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from docqa import actions
-from docqa.management.base import cli_actor, require_database
+from docqa.management.base import acting_as, matter_as, require_database, require_superuser
 from docqa.models import Matter, Role
+from docqa.permissions import readable_matters
 from ingest.errors import DocqaError
 
 
@@ -35,21 +36,24 @@ class Command(BaseCommand):
         parser.add_argument("--group", help="a group name (grant, revoke)")
         parser.add_argument("--role", choices=Role.values, help="grant: the role")
         parser.add_argument("--reason", default="", help="exclude, hold: why (kept in the audit trail)")
-        parser.add_argument("--actor", default=None, help="who is acting (default: the OS user)")
+        parser.add_argument("--actor", default=None,
+                            help="act as this docqa account (a manager of the matter; create: an administrator)")
 
     def handle(self, *args: Any, **options: Any) -> None:
         require_database()
-        action, actor = options["action"], cli_actor(options["actor"])
+        action = options["action"]
+        actor, account = acting_as(options["actor"])
         if action == "list":
-            return self.list_matters()
+            return self.list_matters(account)
         if not options["slug"]:
             raise CommandError(f"matter {action} needs the matter's SLUG")
         try:
             if action == "create":
+                require_superuser(account, "create matters")
                 matter = actions.do_create_matter(options["slug"], options["name"], actor)
                 self.stdout.write(f"matter {matter.slug} created")
                 return
-            matter = self.matter(options["slug"])
+            matter = matter_as(account, options["slug"], Role.MANAGER, doing="manage")
             if action == "hold":
                 actions.do_hold(matter, options["reason"], actor)
                 self.stdout.write(f"{matter.slug} is under legal hold: retention expires nothing of it")
@@ -82,8 +86,9 @@ class Command(BaseCommand):
         except DocqaError as exc:
             raise CommandError(str(exc)) from exc
 
-    def list_matters(self) -> None:
-        for matter in Matter.objects.order_by("slug").prefetch_related("memberships__user", "memberships__group",
+    def list_matters(self, account: Any) -> None:
+        matters = Matter.objects.all() if account is None else readable_matters(account)
+        for matter in matters.order_by("slug").prefetch_related("memberships__user", "memberships__group",
                                                                         "exclusions__user"):
             hold = f"\tLEGAL HOLD: {matter.legal_hold_reason}" if matter.legal_hold else ""
             self.stdout.write(f"{matter.slug}\t{matter.name}{hold}")
@@ -92,12 +97,6 @@ class Command(BaseCommand):
                 self.stdout.write(f"  {m.role:8s} {who}")
             for e in matter.exclusions.all():
                 self.stdout.write(f"  walled   {e.user.get_username()}" + (f" ({e.reason})" if e.reason else ""))
-
-    def matter(self, slug: str) -> Matter:
-        matter = Matter.objects.filter(slug=slug).first()
-        if matter is None:
-            raise CommandError(f"no matter {slug!r}; `manage.py matter list` lists them")
-        return matter
 
     def principal(self, options: dict[str, Any]) -> Any:
         if bool(options["user"]) == bool(options["group"]):

@@ -7,7 +7,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from docqa import actions
-from docqa.management.base import cli_actor, require_database
+from docqa.management.base import acting_as, require_database, require_superuser
 from ingest.errors import DocqaError
 
 
@@ -18,12 +18,14 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--days", type=int, help="override DOCQA_RETENTION_DAYS for this run")
         parser.add_argument("--dry-run", action="store_true", help="count what would expire; change nothing")
-        parser.add_argument("--actor", default=None, help="who is acting (default: the OS user)")
+        parser.add_argument("--actor", default=None, help="act as this docqa account (an administrator)")
 
     def handle(self, *args: Any, **options: Any) -> None:
         require_database()
+        actor, account = acting_as(options["actor"])
+        require_superuser(account, "apply retention")
         try:
-            report = actions.do_expire(cli_actor(options["actor"]), days=options["days"], dry_run=options["dry_run"])
+            report = actions.do_expire(actor, days=options["days"], dry_run=options["dry_run"])
         except DocqaError as exc:
             raise CommandError(str(exc)) from exc
         verb = "would expire" if options["dry_run"] else "expired"

@@ -14,8 +14,9 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from docqa import actions
-from docqa.management.base import cli_actor, require_database, shutdown, start_local_work
-from docqa.models import IngestRun
+from docqa.management.base import acting_as, matter_as, require_database, shutdown, start_local_work
+from docqa.models import IngestRun, Role
+from docqa.permissions import readable_matters
 
 
 class Command(BaseCommand):
@@ -25,17 +26,23 @@ class Command(BaseCommand):
         parser.add_argument("action", nargs="?", choices=["list", "cancel", "resume", "retry", "failures"], default="list")
         parser.add_argument("run", nargs="?", type=int)
         parser.add_argument("--matter", help="only this matter's runs (list)")
-        parser.add_argument("--user", help="name recorded in the audit trail (default: OS user)")
+        parser.add_argument("--user", help="act as this docqa account (its role in the run's matter is checked)")
         parser.add_argument("--no-wait", action="store_true", help="resume/retry: queue the work and return")
 
     def handle(self, *args: Any, **options: Any) -> None:
         require_database()
+        actor, account = acting_as(options["user"])
         if options["action"] == "list":
-            return self.list_runs(options["matter"])
+            return self.list_runs(options["matter"], account)
         run = IngestRun.objects.filter(id=options["run"]).select_related("matter", "source").first()
+        if run is not None and account is not None:
+            try:
+                role = Role.VIEWER if options["action"] == "failures" else Role.EDITOR
+                matter_as(account, run.matter.slug, role, doing=f"{options['action']} runs of")
+            except CommandError:
+                run = None  # a run of a matter the account may not act on: as if it did not exist
         if run is None:
             raise CommandError(f"no ingest run {options['run']!r}; `manage.py runs` lists them")
-        actor = cli_actor(options["user"])
         if options["action"] == "failures":
             self.stdout.write(actions.failures_csv(run), ending="")
         elif options["action"] == "cancel":
@@ -56,8 +63,10 @@ class Command(BaseCommand):
             shutdown()
         self.stdout.write(f"run {run.id} {run.status}: " + ", ".join(f"{k} {v}" for k, v in run.counts.items()))
 
-    def list_runs(self, matter: str | None) -> None:
+    def list_runs(self, matter: str | None, account: Any) -> None:
         runs = IngestRun.objects.select_related("matter", "source").order_by("-id")
+        if account is not None:
+            runs = runs.filter(matter__in=readable_matters(account))
         if matter:
             runs = runs.filter(matter__slug=matter)
         for run in runs[:50]:
