@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from django.contrib.auth.decorators import login_required
-from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
 from docqa import actions
 from docqa.forms import AskForm
-from docqa.models import FINAL_STATES, IngestRun, ItemState, Question, Role, RunStatus
+from docqa.models import FINAL_STATES, Document, IngestRun, ItemState, Question, Role, RunStatus
 from docqa.permissions import matter_for, readable_matters
 from ingest.errors import DocqaError
 
@@ -56,8 +58,73 @@ def ask(request: HttpRequest, slug: str) -> HttpResponse:
 @login_required
 def documents(request: HttpRequest, slug: str) -> HttpResponse:
     matter = matter_for(request.user, slug)
-    docs = matter.documents.select_related("source", "text").order_by("path")
+    # Never the extracted texts themselves: a matter may hold tens of thousands of them.
+    docs = matter.documents.select_related("source", "text").defer("text__text", "text__layout").order_by("path")
     return render(request, "docqa/documents.html", {"matter": matter, "documents": docs})
+
+
+def document_for(request: HttpRequest, slug: str, doc_id: int) -> Document:
+    """The matter's document if the user may read the matter; 404 otherwise (ids of other matters too)."""
+    matter = matter_for(request.user, slug)
+    doc = Document.objects.filter(id=doc_id, matter=matter).select_related("matter", "source", "text", "parent").first()
+    if doc is None:
+        raise Http404("no such document")
+    return doc
+
+
+@login_required
+@require_GET
+def document(request: HttpRequest, slug: str, doc_id: int) -> HttpResponse:
+    """A document's extracted text (the one citations index), a cited span highlighted."""
+    doc = document_for(request, slug, doc_id)
+    text = doc.text.text if doc.text else ""
+    start, end = span(request, len(text))
+    actions.record_audit(f"web:{request.user.get_username()}", "document.view", doc.matter,
+                         {"document": doc.id, "path": doc.path, "version": doc.sha256,
+                          **({"start": start, "end": end} if end > start else {})})
+    return render(request, "docqa/document.html", {
+        "matter": doc.matter, "doc": doc, "before": text[:start], "hit": text[start:end], "after": text[end:],
+        "page": request.GET.get("page", ""), "on_disk": original_file(doc) is not None,
+        "attachments": doc.attachments.order_by("path"),
+    })
+
+
+def span(request: HttpRequest, length: int) -> tuple[int, int]:
+    try:
+        start, end = int(request.GET.get("start", 0)), int(request.GET.get("end", 0))
+    except ValueError:
+        return 0, 0
+    start, end = max(0, min(start, length)), max(0, min(end, length))
+    return (start, end) if end > start else (0, 0)
+
+
+def original_file(doc: Document) -> Path | None:
+    """The document's file inside its source folder, or None (gone, an attachment, or outside the root)."""
+    if doc.parent_id is not None:
+        return None
+    root = Path(doc.source.root).resolve()
+    path = (root / doc.path).resolve()
+    if not path.is_relative_to(root) or not path.is_file():
+        return None
+    return path
+
+
+@login_required
+@require_GET
+def document_file(request: HttpRequest, slug: str, doc_id: int) -> HttpResponse:
+    """The original file, as it is in the source folder now (inline for PDFs, so #page=N works)."""
+    doc = document_for(request, slug, doc_id)
+    path = original_file(doc)
+    if path is None:
+        raise Http404("the original file is not in the source folder any more")
+    actions.record_audit(f"web:{request.user.get_username()}", "document.download", doc.matter,
+                         {"document": doc.id, "path": doc.path, "version": doc.sha256, "size": path.stat().st_size})
+    # PDFs and plain text open in the browser; everything else (HTML included, which could run
+    # as a page of this site) downloads. nosniff stops a browser guessing its way to HTML.
+    inline = path.suffix.lower() in (".pdf", ".txt")
+    response = FileResponse(path.open("rb"), as_attachment=not inline, filename=path.name)
+    response["X-Content-Type-Options"] = "nosniff"
+    return response
 
 
 @login_required

@@ -8,12 +8,25 @@ existence is not confirmed), and the audit pages answer 403 to anyone without th
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from django.contrib.auth.models import Group, Permission, User
 from django.test import Client
 
 from docqa.actions import record_audit
-from docqa.models import AuditEvent, Exclusion, IngestRun, Matter, Membership, Role, RunStatus, Source
+from docqa.models import (
+    AuditEvent,
+    Document,
+    DocumentText,
+    Exclusion,
+    IngestRun,
+    Matter,
+    Membership,
+    Role,
+    RunStatus,
+    Source,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -21,7 +34,7 @@ USERS = ("anonymous", "viewer", "editor", "manager", "auditor", "excluded", "out
 
 
 @pytest.fixture
-def world() -> dict[str, object]:
+def world(tmp_path: Path) -> dict[str, object]:
     acme = Matter.objects.create(slug="acme", name="Acme")
     beta = Matter.objects.create(slug="beta", name="Beta")
     team = Group.objects.create(name="acme-team")
@@ -36,12 +49,19 @@ def world() -> dict[str, object]:
     Membership.objects.create(matter=acme, user=users["manager"], role=Role.MANAGER)
     users["auditor"].groups.add(auditors)
     Membership.objects.create(matter=beta, user=users["outsider"], role=Role.MANAGER)
-    runs = {}
+    runs, docs = {}, {}
     for matter in (acme, beta):
-        source = Source.objects.create(matter=matter, root=f"/srv/{matter.slug}")
+        root = tmp_path / matter.slug
+        root.mkdir()
+        (root / "memo.txt").write_text(f"{matter.name} privileged memo: the settlement figure is confidential.\n")
+        source = Source.objects.create(matter=matter, root=str(root))
         runs[matter.slug] = IngestRun.objects.create(matter=matter, source=source, actor="test", status=RunStatus.RUNNING)
+        text = DocumentText.objects.create(sha256=matter.slug * 8, text=(root / "memo.txt").read_text(), parser="text")
+        docs[matter.slug] = Document.objects.create(matter=matter, source=source, path="memo.txt", kind="txt",
+                                                    sha256=matter.slug * 8, status="indexed", text=text)
     answer = record_audit("web:viewer", "question.answer", acme, {"question": 1, "text": "q", "sources": []})
-    return {"users": users, "acme_run": runs["acme"].id, "beta_run": runs["beta"].id, "event": answer.id}
+    return {"users": users, "acme_run": runs["acme"].id, "beta_run": runs["beta"].id, "event": answer.id,
+            "acme_doc": docs["acme"].id, "beta_doc": docs["beta"].id}
 
 
 def client_for(world: dict, name: str) -> Client:
@@ -63,6 +83,9 @@ MATRIX = [
     ("GET", "/m/acme/runs/{acme_run}/", READERS),
     ("GET", "/m/acme/runs/{acme_run}/failures.csv", READERS),
     ("POST", "/m/acme/runs/{acme_run}/cancel", EDITORS),
+    ("GET", "/m/acme/documents/{acme_doc}/", READERS),
+    ("GET", "/m/acme/documents/{acme_doc}/?start=0&end=20", READERS),
+    ("GET", "/m/acme/documents/{acme_doc}/file", READERS),
     ("GET", "/audit/", AUDITORS),
     ("GET", "/audit/{event}/", AUDITORS),
     ("GET", "/audit/export.csv", AUDITORS),
@@ -86,6 +109,10 @@ def test_every_url_against_every_user(world: dict, method: str, url: str, expect
     "/m/beta/runs/{acme_run}/",  # a run of acme asked for under a matter the user may read
     "/m/beta/runs/{acme_run}/failures.csv",
     "/m/acme/runs/{beta_run}/",
+    "/m/beta/documents/{acme_doc}/",
+    "/m/beta/documents/{acme_doc}/file",
+    "/m/acme/documents/{beta_doc}/",
+    "/m/acme/documents/{beta_doc}/file",
 ])
 def test_ids_swapped_across_matters_find_nothing(world: dict, url: str) -> None:
     for user in ("outsider", "manager"):
@@ -199,3 +226,35 @@ def test_a_follow_up_cannot_continue_someone_elses_conversation(world: dict, mon
     with pytest.raises(CommandError, match=f"no conversation {theirs.id} in matter acme"):
         call_command("ask", "--matter", "acme", "--conversation", str(theirs.id), "--user", "viewer", "And then?",
                      stdout=io.StringIO())
+
+
+def test_viewing_and_downloading_a_document_are_audited(world: dict) -> None:
+    client = client_for(world, "viewer")
+    page = client.get("/m/acme/documents/{acme_doc}/?start=5&end=20&page=1".format(**world)).content.decode()
+    assert '<mark id="hit">privileged memo</mark>' in page and "#page=1" in page
+    download = client.get("/m/acme/documents/{acme_doc}/file".format(**world))
+    assert b"".join(download.streaming_content).startswith(b"Acme privileged memo")
+    assert download["X-Content-Type-Options"] == "nosniff"
+    events = list(AuditEvent.objects.filter(actor="web:viewer").values_list("action", "detail"))
+    assert ("document.view", {"document": world["acme_doc"], "path": "memo.txt", "version": "acme" * 8,
+                              "start": 5, "end": 20}) in events
+    assert ("document.download", {"document": world["acme_doc"], "path": "memo.txt", "version": "acme" * 8,
+                                  "size": 61}) in events
+
+
+def test_a_document_path_cannot_leave_its_source_folder(world: dict, tmp_path: Path) -> None:
+    (tmp_path / "secret.txt").write_text("outside every source")
+    doc = Document.objects.get(id=world["acme_doc"])
+    Document.objects.filter(id=doc.id).update(path="../secret.txt")
+    assert client_for(world, "viewer").get(f"/m/acme/documents/{doc.id}/file").status_code == 404
+    Document.objects.filter(id=doc.id).update(path="gone.txt")  # deleted from the folder since
+    assert client_for(world, "viewer").get(f"/m/acme/documents/{doc.id}/file").status_code == 404
+    assert not AuditEvent.objects.filter(action="document.download").exists()
+
+
+def test_an_html_original_downloads_rather_than_opening_as_a_page(world: dict, tmp_path: Path) -> None:
+    (tmp_path / "acme" / "page.html").write_text("<script>alert(1)</script>")
+    doc = Document.objects.get(id=world["acme_doc"])
+    Document.objects.filter(id=doc.id).update(path="page.html")
+    response = client_for(world, "viewer").get(f"/m/acme/documents/{doc.id}/file")
+    assert response.status_code == 200 and response["Content-Disposition"].startswith("attachment")

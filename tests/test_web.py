@@ -62,6 +62,13 @@ def test_ask_page_shows_the_answer_with_numbered_sources(indexed: Matter, standi
     assert response.status_code == 200
     assert 'href="#src-S1"' in html and "verified" in html
     assert "lease.txt" in html and "sixty (60) days" in html
+    # Each source opens in its document, the passage highlighted there.
+    import re
+
+    link = re.search(r'href="(/m/lease/documents/\d+/\?start=\d+&amp;end=\d+)#hit"', html)
+    assert link is not None
+    page = client.get(link.group(1).replace("&amp;", "&")).content.decode()
+    assert '<mark id="hit">' in page and "sixty (60) days" in page.split('<mark id="hit">')[1].split("</mark>")[0]
 
 
 def test_ask_page_says_when_no_language_model_is_connected(indexed: Matter) -> None:
