@@ -463,6 +463,7 @@ def do_ask(
     effort: str = "medium",
     on_event: Any = lambda kind, data: None,
     conversation: Conversation | None = None,
+    scope: list[str] | None = None,
 ) -> AskOutcome:
     """Answer `text` from `matter` only, and record question, answer, citations and audit.
 
@@ -471,6 +472,7 @@ def do_ask(
     """
     if conversation is not None and conversation.matter_id != matter.id:
         raise DocqaError("that conversation belongs to another matter")
+    documents = scope_documents(matter, scope) if scope else None
     llm = get_llm()
     ceiling = default_budget(effort)
     budget = min(budget or ceiling, ceiling) if llm else (budget or ceiling)
@@ -480,14 +482,15 @@ def do_ask(
     question = Question.objects.create(matter=matter, user=user, actor=actor, text=text, effort=effort, budget=budget,
                                        conversation=conversation)
     record_audit(actor, "question.ask", matter, {"question": question.id, "conversation": conversation.id,
-                                                 "text": text, "effort": effort, "budget": budget})
+                                                 "text": text, "effort": effort, "budget": budget,
+                                                 **({"scope": scope, "documents": len(documents)} if documents else {})})
     started = time.monotonic()
     try:
         result = answer_question(
             text, matter_ids=[matter.id], embedder=services.get_embedder(), store=services.get_store(),
             llm=llm, budget=budget, effort=effort,
             max_completion_tokens=reserved_output(effort), on_event=on_event, retrieval=settings.RETRIEVAL,
-            history=history, reranker=get_reranker(),
+            history=history, reranker=get_reranker(), documents=documents,
             # Prefix-cache entries are kept apart per matter, so one matter's cached
             # sources can never shorten (and so reveal) another's prompt timing.
             cache_salt=f"matter-{matter.id}",
@@ -497,6 +500,18 @@ def do_ask(
         raise
     record_answer(question, result, started)
     return AskOutcome(question, result)
+
+
+def scope_documents(matter: Matter, scope: list[str]) -> list[int]:
+    """The matter's indexed documents under the given folders or at the given paths."""
+    wanted = Q()
+    for prefix in (p.strip().strip("/") for p in scope):
+        if prefix:
+            wanted |= Q(path=prefix) | Q(path__startswith=prefix + "/")
+    ids = list(Document.objects.filter(wanted, matter=matter, status=DocumentStatus.INDEXED).values_list("id", flat=True))
+    if not ids:
+        raise DocqaError(f"no indexed document in {matter.slug} is under {', '.join(scope)}")
+    return ids
 
 
 def cited_source(source: Any) -> dict[str, Any]:

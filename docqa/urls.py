@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from docqa import audit_views, views
+from docqa import audit_views, conversations, views
 from docqa.signin import ThrottledAdminAuthenticationForm, ThrottledAuthenticationForm
 
 admin.site.login_form = ThrottledAdminAuthenticationForm
@@ -13,6 +13,9 @@ urlpatterns = [
     path("login/", auth_views.LoginView.as_view(authentication_form=ThrottledAuthenticationForm), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("m/<slug:slug>/", views.ask, name="ask"),
+    path("m/<slug:slug>/ask/stream", conversations.ask_stream, name="ask_stream"),
+    path("m/<slug:slug>/c/<int:conversation_id>/", conversations.conversation_page, name="conversation"),
+    path("m/<slug:slug>/q/<int:question_id>/", conversations.answer_block, name="answer_block"),
     path("m/<slug:slug>/documents/", views.documents, name="documents"),
     path("m/<slug:slug>/documents/<int:doc_id>/", views.document, name="document"),
     path("m/<slug:slug>/documents/<int:doc_id>/file", views.document_file, name="document_file"),

@@ -10,9 +10,11 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
 from docqa import actions
+from docqa.conversations import own_conversation, page_context, scope_of
 from docqa.forms import AskForm
-from docqa.models import FINAL_STATES, Document, IngestRun, ItemState, Question, Role, RunStatus
+from docqa.models import FINAL_STATES, Document, IngestRun, ItemState, Role, RunStatus
 from docqa.permissions import matter_for, readable_matters
+from docqa.templatetags.docqa_tags import quote_spans
 from ingest.errors import DocqaError
 
 
@@ -24,6 +26,9 @@ def healthz(request: HttpRequest) -> HttpResponse:
 @login_required
 def home(request: HttpRequest) -> HttpResponse:
     matters = list(readable_matters(request.user).order_by("slug"))
+    chosen = request.GET.get("m", "")
+    if chosen and any(m.slug == chosen for m in matters):  # the matter switcher without JavaScript
+        return redirect("ask", slug=chosen)
     if len(matters) == 1:
         return redirect("ask", slug=matters[0].slug)
     return render(request, "docqa/home.html", {"matters": matters})
@@ -31,27 +36,26 @@ def home(request: HttpRequest) -> HttpResponse:
 
 @login_required
 def ask(request: HttpRequest, slug: str) -> HttpResponse:
+    """The ask page (a new conversation). Without JavaScript the form posts here and the page
+    comes back with the answer; with it, the answer streams from `ask_stream` instead."""
     matter = matter_for(request.user, slug)
     form = AskForm(request.POST or None)
-    context: dict = {"matter": matter, "form": form, "matters": readable_matters(request.user).order_by("slug")}
+    conversation = None
+    error = ""
     if request.method == "POST" and form.is_valid():
+        conversation = own_conversation(request, matter, form.cleaned_data.get("conversation"))
         try:
             outcome = actions.do_ask(
-                matter,
-                form.cleaned_data["question"],
-                actor=request.user.get_username(),
-                user=request.user,
-                budget=form.cleaned_data["budget"],
-                effort=form.cleaned_data["effort"],
+                matter, form.cleaned_data["question"], actor=f"web:{request.user.get_username()}", user=request.user,
+                budget=form.cleaned_data["budget"], effort=form.cleaned_data["effort"], conversation=conversation,
+                scope=scope_of(form),
             )
-            result = outcome.result.as_dict() if outcome.result else None
-            if result and result["mode"] == "search":
-                # Nothing reads these in label order, so show the best passage first.
-                result["sources"].sort(key=lambda s: -s["score"])
-            context["result"] = result
+            conversation = outcome.question.conversation
+            form = AskForm(initial={"conversation": conversation.id if conversation else None})
         except DocqaError as exc:
-            context["error"] = str(exc)
-    context["recent"] = Question.objects.filter(matter=matter, user=request.user).order_by("-id")[:10]
+            error = str(exc)
+    context = page_context(request, matter, conversation, form)
+    context["error"] = error
     return render(request, "docqa/ask.html", context)
 
 
@@ -79,14 +83,32 @@ def document(request: HttpRequest, slug: str, doc_id: int) -> HttpResponse:
     doc = document_for(request, slug, doc_id)
     text = doc.text.text if doc.text else ""
     start, end = span(request, len(text))
+    quote = request.GET.get("quote", "")[:2000]
     actions.record_audit(f"web:{request.user.get_username()}", "document.view", doc.matter,
                          {"document": doc.id, "path": doc.path, "version": doc.sha256,
                           **({"start": start, "end": end} if end > start else {})})
     return render(request, "docqa/document.html", {
-        "matter": doc.matter, "doc": doc, "before": text[:start], "hit": text[start:end], "after": text[end:],
-        "page": request.GET.get("page", ""), "on_disk": original_file(doc) is not None,
-        "attachments": doc.attachments.order_by("path"),
+        "matter": doc.matter, "doc": doc, "before": text[:start], "cited": marked(text[start:end], quote),
+        "after": text[end:], "page": request.GET.get("page", ""), "on_disk": original_file(doc) is not None,
+        "attachments": doc.attachments.order_by("path"), "quote": quote,
     })
+
+
+def marked(passage: str, quote: str) -> list[dict[str, object]]:
+    """The cited passage in pieces, the quoted words marked: the first mark is the page's #hit."""
+    spans = quote_spans(passage, quote) if quote else []
+    if not spans:
+        return [{"text": passage, "mark": True, "hit": True}] if passage else []
+    pieces: list[dict[str, object]] = []
+    at = 0
+    for start, end in spans:
+        if start < at:
+            continue
+        pieces += [{"text": passage[at:start], "mark": False}, {"text": passage[start:end], "mark": True}]
+        at = end
+    pieces.append({"text": passage[at:], "mark": False})
+    next(p for p in pieces if p["mark"])["hit"] = True
+    return pieces
 
 
 def span(request: HttpRequest, length: int) -> tuple[int, int]:

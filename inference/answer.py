@@ -95,6 +95,7 @@ def answer_question(
     retrieval: str = "hybrid",
     history: Sequence[Turn] = (),
     reranker: Reranker | None = None,
+    documents: list[int] | None = None,
 ) -> AnswerResult:
     on_event("status", "retrieving")
     history = list(history)
@@ -105,7 +106,7 @@ def answer_question(
     # A follow-up ("and the notice period?") is searched together with the question before it.
     search_text = f"{history[-1][0]}\n{question}" if history else question
     found = retrieve(search_text, matter_ids=matter_ids, embedder=embedder, store=store,
-                     limit=retrieval_limit(room), mode=retrieval, room=room, reranker=reranker)
+                     limit=retrieval_limit(room), mode=retrieval, room=room, reranker=reranker, documents=documents)
     packing = pack_sources(found.hits, room, count_tokens)
     on_event("status", f"packed {len(packing.sources)} sources / {packing.tokens} tokens")
     usage: dict[str, Any] = {"budget": budget, "source_tokens": packing.tokens}

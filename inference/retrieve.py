@@ -53,16 +53,17 @@ def make_query(question: str, embedder: Embedder, mode: str) -> SearchQuery:
 
 def retrieve(question: str, *, matter_ids: list[int], embedder: Embedder, store: VectorStore, limit: int,
              mode: str = "hybrid", documents_first: bool = True, room: int | None = None,
-             reranker: Reranker | None = None) -> Retrieval:
+             reranker: Reranker | None = None, documents: list[int] | None = None) -> Retrieval:
     """Chunk hits for `question`, best first. With `room` (the token budget for sources), the
     best documents that fit whole come first, whole, so that packing sends them complete. With
-    a `reranker`, a cross-encoder reorders the best of the fused ranking."""
+    a `reranker`, a cross-encoder reorders the best of the fused ranking. With `documents` (a
+    scope the user chose), only those documents are searched: the filter is in the query too."""
     query = make_query(question, embedder, mode)
-    chunks = store.search(query, matter_ids, limit)
+    chunks = store.search(query, matter_ids, limit, documents=documents)
     if not documents_first:
         chunks = reranker.rerank(question, chunks) if reranker else chunks
         return Retrieval(chunks, [], mode, [], chunks)
-    cards = store.search(query, matter_ids, CARD_LIMIT, cards=True)
+    cards = store.search(query, matter_ids, CARD_LIMIT, cards=True, documents=documents)
     ranked_documents = unique(int(c.payload["document"]) for c in cards)
     top = ranked_documents[:TOP_DOCUMENTS]
     # A question names a document when some clause of it is mostly words of the best card

@@ -60,12 +60,12 @@ def test_ask_page_shows_the_answer_with_numbered_sources(indexed: Matter, standi
 
     html = response.content.decode()
     assert response.status_code == 200
-    assert 'href="#src-S1"' in html and "verified" in html
-    assert "lease.txt" in html and "sixty (60) days" in html
-    # Each source opens in its document, the passage highlighted there.
     import re
 
-    link = re.search(r'href="(/m/lease/documents/\d+/\?start=\d+&amp;end=\d+)#hit"', html)
+    assert re.search(r'<a class="cite" href="#q\d+-S1">\[S1\]</a>', html) and "verified" in html
+    assert "lease.txt" in html and "sixty (60) days" in html
+    # Each source opens in its document, the quoted words highlighted there.
+    link = re.search(r'href="(/m/lease/documents/\d+/\?start=\d+&amp;end=\d+[^"#]*)#hit"', html)
     assert link is not None
     page = client.get(link.group(1).replace("&amp;", "&")).content.decode()
     assert '<mark id="hit">' in page and "sixty (60) days" in page.split('<mark id="hit">')[1].split("</mark>")[0]
@@ -157,3 +157,73 @@ def test_no_content_crosses_matters_through_answers_search_results_or_history(in
     assert "settlement figure" not in eve.get("/m/other/").content.decode()
     assert "monthly rent of the lease" not in ann.get("/m/lease/").content.decode()
     assert "settlement figure" not in member(indexed, "bob").get("/m/lease/").content.decode()
+
+
+def stream(client: Client, path: str, data: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """POST to a server-sent-events view and parse the events it sends."""
+    import json
+
+    response = client.post(path, data)
+    assert response.status_code == 200 and response["Content-Type"].startswith("text/event-stream")
+    body = b"".join(response.streaming_content).decode()
+    events = []
+    for block in body.split("\n\n"):
+        lines = dict(line.split(": ", 1) for line in block.splitlines() if not line.startswith(":"))
+        if "event" in lines:
+            events.append((lines["event"], json.loads(lines["data"])))
+    return events
+
+
+def test_the_answer_streams_then_a_follow_up_continues_the_thread(indexed: Matter, standin: Any) -> None:
+    client = member(indexed)
+
+    events = stream(client, "/m/lease/ask/stream", {"question": "How much notice does the tenant need to terminate?",
+                                                    "effort": "low"})
+
+    kinds = [k for k, _ in events]
+    statuses = [d["text"] for k, d in events if k == "status"]
+    assert statuses[0] == "retrieving" and statuses[1].startswith("packed 1 sources /") and "generating" in statuses
+    assert kinds.count("token") > 3 and kinds[-1] == "done"  # token by token, then done
+    assert "".join(d["text"] for k, d in events if k == "token").strip().startswith("According to")
+    done = events[-1][1]
+    block = client.get(f"/m/lease/q/{done['question']}/").content.decode()
+    assert 'class="badge ok">verified' in block and "<mark>" in block and "Copy as Markdown" in block
+
+    follow = stream(client, "/m/lease/ask/stream", {"question": "And what is the monthly rent?", "effort": "low",
+                                                    "conversation": done["conversation"]})
+    assert follow[-1][0] == "done" and follow[-1][1]["conversation"] == done["conversation"]
+    page = client.get(f"/m/lease/c/{done['conversation']}/").content.decode()
+    assert page.count('class="turn"') == 2 and "Follow-up question" in page
+    assert 'aria-current="page"' in page  # the history lists it, marked as the one open
+
+
+def test_stream_reports_failures_as_messages(indexed: Matter, standin: Any) -> None:
+    standin.mode = "error"
+    events = stream(member(indexed), "/m/lease/ask/stream", {"question": "What is the rent?", "effort": "low"})
+    assert events[-1][0] == "error" and "HTTP 500" in events[-1][1]["message"]
+
+
+def test_conversations_and_answers_are_private_to_their_user(indexed: Matter, standin: Any) -> None:
+    ann = member(indexed, "ann")
+    done = stream(ann, "/m/lease/ask/stream", {"question": "What is the rent?", "effort": "low"})[-1][1]
+    bob = member(indexed, "bob")  # same matter, another user
+    assert bob.get(f"/m/lease/c/{done['conversation']}/").status_code == 404
+    assert bob.get(f"/m/lease/q/{done['question']}/").status_code == 404
+    assert bob.post("/m/lease/ask/stream", {"question": "and?", "effort": "low",
+                                           "conversation": done["conversation"]}).status_code == 404
+    assert "What is the rent?" not in bob.get("/m/lease/").content.decode()
+
+
+def test_a_scope_limits_the_search_to_a_folder(indexed: Matter, tmp_path: Path) -> None:
+    folder = tmp_path / "docs" / "annex"
+    folder.mkdir()
+    (folder / "parking.txt").write_text("PARKING ANNEX\n\nThe tenant may use two parking spaces behind the building.\n")
+    call_command("ingest", str(tmp_path / "docs"), "--matter", "lease", stdout=io.StringIO())
+    client = member(indexed)
+
+    scoped = client.post("/m/lease/", {"question": "What is the monthly rent?", "effort": "low",
+                                       "scope": "annex"}).content.decode()
+    assert "annex/parking.txt" in scoped and "two thousand dollars" not in scoped
+    nowhere = client.post("/m/lease/", {"question": "rent?", "effort": "low", "scope": "no/such/folder"})
+    assert "no indexed document in lease is under no/such/folder" in nowhere.content.decode()
+    assert '<option value="annex">' in client.get("/m/lease/").content.decode()  # folders offered

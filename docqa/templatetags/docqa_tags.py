@@ -9,10 +9,45 @@ MARKER = re.compile(r"\[(S\d+)\]")
 
 
 @register.filter
-def link_citations(answer: str) -> SafeString:
-    """Escape the answer, then turn each [Sn] marker into a link to its source."""
+def link_citations(answer: str, question: int | None = None) -> SafeString:
+    """Escape the answer, then turn each [Sn] marker into a link to its source in the panel."""
     escaped = escape(answer)
-    return mark_safe(MARKER.sub(r'<a class="cite" href="#src-\1">[\1]</a>', escaped))
+    prefix = f"q{question}-" if question else "src-"
+    return mark_safe(MARKER.sub(rf'<a class="cite" href="#{prefix}\1">[\1]</a>', escaped))
+
+
+def quote_spans(text: str, quote: str) -> list[tuple[int, int]]:
+    """Where the parts of `quote` (split at ellipses) occur in `text`, whitespace and quotes forgiven."""
+    from inference.citations import quote_parts
+
+    spans = []
+    for part in quote_parts(quote):
+        words = [re.escape(w) for w in part.split()]
+        pattern = r"\s+".join(words)
+        pattern = pattern.replace("'", "['’]").replace('"', '["“”]')
+        found = re.search(pattern, text, re.IGNORECASE)
+        if found:
+            spans.append(found.span())
+    return sorted(spans)
+
+
+@register.filter
+def mark_quotes(text: str, citations: list) -> SafeString:
+    """The passage, escaped, with each cited quote's words marked."""
+    text = str(text)
+    spans: list[tuple[int, int]] = []
+    for citation in citations or []:
+        quote = getattr(citation, "quote", "") or ""
+        if quote and not quote.startswith("sha256:"):
+            spans += quote_spans(text, quote)
+    out, at = [], 0
+    for start, end in sorted(spans):
+        if start < at:
+            continue
+        out += [escape(text[at:start]), mark_safe("<mark>"), escape(text[start:end]), mark_safe("</mark>")]
+        at = end
+    out.append(escape(text[at:]))
+    return mark_safe("".join(str(piece) for piece in out))
 
 
 @register.filter

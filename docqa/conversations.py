@@ -1,0 +1,185 @@
+"""Asking in the web UI: conversations, the answer streamed over server-sent events, follow-ups.
+
+The ask form posts to `ask_stream` from a few lines of JavaScript and reads the response as a
+stream of server-sent events: `status` (retrieving, packed N sources / T tokens, generating),
+`reasoning` and `token` (text as the model writes it), then `done` with the question's id (the
+page then fetches the answer's rendered block) or `error` with a message for the user. Without
+JavaScript the same form posts to the ask page and gets the whole page back.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+from django.contrib.auth.decorators import login_required
+from django.db import close_old_connections, connections
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.shortcuts import render
+from django.views.decorators.http import require_GET, require_POST
+
+from docqa import actions
+from docqa.forms import AskForm
+from docqa.models import Answer, Conversation, Matter, Question
+from docqa.permissions import matter_for, readable_matters
+from ingest.errors import DocqaError
+
+logger = logging.getLogger(__name__)
+STREAMED = {"status": "status", "reasoning": "reasoning", "content": "token"}
+HEARTBEAT_S = 15  # a comment line this often keeps proxies from closing a quiet stream
+
+
+def own_conversation(request: HttpRequest, matter: Matter, conversation_id: int | None) -> Conversation | None:
+    """The user's own conversation in this matter; 404 for anyone else's (ids guessed or swapped)."""
+    if not conversation_id:
+        return None
+    conversation = Conversation.objects.filter(id=conversation_id, matter=matter, user=request.user).first()
+    if conversation is None:
+        raise Http404("no such conversation")
+    return conversation
+
+
+def scope_of(form: AskForm) -> list[str] | None:
+    scope = [p for p in (form.cleaned_data.get("scope") or "").splitlines() if p.strip()]
+    return scope or None
+
+
+def turns(conversation: Conversation | None) -> list[dict[str, Any]]:
+    """The conversation's questions with their answers, citations and sources, oldest first."""
+    if conversation is None:
+        return []
+    questions = (Question.objects.filter(conversation=conversation).select_related("answer")
+                 .prefetch_related("answer__citations").order_by("id"))
+    return [turn(q) for q in questions]
+
+
+def turn(question: Question) -> dict[str, Any]:
+    answer: Answer | None = getattr(question, "answer", None)
+    if answer is None:
+        return {"question": question, "answer": None}
+    citations = list(answer.citations.all())
+    cited = {c.label for c in citations}
+    by_label: dict[str, list[Any]] = {}
+    for c in citations:
+        by_label.setdefault(c.label, []).append(c)
+    sources = [{**s, "citations": by_label.get(s["label"], [])} for s in answer.sources]
+    return {
+        "question": question, "answer": answer, "citations": citations,
+        "used": [s for s in sources if s["label"] in cited],
+        "unused": [s for s in sources if s["label"] not in cited],
+        "sources": sources,
+        "markdown": answer_markdown(question, answer, sources),
+        "plain": answer_plain(question, answer, sources),
+    }
+
+
+def source_line(s: dict[str, Any]) -> str:
+    where = s["path"] + (f", page {s['page']}" if s.get("page") else "") + (f", § {s['section']}" if s.get("section") else "")
+    checks = "; ".join(f"“{c.quote}” ({c.status})" if c.quote else c.status for c in s.get("citations", []))
+    return f"[{s['label']}] {where}" + (f": {checks}" if checks else "")
+
+
+def answer_markdown(question: Question, answer: Answer, sources: list[dict[str, Any]]) -> str:
+    cited = [s for s in sources if s.get("citations")]
+    lines = [f"**Q:** {question.text}", "", answer.text or answer.error, ""]
+    if cited:
+        lines += ["**Sources**", ""] + [f"- {source_line(s)}" for s in cited]
+    return "\n".join(lines).strip() + "\n"
+
+
+def answer_plain(question: Question, answer: Answer, sources: list[dict[str, Any]]) -> str:
+    cited = [s for s in sources if s.get("citations")]
+    lines = [f"Q: {question.text}", "", answer.text or answer.error, ""]
+    if cited:
+        lines += ["Sources:"] + [source_line(s) for s in cited]
+    return "\n".join(lines).strip() + "\n"
+
+
+def page_context(request: HttpRequest, matter: Matter, conversation: Conversation | None,
+                 form: AskForm | None = None) -> dict[str, Any]:
+    history = (Conversation.objects.filter(matter=matter, user=request.user).order_by("-id")
+               .prefetch_related("questions")[:30])
+    folders = sorted({d.rsplit("/", 1)[0] for d in matter.documents.filter(status="indexed")
+                      .values_list("path", flat=True)[:20000] if "/" in d})
+    return {
+        "matter": matter, "conversation": conversation, "turns": turns(conversation),
+        "form": form or AskForm(initial={"conversation": conversation.id if conversation else None}),
+        "matters": readable_matters(request.user).order_by("slug"), "history": history, "folders": folders,
+    }
+
+
+@login_required
+def conversation_page(request: HttpRequest, slug: str, conversation_id: int) -> HttpResponse:
+    matter = matter_for(request.user, slug)
+    conversation = own_conversation(request, matter, conversation_id)
+    return render(request, "docqa/ask.html", page_context(request, matter, conversation))
+
+
+@login_required
+@require_GET
+def answer_block(request: HttpRequest, slug: str, question_id: int) -> HttpResponse:
+    """One question with its answer, citations and sources panel (what the stream ends with)."""
+    matter = matter_for(request.user, slug)
+    question = (Question.objects.filter(id=question_id, matter=matter, user=request.user)
+                .select_related("answer").first())
+    if question is None:
+        raise Http404("no such question")
+    return render(request, "docqa/_turn.html", {"matter": matter, "t": turn(question)})
+
+
+@login_required
+@require_POST
+def ask_stream(request: HttpRequest, slug: str) -> HttpResponse:
+    matter = matter_for(request.user, slug)
+    form = AskForm(request.POST)
+    if not form.is_valid():
+        return JsonResponse({"errors": form.errors}, status=400)
+    conversation = own_conversation(request, matter, form.cleaned_data.get("conversation"))
+    events: queue.Queue[tuple[str, Any] | None] = queue.Queue()
+    user = request.user
+
+    def work() -> None:
+        close_old_connections()
+        try:
+            outcome = actions.do_ask(
+                matter, form.cleaned_data["question"], actor=f"web:{user.get_username()}", user=user,
+                budget=form.cleaned_data["budget"], effort=form.cleaned_data["effort"], conversation=conversation,
+                scope=scope_of(form), on_event=lambda kind, data: events.put((kind, data)),
+            )
+            events.put(("done", {"question": outcome.question.id, "conversation": outcome.question.conversation_id}))
+        except DocqaError as exc:  # every failure the answer path reports, in its own words
+            events.put(("error", {"message": str(exc), "conversation": conversation.id if conversation else None}))
+        except Exception:
+            logger.exception("answering a question failed")
+            events.put(("error", {"message": "docqa failed while answering; the error was logged for the operator"}))
+        finally:
+            events.put(None)
+            connections.close_all()  # this thread's own database connection
+
+    threading.Thread(target=work, name="docqa-ask", daemon=True).start()
+    response = StreamingHttpResponse(sse(events), content_type="text/event-stream; charset=utf-8")
+    response["Cache-Control"] = "no-cache"
+    response["X-Accel-Buffering"] = "no"  # nginx: pass each event on at once
+    return response
+
+
+def sse(events: queue.Queue[tuple[str, Any] | None]) -> Iterator[str]:
+    yield ": answering\n\n"
+    while True:
+        try:
+            item = events.get(timeout=HEARTBEAT_S)
+        except queue.Empty:
+            yield ": still working\n\n"
+            continue
+        if item is None:
+            return
+        kind, data = item
+        name = STREAMED.get(kind, kind if kind in ("done", "error") else "")
+        if not name:
+            continue
+        payload = json.dumps(data if isinstance(data, dict) else {"text": str(data)})
+        yield f"event: {name}\ndata: {payload}\n\n"

@@ -1,0 +1,120 @@
+(function () {
+  "use strict";
+  var form = document.getElementById("ask-form");
+  if (!form || !window.fetch || !window.TextDecoder) return;  // the plain form post still works
+  var live = document.getElementById("live");
+  var statusLine = document.getElementById("live-status");
+  var answer = document.getElementById("live-answer");
+  var reasoning = document.getElementById("live-reasoning");
+  var reasoningBox = document.getElementById("live-reasoning-box");
+  var errorLine = document.getElementById("live-error");
+  var button = document.getElementById("ask-button");
+  var conversation = document.getElementById("id_conversation");
+  var question = document.getElementById("id_question");
+
+  function copyButtons(root) {
+    root.querySelectorAll("[data-copy]").forEach(function (b) {
+      b.addEventListener("click", function () {
+        var said = b.parentNode.querySelector(".copied");
+        navigator.clipboard.writeText(b.getAttribute("data-copy")).then(function () {
+          if (said) said.textContent = "Copied.";
+        }, function () { if (said) said.textContent = "Copying is not allowed here."; });
+      });
+    });
+  }
+  copyButtons(document);
+
+  question.addEventListener("keydown", function (e) {  // Ctrl+Enter (or Cmd+Enter) asks
+    if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) { e.preventDefault(); form.requestSubmit(); }
+  });
+
+  function finish(ok) {
+    button.disabled = false;
+    button.textContent = "Ask";
+    if (ok) { question.value = ""; }
+    question.focus();
+  }
+
+  function handle(name, data) {
+    if (name === "status") {
+      statusLine.textContent = data.text.charAt(0).toUpperCase() + data.text.slice(1) + "…";
+    } else if (name === "token") {
+      answer.textContent += data.text;
+      statusLine.textContent = "Generating…";
+    } else if (name === "reasoning") {
+      reasoning.textContent += data.text;
+      reasoningBox.hidden = false;
+      statusLine.textContent = "Reasoning…";
+    } else if (name === "error") {
+      errorLine.textContent = data.message;
+      errorLine.hidden = false;
+      statusLine.textContent = "";
+    } else if (name === "done") {
+      conversation.value = data.conversation;
+      history.replaceState(null, "", form.getAttribute("data-conversation-base") + data.conversation + "/");
+      return fetch(form.getAttribute("data-block") + data.question + "/", {credentials: "same-origin"})
+        .then(function (r) { return r.text(); })
+        .then(function (html) {
+          var holder = document.createElement("div");
+          holder.innerHTML = html;
+          var block = holder.firstElementChild;
+          var kept = reasoning.textContent;
+          if (kept && !block.querySelector(".reasoning")) {  // shown while it streamed; not stored
+            var d = document.createElement("details");
+            d.className = "reasoning";
+            d.innerHTML = "<summary>Reasoning (shown once, not stored)</summary><div class=\"passage\"></div>";
+            d.querySelector(".passage").textContent = kept;
+            block.querySelector(".turn-main").appendChild(d);
+          }
+          document.getElementById("turns").appendChild(block);
+          copyButtons(block);
+          live.hidden = true;
+        });
+    }
+  }
+
+  form.addEventListener("submit", function (e) {
+    if (!question.value.trim()) return;
+    e.preventDefault();
+    button.disabled = true;
+    button.textContent = "Working…";
+    document.getElementById("live-question").textContent = question.value;
+    answer.textContent = ""; reasoning.textContent = ""; reasoningBox.hidden = true; reasoningBox.open = false;
+    errorLine.hidden = true; statusLine.textContent = "Sending…";
+    live.hidden = false;
+    var ok = false;
+    fetch(form.getAttribute("data-stream"), {method: "POST", body: new FormData(form), credentials: "same-origin",
+                                            headers: {"Accept": "text/event-stream"}})
+      .then(function (response) {
+        if (!response.ok || !response.body) throw new Error("the server answered " + response.status);
+        var reader = response.body.getReader(), decoder = new TextDecoder(), buffer = "", pending = [];
+        function pump() {
+          return reader.read().then(function (chunk) {
+            if (chunk.done) return Promise.all(pending);
+            buffer += decoder.decode(chunk.value, {stream: true});
+            var parts = buffer.split("\n\n");
+            buffer = parts.pop();
+            parts.forEach(function (block) {
+              var name = "message", data = "";
+              block.split("\n").forEach(function (line) {
+                if (line.indexOf("event: ") === 0) name = line.slice(7);
+                else if (line.indexOf("data: ") === 0) data += line.slice(6);
+              });
+              if (!data) return;
+              if (name === "done") ok = true;
+              var p = handle(name, JSON.parse(data));
+              if (p) pending.push(p);
+            });
+            return pump();
+          });
+        }
+        return pump();
+      })
+      .catch(function (err) {
+        errorLine.textContent = "The answer could not be fetched: " + err.message + ". Try again.";
+        errorLine.hidden = false;
+        statusLine.textContent = "";
+      })
+      .then(function () { finish(ok); });
+  });
+})();
