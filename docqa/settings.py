@@ -226,6 +226,12 @@ STORE_REASONING = envbool("STORE_REASONING", default=False)
 # kept; then `manage.py retention` (run daily) replaces them by their sha256. 0 keeps them forever.
 # A matter under legal hold keeps everything while the hold lasts.
 RETENTION_DAYS = envint("RETENTION_DAYS", 0)
+# Folders under which editors may register sources from the web UI (separated by ":"); uploads
+# always go to DATA_DIR/uploads/<matter>. Unset, the web UI syncs registered sources and uploads only.
+SOURCE_ROOTS = [p for p in env("SOURCE_ROOTS").split(os.pathsep) if p]
+UPLOAD_MAX_FILES = envint("UPLOAD_MAX_FILES", 10000)
+UPLOAD_MAX_BYTES = envint("UPLOAD_MAX_BYTES", 1 << 30)
+DATA_UPLOAD_MAX_NUMBER_FILES = UPLOAD_MAX_FILES
 # Optional cross-encoder reranking: a local folder holding a sentence-transformers CrossEncoder
 # (never downloaded). Unset, the default, ranks without one.
 RERANK_MODEL = env("RERANK_MODEL", "")

@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from docqa import audit_views, conversations, views
+from docqa import audit_views, conversations, sources, views
 from docqa.signin import ThrottledAdminAuthenticationForm, ThrottledAuthenticationForm
 
 admin.site.login_form = ThrottledAdminAuthenticationForm
@@ -20,6 +20,8 @@ urlpatterns = [
     path("m/<slug:slug>/documents/<int:doc_id>/", views.document, name="document"),
     path("m/<slug:slug>/documents/<int:doc_id>/file", views.document_file, name="document_file"),
     path("m/<slug:slug>/runs/", views.runs, name="runs"),
+    path("m/<slug:slug>/sync", sources.sync, name="sync"),
+    path("m/<slug:slug>/upload", sources.upload, name="upload"),
     path("m/<slug:slug>/runs/<int:run_id>/", views.run_detail, name="run"),
     path("m/<slug:slug>/runs/<int:run_id>/failures.csv", views.run_failures_csv, name="run_failures"),
     path("m/<slug:slug>/runs/<int:run_id>/<str:action>", views.run_action, name="run_action"),

@@ -13,7 +13,8 @@ from docqa import actions
 from docqa.conversations import own_conversation, page_context, scope_of
 from docqa.forms import AskForm
 from docqa.models import FINAL_STATES, Document, IngestRun, ItemState, Role, RunStatus
-from docqa.permissions import matter_for, readable_matters
+from docqa.permissions import matter_for, readable_matters, role_in
+from docqa.sources import allowed_roots, upload_folder
 from docqa.templatetags.docqa_tags import quote_spans
 from ingest.errors import DocqaError
 
@@ -153,7 +154,11 @@ def document_file(request: HttpRequest, slug: str, doc_id: int) -> HttpResponse:
 def runs(request: HttpRequest, slug: str) -> HttpResponse:
     matter = matter_for(request.user, slug)
     latest = matter.runs.select_related("source").order_by("-id")[:50]
-    return render(request, "docqa/runs.html", {"matter": matter, "runs": latest})
+    return render(request, "docqa/runs.html", {
+        "matter": matter, "runs": latest, "sources": matter.sources.order_by("root"),
+        "can_edit": role_in(request.user, matter) in (Role.EDITOR, Role.MANAGER),
+        "roots": allowed_roots(), "uploads": upload_folder(matter), "error": request.GET.get("error", "")[:500],
+    })
 
 
 def run_for(request: HttpRequest, slug: str, run_id: int, role: str = Role.VIEWER) -> IngestRun:

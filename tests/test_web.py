@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -227,3 +228,81 @@ def test_a_scope_limits_the_search_to_a_folder(indexed: Matter, tmp_path: Path) 
     nowhere = client.post("/m/lease/", {"question": "rent?", "effort": "low", "scope": "no/such/folder"})
     assert "no indexed document in lease is under no/such/folder" in nowhere.content.decode()
     assert '<option value="annex">' in client.get("/m/lease/").content.decode()  # folders offered
+
+
+@pytest.fixture
+def worker(indexed: Matter) -> Iterator[None]:
+    """The embedded default's in-process worker, as `serve` runs it."""
+    from docqa import embedded
+
+    embedded.ensure_worker()
+    yield
+    embedded.stop_worker()
+
+
+def zip_of(files: dict[str, bytes]) -> bytes:
+    import zipfile
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, data in files.items():
+            archive.writestr(name, data)
+    return buffer.getvalue()
+
+
+def test_editors_upload_files_and_a_zip_and_watch_the_sync(indexed: Matter, worker: None, settings: Any) -> None:
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from docqa.actions import wait_for_run
+    from docqa.models import IngestRun
+
+    editor = member(indexed, "ed", Role.EDITOR)
+    response = editor.post("/m/lease/upload", {"files": [
+        SimpleUploadedFile("notice.txt", b"NOTICE\n\nThe landlord gave notice on 1 March.\n"),
+        SimpleUploadedFile("bundle.zip", zip_of({"annex/a.txt": b"ANNEX A\n\nThe deposit is one month of rent.\n",
+                                                 "annex/b.md": b"# Annex B\n\nKeys are returned at the end.\n"})),
+    ]})
+    assert response.status_code == 302 and "/runs/" in response.url
+    run = wait_for_run(IngestRun.objects.get(id=int(response.url.rstrip("/").rsplit("/", 1)[1])), timeout=120)
+    assert run.counts["indexed"] == 3, run.counts
+    paths = set(indexed.documents.filter(status="indexed").values_list("path", flat=True))
+    assert {"notice.txt", "annex/a.txt", "annex/b.md"} <= paths
+    page = editor.get(response.url).content.decode()
+    assert "indexed 3" in page or "3" in page
+
+
+@pytest.mark.parametrize("files, message", [
+    ({"../evil.txt": b"x"}, "would land outside the upload folder"),
+    ({"/etc/evil.txt": b"x"}, None),  # made relative: lands inside
+    ({"big.txt": b"x" * 5000}, "the upload is too large"),
+])
+def test_uploads_cannot_escape_their_folder_or_exceed_the_caps(indexed: Matter, settings: Any, tmp_path: Path,
+                                                              files: dict[str, bytes], message: str | None) -> None:
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    settings.UPLOAD_MAX_BYTES = 4096
+    settings.DATA_DIR = tmp_path / "data"
+    editor = member(indexed, "ed", Role.EDITOR)
+    response = editor.post("/m/lease/upload", {"files": [SimpleUploadedFile("u.zip", zip_of(files))]}, follow=True)
+    page = response.content.decode()
+    if message:
+        assert message in page
+    uploads = tmp_path / "data" / "uploads" / "lease"
+    assert [p for p in tmp_path.rglob("evil.txt") if not p.is_relative_to(uploads)] == []
+    assert not list(tmp_path.rglob("big.txt"))  # refused before a byte was written
+
+
+def test_a_folder_syncs_only_under_the_allowed_roots(indexed: Matter, worker: None, settings: Any, tmp_path: Path) -> None:
+    share = tmp_path / "share" / "acme"
+    share.mkdir(parents=True)
+    (share / "memo.txt").write_text("MEMO\n\nThe board approved the lease renewal.\n")
+    editor = member(indexed, "ed", Role.EDITOR)
+
+    refused = editor.post("/m/lease/sync", {"root": str(share)}, follow=True).content.decode()
+    assert "is not under a folder this server may read" in refused and "DOCQA_SOURCE_ROOTS" in refused
+    settings.SOURCE_ROOTS = [str(tmp_path / "share")]
+    assert "may be added" in editor.get("/m/lease/runs/").content.decode()
+    started = editor.post("/m/lease/sync", {"root": str(share)})
+    assert started.status_code == 302 and "/runs/" in started.url
+    assert editor.post("/m/lease/sync", {"root": str(tmp_path / "share" / ".." / "..")}, follow=True).status_code == 200
+    assert member(indexed, "vic").post("/m/lease/sync", {"root": str(share)}).status_code == 404  # viewers may not

@@ -50,6 +50,17 @@
       errorLine.hidden = false;
       statusLine.textContent = "";
     } else if (name === "done") {
+      if (String(conversation.value) !== String(data.conversation)) {  // a new conversation: list it
+        var list = document.getElementById("history-list"), item = document.createElement("li"),
+            link = document.createElement("a");
+        link.href = form.getAttribute("data-conversation-base") + data.conversation + "/";
+        link.textContent = document.getElementById("live-question").textContent.slice(0, 60);
+        link.setAttribute("aria-current", "page");
+        item.appendChild(link);
+        list.querySelectorAll(".muted:only-child").forEach(function (n) { n.remove(); });
+        list.querySelectorAll("[aria-current]").forEach(function (n) { n.removeAttribute("aria-current"); });
+        list.insertBefore(item, list.firstChild);
+      }
       conversation.value = data.conversation;
       history.replaceState(null, "", form.getAttribute("data-conversation-base") + data.conversation + "/");
       return fetch(form.getAttribute("data-block") + data.question + "/", {credentials: "same-origin"})

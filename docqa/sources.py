@@ -1,0 +1,148 @@
+"""Folders and uploads from the web UI (editors): register a folder, sync it, upload files or a zip.
+
+A folder may be registered only under one of `DOCQA_SOURCE_ROOTS` (the server's own paths, set by
+the operator); uploads land in the data folder, one folder per matter, and are synced like any
+source. A zip is unpacked with its names checked: nothing absolute, nothing outside the folder,
+no links, and a cap on the files and bytes it may unpack to (a zip bomb stops at the cap).
+"""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path, PurePosixPath
+
+from django.conf import settings
+from django.contrib.auth.decorators import login_required
+from django.core.files.uploadedfile import UploadedFile
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect
+from django.views.decorators.http import require_POST
+
+from docqa import actions
+from docqa.models import Matter, Role, Source
+from docqa.permissions import matter_for
+from ingest.errors import DocqaError
+
+
+def allowed_roots() -> list[Path]:
+    return [Path(r).resolve() for r in settings.SOURCE_ROOTS]
+
+
+def upload_folder(matter: Matter) -> Path:
+    return (settings.DATA_DIR / "uploads" / matter.slug).resolve()
+
+
+def checked_folder(matter: Matter, raw: str) -> Path:
+    """The folder to sync, if it is a registered source, the matter's uploads or under an allowed root."""
+    if not raw.strip():
+        raise DocqaError("give the folder's path on the server")
+    path = Path(raw.strip()).expanduser()
+    if not path.is_absolute():
+        raise DocqaError("give an absolute path on the server, e.g. /srv/shares/acme")
+    path = path.resolve()
+    registered = Source.objects.filter(matter=matter, root=str(path)).exists()
+    if not registered and path != upload_folder(matter) and not any(path.is_relative_to(r) for r in allowed_roots()):
+        roots = ", ".join(str(r) for r in allowed_roots()) or "none are set (DOCQA_SOURCE_ROOTS)"
+        raise DocqaError(f"{path} is not under a folder this server may read; allowed: {roots}")
+    if not path.is_dir():
+        raise DocqaError(f"{path} is not a folder on the server")
+    return path
+
+
+def save_uploads(matter: Matter, files: list[UploadedFile]) -> int:
+    """Write uploaded files (a .zip unpacked) into the matter's upload folder; the count written."""
+    if not files:
+        raise DocqaError("choose one or more files, or a zip")
+    folder = upload_folder(matter)
+    folder.mkdir(parents=True, exist_ok=True)
+    budget = {"files": settings.UPLOAD_MAX_FILES, "bytes": settings.UPLOAD_MAX_BYTES}
+    written = 0
+    for upload in files:
+        name = safe_name(upload.name or "")
+        if name.lower().endswith(".zip"):
+            written += unpack(upload, folder, budget)
+            continue
+        spend(budget, 1, upload.size or 0, name)
+        target = folder / name
+        with target.open("wb") as out:
+            for piece in upload.chunks():
+                out.write(piece)
+        written += 1
+    return written
+
+
+def safe_name(name: str) -> str:
+    """A relative path with no '..', no absolute part and no hidden component, or a refusal."""
+    parts = [p for p in PurePosixPath(name.replace("\\", "/")).parts if p not in ("", "/", ".")]
+    if not parts or any(p == ".." or p.startswith(".") for p in parts) or ":" in parts[0]:
+        raise DocqaError(f"refused the file name {name!r}: it would land outside the upload folder")
+    return str(PurePosixPath(*parts))
+
+
+def spend(budget: dict[str, int], files: int, size: int, name: str) -> None:
+    budget["files"] -= files
+    budget["bytes"] -= size
+    if budget["files"] < 0 or budget["bytes"] < 0:
+        raise DocqaError(f"the upload is too large at {name!r}: at most {settings.UPLOAD_MAX_FILES} files and "
+                         f"{settings.UPLOAD_MAX_BYTES // 2**20} MiB in all (DOCQA_UPLOAD_MAX_FILES, DOCQA_UPLOAD_MAX_BYTES)")
+
+
+def unpack(upload: UploadedFile, folder: Path, budget: dict[str, int]) -> int:
+    try:
+        archive = zipfile.ZipFile(upload)
+    except zipfile.BadZipFile as exc:
+        raise DocqaError(f"{upload.name} is not a readable zip file") from exc
+    written = 0
+    with archive:
+        for member in archive.infolist():
+            if member.is_dir():
+                continue
+            if (member.external_attr >> 16) & 0o170000 == 0o120000:
+                raise DocqaError(f"refused {member.filename!r} in {upload.name}: links are not unpacked")
+            name = safe_name(member.filename)
+            spend(budget, 1, member.file_size, name)
+            target = folder / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            left = member.file_size
+            with archive.open(member) as src, target.open("wb") as out:
+                while piece := src.read(1 << 20):
+                    left -= len(piece)
+                    if left < 0:  # more bytes than the header promised: stop at the promise
+                        raise DocqaError(f"refused {member.filename!r} in {upload.name}: it unpacks larger than it says")
+                    out.write(piece)
+            written += 1
+    return written
+
+
+@login_required
+@require_POST
+def sync(request: HttpRequest, slug: str) -> HttpResponse:
+    """Start a sync of a folder (a registered source, or a new one under an allowed root)."""
+    matter = matter_for(request.user, slug, Role.EDITOR)
+    try:
+        folder = checked_folder(matter, request.POST.get("root", ""))
+        run = actions.do_start_ingest(matter, folder, f"web:{request.user.get_username()}")
+    except DocqaError as exc:
+        return redirect_with_error(slug, str(exc))
+    return redirect("run", slug=slug, run_id=run.id)
+
+
+@login_required
+@require_POST
+def upload(request: HttpRequest, slug: str) -> HttpResponse:
+    """Save uploaded files (or a zip) into the matter's upload folder, then sync that folder."""
+    matter = matter_for(request.user, slug, Role.EDITOR)
+    try:
+        save_uploads(matter, request.FILES.getlist("files"))
+        run = actions.do_start_ingest(matter, upload_folder(matter), f"web:{request.user.get_username()}")
+    except DocqaError as exc:
+        return redirect_with_error(slug, str(exc))
+    return redirect("run", slug=slug, run_id=run.id)
+
+
+def redirect_with_error(slug: str, message: str) -> HttpResponse:
+    from urllib.parse import urlencode
+
+    response = redirect("runs", slug=slug)
+    response["Location"] += "?" + urlencode({"error": message})
+    return response
