@@ -14,7 +14,7 @@ QUIET := 2>&1 | { grep -v '^WARNING: Location' || true; }
 SHELL := /bin/bash
 .SHELLFLAGS := -o pipefail -c
 
-.PHONY: run test setup system lint clean
+.PHONY: run test setup system browser lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,11 +29,18 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 setup: system $(VENV)/.installed
 
 # Debian's tesseract reads scanned PDF pages; without it they are recorded as "needs OCR".
+# Debian's chromium runs the browser tests (Playwright drives it; its own download is not used).
+APT := apt-get install -y -q --no-install-recommends
 system:
 	@command -v tesseract >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
-	  { apt-get install -y -q --no-install-recommends tesseract-ocr tesseract-ocr-eng >/dev/null 2>&1 || \
-	    { apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends tesseract-ocr tesseract-ocr-eng >/dev/null; }; }; } || \
+	  { $(APT) tesseract-ocr tesseract-ocr-eng >/dev/null 2>&1 || \
+	    { apt-get update -q >/dev/null && $(APT) tesseract-ocr tesseract-ocr-eng >/dev/null; }; }; } || \
 	  echo "note: tesseract is not installed: scanned PDF pages will be recorded as needing OCR"
+
+browser:
+	@test -x /usr/bin/chromium || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  { $(APT) chromium >/dev/null 2>&1 || { apt-get update -q >/dev/null && $(APT) chromium >/dev/null; }; }; } || \
+	  { echo "error: the browser tests need Debian's chromium at /usr/bin/chromium (apt-get install chromium)"; exit 1; }
 
 run: setup
 	$(BIN)/python manage.py migrate --no-input -v0
@@ -46,7 +53,7 @@ lint: setup
 	$(BIN)/lint-imports
 	$(BIN)/mypy docqa ingest inference
 
-test: lint
+test: lint browser
 	$(BIN)/python -m pytest
 
 clean:

@@ -257,6 +257,7 @@ def resend_lost_tasks(run: IngestRun) -> int:
 
 
 def resend_all_lost_tasks() -> int:
+    finish_completed_runs()
     return sum(resend_lost_tasks(run) for run in IngestRun.objects.filter(status=RunStatus.RUNNING))
 
 
@@ -335,6 +336,16 @@ def wait_for_run(run: IngestRun, *, timeout: float | None = None, on_progress: A
             on_progress(run_stats(run))
         time.sleep(0.25)
     return do_finish_run(run)
+
+
+def finish_completed_runs(runs: Any = None) -> int:
+    """Close running runs whose every file is done (runs started from the web have no waiter)."""
+    closed = 0
+    for run in (runs if runs is not None else IngestRun.objects.filter(status=RunStatus.RUNNING)):
+        if run.status == RunStatus.RUNNING and not run.items.exclude(state__in=FINAL_STATES).exists():
+            do_finish_run(run)
+            closed += 1
+    return closed
 
 
 def do_finish_run(run: IngestRun) -> IngestRun:

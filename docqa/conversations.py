@@ -25,7 +25,7 @@ from django.views.decorators.http import require_GET, require_POST
 from docqa import actions
 from docqa.forms import AskForm
 from docqa.models import Answer, Conversation, Matter, Question
-from docqa.permissions import matter_for, readable_matters
+from docqa.permissions import matter_for
 from ingest.errors import DocqaError
 
 logger = logging.getLogger(__name__)
@@ -108,7 +108,7 @@ def page_context(request: HttpRequest, matter: Matter, conversation: Conversatio
     return {
         "matter": matter, "conversation": conversation, "turns": turns(conversation),
         "form": form or AskForm(initial={"conversation": conversation.id if conversation else None}),
-        "matters": readable_matters(request.user).order_by("slug"), "history": history, "folders": folders,
+        "history": history, "folders": folders,
     }
 
 

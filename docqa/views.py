@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 from django.contrib.auth.decorators import login_required
+from django.db.models import Count
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
@@ -60,12 +62,45 @@ def ask(request: HttpRequest, slug: str) -> HttpResponse:
     return render(request, "docqa/ask.html", context)
 
 
+LISTED = 500  # documents shown at once in one folder (or with one state)
+
+
 @login_required
 def documents(request: HttpRequest, slug: str) -> HttpResponse:
+    """The matter's folder tree, one level at a time: subfolders with their counts, then the files."""
     matter = matter_for(request.user, slug)
+    folder = request.GET.get("folder", "").strip().strip("/")
+    state = request.GET.get("state", "")
+    prefix = f"{folder}/" if folder else ""
+    top = matter.documents.filter(parent__isnull=True)
+    subfolders: dict[str, Counter[str]] = {}
+    direct: list[int] = []
+    rows = top.filter(path__startswith=prefix) if prefix else top
+    if state:
+        rows = rows.filter(status=state)
+    for doc_id, path, status in rows.values_list("id", "path", "status").iterator(chunk_size=5000):
+        rest = path[len(prefix):]
+        if "/" in rest and not state:
+            subfolders.setdefault(rest.split("/", 1)[0], Counter())[status] += 1
+        else:
+            direct.append(doc_id)
     # Never the extracted texts themselves: a matter may hold tens of thousands of them.
-    docs = matter.documents.select_related("source", "text").defer("text__text", "text__layout").order_by("path")
-    return render(request, "docqa/documents.html", {"matter": matter, "documents": docs})
+    docs = (Document.objects.filter(id__in=direct[:LISTED]).select_related("text").defer("text__text", "text__layout")
+            .annotate(attached=Count("attachments")).order_by("path"))
+    listed = list(docs)
+    for doc in listed:
+        doc.name = doc.path if state else doc.path[len(prefix):]  # type: ignore[attr-defined]
+    crumbs, walked = [], []
+    for part in folder.split("/") if folder else []:
+        walked.append(part)
+        crumbs.append({"name": part, "folder": "/".join(walked)})
+    totals = Counter(top.values_list("status", flat=True))
+    return render(request, "docqa/documents.html", {
+        "matter": matter, "folder": folder, "crumbs": crumbs, "state": state, "documents": listed,
+        "more": max(0, len(direct) - LISTED), "totals": dict(totals),
+        "subfolders": [{"name": n, "folder": f"{prefix}{n}", "count": sum(c.values()), "failed": c.get("failed", 0),
+                        "pending": c.get("pending", 0)} for n, c in sorted(subfolders.items())],
+    })
 
 
 def document_for(request: HttpRequest, slug: str, doc_id: int) -> Document:
@@ -153,6 +188,7 @@ def document_file(request: HttpRequest, slug: str, doc_id: int) -> HttpResponse:
 @login_required
 def runs(request: HttpRequest, slug: str) -> HttpResponse:
     matter = matter_for(request.user, slug)
+    actions.finish_completed_runs(matter.runs.filter(status=RunStatus.RUNNING).select_related("matter"))
     latest = matter.runs.select_related("source").order_by("-id")[:50]
     return render(request, "docqa/runs.html", {
         "matter": matter, "runs": latest, "sources": matter.sources.order_by("root"),
@@ -174,6 +210,8 @@ def run_detail(request: HttpRequest, slug: str, run_id: int) -> HttpResponse:
     run = run_for(request, slug, run_id)
     stats = actions.run_stats(run)
     live = run.items.exclude(state__in=FINAL_STATES).exists()
+    if not live and run.status == RunStatus.RUNNING:
+        run = actions.do_finish_run(run)  # started from the web, nobody waits on it: close it now
     problems = run.items.filter(state__in=(ItemState.FAILED, ItemState.SKIPPED)).order_by("path")[:500]
     context = {
         "matter": run.matter, "run": run, "stats": stats, "live": live, "problems": problems,

@@ -18,7 +18,9 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 MARKER_GROUP = re.compile(r"\[(S\d+(?:\s*[,;]\s*S\d+)*)\]")
-QUOTE_BEFORE = re.compile(r"[\"“]([^\"“”]{3,}?)[\"”]\s*[,.;:]?\s*$")
+# A quote in straight or in curly quotes; each may hold the other kind inside, as contracts quote
+# their defined terms: "... (hereinafter referred to as “CONSULTANT”) ..." [S1].
+QUOTE_BEFORE = re.compile(r"(?:\"([^\"]{3,}?)\"|“([^“”]{3,}?)”)\s*[,.;:]?\s*$")
 ELLIPSIS = re.compile(r"\s*(?:\.\.\.|…)\s*")
 MIN_WORDS = 2  # a one-word "quote" proves nothing
 MAX_GAP = 600  # characters allowed between the parts joined by an ellipsis
@@ -90,7 +92,7 @@ def check_citations(answer: str, sources: dict[str, str]) -> list[CheckedCitatio
     previous_end = 0
     for match in MARKER_GROUP.finditer(answer):
         quoted = QUOTE_BEFORE.search(answer[previous_end : match.start()])
-        quote = quoted.group(1).strip() if quoted else ""
+        quote = (quoted.group(1) or quoted.group(2)).strip() if quoted else ""
         for label in re.split(r"\s*[,;]\s*", match.group(1)):
             checked.append(check_one(label, quote, sources))
         previous_end = match.end()

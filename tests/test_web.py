@@ -228,6 +228,14 @@ def test_a_scope_limits_the_search_to_a_folder(indexed: Matter, tmp_path: Path) 
     nowhere = client.post("/m/lease/", {"question": "rent?", "effort": "low", "scope": "no/such/folder"})
     assert "no indexed document in lease is under no/such/folder" in nowhere.content.decode()
     assert '<option value="annex">' in client.get("/m/lease/").content.decode()  # folders offered
+    # The documents page walks the tree a level at a time, and filters by state.
+    root = client.get("/m/lease/documents/").content.decode()
+    assert '<a href="?folder=annex">annex/</a>' in root and "1 files" in root and "lease.txt" in root
+    assert "parking.txt" not in root
+    inside = client.get("/m/lease/documents/?folder=annex").content.decode()
+    assert "parking.txt</a>" in inside and "lease.txt" not in inside
+    failed = client.get("/m/lease/documents/?state=failed").content.decode()
+    assert "broken.pdf" in failed and "lease.txt</a>" not in failed
 
 
 @pytest.fixture

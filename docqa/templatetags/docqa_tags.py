@@ -6,6 +6,8 @@ from django.utils.safestring import SafeString, mark_safe
 
 register = template.Library()
 MARKER = re.compile(r"\[(S\d+)\]")
+QUOTES = re.compile("[\"“”'‘’]")
+QUOTE_CLASS = {**dict.fromkeys("\"“”", "[\"“”]"), **dict.fromkeys("'‘’", "['‘’]")}
 
 
 @register.filter
@@ -22,9 +24,7 @@ def quote_spans(text: str, quote: str) -> list[tuple[int, int]]:
 
     spans = []
     for part in quote_parts(quote):
-        words = [re.escape(w) for w in part.split()]
-        pattern = r"\s+".join(words)
-        pattern = pattern.replace("'", "['’]").replace('"', '["“”]')
+        pattern = r"\s+".join(QUOTES.sub(lambda m: QUOTE_CLASS[m.group(0)], re.escape(w)) for w in part.split())
         found = re.search(pattern, text, re.IGNORECASE)
         if found:
             spans.append(found.span())

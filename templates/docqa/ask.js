@@ -24,6 +24,14 @@
   }
   copyButtons(document);
 
+  function revealMarks(root) {  // each passage box scrolls to its first quoted words
+    root.querySelectorAll(".panel .passage").forEach(function (box) {
+      var mark = box.querySelector("mark");
+      if (mark) box.scrollTop = Math.max(0, mark.offsetTop - 16);  // the box is positioned: offsets are inside it
+    });
+  }
+  revealMarks(document);
+
   question.addEventListener("keydown", function (e) {  // Ctrl+Enter (or Cmd+Enter) asks
     if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) { e.preventDefault(); form.requestSubmit(); }
   });
@@ -79,6 +87,7 @@
           }
           document.getElementById("turns").appendChild(block);
           copyButtons(block);
+          revealMarks(block);
           live.hidden = true;
         });
     }
