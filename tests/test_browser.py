@@ -91,6 +91,8 @@ def test_ask_watch_it_stream_check_a_citation_follow_up_and_sync(browser: Any, s
 
     page.get_by_label("Question").fill(QUESTION)
     page.get_by_label("Effort").select_option("low")
+    page.evaluate("""() => { window.shifts = 0; new PerformanceObserver(list => { for (const e of list.getEntries())
+        if (!e.hadRecentInput) window.shifts += e.value; }).observe({type: "layout-shift", buffered: true}); }""")
     page.get_by_role("button", name="Ask").click()
     page.locator("#live-status").filter(has_text=re.compile("Retrieving|Packed|Generating|Reasoning")).wait_for()
     live = page.locator("#live-answer")
@@ -99,10 +101,12 @@ def test_ask_watch_it_stream_check_a_citation_follow_up_and_sync(browser: Any, s
     page.wait_for_timeout(400)
     assert len(live.inner_text()) > before or page.locator("#live").is_hidden()  # ...and more keep coming
     shot(page, "02-streaming")
+    streamed_shift = page.evaluate("window.shifts")
     answer = page.locator("#turns .turn").first
     answer.wait_for()
     assert page.locator("#live").is_hidden()
     assert re.search(r"/m/golf/c/\d+/$", page.url)  # the address is the conversation's
+    assert streamed_shift < 0.05, streamed_shift  # nothing moved while the answer streamed (CLS)
     shot(page, "03-answer")
 
     answer.locator("a.cite").first.click()  # [S1] in the answer opens its source in the panel
@@ -122,6 +126,12 @@ def test_ask_watch_it_stream_check_a_citation_follow_up_and_sync(browser: Any, s
     page.locator("#turns .turn").nth(1).wait_for()
     assert page.locator("#history-list a[aria-current]").count() == 1
     shot(page, "06-follow-up")
+    page.set_viewport_size({"width": 720, "height": 1000})  # what 200% zoom leaves of 1440 pixels
+    main, panel = page.locator(".turn-main").first.bounding_box(), page.locator(".panel").first.bounding_box()
+    assert panel["y"] >= main["y"] + main["height"] - 1  # the columns stack; nothing is cut off
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+    shot(page, "06b-200-percent-zoom")
+    page.set_viewport_size({"width": 1440, "height": 1000})
 
     # An editor uploads a file and watches the sync finish on the run page.
     page.get_by_role("link", name="Runs").click()
