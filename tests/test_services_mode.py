@@ -70,7 +70,64 @@ def test_services_mode_ingests_through_a_worker_process_and_answers(services_env
         result = manage(services_env, "ask", "--matter", "svc", "--json", question["question"])
         assert question["answers"][0]["file"] in {s["path"] for s in result["sources"]}
         assert result["mode"] == "llm" and result["citations"] and all(c["verified"] for c in result["citations"])
+    web_ui_answers_in_services_mode(services_env, subset_questions()[0])
     assert settings.QDRANT_URL == ""  # the test process itself never opened the store
+
+
+def web_ui_answers_in_services_mode(env: dict[str, str], question: dict[str, Any]) -> None:
+    """The web UI served by `serve` in services mode: sign in, stream an answer, open its pages."""
+    import re
+    import socket
+
+    import httpx
+    from django.contrib.auth.models import User
+
+    from docqa.models import Matter, Membership, Role
+
+    from django.contrib.auth.hashers import PBKDF2PasswordHasher
+
+    # Hashed as the server will check it (the test settings' fast MD5 hasher is not the server's).
+    user = User.objects.create(username="svc-ann", password=PBKDF2PasswordHasher().encode("pw-services-1", "svcsalt1"))
+    Membership.objects.create(matter=Matter.objects.get(slug="svc"), user=user, role=Role.VIEWER)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "manage.py", "serve", f"127.0.0.1:{port}"], cwd=REPO, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        with httpx.Client(base_url=base, timeout=120) as web:
+            for _ in range(200):
+                try:
+                    if web.get("/healthz").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    time.sleep(0.1)
+            web.get("/login/")
+            signed_in = web.post("/login/", data={"username": "svc-ann", "password": "pw-services-1",
+                                                  "csrfmiddlewaretoken": web.cookies["csrftoken"]},
+                                 headers={"Referer": base + "/login/"})
+            assert signed_in.status_code == 302
+            events = []
+            with web.stream("POST", "/m/svc/ask/stream", data={"question": question["question"], "effort": "low",
+                                                                "csrfmiddlewaretoken": web.cookies["csrftoken"]},
+                            headers={"Referer": base + "/m/svc/"}) as stream:
+                assert stream.headers["content-type"].startswith("text/event-stream")
+                for line in stream.iter_lines():
+                    if line.startswith("event: "):
+                        events.append(line[7:])
+                    elif line.startswith("data: ") and events[-1] == "done":
+                        done = json.loads(line[6:])
+            assert "status" in events and events.count("token") > 3 and events[-1] == "done", events[-5:]
+            block = web.get(f"/m/svc/q/{done['question']}/").text
+            assert 'class="badge ok">verified' in block and question["answers"][0]["file"] in block
+            document = re.search(r'href="(/m/svc/documents/\d+/\?[^"#]*)#hit"', block)
+            assert document and '<mark id="hit">' in web.get(document.group(1).replace("&amp;", "&")).text
+            assert web.get(f"/m/svc/c/{done['conversation']}/").status_code == 200
+            assert "svc" in web.get("/m/svc/documents/").text
+    finally:
+        server.terminate()
+        server.communicate(timeout=60)
 
 
 def start_worker(env: dict[str, str], queues: str = "celery") -> subprocess.Popen[str]:
