@@ -1,22 +1,30 @@
-# docqa web and worker image (CPU). Build: docker build -t docqa .
-FROM python:3.11-slim
+# The web and worker image (CPU). Embedding runs on the CPU here; for GPU workers see
+# "Embedding on GPU workers" in the README (the same image built FROM a CUDA base, TORCH_INDEX=cu128).
+FROM python:3.11-slim-bookworm
 
-ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    DOCQA_DATA_DIR=/data
-RUN apt-get update && apt-get install -y --no-install-recommends libmagic1 poppler-utils tesseract-ocr tesseract-ocr-eng \
-    && rm -rf /var/lib/apt/lists/*
+ARG TORCH_INDEX=cpu
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    DO_NOT_TRACK=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 DOCQA_DATA_DIR=/data
+
+# Debian's tesseract reads scanned PDF pages (without it they are recorded as needing OCR).
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends tesseract-ocr tesseract-ocr-eng libmagic1 poppler-utils \
+ && rm -rf /var/lib/apt/lists/*
+
 WORKDIR /app
-COPY pyproject.toml ./
+COPY pyproject.toml README.md ./
 COPY docqa ./docqa
 COPY ingest ./ingest
 COPY inference ./inference
-# CPU torch first, so no CUDA build is pulled in by sentence-transformers.
-RUN pip install --no-cache-dir torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu \
-    && pip install --no-cache-dir . \
-    && pip install --no-cache-dir --no-deps unstructured-inference==1.6.14
-COPY manage.py ./
 COPY templates ./templates
-RUN useradd --create-home docqa && mkdir -p /data && chown docqa /data
+COPY manage.py ./
+RUN pip install torch==2.13.0 --index-url "https://download.pytorch.org/whl/${TORCH_INDEX}" \
+ && pip install . \
+ && pip install --no-deps unstructured-inference==1.6.14 \
+ && python manage.py collectstatic --no-input -v0
+
+RUN useradd --uid 10001 --home-dir /data --create-home docqa && mkdir -p /data && chown docqa /data
 USER docqa
+VOLUME ["/data"]
 EXPOSE 8000
-CMD ["gunicorn", "docqa.wsgi", "--bind", "0.0.0.0:8000", "--workers", "2", "--threads", "4", "--timeout", "600"]
+CMD ["gunicorn", "docqa.wsgi", "--bind", "0.0.0.0:8000", "--worker-class", "gthread", "--workers", "2", "--threads", "16"]

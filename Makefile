@@ -14,7 +14,7 @@ QUIET := 2>&1 | { grep -v '^WARNING: Location' || true; }
 SHELL := /bin/bash
 .SHELLFLAGS := -o pipefail -c
 
-.PHONY: run test setup system browser lint clean
+.PHONY: run test setup system browser lint clean secrets deploy
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,10 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(PIP) install -e '.[dev]' $(QUIET)
 	# unstructured-inference's own dependency set breaks sentence-transformers here: no deps.
 	$(PIP) install --no-deps unstructured-inference==1.6.14 $(QUIET)
+	# The Compose specification's JSON schema, for the test that validates compose.yaml offline:
+	# docker-compose 1.29.2's wheel ships it (compose/config/compose_spec.json); nothing is installed.
+	$(PIP) download --no-deps docker-compose==1.29.2 -d $(VENV)/share/compose-spec $(QUIET)
+	$(BIN)/python -c "import zipfile, glob; zipfile.ZipFile(glob.glob('$(VENV)/share/compose-spec/*.whl')[0]).extract('compose/config/compose_spec.json', '$(VENV)/share/compose-spec')"
 	touch $@
 
 setup: system $(VENV)/.installed
@@ -47,6 +51,24 @@ run: setup
 	$(BIN)/python manage.py bootstrap --matter $(MATTER)
 	$(BIN)/python manage.py ingest "$(FOLDER)" --matter $(MATTER)
 	$(BIN)/python manage.py serve $(ADDR)
+
+# The harmony vocabulary vLLM needs offline (compose.yaml mounts deploy/tiktoken), taken from the
+# bpe-openai package installed here and checked against the sha256 in ../shared/design/VLLM.md.
+deploy/tiktoken/o200k_base.tiktoken: | $(VENV)/.installed
+	mkdir -p deploy/tiktoken
+	$(BIN)/python -c "import gzip, hashlib, pathlib, bpe_openai; \
+	data = gzip.decompress((pathlib.Path(bpe_openai.__file__).parent / 'data' / 'o200k_base.tiktoken.gz').read_bytes()); \
+	assert hashlib.sha256(data).hexdigest() == '446a9538cb6c348e3516120d7c08b09f57c36495e2acfffe59a5bf8b0cfb1a2d', 'unexpected vocabulary'; \
+	pathlib.Path('$@').write_bytes(data)"
+
+# Random secrets for compose.yaml, written once (never overwritten).
+secrets:
+	mkdir -p secrets && chmod 700 secrets
+	for name in postgres_password qdrant_api_key vllm_api_key django_secret_key; do \
+	  test -s secrets/$$name || python3 -c "import secrets; print(secrets.token_urlsafe(48))" > secrets/$$name; done
+	chmod 600 secrets/*
+
+deploy: secrets deploy/tiktoken/o200k_base.tiktoken
 
 lint: setup
 	$(BIN)/ruff check docqa ingest inference tests bench

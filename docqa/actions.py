@@ -366,6 +366,8 @@ def do_finish_run(run: IngestRun) -> IngestRun:
     if claimed:
         failures = [{"path": p, "error": e} for p, e in items.filter(state=ItemState.FAILED).values_list("path", "error")]
         record_audit(run.actor, "ingest.finish", run.matter, {"run": run.id, "counts": counts, "failures": failures})
+        logger.info("ingest run finished", extra={"event": "ingest.finish", "run": run.id, "matter": run.matter_id,
+                                                  **{f"files_{k}": v for k, v in counts.items()}})
     return run
 
 
@@ -553,6 +555,10 @@ def record_answer(question: Question, result: AnswerResult | None, started: floa
                      **cited_source(sent.get(c.label)))
             for c in citations
         )
+        logger.info("question answered", extra={
+            "event": "question.answer", "question": question.id, "matter": question.matter_id, "mode": answer.mode,
+            "latency_ms": answer.latency_ms, "prompt_tokens": answer.usage.get("prompt_tokens"),
+            "cached_tokens": answer.usage.get("cached_tokens"), "sources": len(answer.sources), "failed": bool(error)})
         record_audit(
             question.actor, "question.answer", question.matter,
             {

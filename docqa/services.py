@@ -25,7 +25,7 @@ _lock_handle: IO[str] | None = None
 
 @lru_cache(maxsize=1)
 def get_embedder() -> Embedder:
-    return Embedder(batch_size=settings.EMBED_BATCH_SIZE)
+    return Embedder(batch_size=settings.EMBED_BATCH_SIZE, device=settings.EMBED_DEVICE)
 
 
 def get_store() -> VectorStore:

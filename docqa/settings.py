@@ -208,6 +208,7 @@ MAX_FILE_BYTES = envint("MAX_FILE_MB", 100) * 1024 * 1024
 # (`celery -A docqa worker -Q embed`) while CPU workers parse (the default queue, "celery").
 SPLIT_QUEUES = envbool("SPLIT_QUEUES", False) and bool(BROKER_URL)  # the embedded worker has one queue
 EMBED_QUEUE = env("EMBED_QUEUE", "embed")
+EMBED_DEVICE = env("EMBED_DEVICE", "cpu")  # "cuda" on GPU workers (the CUDA build of the image)
 OCR_MAX_PAGES = envint("OCR_MAX_PAGES", 100)
 OCR_LANGUAGES = env("OCR_LANGUAGES", "eng")  # tesseract's codes, joined by "+": "eng+deu"
 
@@ -227,6 +228,8 @@ STORE_REASONING = envbool("STORE_REASONING", default=False)
 # kept; then `manage.py retention` (run daily) replaces them by their sha256. 0 keeps them forever.
 # A matter under legal hold keeps everything while the hold lasts.
 RETENTION_DAYS = envint("RETENTION_DAYS", 0)
+# Prometheus scrapes /metrics with this bearer token; unset, /metrics answers 404.
+METRICS_TOKEN = env("METRICS_TOKEN")
 # Folders under which editors may register sources from the web UI (separated by ":"); uploads
 # always go to DATA_DIR/uploads/<matter>. Unset, the web UI syncs registered sources and uploads only.
 SOURCE_ROOTS = [p for p in env("SOURCE_ROOTS").split(os.pathsep) if p]
@@ -241,8 +244,11 @@ RERANK_TOP = envint("RERANK_TOP", 30)  # how many of the best chunks the cross-e
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
+                   "json": {"()": "docqa.logs.JsonFormatter"}},
+    # DOCQA_LOG_FORMAT=json: one JSON object per line (compose.yaml sets it).
+    "handlers": {"console": {"class": "logging.StreamHandler",
+                             "formatter": "json" if env("LOG_FORMAT") == "json" else "plain"}},
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", "WARNING")},
     "loggers": {"docqa": {"level": env("LOG_LEVEL", "INFO"), "propagate": True}},
 }

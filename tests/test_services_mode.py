@@ -80,11 +80,10 @@ def web_ui_answers_in_services_mode(env: dict[str, str], question: dict[str, Any
     import socket
 
     import httpx
+    from django.contrib.auth.hashers import PBKDF2PasswordHasher
     from django.contrib.auth.models import User
 
     from docqa.models import Matter, Membership, Role
-
-    from django.contrib.auth.hashers import PBKDF2PasswordHasher
 
     # Hashed as the server will check it (the test settings' fast MD5 hasher is not the server's).
     user = User.objects.create(username="svc-ann", password=PBKDF2PasswordHasher().encode("pw-services-1", "svcsalt1"))
