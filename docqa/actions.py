@@ -171,6 +171,50 @@ def do_expire(actor: str, *, days: int | None = None, dry_run: bool = False) -> 
     return report
 
 
+TOKEN_PREFIX = "dq_"
+
+
+def do_create_token(user: Any, name: str, actor: str) -> str:
+    """A new API token for `user`; the token itself is returned once and only its hash is kept."""
+    import secrets
+
+    from docqa.models import ApiToken
+
+    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    record = ApiToken.objects.create(user=user, name=name, prefix=token[:10],
+                                     key_hash=hashlib.sha256(token.encode()).hexdigest())
+    record_audit(actor, "token.create", None, {"user": user.get_username(), "token": record.id, "name": name})
+    return token
+
+
+def do_revoke_token(token_id: int, actor: str) -> bool:
+    from docqa.models import ApiToken
+
+    with transaction.atomic():
+        record = ApiToken.objects.filter(id=token_id, revoked_at__isnull=True).select_related("user").first()
+        if record is None:
+            return False
+        record.revoked_at = timezone.now()
+        record.save(update_fields=["revoked_at"])
+        record_audit(actor, "token.revoke", None, {"user": record.user.get_username(), "token": record.id})
+    return True
+
+
+def user_for_token(token: str) -> Any:
+    """The active user holding this (unrevoked) token, or None."""
+    from docqa.models import ApiToken
+
+    if not token.startswith(TOKEN_PREFIX):
+        return None
+    record = (ApiToken.objects.filter(key_hash=hashlib.sha256(token.encode()).hexdigest(), revoked_at__isnull=True,
+                                      user__is_active=True).select_related("user").first())
+    if record is None:
+        return None
+    if record.last_used_at is None or timezone.now() - record.last_used_at > timedelta(minutes=5):
+        type(record).objects.filter(pk=record.pk).update(last_used_at=timezone.now())
+    return record.user
+
+
 def principal_name(principal: Any) -> str:
     return f"group:{principal.name}" if isinstance(principal, Group) else str(principal.get_username())
 
@@ -477,6 +521,7 @@ def do_ask(
     on_event: Any = lambda kind, data: None,
     conversation: Conversation | None = None,
     scope: list[str] | None = None,
+    history: list[tuple[str, str]] | None = None,
 ) -> AskOutcome:
     """Answer `text` from `matter` only, and record question, answer, citations and audit.
 
@@ -489,7 +534,8 @@ def do_ask(
     llm = get_llm()
     ceiling = default_budget(effort)
     budget = min(budget or ceiling, ceiling) if llm else (budget or ceiling)
-    history = conversation_history(conversation)
+    # Earlier turns: the conversation's, or as a client sent them (the OpenAI-compatible endpoint).
+    history = history if history is not None else conversation_history(conversation)
     if conversation is None:
         conversation = Conversation.objects.create(matter=matter, user=user, actor=actor)
     question = Question.objects.create(matter=matter, user=user, actor=actor, text=text, effort=effort, budget=budget,

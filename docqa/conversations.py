@@ -139,17 +139,30 @@ def ask_stream(request: HttpRequest, slug: str) -> HttpResponse:
     if not form.is_valid():
         return JsonResponse({"errors": form.errors}, status=400)
     conversation = own_conversation(request, matter, form.cleaned_data.get("conversation"))
+    events = ask_in_background(
+        matter, form.cleaned_data["question"], actor=f"web:{request.user.get_username()}", user=request.user,
+        budget=form.cleaned_data["budget"], effort=form.cleaned_data["effort"], conversation=conversation,
+        scope=scope_of(form),
+    )
+    response = StreamingHttpResponse(sse(events), content_type="text/event-stream; charset=utf-8")
+    response["Cache-Control"] = "no-cache"
+    response["X-Accel-Buffering"] = "no"  # nginx: pass each event on at once
+    return response
+
+
+def ask_in_background(matter: Matter, question: str, **ask: Any) -> queue.Queue[tuple[str, Any] | None]:
+    """Answer in a thread of its own; its events (then `done` or `error`, then None) come through the queue.
+
+    The web UI, the API and the OpenAI-compatible endpoint stream from here; a failure the answer
+    path reports arrives as `error` with its message, never as a stack trace.
+    """
     events: queue.Queue[tuple[str, Any] | None] = queue.Queue()
-    user = request.user
+    conversation = ask.get("conversation")
 
     def work() -> None:
         close_old_connections()
         try:
-            outcome = actions.do_ask(
-                matter, form.cleaned_data["question"], actor=f"web:{user.get_username()}", user=user,
-                budget=form.cleaned_data["budget"], effort=form.cleaned_data["effort"], conversation=conversation,
-                scope=scope_of(form), on_event=lambda kind, data: events.put((kind, data)),
-            )
+            outcome = actions.do_ask(matter, question, on_event=lambda kind, data: events.put((kind, data)), **ask)
             events.put(("done", {"question": outcome.question.id, "conversation": outcome.question.conversation_id}))
         except DocqaError as exc:  # every failure the answer path reports, in its own words
             events.put(("error", {"message": str(exc), "conversation": conversation.id if conversation else None}))
@@ -161,10 +174,7 @@ def ask_stream(request: HttpRequest, slug: str) -> HttpResponse:
             connections.close_all()  # this thread's own database connection
 
     threading.Thread(target=work, name="docqa-ask", daemon=True).start()
-    response = StreamingHttpResponse(sse(events), content_type="text/event-stream; charset=utf-8")
-    response["Cache-Control"] = "no-cache"
-    response["X-Accel-Buffering"] = "no"  # nginx: pass each event on at once
-    return response
+    return events
 
 
 def sse(events: queue.Queue[tuple[str, Any] | None]) -> Iterator[str]:

@@ -252,6 +252,21 @@ class Citation(models.Model):
     end = models.IntegerField(null=True)
 
 
+class ApiToken(models.Model):
+    """A user's bearer token for the REST and OpenAI-compatible APIs; only its sha256 is kept."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens")
+    name = models.CharField(max_length=100, blank=True)
+    prefix = models.CharField(max_length=12)  # the token's first characters, to tell tokens apart
+    key_hash = models.CharField(max_length=64, unique=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.prefix}… ({self.user})"
+
+
 # Content in an audit event's detail: any string under one of these keys. The hash chain covers
 # its sha256, not the text, so retention can replace the text by {"sha256": ...} and every hash
 # still verifies: an expired event proves what it held without holding it.

@@ -2,7 +2,8 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from docqa import audit_views, conversations, metrics, sources, views
+from docqa import audit_views, conversations, metrics, openai_compat, sources, views
+from docqa.api import api
 from docqa.signin import ThrottledAdminAuthenticationForm, ThrottledAuthenticationForm
 
 admin.site.login_form = ThrottledAdminAuthenticationForm
@@ -30,4 +31,7 @@ urlpatterns = [
     path("audit/<int:event_id>/", audit_views.replay, name="audit_replay"),
     path("audit/export.<str:fmt>", audit_views.export, name="audit_export"),
     path("admin/", admin.site.urls),
+    path("api/v1/", api.urls),
+    path("v1/models", openai_compat.models, name="openai_models"),
+    path("v1/chat/completions", openai_compat.chat_completions, name="openai_chat"),
 ]

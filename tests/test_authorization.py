@@ -35,6 +35,11 @@ USERS = ("anonymous", "viewer", "editor", "manager", "auditor", "excluded", "out
 
 @pytest.fixture
 def world(tmp_path: Path) -> dict[str, object]:
+    return build_world(tmp_path)
+
+
+def build_world(tmp_path: Path) -> dict[str, object]:
+    """Two matters (acme, beta) with a run and a document each, and one user of every kind."""
     acme = Matter.objects.create(slug="acme", name="Acme")
     beta = Matter.objects.create(slug="beta", name="Beta")
     team = Group.objects.create(name="acme-team")

@@ -1,0 +1,437 @@
+"""The JSON API at /api/v1/: matters, sources, runs, documents, questions, answers and the audit trail.
+
+Every call needs `Authorization: Bearer <token>` (`manage.py token create --user NAME`) and is
+checked exactly as the web UI checks it: the same `matter_for` role test, the same 404 for a
+matter, run, document or question the user may not see, the same audit events. The OpenAPI
+schema is generated from these functions (`/api/v1/openapi.json`), so it cannot drift from them.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
+from ninja import NinjaAPI, Query, Schema
+from ninja.security import HttpBearer
+
+from docqa import actions
+from docqa.models import (
+    Answer,
+    Conversation,
+    Document,
+    IngestRun,
+    ItemState,
+    Matter,
+    Question,
+    Role,
+    RunStatus,
+)
+from docqa.permissions import matter_for, readable_matters, role_in
+from inference.llm import ContextTooLong, LlmError, LlmTimeout
+from ingest.errors import DocqaError
+
+MAX_PAGE = 500
+
+
+class TokenAuth(HttpBearer):
+    def authenticate(self, request: HttpRequest, token: str) -> Any:
+        user = actions.user_for_token(token)
+        if user is not None:
+            request.user = user
+        return user
+
+
+api = NinjaAPI(title="docqa API", version="1", urls_namespace="api", auth=TokenAuth(), docs_url=None,
+               description=__doc__)
+
+
+@api.exception_handler(DocqaError)
+def docqa_error(request: HttpRequest, exc: DocqaError) -> HttpResponse:
+    status = 504 if isinstance(exc, LlmTimeout) else 502 if isinstance(exc, LlmError) and not isinstance(
+        exc, ContextTooLong) else 400
+    return api.create_response(request, {"detail": str(exc)}, status=status)
+
+
+def actor(request: HttpRequest) -> str:
+    return f"api:{request.user.get_username()}"
+
+
+# --- Shapes ---------------------------------------------------------------------------------------
+
+class Message(Schema):
+    detail: str
+
+
+class MatterOut(Schema):
+    slug: str
+    name: str
+    role: str
+    legal_hold: bool
+
+
+class SourceOut(Schema):
+    id: int
+    root: str
+    documents: int
+
+
+class SourceIn(Schema):
+    root: str
+
+
+class Progress(Schema):
+    work: int
+    done: int
+    failed: int
+    pages: int
+    chunks: int
+    files_per_second: float
+    eta_seconds: float | None
+
+
+class RunOut(Schema):
+    id: int
+    status: str
+    root: str
+    actor: str
+    started_at: datetime
+    finished_at: datetime | None
+    counts: dict[str, int]
+    progress: Progress
+
+
+class Failure(Schema):
+    path: str
+    state: str
+    error_class: str
+    error: str
+    attempts: int
+
+
+class Count(Schema):
+    count: int
+
+
+class DocumentOut(Schema):
+    id: int
+    path: str
+    kind: str
+    status: str
+    size: int
+    version: str
+    pages: int | None
+    chunks: int
+    error: str
+    updated_at: datetime
+    parent: int | None
+
+
+class DocumentPage(Schema):
+    count: int
+    items: list[DocumentOut]
+
+
+class DocumentText(DocumentOut):
+    text: str
+
+
+class AskIn(Schema):
+    question: str
+    effort: str = "medium"
+    budget: int | None = None
+    conversation: int | None = None
+    scope: list[str] = []
+
+
+class CitationOut(Schema):
+    label: str
+    quote: str
+    status: str
+    verified: bool
+    reason: str
+    document: int | None
+    version: str
+    path: str
+    page: int | None
+    start: int | None
+    end: int | None
+
+
+class SourceSent(Schema):
+    label: str
+    document: int
+    version: str = ""
+    path: str
+    page: int | None = None
+    section: str | None = None
+    start: int
+    end: int
+    tokens: int | None = None
+    text: str
+
+
+class AnswerOut(Schema):
+    question: int
+    conversation: int | None
+    text: str
+    effort: str
+    asked_at: datetime
+    mode: str
+    answer: str
+    error: str
+    model: str
+    citations: list[CitationOut]
+    sources: list[SourceSent]
+    left_out: list[dict[str, Any]]
+    usage: dict[str, Any]
+    latency_ms: int
+
+
+class AuditOut(Schema):
+    id: int
+    created_at: datetime
+    actor: str
+    matter: str | None
+    action: str
+    detail: dict[str, Any]
+    prev_hash: str
+    hash: str
+
+
+class AuditPage(Schema):
+    count: int
+    items: list[AuditOut]
+
+
+# --- Helpers --------------------------------------------------------------------------------------
+
+def run_out(run: IngestRun) -> dict[str, Any]:
+    stats = actions.run_stats(run)
+    return {"id": run.id, "status": run.status, "root": run.source.root, "actor": run.actor,
+            "started_at": run.started_at, "finished_at": run.finished_at, "counts": run.counts,
+            "progress": {"work": stats.work, "done": stats.done, "failed": stats.failed, "pages": stats.pages,
+                         "chunks": stats.chunks, "files_per_second": round(stats.rate, 3),
+                         "eta_seconds": round(stats.eta, 1) if stats.eta is not None else None}}
+
+
+def run_of(request: HttpRequest, slug: str, run_id: int, role: str = Role.VIEWER) -> IngestRun:
+    matter = matter_for(request.user, slug, role)
+    run = IngestRun.objects.filter(id=run_id, matter=matter).select_related("source", "matter").first()
+    if run is None:
+        raise Http404("no such run")
+    return run
+
+
+def document_out(doc: Document) -> dict[str, Any]:
+    return {"id": doc.id, "path": doc.path, "kind": doc.kind, "status": doc.status, "size": doc.size,
+            "version": doc.sha256, "pages": doc.text.page_count if doc.text else None, "chunks": doc.chunk_count,
+            "error": doc.error, "updated_at": doc.updated_at, "parent": doc.parent_id}
+
+
+def answer_out(question: Question) -> dict[str, Any]:
+    answer: Answer | None = getattr(question, "answer", None)
+    return {
+        "question": question.id, "conversation": question.conversation_id, "text": question.text,
+        "effort": question.effort, "asked_at": question.created_at,
+        "mode": answer.mode if answer else "pending", "answer": answer.text if answer else "",
+        "error": answer.error if answer else "", "model": answer.model if answer else "",
+        "citations": [{"label": c.label, "quote": c.quote, "status": c.status, "verified": c.verified,
+                       "reason": c.reason, "document": c.document_id, "version": c.version, "path": c.path,
+                       "page": c.page, "start": c.start, "end": c.end}
+                      for c in (answer.citations.all() if answer else [])],
+        "sources": answer.sources if answer else [], "left_out": answer.dropped if answer else [],
+        "usage": answer.usage if answer else {}, "latency_ms": answer.latency_ms if answer else 0,
+    }
+
+
+def auditor(request: HttpRequest) -> None:
+    if not request.user.has_perm("docqa.view_auditevent"):
+        raise PermissionDenied403()
+
+
+class PermissionDenied403(Exception):
+    pass
+
+
+@api.exception_handler(PermissionDenied403)
+def forbidden(request: HttpRequest, exc: Exception) -> HttpResponse:
+    return api.create_response(request, {"detail": "auditors only (the docqa.view_auditevent permission)"}, status=403)
+
+
+# --- Matters, sources, runs -------------------------------------------------------------------------
+
+@api.get("/matters", response=list[MatterOut], tags=["matters"])
+def matters(request: HttpRequest) -> list[dict[str, Any]]:
+    """The matters you may read, with your role in each."""
+    return [{"slug": m.slug, "name": m.name, "role": str(role_in(request.user, m)), "legal_hold": m.legal_hold}
+            for m in readable_matters(request.user).order_by("slug")]
+
+
+@api.get("/matters/{slug}/sources", response=list[SourceOut], tags=["sources"])
+def sources(request: HttpRequest, slug: str) -> list[dict[str, Any]]:
+    matter = matter_for(request.user, slug)
+    return [{"id": s.id, "root": s.root, "documents": s.documents.count()} for s in matter.sources.order_by("root")]
+
+
+@api.post("/matters/{slug}/sources", response={201: RunOut, 400: Message}, tags=["sources"])
+def sync_source(request: HttpRequest, slug: str, body: SourceIn) -> tuple[int, dict[str, Any]]:
+    """Sync a folder (registered, or under DOCQA_SOURCE_ROOTS): editors. Returns the run it started."""
+    from docqa.sources import checked_folder
+
+    matter = matter_for(request.user, slug, Role.EDITOR)
+    run = actions.do_start_ingest(matter, checked_folder(matter, body.root), actor(request))
+    return 201, run_out(IngestRun.objects.select_related("source").get(id=run.id))
+
+
+@api.get("/matters/{slug}/runs", response=list[RunOut], tags=["runs"])
+def runs(request: HttpRequest, slug: str, limit: int = Query(50, ge=1, le=MAX_PAGE)) -> list[dict[str, Any]]:
+    matter = matter_for(request.user, slug)
+    actions.finish_completed_runs(matter.runs.filter(status=RunStatus.RUNNING).select_related("matter"))
+    return [run_out(r) for r in matter.runs.select_related("source").order_by("-id")[:limit]]
+
+
+@api.get("/matters/{slug}/runs/{run_id}", response=RunOut, tags=["runs"])
+def run(request: HttpRequest, slug: str, run_id: int) -> dict[str, Any]:
+    """A run with its live progress: files, pages, chunks, rate and ETA."""
+    found = run_of(request, slug, run_id)
+    actions.finish_completed_runs([found])
+    return run_out(found)
+
+
+@api.post("/matters/{slug}/runs/{run_id}/cancel", response=Count, tags=["runs"])
+def cancel_run(request: HttpRequest, slug: str, run_id: int) -> dict[str, int]:
+    """Cancel the run's queued files (editors); the count of files that will not be processed."""
+    return {"count": actions.do_cancel_run(run_of(request, slug, run_id, Role.EDITOR), actor(request))}
+
+
+@api.post("/matters/{slug}/runs/{run_id}/retry", response=Count, tags=["runs"])
+def retry_run(request: HttpRequest, slug: str, run_id: int) -> dict[str, int]:
+    """Queue the run's failed files again (editors); the count queued."""
+    return {"count": actions.do_retry_failed(run_of(request, slug, run_id, Role.EDITOR), actor(request))}
+
+
+@api.get("/matters/{slug}/runs/{run_id}/failures", response=list[Failure], tags=["runs"])
+def run_failures(request: HttpRequest, slug: str, run_id: int) -> Any:
+    found = run_of(request, slug, run_id)
+    return found.items.filter(state__in=(ItemState.FAILED, ItemState.SKIPPED)).order_by("path").values(
+        "path", "state", "error_class", "error", "attempts")
+
+
+# --- Documents ------------------------------------------------------------------------------------
+
+@api.get("/matters/{slug}/documents", response=DocumentPage, tags=["documents"])
+def documents(request: HttpRequest, slug: str, folder: str = "", state: str = "",
+              limit: int = Query(100, ge=1, le=MAX_PAGE), offset: int = Query(0, ge=0)) -> dict[str, Any]:
+    """The matter's documents, by path; `folder` keeps those under it, `state` those in that state."""
+    matter = matter_for(request.user, slug)
+    docs = matter.documents.select_related("text").defer("text__text", "text__layout").order_by("path")
+    if folder.strip("/"):
+        docs = docs.filter(path__startswith=folder.strip("/") + "/")
+    if state:
+        docs = docs.filter(status=state)
+    return {"count": docs.count(), "items": [document_out(d) for d in docs[offset:offset + limit]]}
+
+
+@api.get("/matters/{slug}/documents/{doc_id}", response=DocumentText, tags=["documents"])
+def document(request: HttpRequest, slug: str, doc_id: int) -> dict[str, Any]:
+    """A document and its extracted text (the text citations' spans index). Audited."""
+    matter = matter_for(request.user, slug)
+    doc = Document.objects.filter(id=doc_id, matter=matter).select_related("text").first()
+    if doc is None:
+        raise Http404("no such document")
+    actions.record_audit(actor(request), "document.view", matter, {"document": doc.id, "path": doc.path,
+                                                                    "version": doc.sha256})
+    return {**document_out(doc), "text": doc.text.text if doc.text else ""}
+
+
+# --- Questions ------------------------------------------------------------------------------------
+
+def own_conversation(request: HttpRequest, matter: Matter, conversation: int | None) -> Conversation | None:
+    if conversation is None:
+        return None
+    found = Conversation.objects.filter(id=conversation, matter=matter, user=request.user).first()
+    if found is None:
+        raise Http404("no such conversation")
+    return found
+
+
+def check_effort(effort: str) -> None:
+    if effort not in ("low", "medium", "high"):
+        raise DocqaError("effort is one of low, medium, high")
+
+
+@api.post("/matters/{slug}/questions", response={200: AnswerOut, 400: Message, 502: Message, 504: Message},
+          tags=["questions"])
+def ask(request: HttpRequest, slug: str, body: AskIn) -> dict[str, Any]:
+    """Ask; the answer comes back whole, with its citations checked and the sources as sent."""
+    matter = matter_for(request.user, slug)
+    check_effort(body.effort)
+    outcome = actions.do_ask(matter, body.question, actor=actor(request), user=request.user, budget=body.budget,
+                             effort=body.effort, conversation=own_conversation(request, matter, body.conversation),
+                             scope=[s for s in body.scope if s.strip()] or None)
+    question = Question.objects.select_related("answer").get(id=outcome.question.id)
+    return answer_out(question)
+
+
+@api.post("/matters/{slug}/questions/stream", tags=["questions"],
+          openapi_extra={"responses": {200: {"description": "server-sent events: status, reasoning, token, then "
+                                             "done (with the question's id) or error",
+                                             "content": {"text/event-stream": {"schema": {"type": "string"}}}}}})
+def ask_stream(request: HttpRequest, slug: str, body: AskIn) -> StreamingHttpResponse:
+    """Ask; the answer streams as server-sent events, as in the web UI. Fetch it whole afterwards."""
+    from docqa.conversations import ask_in_background, sse
+
+    matter = matter_for(request.user, slug)
+    check_effort(body.effort)
+    events = ask_in_background(matter, body.question, actor=actor(request), user=request.user, budget=body.budget,
+                               effort=body.effort, conversation=own_conversation(request, matter, body.conversation),
+                               scope=[s for s in body.scope if s.strip()] or None)
+    response = StreamingHttpResponse(sse(events), content_type="text/event-stream; charset=utf-8")
+    response["Cache-Control"] = "no-cache"
+    return response
+
+
+@api.get("/matters/{slug}/questions/{question_id}", response=AnswerOut, tags=["questions"])
+def question(request: HttpRequest, slug: str, question_id: int) -> dict[str, Any]:
+    """One of your questions with its answer, citations and sources."""
+    matter = matter_for(request.user, slug)
+    found = Question.objects.filter(id=question_id, matter=matter, user=request.user).select_related("answer").first()
+    if found is None:
+        raise Http404("no such question")
+    return answer_out(found)
+
+
+# --- Audit (auditors) -----------------------------------------------------------------------------
+
+@api.get("/audit/events", response={200: AuditPage, 403: Message}, tags=["audit"])
+def audit_events(request: HttpRequest, actor: str = "", matter: str = "", action: str = "", since: str = "",
+                 until: str = "", q: str = "", limit: int = Query(100, ge=1, le=MAX_PAGE),
+                 offset: int = Query(0, ge=0)) -> dict[str, Any]:
+    """The audit trail, newest first, filtered as on the review page (auditors)."""
+    from docqa.audit_views import filtered
+
+    auditor(request)
+    events, _ = filtered(request)
+    page = events[offset:offset + limit]
+    return {"count": events.count(), "items": [
+        {"id": e.id, "created_at": e.created_at, "actor": e.actor, "matter": e.matter.slug if e.matter else None,
+         "action": e.action, "detail": e.detail, "prev_hash": e.prev_hash, "hash": e.hash} for e in page]}
+
+
+@api.get("/audit/export.jsonl", tags=["audit"], response={403: Message},
+         openapi_extra={"responses": {200: {"description": "the filtered events as JSON Lines, streamed",
+                                            "content": {"application/x-ndjson": {"schema": {"type": "string"}}}}}})
+def audit_export(request: HttpRequest, actor: str = "", matter: str = "", action: str = "", since: str = "",
+                 until: str = "", q: str = "") -> Any:
+    """Export the filtered trail as JSON Lines, streamed (auditors). The export is itself audited."""
+    from docqa.audit_views import export_rows, filtered, json_lines
+
+    auditor(request)
+    events, given = filtered(request)
+    actions.record_audit(f"api:{request.user.get_username()}", "audit.export", None,
+                         {"format": "jsonl", "filters": {k: v for k, v in given.items() if v}})
+    response = StreamingHttpResponse(json_lines(export_rows(events)), content_type="application/x-ndjson")
+    response["Content-Disposition"] = 'attachment; filename="docqa-audit.jsonl"'
+    return response
+

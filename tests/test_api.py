@@ -1,0 +1,185 @@
+"""The JSON API and the OpenAI-compatible endpoint: tokens, the web UI's authorization, real answers."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.contrib.auth.models import User
+from django.core.management import call_command
+from django.test import Client
+
+from docqa.actions import do_create_token
+from docqa.models import AuditEvent, Matter, Membership, Role
+from tests.test_authorization import USERS, build_world
+
+pytestmark = pytest.mark.django_db
+
+
+def bearer(token: str | None) -> dict[str, str]:
+    return {"HTTP_AUTHORIZATION": f"Bearer {token}"} if token else {}
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> dict[str, Any]:
+    built = build_world(tmp_path)
+    built["tokens"] = {name: do_create_token(user, "test", "test") for name, user in built["users"].items()}
+    built["tokens"]["anonymous"] = None
+    return built
+
+
+def call(world: dict[str, Any], user: str, method: str, path: str, body: Any = None) -> Any:
+    client = Client()
+    url = path.format(**world)
+    headers = bearer(world["tokens"][user])
+    if method == "GET":
+        return client.get(url, **headers)
+    return client.post(url, json.dumps(body or {}), content_type="application/json", **headers)
+
+
+OK, GONE, FORBIDDEN, DENIED, BAD = 200, 404, 403, 401, 400
+READ = {"anonymous": DENIED, "viewer": OK, "editor": OK, "manager": OK, "auditor": GONE, "excluded": GONE,
+        "outsider": GONE}
+EDIT = {**READ, "viewer": GONE}
+AUDIT = {"anonymous": DENIED, "viewer": FORBIDDEN, "editor": FORBIDDEN, "manager": FORBIDDEN, "auditor": OK,
+         "excluded": FORBIDDEN, "outsider": FORBIDDEN}
+MATRIX = [
+    ("GET", "/api/v1/matters/acme/sources", READ),
+    ("POST", "/api/v1/matters/acme/sources", {**EDIT, "editor": BAD, "manager": BAD}),  # no root given: 400
+    ("GET", "/api/v1/matters/acme/runs", READ),
+    ("GET", "/api/v1/matters/acme/runs/{acme_run}", READ),
+    ("GET", "/api/v1/matters/acme/runs/{acme_run}/failures", READ),
+    ("POST", "/api/v1/matters/acme/runs/{acme_run}/cancel", EDIT),
+    ("POST", "/api/v1/matters/acme/runs/{acme_run}/retry", EDIT),
+    ("GET", "/api/v1/matters/acme/documents", READ),
+    ("GET", "/api/v1/matters/acme/documents/{acme_doc}", READ),
+    ("GET", "/api/v1/matters/acme/questions/999999", {**READ, "viewer": GONE, "editor": GONE, "manager": GONE}),
+    ("GET", "/api/v1/audit/events", AUDIT),
+    ("GET", "/api/v1/audit/export.jsonl", AUDIT),
+    # Ids of one matter asked for under another the user may read: nothing.
+    ("GET", "/api/v1/matters/beta/runs/{acme_run}", {**READ, "viewer": GONE, "editor": GONE, "manager": GONE}),
+    ("GET", "/api/v1/matters/acme/documents/{beta_doc}", {**READ, "viewer": GONE, "editor": GONE, "manager": GONE}),
+]
+
+
+@pytest.mark.parametrize("method, path, expected", MATRIX, ids=[f"{m} {p}" for m, p, _ in MATRIX])
+@pytest.mark.parametrize("user", USERS)
+def test_every_api_call_against_every_user(world: dict[str, Any], method: str, path: str, expected: dict,
+                                           user: str) -> None:
+    body = {"root": ""} if path.endswith("/sources") and method == "POST" else None
+    response = call(world, user, method, path, body)
+    assert response.status_code == expected[user], (user, path, response.status_code, response.content[:200])
+
+
+def test_matters_and_models_list_only_what_the_token_may_read(world: dict[str, Any]) -> None:
+    for user, visible in (("viewer", ["acme"]), ("excluded", []), ("auditor", []), ("outsider", ["beta"])):
+        listed = call(world, user, "GET", "/api/v1/matters").json()
+        assert [m["slug"] for m in listed] == visible, user
+        models = call(world, user, "GET", "/v1/models").json()["data"]
+        assert [m["id"] for m in models] == [f"docqa/{s}" for s in visible], user
+    assert call(world, "anonymous", "GET", "/v1/models").json()["error"]["code"] == "invalid_api_key"
+
+
+def test_tokens_are_created_listed_and_revoked_by_command(world: dict[str, Any]) -> None:
+    out, err = io.StringIO(), io.StringIO()
+    call_command("token", "create", "--user", "viewer", "--name", "laptop", stdout=out, stderr=err)
+    token = out.getvalue().strip()
+    assert token.startswith("dq_") and "shown once" in err.getvalue()
+    client = Client()
+    assert client.get("/api/v1/matters", **bearer(token)).status_code == 200
+    listing = io.StringIO()
+    call_command("token", "list", "--user", "viewer", stdout=listing)
+    line = next(li for li in listing.getvalue().splitlines() if "laptop" in li)
+    assert token not in listing.getvalue() and "active" in line and "last used" in line
+    call_command("token", "revoke", line.split()[0], stdout=io.StringIO())
+    assert client.get("/api/v1/matters", **bearer(token)).status_code == 401
+    assert client.get("/api/v1/matters", **bearer(token[:-1] + "x")).status_code == 401
+    actions = list(AuditEvent.objects.filter(action__startswith="token.").values_list("action", flat=True))
+    assert actions[-2:] == ["token.create", "token.revoke"]
+
+
+def test_the_audit_api_filters_and_exports(world: dict[str, Any]) -> None:
+    page = call(world, "auditor", "GET", "/api/v1/audit/events?action=question&limit=5").json()
+    assert page["count"] == 1 and page["items"][0]["action"] == "question.answer"
+    export = call(world, "auditor", "GET", "/api/v1/audit/export.jsonl?action=question")
+    lines = b"".join(export.streaming_content).decode().splitlines()
+    assert len(lines) == 1 and json.loads(lines[0])["action"] == "question.answer"
+    assert AuditEvent.objects.filter(action="audit.export", actor="api:auditor").exists()
+
+
+@pytest.fixture
+def lease(data_dir: Path, tmp_path: Path) -> dict[str, Any]:
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    (folder / "lease.txt").write_text(
+        "LEASE AGREEMENT\n\nThe tenant may terminate this lease on sixty (60) days' written notice.\n\n"
+        "The monthly rent is two thousand dollars, payable on the first day of each month.\n")
+    call_command("ingest", str(folder), "--matter", "lease", stdout=io.StringIO())
+    ann = User.objects.create_user("ann", password="pw-123456")
+    bob = User.objects.create_user("bob", password="pw-123456")
+    for user in (ann, bob):
+        Membership.objects.create(matter=Matter.objects.get(slug="lease"), user=user, role=Role.VIEWER)
+    return {"ann": do_create_token(ann, "t", "t"), "bob": do_create_token(bob, "t", "t"), "folder": folder}
+
+
+QUESTION = "How much notice does the tenant need to terminate?"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_ask_through_the_api_with_citations_and_private_answers(lease: dict[str, Any], standin: Any) -> None:
+    client = Client()
+    answer = client.post("/api/v1/matters/lease/questions", json.dumps({"question": QUESTION, "effort": "low"}),
+                         content_type="application/json", **bearer(lease["ann"])).json()
+    assert answer["mode"] == "llm" and "sixty (60) days" in answer["answer"]
+    assert answer["citations"][0]["status"] == "quote verified" and answer["citations"][0]["path"] == "lease.txt"
+    assert answer["sources"][0]["path"] == "lease.txt" and answer["usage"]["prompt_tokens"] > 0
+    again = client.get(f"/api/v1/matters/lease/questions/{answer['question']}", **bearer(lease["ann"])).json()
+    assert again["answer"] == answer["answer"]
+    assert client.get(f"/api/v1/matters/lease/questions/{answer['question']}", **bearer(lease["bob"])).status_code == 404
+    follow = client.post("/api/v1/matters/lease/questions",
+                         json.dumps({"question": "And the rent?", "conversation": answer["conversation"]}),
+                         content_type="application/json", **bearer(lease["bob"]))
+    assert follow.status_code == 404  # someone else's conversation
+    stream = client.post("/api/v1/matters/lease/questions/stream", json.dumps({"question": QUESTION, "effort": "low"}),
+                         content_type="application/json", **bearer(lease["ann"]))
+    body = b"".join(stream.streaming_content).decode()
+    assert "event: status" in body and body.count("event: token") > 3 and "event: done" in body
+    docs = client.get("/api/v1/matters/lease/documents", **bearer(lease["ann"])).json()
+    text = client.get(f"/api/v1/matters/lease/documents/{docs['items'][0]['id']}", **bearer(lease["ann"])).json()
+    assert "sixty (60) days" in text["text"]
+    assert AuditEvent.objects.filter(action="document.view", actor="api:ann").exists()
+    assert AuditEvent.objects.filter(action="question.answer", actor="api:ann").count() == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_openai_client_asks_a_matter_and_gets_the_citations(lease: dict[str, Any], standin: Any) -> None:
+    client = Client()
+    request = {"model": "docqa/lease", "messages": [{"role": "user", "content": QUESTION}],
+               "reasoning_effort": "low"}
+    reply = client.post("/v1/chat/completions", json.dumps(request), content_type="application/json",
+                        **bearer(lease["ann"])).json()
+    content = reply["choices"][0]["message"]["content"]
+    assert reply["object"] == "chat.completion" and reply["model"] == "docqa/lease"
+    assert "sixty (60) days" in content and "\n\nSources:\n[S1] lease.txt: “" in content and "(quote verified)" in content
+    assert reply["citations"][0]["verified"] and reply["usage"]["total_tokens"] > 0
+
+    streamed = client.post("/v1/chat/completions", json.dumps({**request, "stream": True,
+                                                                "messages": [*request["messages"],
+                                                                             {"role": "assistant", "content": content},
+                                                                             {"role": "user", "content": "And the rent?"}]}),
+                           content_type="application/json", **bearer(lease["ann"]))
+    events = [line[6:] for line in b"".join(streamed.streaming_content).decode().splitlines() if line.startswith("data: ")]
+    assert events[-1] == "[DONE]"
+    chunks = [json.loads(e) for e in events[:-1]]
+    assert all(c["object"] == "chat.completion.chunk" for c in chunks) and len(chunks) > 4
+    assert chunks[-1]["choices"][0]["finish_reason"] == "stop" and "citations" in chunks[-1]
+    assert "Sources:" in "".join(c["choices"][0]["delta"].get("content", "") for c in chunks)
+
+    for bad, status, code in (({**request, "model": "docqa/nope"}, 404, "model_not_found"),
+                              ({**request, "messages": []}, 400, None)):
+        response = client.post("/v1/chat/completions", json.dumps(bad), content_type="application/json",
+                               **bearer(lease["ann"]))
+        assert response.status_code == status and response.json()["error"]["code"] == code
