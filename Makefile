@@ -61,12 +61,14 @@ deploy/tiktoken/o200k_base.tiktoken: | $(VENV)/.installed
 	assert hashlib.sha256(data).hexdigest() == '446a9538cb6c348e3516120d7c08b09f57c36495e2acfffe59a5bf8b0cfb1a2d', 'unexpected vocabulary'; \
 	pathlib.Path('$@').write_bytes(data)"
 
-# Random secrets for compose.yaml, written once (never overwritten).
+# Random secrets for compose.yaml, written once (never overwritten). The folder is the host's lock
+# (root only); the files stay readable because Compose mounts each one, with its mode, into
+# containers whose processes do not run as root.
 secrets:
 	mkdir -p secrets && chmod 700 secrets
 	for name in postgres_password qdrant_api_key vllm_api_key django_secret_key; do \
 	  test -s secrets/$$name || python3 -c "import secrets; print(secrets.token_urlsafe(48))" > secrets/$$name; done
-	chmod 600 secrets/*
+	chmod 644 secrets/*
 
 deploy: secrets deploy/tiktoken/o200k_base.tiktoken
 
