@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from docqa import audit_views, conversations, metrics, openai_compat, sources, views
+from docqa import account, audit_views, conversations, metrics, openai_compat, sources, views
 from docqa.api import api
 from docqa.signin import ThrottledAdminAuthenticationForm, ThrottledAuthenticationForm
 
@@ -27,6 +27,9 @@ urlpatterns = [
     path("m/<slug:slug>/runs/<int:run_id>/", views.run_detail, name="run"),
     path("m/<slug:slug>/runs/<int:run_id>/failures.csv", views.run_failures_csv, name="run_failures"),
     path("m/<slug:slug>/runs/<int:run_id>/<str:action>", views.run_action, name="run_action"),
+    path("account/tokens/", account.tokens, name="tokens"),
+    path("account/tokens/new", account.create_token, name="token_create"),
+    path("account/tokens/<int:token_id>/revoke", account.revoke_token, name="token_revoke"),
     path("audit/", audit_views.review, name="audit"),
     path("audit/<int:event_id>/", audit_views.replay, name="audit_replay"),
     path("audit/export.<str:fmt>", audit_views.export, name="audit_export"),

@@ -183,3 +183,24 @@ def test_an_openai_client_asks_a_matter_and_gets_the_citations(lease: dict[str, 
         response = client.post("/v1/chat/completions", json.dumps(bad), content_type="application/json",
                                **bearer(lease["ann"]))
         assert response.status_code == status and response.json()["error"]["code"] == code
+
+
+def test_people_manage_their_own_tokens_in_the_web_ui(world: dict[str, Any]) -> None:
+    viewer, outsider = Client(), Client()
+    viewer.force_login(world["users"]["viewer"])
+    outsider.force_login(world["users"]["outsider"])
+    assert Client().get("/account/tokens/").status_code == 302  # sign in first
+    page = viewer.post("/account/tokens/new", {"name": "chat client"}, follow=True).content.decode()
+    token = page.split('<code id="new-token">')[1].split("</code>")[0]
+    assert "copy it now" in page and "chat client" in page
+    assert token not in viewer.get("/account/tokens/").content.decode()  # shown once only
+    assert Client().get("/v1/models", **bearer(token)).json()["data"][0]["id"] == "docqa/acme"
+    from docqa.models import ApiToken
+
+    mine = ApiToken.objects.get(name="chat client")
+    outsider.post(f"/account/tokens/{mine.id}/revoke")  # not theirs: nothing happens
+    assert Client().get("/api/v1/matters", **bearer(token)).status_code == 200
+    viewer.post(f"/account/tokens/{mine.id}/revoke")
+    assert Client().get("/api/v1/matters", **bearer(token)).status_code == 401
+    assert list(AuditEvent.objects.filter(actor="web:viewer", action__startswith="token.")
+                .values_list("action", flat=True)) == ["token.create", "token.revoke"]
