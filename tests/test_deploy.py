@@ -59,8 +59,10 @@ def test_vllm_is_launched_as_the_serving_contract_says(compose: dict[str, Any]) 
             following = command[i + 1] if i + 1 < len(command) else ""
             given[word] = "" if following.startswith("--") or not following else following
     for flag, value in launch_flags().items():
-        if flag == "--api-key":  # from the secret, in the entrypoint
-            assert '--api-key "$VLLM_API_KEY"' in vllm["entrypoint"][-1] and "vllm_api_key" in vllm["secrets"]
+        if flag == "--api-key":  # from the secret, exported as VLLM_API_KEY (read by vLLM), never empty
+            script = vllm["entrypoint"][-1]
+            assert 'export VLLM_API_KEY="$$(cat /run/secrets/vllm_api_key)"' in script and "vllm_api_key" in vllm["secrets"]
+            assert 'test -n "$$VLLM_API_KEY"' in script and script.endswith('exec vllm serve "$$0" "$$@"')
         elif flag == "--tensor-parallel-size":  # 1 on an H200; 2 for two H100s
             assert given[flag] == "${VLLM_TENSOR_PARALLEL:-1}"
         else:
@@ -75,6 +77,21 @@ def test_vllm_is_launched_as_the_serving_contract_says(compose: dict[str, Any]) 
     assert f":{env['TIKTOKEN_ENCODINGS_BASE']}:ro" in mounts
     assert int(vllm["healthcheck"]["start_period"].rstrip("s")) >= 1200  # cold starts take many minutes
     assert "/health" in " ".join(vllm["healthcheck"]["test"])
+
+
+def strings(value: Any) -> list[str]:
+    if isinstance(value, dict):
+        return [t for k, v in value.items() for t in strings(k) + strings(v)]
+    if isinstance(value, list):
+        return [t for v in value for t in strings(v)]
+    return [value] if isinstance(value, str) else []
+
+
+def test_every_dollar_is_an_escape_or_a_compose_variable(compose: dict[str, Any]) -> None:
+    """Compose reads `$x` and `$(...)` as its own interpolation: a shell's `$` must be written `$$`."""
+    variable = re.compile(r"\$\{[A-Z_][A-Z0-9_]*(?::?[-?][^}]*)?\}")
+    bare = [t for t in strings(compose) if "$" in variable.sub("", t.replace("$$", ""))]
+    assert bare == []
 
 
 def test_services_come_up_in_order(compose: dict[str, Any]) -> None:
