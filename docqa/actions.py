@@ -158,6 +158,18 @@ def do_release(matter: Matter, actor: str) -> bool:
     return bool(released)
 
 
+def do_set_roots(matter: Matter, roots: list[str], actor: str) -> list[str]:
+    """Set the folders this matter's editors may sync from (checked: see docqa/sources.py)."""
+    from docqa.sources import check_roots
+
+    checked = check_roots(matter, roots)
+    with transaction.atomic():
+        Matter.objects.filter(pk=matter.pk).update(source_roots="\n".join(checked))
+        matter.source_roots = "\n".join(checked)
+        record_audit(actor, "matter.roots", matter, {"roots": checked})
+    return checked
+
+
 def do_expire(actor: str, *, days: int | None = None, dry_run: bool = False) -> Any:
     """Apply retention (docqa/retention.py) and audit what it did."""
     from docqa.retention import expire_content

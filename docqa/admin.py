@@ -6,6 +6,7 @@ Documents and ingest runs are read-only here: they change only through a sync.
 import json
 from typing import Any
 
+from django import forms
 from django.contrib import admin
 from django.contrib.auth import admin as auth_admin
 from django.contrib.auth import get_user_model
@@ -14,6 +15,7 @@ from django.http import HttpRequest
 
 from docqa.actions import principal_name, record_audit
 from docqa.models import AuditEvent, Document, Exclusion, IngestRun, Matter, Membership
+from ingest.errors import DocqaError
 
 
 class AuditedAdmin(admin.ModelAdmin):
@@ -78,10 +80,26 @@ class ExclusionInline(admin.TabularInline):
     fields = ("user", "reason")
 
 
+class MatterForm(forms.ModelForm):
+    class Meta:
+        model = Matter
+        fields = ["slug", "name", "legal_hold", "legal_hold_reason", "source_roots"]
+
+    def clean_source_roots(self) -> str:
+        from docqa.sources import check_roots
+
+        lines = [line for line in self.cleaned_data["source_roots"].splitlines() if line.strip()]
+        try:
+            return "\n".join(check_roots(self.instance, lines))
+        except DocqaError as exc:
+            raise forms.ValidationError(str(exc)) from exc
+
+
 @admin.register(Matter)
 class MatterAdmin(AuditedAdmin):
     """Matters, members, walls and legal holds, edited here as with `manage.py matter`: all audited."""
 
+    form = MatterForm
     list_display = ("slug", "name", "legal_hold", "created_at")
     inlines = [MembershipInline, ExclusionInline]
 
@@ -89,6 +107,8 @@ class MatterAdmin(AuditedAdmin):
         super().save_model(request, obj, form, change)
         record_audit(actor(request), "matter.update" if change else "matter.create", obj,
                      {"slug": obj.slug, "name": obj.name})
+        if "source_roots" in form.changed_data:
+            record_audit(actor(request), "matter.roots", obj, {"roots": obj.roots()})
         if "legal_hold" in form.changed_data or (obj.legal_hold and "legal_hold_reason" in form.changed_data):
             if obj.legal_hold:
                 record_audit(actor(request), "matter.hold", obj, {"reason": obj.legal_hold_reason})

@@ -23,6 +23,12 @@ class Matter(models.Model):
     # A legal hold suspends retention: nothing of this matter expires while it is on.
     legal_hold = models.BooleanField(default=False)
     legal_hold_reason = models.TextField(blank=True)
+    # Server folders (one per line) under which this matter's editors may add folders from the web
+    # UI or the API. Set by an administrator (`matter roots`, or the admin); none: uploads only.
+    source_roots = models.TextField(blank=True)
+
+    def roots(self) -> list[str]:
+        return [line.strip() for line in self.source_roots.splitlines() if line.strip()]
 
     def __str__(self) -> str:
         return self.slug

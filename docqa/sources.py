@@ -1,8 +1,9 @@
 """Folders and uploads from the web UI (editors): register a folder, sync it, upload files or a zip.
 
-A folder may be registered only under one of `DOCQA_SOURCE_ROOTS` (the server's own paths, set by
-the operator); uploads land in the data folder, one folder per matter, and are synced like any
-source. A zip is unpacked with its names checked: nothing absolute, nothing outside the folder,
+A folder may be added only under one of the matter's own roots (set by an administrator, within
+`DOCQA_SOURCE_ROOTS`) and never where it overlaps another matter's folders or docqa's data: an
+editor cannot reach another matter's files by naming them. Uploads land in the data folder, one
+folder per matter, and are synced like any source. A zip is unpacked with its names checked: nothing absolute, nothing outside the folder,
 no links, and a cap on the files and bytes it may unpack to (a zip bomb stops at the cap).
 """
 
@@ -25,6 +26,7 @@ from ingest.errors import DocqaError
 
 
 def allowed_roots() -> list[Path]:
+    """The server-wide ceiling: every matter's roots must lie under one of these (when set)."""
     return [Path(r).resolve() for r in settings.SOURCE_ROOTS]
 
 
@@ -32,18 +34,56 @@ def upload_folder(matter: Matter) -> Path:
     return (settings.DATA_DIR / "uploads" / matter.slug).resolve()
 
 
+def overlaps(a: Path, b: Path) -> bool:
+    return a == b or a.is_relative_to(b) or b.is_relative_to(a)
+
+
+def others_folders(matter: Matter) -> list[Path]:
+    """Every folder another matter syncs or may sync: an ethical wall runs around all of them."""
+    folders = [Path(r) for r in Source.objects.exclude(matter=matter).values_list("root", flat=True)]
+    for other in Matter.objects.exclude(id=matter.id).exclude(source_roots=""):
+        folders += [Path(r).resolve() for r in other.roots()]
+    return folders
+
+
+def check_roots(matter: Matter, roots: list[str]) -> list[str]:
+    """Validate a matter's roots (absolute folders under DOCQA_SOURCE_ROOTS, apart from other matters')."""
+    checked = []
+    for raw in roots:
+        path = Path(raw).expanduser()
+        if not path.is_absolute():
+            raise DocqaError(f"{raw}: give an absolute path on the server")
+        path = path.resolve()
+        ceiling = allowed_roots()
+        if ceiling and not any(path.is_relative_to(r) for r in ceiling):
+            raise DocqaError(f"{path} is not under DOCQA_SOURCE_ROOTS ({', '.join(map(str, ceiling))})")
+        if overlaps(path, settings.DATA_DIR.resolve()):
+            raise DocqaError(f"{path} overlaps docqa's own data folder")
+        clash = next((o for o in others_folders(matter) if overlaps(path, o)), None)
+        if clash is not None:
+            raise DocqaError(f"{path} overlaps {clash}, which belongs to another matter")
+        checked.append(str(path))
+    return checked
+
+
 def checked_folder(matter: Matter, raw: str) -> Path:
-    """The folder to sync, if it is a registered source, the matter's uploads or under an allowed root."""
+    """The folder to sync: a registered source of the matter, its uploads, or a folder under its roots
+    that no other matter holds (an editor can never reach another matter's files this way)."""
     if not raw.strip():
         raise DocqaError("give the folder's path on the server")
     path = Path(raw.strip()).expanduser()
     if not path.is_absolute():
         raise DocqaError("give an absolute path on the server, e.g. /srv/shares/acme")
     path = path.resolve()
-    registered = Source.objects.filter(matter=matter, root=str(path)).exists()
-    if not registered and path != upload_folder(matter) and not any(path.is_relative_to(r) for r in allowed_roots()):
-        roots = ", ".join(str(r) for r in allowed_roots()) or "none are set (DOCQA_SOURCE_ROOTS)"
-        raise DocqaError(f"{path} is not under a folder this server may read; allowed: {roots}")
+    if Source.objects.filter(matter=matter, root=str(path)).exists() or path == upload_folder(matter):
+        return path
+    roots = [Path(r).resolve() for r in matter.roots()]
+    if not any(path.is_relative_to(r) for r in roots):
+        allowed = ", ".join(map(str, roots)) or "none are set (an administrator sets them: manage.py matter roots)"
+        raise DocqaError(f"{path} is not under a folder this matter may sync from; its folders: {allowed}")
+    clash = next((o for o in others_folders(matter) if overlaps(path, o)), None)
+    if clash is not None or overlaps(path, settings.DATA_DIR.resolve()):
+        raise DocqaError(f"{path} overlaps a folder of another matter or docqa's own data; it cannot be synced here")
     if not path.is_dir():
         raise DocqaError(f"{path} is not a folder on the server")
     return path

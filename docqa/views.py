@@ -16,7 +16,7 @@ from docqa.conversations import own_conversation, page_context, scope_of
 from docqa.forms import AskForm
 from docqa.models import FINAL_STATES, Document, IngestRun, ItemState, Role, RunStatus
 from docqa.permissions import matter_for, readable_matters, role_in
-from docqa.sources import allowed_roots, upload_folder
+from docqa.sources import upload_folder
 from docqa.templatetags.docqa_tags import quote_spans
 from ingest.errors import DocqaError
 
@@ -193,7 +193,7 @@ def runs(request: HttpRequest, slug: str) -> HttpResponse:
     return render(request, "docqa/runs.html", {
         "matter": matter, "runs": latest, "sources": matter.sources.order_by("root"),
         "can_edit": role_in(request.user, matter) in (Role.EDITOR, Role.MANAGER),
-        "roots": allowed_roots(), "uploads": upload_folder(matter), "error": request.GET.get("error", "")[:500],
+        "roots": matter.roots(), "uploads": upload_folder(matter), "error": request.GET.get("error", "")[:500],
     })
 
 

@@ -66,7 +66,7 @@ def build_world(tmp_path: Path) -> dict[str, object]:
                                                     sha256=matter.slug * 8, status="indexed", text=text)
     answer = record_audit("web:viewer", "question.answer", acme, {"question": 1, "text": "q", "sources": []})
     return {"users": users, "acme_run": runs["acme"].id, "beta_run": runs["beta"].id, "event": answer.id,
-            "acme_doc": docs["acme"].id, "beta_doc": docs["beta"].id}
+            "acme_doc": docs["acme"].id, "beta_doc": docs["beta"].id, "acme_root": str(tmp_path / "acme")}
 
 
 def client_for(world: dict, name: str) -> Client:
@@ -163,7 +163,7 @@ CMD_MANAGERS = {**REFUSED, "viewer": NO, "editor": NO, "manager": YES}
 CMD_ADMINS = {**REFUSED, "viewer": NO, "editor": NO, "manager": NO}
 COMMANDS = [
     (("ask", "--matter", "acme", "Who may terminate?"), "--user", CMD_READERS),
-    (("ingest", "{folder}", "--matter", "acme"), "--user", CMD_EDITORS),
+    (("ingest", "{acme_root}", "--matter", "acme"), "--user", CMD_EDITORS),
     (("runs", "failures", "{acme_run}"), "--user", CMD_READERS),
     (("runs", "cancel", "{acme_run}"), "--user", CMD_EDITORS),
     (("runs", "retry", "{acme_run}", "--no-wait"), "--user", CMD_EDITORS),

@@ -10,9 +10,10 @@ from typing import Any
 import pytest
 from django.contrib.auth.models import User
 from django.core.management import call_command
+from django.core.management.base import CommandError
 from django.test import Client
 
-from docqa.models import Matter, Membership, Role
+from docqa.models import AuditEvent, Matter, Membership, Role
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -300,17 +301,33 @@ def test_uploads_cannot_escape_their_folder_or_exceed_the_caps(indexed: Matter, 
     assert not list(tmp_path.rglob("big.txt"))  # refused before a byte was written
 
 
-def test_a_folder_syncs_only_under_the_allowed_roots(indexed: Matter, worker: None, settings: Any, tmp_path: Path) -> None:
-    share = tmp_path / "share" / "acme"
-    share.mkdir(parents=True)
-    (share / "memo.txt").write_text("MEMO\n\nThe board approved the lease renewal.\n")
+def test_a_folder_syncs_only_under_the_matters_own_roots(indexed: Matter, worker: None, settings: Any,
+                                                         tmp_path: Path) -> None:
+    share = tmp_path / "share"
+    for name in ("lease", "beta"):
+        (share / name).mkdir(parents=True)
+        (share / name / "memo.txt").write_text(f"MEMO {name}\n\nThe board approved the {name} renewal.\n")
+    beta = Matter.objects.create(slug="beta", name="Beta")
+    call_command("ingest", str(share / "beta"), "--matter", "beta", stdout=io.StringIO())
     editor = member(indexed, "ed", Role.EDITOR)
 
-    refused = editor.post("/m/lease/sync", {"root": str(share)}, follow=True).content.decode()
-    assert "is not under a folder this server may read" in refused and "DOCQA_SOURCE_ROOTS" in refused
-    settings.SOURCE_ROOTS = [str(tmp_path / "share")]
+    refused = editor.post("/m/lease/sync", {"root": str(share / "lease")}, follow=True).content.decode()
+    assert "is not under a folder this matter may sync from" in refused and "manage.py matter roots" in refused
+    # An administrator sets the matter's folders; never over another matter's, nor under DOCQA_SOURCE_ROOTS' ceiling.
+    settings.SOURCE_ROOTS = [str(share)]
+    with pytest.raises(CommandError, match="overlaps .*beta, which belongs to another matter"):
+        call_command("matter", "roots", "lease", str(share), stdout=io.StringIO())
+    with pytest.raises(CommandError, match="is not under DOCQA_SOURCE_ROOTS"):
+        call_command("matter", "roots", "lease", str(tmp_path), stdout=io.StringIO())
+    call_command("matter", "roots", "lease", str(share / "lease"), stdout=io.StringIO())
     assert "may be added" in editor.get("/m/lease/runs/").content.decode()
-    started = editor.post("/m/lease/sync", {"root": str(share)})
+    started = editor.post("/m/lease/sync", {"root": str(share / "lease")})
     assert started.status_code == 302 and "/runs/" in started.url
-    assert editor.post("/m/lease/sync", {"root": str(tmp_path / "share" / ".." / "..")}, follow=True).status_code == 200
-    assert member(indexed, "vic").post("/m/lease/sync", {"root": str(share)}).status_code == 404  # viewers may not
+    # The ethical wall: another matter's folder, or one above it, cannot be named from here.
+    for root in (share / "beta", share, share / "lease" / ".." / "beta", settings.DATA_DIR):
+        page = editor.post("/m/lease/sync", {"root": str(root)}, follow=True).content.decode()
+        assert "cannot be synced here" in page or "is not under a folder this matter may sync from" in page, root
+    assert not indexed.documents.filter(path__contains="beta").exists()
+    assert beta.sources.count() == 1
+    assert member(indexed, "vic").post("/m/lease/sync", {"root": str(share / "lease")}).status_code == 404
+    assert AuditEvent.objects.filter(action="matter.roots").count() == 1

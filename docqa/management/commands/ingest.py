@@ -31,8 +31,14 @@ class Command(BaseCommand):
             raise CommandError(f"{root} is not a folder")
         require_database()
         actor, account = acting_as(options["user"])
-        if account is not None:  # an account syncs only matters it edits; the operator may create one
-            matter_as(account, options["matter"], Role.EDITOR, doing="sync folders into")
+        if account is not None:  # an account syncs only matters it edits, from their folders; the operator any
+            from docqa.sources import checked_folder
+
+            matter = matter_as(account, options["matter"], Role.EDITOR, doing="sync folders into")
+            try:
+                checked_folder(matter, str(root))
+            except DocqaError as exc:
+                raise CommandError(str(exc)) from exc
         start_local_work("ingest command")
         try:
             matter = actions.get_or_create_matter(options["matter"], actor)

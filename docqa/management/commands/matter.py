@@ -8,6 +8,7 @@
     matter unexclude SLUG --user NAME
     matter hold SLUG --reason TEXT                  legal hold: retention expires nothing of it
     matter release SLUG
+    matter roots SLUG [PATH ...]                    folders its editors may sync from (none: uploads only)
 """
 
 from __future__ import annotations
@@ -29,8 +30,9 @@ class Command(BaseCommand):
     help = "Create matters and manage their members, roles and ethical walls (all audited)."
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("action", choices=["list", "create", "grant", "revoke", "exclude", "unexclude", "hold", "release"])
+        parser.add_argument("action", choices=["list", "create", "grant", "revoke", "exclude", "unexclude", "hold", "release", "roots"])
         parser.add_argument("slug", nargs="?", help="the matter")
+        parser.add_argument("paths", nargs="*", help="roots: the server folders (none clears them)")
         parser.add_argument("--name", default="", help="create: the matter's display name")
         parser.add_argument("--user", help="a user name")
         parser.add_argument("--group", help="a group name (grant, revoke)")
@@ -54,6 +56,11 @@ class Command(BaseCommand):
                 self.stdout.write(f"matter {matter.slug} created")
                 return
             matter = matter_as(account, options["slug"], Role.MANAGER, doing="manage")
+            if action == "roots":
+                require_superuser(account, "set the folders a matter may sync from")
+                roots = actions.do_set_roots(matter, options["paths"], actor)
+                self.stdout.write(f"{matter.slug} may sync from: {', '.join(roots) or 'uploads only'}")
+                return
             if action == "hold":
                 actions.do_hold(matter, options["reason"], actor)
                 self.stdout.write(f"{matter.slug} is under legal hold: retention expires nothing of it")
@@ -92,6 +99,8 @@ class Command(BaseCommand):
                                                                         "exclusions__user"):
             hold = f"\tLEGAL HOLD: {matter.legal_hold_reason}" if matter.legal_hold else ""
             self.stdout.write(f"{matter.slug}\t{matter.name}{hold}")
+            for root in matter.roots():
+                self.stdout.write(f"  folders  {root}")
             for m in matter.memberships.all():
                 who = actions.principal_name(m.group if m.group_id else m.user)
                 self.stdout.write(f"  {m.role:8s} {who}")
