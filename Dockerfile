@@ -21,7 +21,7 @@ COPY manage.py ./
 RUN pip install torch==2.13.0 --index-url "https://download.pytorch.org/whl/${TORCH_INDEX}" \
  && pip install . \
  && pip install --no-deps unstructured-inference==1.6.14 \
- && python manage.py collectstatic --no-input -v0
+ && DOCQA_SECRET_KEY=build-only-not-a-secret python manage.py collectstatic --no-input -v0
 
 RUN useradd --uid 10001 --home-dir /data --create-home docqa && mkdir -p /data && chown docqa /data
 USER docqa

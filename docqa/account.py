@@ -12,19 +12,21 @@ from docqa.models import ApiToken
 
 
 @login_required
-def tokens(request: HttpRequest) -> HttpResponse:
-    """The page lists your tokens; a token just created is shown here once, from the session."""
-    created = request.session.pop("new_token", None)
+def tokens(request: HttpRequest, created: str | None = None) -> HttpResponse:
+    """The page lists your tokens; a token just created is shown once, in the answer to its POST
+    (never kept anywhere: only its hash is stored)."""
     mine = ApiToken.objects.filter(user=request.user).order_by("-id")
-    return render(request, "docqa/tokens.html", {"tokens": mine, "created": created})
+    response = render(request, "docqa/tokens.html", {"tokens": mine, "created": created})
+    if created:
+        response["Cache-Control"] = "no-store"
+    return response
 
 
 @login_required
 @require_POST
 def create_token(request: HttpRequest) -> HttpResponse:
     name = request.POST.get("name", "").strip()[:100]
-    request.session["new_token"] = actions.do_create_token(request.user, name, f"web:{request.user.get_username()}")
-    return redirect("tokens")
+    return tokens(request, actions.do_create_token(request.user, name, f"web:{request.user.get_username()}"))
 
 
 @login_required

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from django.contrib.auth.decorators import login_required
-from django.db import close_old_connections, connections
+from django.db import close_old_connections, connection, connections
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_GET, require_POST
@@ -150,6 +150,13 @@ def ask_stream(request: HttpRequest, slug: str) -> HttpResponse:
     return response
 
 
+def release_connection() -> None:
+    """Hand this request thread's database connection back before a long stream: the answer's own
+    thread has one, and a web worker should not hold two per question for minutes."""
+    if not connection.in_atomic_block:
+        connection.close()
+
+
 def ask_in_background(matter: Matter, question: str, **ask: Any) -> queue.Queue[tuple[str, Any] | None]:
     """Answer in a thread of its own; its events (then `done` or `error`, then None) come through the queue.
 
@@ -165,7 +172,10 @@ def ask_in_background(matter: Matter, question: str, **ask: Any) -> queue.Queue[
             outcome = actions.do_ask(matter, question, on_event=lambda kind, data: events.put((kind, data)), **ask)
             events.put(("done", {"question": outcome.question.id, "conversation": outcome.question.conversation_id}))
         except DocqaError as exc:  # every failure the answer path reports, in its own words
-            events.put(("error", {"message": str(exc), "conversation": conversation.id if conversation else None}))
+            started = Question.objects.filter(user=ask.get("user"), matter=matter).order_by("-id").first() \
+                if ask.get("user") is not None else None
+            thread = conversation.id if conversation else started.conversation_id if started else None
+            events.put(("error", {"message": str(exc), "conversation": thread}))
         except Exception:
             logger.exception("answering a question failed")
             events.put(("error", {"message": "docqa failed while answering; the error was logged for the operator"}))
@@ -174,6 +184,7 @@ def ask_in_background(matter: Matter, question: str, **ask: Any) -> queue.Queue[
             connections.close_all()  # this thread's own database connection
 
     threading.Thread(target=work, name="docqa-ask", daemon=True).start()
+    release_connection()
     return events
 
 

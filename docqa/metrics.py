@@ -25,17 +25,22 @@ LATENCY_MS = (500, 1000, 2000, 5000, 10_000, 20_000, 60_000, 120_000)
 FILE_SECONDS = (0.1, 0.5, 1, 2, 5, 10, 30, 60, 300)
 
 
+def number(value: float) -> str:
+    """Exact integers (a counter of 123,456,789 tokens must not read 1.23457e+08), floats in full."""
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
 def metric(name: str, kind: str, help_text: str, samples: Iterable[tuple[str, float]]) -> list[str]:
     lines = [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"]
-    lines += [f"{name}{labels} {value:g}" for labels, value in samples]
+    lines += [f"{name}{labels} {number(value)}" for labels, value in samples]
     return lines
 
 
 def histogram(name: str, help_text: str, buckets: Iterable[tuple[float, int]], count: int, total: float) -> list[str]:
     samples = [(f'_bucket{{le="{le:g}"}}', n) for le, n in buckets] + [('_bucket{le="+Inf"}', count)]
     lines = [f"# HELP {name} {help_text}", f"# TYPE {name} histogram"]
-    lines += [f"{name}{suffix} {value:g}" for suffix, value in samples]
-    return lines + [f"{name}_sum {total:g}", f"{name}_count {count}"]
+    lines += [f"{name}{suffix} {number(value)}" for suffix, value in samples]
+    return lines + [f"{name}_sum {number(total)}", f"{name}_count {count}"]
 
 
 def tokens(field: str) -> Sum:

@@ -30,6 +30,7 @@ from inference.llm import LlmError
 from ingest.errors import DocqaError
 
 PREFIX = "docqa/"
+HEARTBEAT_S = 15
 
 
 def error(status: int, message: str, kind: str = "invalid_request_error", code: str | None = None) -> JsonResponse:
@@ -161,7 +162,14 @@ def chunks(events: queue.Queue[tuple[str, Any] | None], model: str) -> Iterator[
         return f"data: {json.dumps(body)}\n\n"
 
     yield chunk({"role": "assistant", "content": ""})
-    while (item := events.get()) is not None:
+    while True:
+        try:
+            item = events.get(timeout=HEARTBEAT_S)
+        except queue.Empty:  # reasoning can run for minutes with no content: keep proxies from closing
+            yield ": keep-alive\n\n"
+            continue
+        if item is None:
+            break
         kind, data = item
         if kind == "content":
             yield chunk({"content": str(data)})

@@ -103,10 +103,12 @@ def save_uploads(matter: Matter, files: list[UploadedFile]) -> int:
             written += unpack(upload, folder, budget)
             continue
         spend(budget, 1, upload.size or 0, name)
-        target = folder / name
-        with target.open("wb") as out:
-            for piece in upload.chunks():
-                out.write(piece)
+        try:
+            with (folder / name).open("wb") as out:
+                for piece in upload.chunks():
+                    out.write(piece)
+        except OSError as exc:
+            raise DocqaError(f"cannot write {name!r}: {exc.strerror or exc}") from exc
         written += 1
     return written
 
@@ -128,12 +130,13 @@ def spend(budget: dict[str, int], files: int, size: int, name: str) -> None:
 
 
 def unpack(upload: UploadedFile, folder: Path, budget: dict[str, int]) -> int:
+    """Check every entry first (names, links, caps, a file where another needs a folder), then write."""
     try:
         archive = zipfile.ZipFile(upload)
     except zipfile.BadZipFile as exc:
         raise DocqaError(f"{upload.name} is not a readable zip file") from exc
-    written = 0
     with archive:
+        members = []
         for member in archive.infolist():
             if member.is_dir():
                 continue
@@ -141,17 +144,29 @@ def unpack(upload: UploadedFile, folder: Path, budget: dict[str, int]) -> int:
                 raise DocqaError(f"refused {member.filename!r} in {upload.name}: links are not unpacked")
             name = safe_name(member.filename)
             spend(budget, 1, member.file_size, name)
-            target = folder / name
-            target.parent.mkdir(parents=True, exist_ok=True)
-            left = member.file_size
-            with archive.open(member) as src, target.open("wb") as out:
-                while piece := src.read(1 << 20):
-                    left -= len(piece)
-                    if left < 0:  # more bytes than the header promised: stop at the promise
-                        raise DocqaError(f"refused {member.filename!r} in {upload.name}: it unpacks larger than it says")
-                    out.write(piece)
-            written += 1
-    return written
+            members.append((member, name))
+        files = {name for _, name in members}
+        for _, name in members:
+            parents = {str(p) for p in PurePosixPath(name).parents if str(p) != "."}
+            if parents & files:
+                raise DocqaError(f"refused {upload.name}: {name!r} needs a folder where the zip also has a file")
+        for member, name in members:
+            write_member(archive, member, folder / name, upload.name or "")
+    return len(members)
+
+
+def write_member(archive: zipfile.ZipFile, member: zipfile.ZipInfo, target: Path, zip_name: str) -> None:
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        left = member.file_size
+        with archive.open(member) as src, target.open("wb") as out:
+            while piece := src.read(1 << 20):
+                left -= len(piece)
+                if left < 0:  # more bytes than the header promised: stop at the promise
+                    raise DocqaError(f"refused {member.filename!r} in {zip_name}: it unpacks larger than it says")
+                out.write(piece)
+    except OSError as exc:  # e.g. an earlier upload left a file where this needs a folder
+        raise DocqaError(f"cannot write {member.filename!r} from {zip_name}: {exc.strerror or exc}") from exc
 
 
 @login_required

@@ -284,6 +284,7 @@ def test_editors_upload_files_and_a_zip_and_watch_the_sync(indexed: Matter, work
     ({"../evil.txt": b"x"}, "would land outside the upload folder"),
     ({"/etc/evil.txt": b"x"}, None),  # made relative: lands inside
     ({"big.txt": b"x" * 5000}, "the upload is too large"),
+    ({"a": b"x", "a/evil.txt": b"y"}, "needs a folder where the zip also has a file"),
 ])
 def test_uploads_cannot_escape_their_folder_or_exceed_the_caps(indexed: Matter, settings: Any, tmp_path: Path,
                                                               files: dict[str, bytes], message: str | None) -> None:

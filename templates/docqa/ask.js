@@ -54,6 +54,10 @@
       reasoningBox.hidden = false;
       statusLine.textContent = "Reasoning…";
     } else if (name === "error") {
+      if (data.conversation) {  // the question was recorded in a thread: a follow-up continues it
+        conversation.value = data.conversation;
+        history.replaceState(null, "", form.getAttribute("data-conversation-base") + data.conversation + "/");
+      }
       errorLine.textContent = data.message;
       errorLine.hidden = false;
       statusLine.textContent = "";
