@@ -546,7 +546,9 @@ def do_ask(
     llm = get_llm()
     ceiling = default_budget(effort)
     budget = min(budget or ceiling, ceiling) if llm else (budget or ceiling)
-    # Earlier turns: the conversation's, or as a client sent them (the OpenAI-compatible endpoint).
+    # Earlier turns: the conversation's, or as a client sent them (the OpenAI-compatible endpoint);
+    # those a client sent go into the trail too, as content (retention expires them with the rest).
+    sent_history = history
     history = history if history is not None else conversation_history(conversation)
     if conversation is None:
         conversation = Conversation.objects.create(matter=matter, user=user, actor=actor)
@@ -554,7 +556,9 @@ def do_ask(
                                        conversation=conversation)
     record_audit(actor, "question.ask", matter, {"question": question.id, "conversation": conversation.id,
                                                  "text": text, "effort": effort, "budget": budget,
-                                                 **({"scope": scope, "documents": len(documents)} if documents else {})})
+                                                 **({"scope": scope, "documents": len(documents)} if documents else {}),
+                                                 **({"history": [{"text": q, "answer": a} for q, a in sent_history]}
+                                                    if sent_history else {})})
     started = time.monotonic()
     try:
         result = answer_question(

@@ -177,6 +177,8 @@ def test_an_openai_client_asks_a_matter_and_gets_the_citations(lease: dict[str, 
     assert all(c["object"] == "chat.completion.chunk" for c in chunks) and len(chunks) > 4
     assert chunks[-1]["choices"][0]["finish_reason"] == "stop" and "citations" in chunks[-1]
     assert "Sources:" in "".join(c["choices"][0]["delta"].get("content", "") for c in chunks)
+    asked = AuditEvent.objects.filter(action="question.ask", actor="api:ann").order_by("-id").first()
+    assert asked is not None and asked.detail["history"] == [{"text": QUESTION, "answer": content}]  # what it was sent
 
     for bad, status, code in (({**request, "model": "docqa/nope"}, 404, "model_not_found"),
                               ({**request, "messages": []}, 400, None)):

@@ -121,11 +121,27 @@ def test_the_database_allows_only_a_one_time_expiry_and_verify_catches_a_forged_
     ask = AuditEvent.objects.get(action="question.ask")
     with pytest.raises(DatabaseError, match="append-only"), transaction.atomic():  # not marked as an expiry
         AuditEvent.objects.filter(id=ask.id).update(detail={"text": {"sha256": "0" * 64}})
-    # A forged "expiry" of a fresh row has the allowed shape, but it cannot fake the hash.
-    fresh = record_audit("web:ann", "question.ask", trail["acme"], {"text": "what is the fee?"})
-    AuditEvent.objects.filter(id=fresh.id).update(
-        detail={"text": {"sha256": sha256_text("what is the penalty?")}, "expired_at": "2026-01-01"})
-    with pytest.raises(CommandError, match=f"BROKEN at event {fresh.id} "):
+    # PostgreSQL computes the sha256 itself: a forged "expiry" that swaps the content is refused,
+    # and so is one that changes any other field, or touches an event that holds no question.
+    fresh = record_audit("web:ann", "question.ask", trail["acme"], {"text": "what is the fee?", "effort": "low"})
+    other = record_audit("cli:gc", "matter.exclude", trail["acme"], {"user": "cat", "reason": "conflict"})
+    for target, detail in (
+        (fresh, {"text": {"sha256": sha256_text("what is the penalty?")}, "effort": "low", "expired_at": "x"}),
+        (fresh, {"text": {"sha256": sha256_text("what is the fee?")}, "effort": "high", "expired_at": "x"}),
+        (other, {"expired_at": "x"}),
+    ):
+        with pytest.raises(DatabaseError, match="append-only"), transaction.atomic():
+            AuditEvent.objects.filter(id=target.id).update(detail=detail)
+    AuditEvent.objects.filter(id=fresh.id).update(  # the real expiry passes
+        detail={"text": {"sha256": sha256_text("what is the fee?")}, "effort": "low", "expired_at": "x"})
+    assert "chain verified" in verify()
+    # Past the trigger (a database superuser, triggers off), a forged one is caught by the chain.
+    with connection.cursor() as cursor:
+        cursor.execute("SET session_replication_role = replica")
+        cursor.execute("UPDATE docqa_auditevent SET detail = %s WHERE id = %s",
+                       ['{"user": "dan", "reason": "conflict"}', other.id])
+        cursor.execute("SET session_replication_role = DEFAULT")
+    with pytest.raises(CommandError, match=f"BROKEN at event {other.id} "):
         call_command("audit_verify", stdout=io.StringIO(), stderr=io.StringIO())
 
 
@@ -171,6 +187,7 @@ record_audit("web:ann", "question.ask", None, {"text": "What is the fee?"})
 db = sqlite3.connect(settings.DATABASES["default"]["NAME"])
 for sql in ("UPDATE docqa_auditevent SET detail = json_set(detail, '$.answer', 'No') WHERE id = 2",
             "UPDATE docqa_auditevent SET actor = 'x' WHERE id = 1",
+            "UPDATE docqa_auditevent SET detail = json_set(detail, '$.effort', 'high', '$.expired_at', 'x') WHERE id = 3",
             "UPDATE docqa_auditevent SET detail = '{\\"text\\": {\\"sha256\\": \\"0\\"}, \\"expired_at\\": \\"x\\"}' WHERE id = 3"):
     try:
         db.execute(sql)
@@ -189,8 +206,21 @@ def test_the_embedded_sqlite_database_expires_content_and_refuses_other_edits(tm
     done = run("-c", SQLITE_RETENTION)
     assert done.returncode == 0, done.stderr
     assert "EXPIRED 2" in done.stdout
-    assert done.stdout.count("REFUSED audit events are append-only (UPDATE refused)") == 2, done.stdout
+    assert done.stdout.count("REFUSED audit events are append-only (UPDATE refused)") == 3, done.stdout
     assert "ALLOWED" in done.stdout.splitlines()[-1]
     verified = run("manage.py", "audit_verify")
     # The third statement had the expiry's shape: the database let it through, the chain did not.
     assert verified.returncode == 1 and "BROKEN at event 3 " in verified.stderr, verified.stderr
+
+
+def test_turns_a_client_sent_expire_with_the_question(trail: dict) -> None:
+    from docqa.actions import record_audit
+
+    sent = record_audit("api:ann", "question.ask", trail["acme"], {
+        "question": 99, "text": "And the rent?", "effort": "low",
+        "history": [{"text": "How much notice?", "answer": "Sixty days [S1]."}]})
+    expire_content(days=30, now=LATER)
+    sent.refresh_from_db()
+    assert sent.detail["history"] == [{"text": {"sha256": sha256_text("How much notice?")},
+                                       "answer": {"sha256": sha256_text("Sixty days [S1].")}}]
+    assert "chain verified" in verify()
