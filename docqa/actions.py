@@ -71,14 +71,17 @@ def record_audit(actor: str, action: str, matter: Matter | None, detail: dict[st
 
 def verify_audit_chain() -> tuple[int, list[str]]:
     """(events checked, problems): every row's hash and its link to the row before it."""
+    from docqa.retention import resealed
+
     problems: list[str] = []
     previous = GENESIS
     count = 0
+    checkpoints = resealed()  # pre-sealing events whose content retention replaced
     for event in AuditEvent.objects.order_by("id").iterator():
         count += 1
         if event.prev_hash != previous:
             problems.append(f"event {event.id}: does not link to the event before it (one removed or reordered)")
-        if not event.verifies():
+        if not event.verifies() and checkpoints.get(event.id) != event.compute_hash():
             problems.append(f"event {event.id}: content does not match its hash (edited)")
         previous = event.hash
     return count, problems

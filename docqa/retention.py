@@ -18,9 +18,11 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from docqa.actions import record_audit
 from docqa.models import EXPIRED_MARK, AuditEvent, Citation, Matter, Question, expired, sha256_text
 
 CONTENT_ACTIONS = ("question.ask", "question.answer")
+RESEAL = "audit.reseal"
 BATCH = 500
 
 
@@ -69,8 +71,13 @@ def expire_content(*, days: int | None = None, now: datetime | None = None, dry_
     after = 0
     while batch := list(events.filter(id__gt=after)[:BATCH]):
         with transaction.atomic():
+            # Events written before content was sealed hash their content as text. Before their
+            # text goes, a checkpoint event commits to their sealed hashes, so they still verify.
+            legacy = {e.id: e.compute_hash() for e in batch if e.hash != e.compute_hash() and e.hash == e.legacy_hash()}
+            if legacy:
+                record_audit("retention", RESEAL, None, {"events": {str(i): h for i, h in legacy.items()}})
             for event in batch:
-                if event.hash != event.compute_hash():  # tampered, or written before sealing: keep as is
+                if event.hash != event.compute_hash() and event.id not in legacy:  # tampered: keep as it is
                     report.unverifiable.append(event.id)
                     continue
                 kept = expired(event.detail)
@@ -79,6 +86,14 @@ def expire_content(*, days: int | None = None, now: datetime | None = None, dry_
                 report.events += 1
         after = batch[-1].id
     return report
+
+
+def resealed() -> dict[int, str]:
+    """Event id -> sealed hash, from every checkpoint retention wrote for pre-sealing events."""
+    sealed_hashes: dict[int, str] = {}
+    for detail in AuditEvent.objects.filter(action=RESEAL).values_list("detail", flat=True):
+        sealed_hashes.update({int(i): str(h) for i, h in (detail.get("events") or {}).items()})
+    return sealed_hashes
 
 
 def expire_question(question: Question) -> None:

@@ -154,8 +154,9 @@ def test_a_replay_of_an_expired_answer_still_checks_every_hash(trail: dict) -> N
     assert "[expired; sha256" in review and "Can either party" not in review
 
 
-def test_events_written_before_content_was_sealed_still_verify(trail: dict) -> None:
-    """Trails from before retention hashed content as text: audit_verify accepts those hashes."""
+def test_events_written_before_content_was_sealed_verify_and_expire(trail: dict) -> None:
+    """Trails from before retention hashed content as text: audit_verify accepts those hashes, and
+    retention expires them too, after a checkpoint event records their sealed hashes."""
     from docqa.actions import GENESIS
 
     with connection.cursor() as cursor:  # drop the trail and write one old-style event by hand
@@ -167,7 +168,19 @@ def test_events_written_before_content_was_sealed_still_verify(trail: dict) -> N
     old.save()
     assert "1 events, chain verified" in verify()
     report = expire_content(days=30, now=LATER)
-    assert report.unverifiable == [old.id]  # its content cannot be replaced without breaking it: kept
+    # A checkpoint event commits to its sealed hash first; then its text goes, and it still verifies.
+    assert report.events == 1 and report.unverifiable == []
+    old.refresh_from_db()
+    assert old.detail["text"] == {"sha256": sha256_text("old")} and "2 events, chain verified" in verify()
+    checkpoint = AuditEvent.objects.get(action="audit.reseal")
+    assert checkpoint.detail == {"events": {str(old.id): old.compute_hash()}}
+    # A tampered event is no legacy one: it is left as it is and named.
+    with connection.cursor() as cursor:
+        cursor.execute("SET session_replication_role = replica")
+        cursor.execute("UPDATE docqa_auditevent SET detail = %s WHERE id = %s", ['{"text": "changed"}', old.id])
+        cursor.execute("SET session_replication_role = DEFAULT")
+    with pytest.raises(CommandError, match=f"BROKEN at event {old.id} "):
+        verify()
 
 
 SQLITE_RETENTION = """
