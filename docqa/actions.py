@@ -40,6 +40,7 @@ from docqa.models import (
     Role,
     RunStatus,
     Source,
+    path_starts,
 )
 from inference.answer import AnswerResult, answer_question
 from ingest.discover import plan_sync, walk_folder
@@ -585,7 +586,7 @@ def scope_documents(matter: Matter, scope: list[str]) -> list[int]:
     wanted = Q()
     for prefix in (p.strip().strip("/") for p in scope):
         if prefix:
-            wanted |= Q(path=prefix) | Q(path__startswith=prefix + "/")
+            wanted |= Q(path=prefix) | path_starts(prefix + "/")
     ids = list(Document.objects.filter(wanted, matter=matter, status=DocumentStatus.INDEXED).values_list("id", flat=True))
     if not ids:
         raise DocqaError(f"no indexed document in {matter.slug} is under {', '.join(scope)}")

@@ -26,6 +26,7 @@ from docqa.models import (
     Question,
     Role,
     RunStatus,
+    path_starts,
 )
 from docqa.permissions import matter_for, readable_matters, role_in
 from inference.llm import ContextTooLong, LlmError, LlmTimeout
@@ -327,7 +328,7 @@ def documents(request: HttpRequest, slug: str, folder: str = "", state: str = ""
     matter = matter_for(request.user, slug)
     docs = matter.documents.select_related("text").defer("text__text", "text__layout").order_by("path")
     if folder.strip("/"):
-        docs = docs.filter(path__startswith=folder.strip("/") + "/")
+        docs = docs.filter(path_starts(folder.strip("/") + "/"))
     if state:
         docs = docs.filter(status=state)
     return {"count": docs.count(), "items": [document_out(d) for d in docs[offset:offset + limit]]}

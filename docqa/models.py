@@ -137,6 +137,15 @@ class Document(models.Model):
         return self.path
 
 
+def path_starts(prefix: str) -> models.Q:
+    """Documents whose path starts with `prefix`, case-sensitively on every database (SQLite's
+    LIKE, behind `startswith`, ignores case: "Contracts/" must not match "contracts/")."""
+    from django.db.models.functions import Substr
+
+    return models.Q(path__startswith=prefix) & models.Q(
+        models.lookups.Exact(Substr("path", 1, len(prefix)), prefix))
+
+
 class RunStatus(models.TextChoices):
     RUNNING = "running"
     FINISHED = "finished"

@@ -14,7 +14,7 @@ from django.views.decorators.http import require_GET, require_POST
 from docqa import actions
 from docqa.conversations import own_conversation, page_context, scope_of
 from docqa.forms import AskForm
-from docqa.models import FINAL_STATES, Document, IngestRun, ItemState, Role, RunStatus
+from docqa.models import FINAL_STATES, Document, IngestRun, ItemState, Role, RunStatus, path_starts
 from docqa.permissions import matter_for, readable_matters, role_in
 from docqa.sources import upload_folder
 from docqa.templatetags.docqa_tags import quote_spans
@@ -75,10 +75,10 @@ def documents(request: HttpRequest, slug: str) -> HttpResponse:
     top = matter.documents.filter(parent__isnull=True)
     subfolders: dict[str, Counter[str]] = {}
     direct: list[int] = []
-    rows = top.filter(path__startswith=prefix) if prefix else top
+    rows = top.filter(path_starts(prefix)) if prefix else top
     if state:
         rows = rows.filter(status=state)
-    for doc_id, path, status in rows.values_list("id", "path", "status").iterator(chunk_size=5000):
+    for doc_id, path, status in rows.order_by("path").values_list("id", "path", "status").iterator(chunk_size=5000):
         rest = path[len(prefix):]
         if "/" in rest and not state:
             subfolders.setdefault(rest.split("/", 1)[0], Counter())[status] += 1

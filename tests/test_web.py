@@ -332,3 +332,26 @@ def test_a_folder_syncs_only_under_the_matters_own_roots(indexed: Matter, worker
     assert beta.sources.count() == 1
     assert member(indexed, "vic").post("/m/lease/sync", {"root": str(share / "lease")}).status_code == 404
     assert AuditEvent.objects.filter(action="matter.roots").count() == 1
+
+
+SQLITE_CASE = """
+import os, django
+os.environ["DJANGO_SETTINGS_MODULE"] = "docqa.settings"
+django.setup()
+from docqa.models import Document, Matter, Source, path_starts
+m = Matter.objects.create(slug="m", name="m")
+s = Source.objects.create(matter=m, root="/x")
+for p in ("Contracts/a.txt", "contracts/b.txt", "Contracts-old/c.txt"):
+    Document.objects.create(matter=m, source=s, path=p, kind="txt")
+print(sorted(Document.objects.filter(path_starts("Contracts/")).values_list("path", flat=True)))
+"""
+
+
+def test_folders_are_told_apart_by_case_on_sqlite_too(tmp_path: Path) -> None:
+    from tests.conftest import embedded_python
+
+    run = embedded_python(tmp_path)
+    assert run("manage.py", "migrate", "-v0").returncode == 0
+    done = run("-c", SQLITE_CASE)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "['Contracts/a.txt']"
