@@ -251,5 +251,8 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler",
                              "formatter": "json" if env("LOG_FORMAT") == "json" else "plain"}},
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", "WARNING")},
-    "loggers": {"docqa": {"level": env("LOG_LEVEL", "INFO"), "propagate": True}},
+    # Event lines (question answered, run finished) are for log shippers: on by default with JSON
+    # logs, and kept out of a person's terminal otherwise (DOCQA_LOG_LEVEL=INFO shows them).
+    "loggers": {"docqa": {"level": env("LOG_LEVEL", "INFO" if env("LOG_FORMAT") == "json" else "WARNING"),
+                          "propagate": True}},
 }
