@@ -515,7 +515,8 @@ def default_budget(effort: str = "medium") -> int:
     return llm.max_model_len() - reserved_output(effort)
 
 
-HISTORY_TURNS = 6  # earlier questions and answers sent with a follow-up
+HISTORY_TURNS = 6
+MAX_BUDGET = 1_000_000  # search-only mode has no model window to cap a budget  # earlier questions and answers sent with a follow-up
 
 
 def conversation_history(conversation: Conversation | None) -> list[tuple[str, str]]:
@@ -549,7 +550,7 @@ def do_ask(
     documents = scope_documents(matter, scope) if scope else None
     llm = get_llm()
     ceiling = default_budget(effort)
-    budget = min(budget or ceiling, ceiling) if llm else (budget or ceiling)
+    budget = min(budget or ceiling, ceiling) if llm else min(budget or ceiling, MAX_BUDGET)
     # Earlier turns: the conversation's, or as a client sent them (the OpenAI-compatible endpoint);
     # those a client sent go into the trail too, as content (retention expires them with the rest).
     sent_history = history

@@ -9,10 +9,10 @@ schema is generated from these functions (`/api/v1/openapi.json`), so it cannot 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
-from ninja import NinjaAPI, Query, Schema
+from ninja import Field, NinjaAPI, Path, Query, Schema
 from ninja.security import HttpBearer
 
 from docqa import actions
@@ -33,6 +33,9 @@ from inference.llm import ContextTooLong, LlmError, LlmTimeout
 from ingest.errors import DocqaError
 
 MAX_PAGE = 500
+MAX_BUDGET = 1_000_000
+MAX_ID = 2**62  # past the database's integer range a request is invalid (422), never a server error
+Id = Annotated[int, Path(ge=1, le=MAX_ID)]
 
 
 class TokenAuth(HttpBearer):
@@ -138,11 +141,11 @@ class DocumentText(DocumentOut):
 
 
 class AskIn(Schema):
-    question: str
+    question: str = Field(min_length=1, max_length=4000)
     effort: str = "medium"
-    budget: int | None = None
-    conversation: int | None = None
-    scope: list[str] = []
+    budget: int | None = Field(None, ge=512, le=MAX_BUDGET, description="prompt tokens; default: the model's window")
+    conversation: int | None = Field(None, ge=1, le=2**53)
+    scope: list[str] = Field([], max_length=100, description="folders or document paths to search only")
 
 
 class CitationOut(Schema):
@@ -293,7 +296,7 @@ def runs(request: HttpRequest, slug: str, limit: int = Query(50, ge=1, le=MAX_PA
 
 
 @api.get("/matters/{slug}/runs/{run_id}", response=RunOut, tags=["runs"])
-def run(request: HttpRequest, slug: str, run_id: int) -> dict[str, Any]:
+def run(request: HttpRequest, slug: str, run_id: Id) -> dict[str, Any]:
     """A run with its live progress: files, pages, chunks, rate and ETA."""
     found = run_of(request, slug, run_id)
     actions.finish_completed_runs([found])
@@ -301,19 +304,19 @@ def run(request: HttpRequest, slug: str, run_id: int) -> dict[str, Any]:
 
 
 @api.post("/matters/{slug}/runs/{run_id}/cancel", response=Count, tags=["runs"])
-def cancel_run(request: HttpRequest, slug: str, run_id: int) -> dict[str, int]:
+def cancel_run(request: HttpRequest, slug: str, run_id: Id) -> dict[str, int]:
     """Cancel the run's queued files (editors); the count of files that will not be processed."""
     return {"count": actions.do_cancel_run(run_of(request, slug, run_id, Role.EDITOR), actor(request))}
 
 
 @api.post("/matters/{slug}/runs/{run_id}/retry", response=Count, tags=["runs"])
-def retry_run(request: HttpRequest, slug: str, run_id: int) -> dict[str, int]:
+def retry_run(request: HttpRequest, slug: str, run_id: Id) -> dict[str, int]:
     """Queue the run's failed files again (editors); the count queued."""
     return {"count": actions.do_retry_failed(run_of(request, slug, run_id, Role.EDITOR), actor(request))}
 
 
 @api.get("/matters/{slug}/runs/{run_id}/failures", response=list[Failure], tags=["runs"])
-def run_failures(request: HttpRequest, slug: str, run_id: int) -> Any:
+def run_failures(request: HttpRequest, slug: str, run_id: Id) -> Any:
     found = run_of(request, slug, run_id)
     return found.items.filter(state__in=(ItemState.FAILED, ItemState.SKIPPED)).order_by("path").values(
         "path", "state", "error_class", "error", "attempts")
@@ -323,7 +326,7 @@ def run_failures(request: HttpRequest, slug: str, run_id: int) -> Any:
 
 @api.get("/matters/{slug}/documents", response=DocumentPage, tags=["documents"])
 def documents(request: HttpRequest, slug: str, folder: str = "", state: str = "",
-              limit: int = Query(100, ge=1, le=MAX_PAGE), offset: int = Query(0, ge=0)) -> dict[str, Any]:
+              limit: int = Query(100, ge=1, le=MAX_PAGE), offset: int = Query(0, ge=0, le=MAX_ID)) -> dict[str, Any]:
     """The matter's documents, by path; `folder` keeps those under it, `state` those in that state."""
     matter = matter_for(request.user, slug)
     docs = matter.documents.select_related("text").defer("text__text", "text__layout").order_by("path")
@@ -335,7 +338,7 @@ def documents(request: HttpRequest, slug: str, folder: str = "", state: str = ""
 
 
 @api.get("/matters/{slug}/documents/{doc_id}", response=DocumentText, tags=["documents"])
-def document(request: HttpRequest, slug: str, doc_id: int) -> dict[str, Any]:
+def document(request: HttpRequest, slug: str, doc_id: Id) -> dict[str, Any]:
     """A document and its extracted text (the text citations' spans index). Audited."""
     matter = matter_for(request.user, slug)
     doc = Document.objects.filter(id=doc_id, matter=matter).select_related("text").first()
@@ -394,7 +397,7 @@ def ask_stream(request: HttpRequest, slug: str, body: AskIn) -> StreamingHttpRes
 
 
 @api.get("/matters/{slug}/questions/{question_id}", response=AnswerOut, tags=["questions"])
-def question(request: HttpRequest, slug: str, question_id: int) -> dict[str, Any]:
+def question(request: HttpRequest, slug: str, question_id: Id) -> dict[str, Any]:
     """One of your questions with its answer, citations and sources."""
     matter = matter_for(request.user, slug)
     found = Question.objects.filter(id=question_id, matter=matter, user=request.user).select_related("answer").first()
@@ -408,7 +411,7 @@ def question(request: HttpRequest, slug: str, question_id: int) -> dict[str, Any
 @api.get("/audit/events", response={200: AuditPage, 403: Message}, tags=["audit"])
 def audit_events(request: HttpRequest, actor: str = "", matter: str = "", action: str = "", since: str = "",
                  until: str = "", q: str = "", limit: int = Query(100, ge=1, le=MAX_PAGE),
-                 offset: int = Query(0, ge=0)) -> dict[str, Any]:
+                 offset: int = Query(0, ge=0, le=MAX_ID)) -> dict[str, Any]:
     """The audit trail, newest first, filtered as on the review page (auditors)."""
     from docqa.audit_views import filtered
 

@@ -206,3 +206,13 @@ def test_people_manage_their_own_tokens_in_the_web_ui(world: dict[str, Any]) -> 
     assert Client().get("/api/v1/matters", **bearer(token)).status_code == 401
     assert list(AuditEvent.objects.filter(actor="web:viewer", action__startswith="token.")
                 .values_list("action", flat=True)) == ["token.create", "token.revoke"]
+
+
+def test_nul_characters_are_refused_clearly(world: dict[str, Any]) -> None:
+    """PostgreSQL text cannot hold NUL: a question or filter with one is a 400, never a 500."""
+    asked = call(world, "viewer", "POST", "/api/v1/matters/acme/questions", {"question": "rent\u0000?"})
+    assert asked.status_code == 400 and "NUL" in asked.json()["detail"]
+    assert call(world, "viewer", "GET", "/api/v1/matters/acme/documents?folder=a%00b").status_code == 400
+    huge = call(world, "viewer", "GET", "/api/v1/matters/acme/runs/99999999999999999999999")
+    assert huge.status_code in (404, 422)
+    assert Client().get("/m/acme/runs/99999999999999999999999/").status_code in (302, 404)
