@@ -7,6 +7,7 @@ authentication check); answers run the real retrieval path in search-only mode.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,10 @@ def test_no_request_makes_the_server_fail(served: dict[str, Any]) -> None:
     for result in api.get_all_operations():
         operation = result.ok()
 
-        @settings(max_examples=12, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+        # The same generated requests on every run, so CI is repeatable; DOCQA_FUZZ_RANDOM=1 explores
+        # new ones (13 random runs in a row found nothing after the fixes the first runs led to).
+        @settings(max_examples=12, deadline=None, suppress_health_check=list(HealthCheck), database=None,
+                  derandomize=os.environ.get("DOCQA_FUZZ_RANDOM") != "1")
         @given(case=operation.as_strategy())
         def fuzz(case: Any) -> None:
             if case.path_parameters and "slug" in case.path_parameters:
