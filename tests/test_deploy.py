@@ -136,3 +136,22 @@ def test_secrets_come_from_files(compose: dict[str, Any]) -> None:
     assert all(not str(v).startswith("/") or "secrets" in str(v) for v in compose["secrets"].values())
     text = (REPO / "compose.yaml").read_text()
     assert not re.search(r"(?i)(password|api_key|secret_key)\s*:\s*[\"']?\w{8,}", text)  # no literal secret
+
+
+def test_the_image_holds_everything_the_app_needs_and_runs_unprivileged() -> None:
+    """No engine here to build it: the Dockerfile is read against the project it must package."""
+    import tomllib
+
+    text = (REPO / "Dockerfile").read_text()
+    copied = set(re.findall(r"^COPY (\S+)", text, re.M))
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())
+    packages = {p.rstrip("*") for p in project["tool"]["setuptools"]["packages"]["find"]["include"]}
+    assert packages <= copied and {"templates", "manage.py", "pyproject.toml"} <= copied
+    torch = next(d for d in project["project"]["dependencies"] if d.startswith("torch=="))
+    assert f"pip install {torch} --index-url" in text  # the CPU build first: no CUDA wheels pulled in
+    assert "unstructured-inference==1.6.14" in text and "--no-deps" in text
+    assert re.search(r"^USER (?!root)\w+", text, re.M)  # gunicorn and celery never run as root
+    assert "DOCQA_SECRET_KEY=build-only" in text  # collectstatic writes no key into the image
+    assert "tesseract-ocr" in text and "HF_HUB_OFFLINE=1" in text and "DO_NOT_TRACK=1" in text
+    ignored = (REPO / ".dockerignore").read_text().split()
+    assert {".venv", "var", ".git", "secrets"} <= set(ignored)  # no local state or secrets in the build context
