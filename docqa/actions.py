@@ -227,7 +227,7 @@ def user_for_token(token: str) -> Any:
     if record is None:
         return None
     if record.last_used_at is None or timezone.now() - record.last_used_at > timedelta(minutes=5):
-        type(record).objects.filter(pk=record.pk).update(last_used_at=timezone.now())
+        ApiToken.objects.filter(pk=record.pk).update(last_used_at=timezone.now())
     return record.user
 
 

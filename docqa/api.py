@@ -16,19 +16,19 @@ from ninja import Field, NinjaAPI, Path, Query, Schema
 from ninja.security import HttpBearer
 
 from docqa import actions
+from docqa.conversations import ask_in_background, event_stream, own_conversation, sse
 from docqa.models import (
     Answer,
-    Conversation,
     Document,
     IngestRun,
     ItemState,
-    Matter,
     Question,
     Role,
     RunStatus,
     path_starts,
 )
 from docqa.permissions import matter_for, readable_matters, role_in
+from docqa.views import document_for, run_for
 from inference.llm import ContextTooLong, LlmError, LlmTimeout
 from ingest.errors import DocqaError
 
@@ -219,14 +219,6 @@ def run_out(run: IngestRun) -> dict[str, Any]:
                          "eta_seconds": round(stats.eta, 1) if stats.eta is not None else None}}
 
 
-def run_of(request: HttpRequest, slug: str, run_id: int, role: str = Role.VIEWER) -> IngestRun:
-    matter = matter_for(request.user, slug, role)
-    run = IngestRun.objects.filter(id=run_id, matter=matter).select_related("source", "matter").first()
-    if run is None:
-        raise Http404("no such run")
-    return run
-
-
 def document_out(doc: Document) -> dict[str, Any]:
     return {"id": doc.id, "path": doc.path, "kind": doc.kind, "status": doc.status, "size": doc.size,
             "version": doc.sha256, "pages": doc.text.page_count if doc.text else None, "chunks": doc.chunk_count,
@@ -298,7 +290,7 @@ def runs(request: HttpRequest, slug: str, limit: int = Query(50, ge=1, le=MAX_PA
 @api.get("/matters/{slug}/runs/{run_id}", response=RunOut, tags=["runs"])
 def run(request: HttpRequest, slug: str, run_id: Id) -> dict[str, Any]:
     """A run with its live progress: files, pages, chunks, rate and ETA."""
-    found = run_of(request, slug, run_id)
+    found = run_for(request, slug, run_id)
     actions.finish_completed_runs([found])
     return run_out(found)
 
@@ -306,18 +298,18 @@ def run(request: HttpRequest, slug: str, run_id: Id) -> dict[str, Any]:
 @api.post("/matters/{slug}/runs/{run_id}/cancel", response=Count, tags=["runs"])
 def cancel_run(request: HttpRequest, slug: str, run_id: Id) -> dict[str, int]:
     """Cancel the run's queued files (editors); the count of files that will not be processed."""
-    return {"count": actions.do_cancel_run(run_of(request, slug, run_id, Role.EDITOR), actor(request))}
+    return {"count": actions.do_cancel_run(run_for(request, slug, run_id, Role.EDITOR), actor(request))}
 
 
 @api.post("/matters/{slug}/runs/{run_id}/retry", response=Count, tags=["runs"])
 def retry_run(request: HttpRequest, slug: str, run_id: Id) -> dict[str, int]:
     """Queue the run's failed files again (editors); the count queued."""
-    return {"count": actions.do_retry_failed(run_of(request, slug, run_id, Role.EDITOR), actor(request))}
+    return {"count": actions.do_retry_failed(run_for(request, slug, run_id, Role.EDITOR), actor(request))}
 
 
 @api.get("/matters/{slug}/runs/{run_id}/failures", response=list[Failure], tags=["runs"])
 def run_failures(request: HttpRequest, slug: str, run_id: Id) -> Any:
-    found = run_of(request, slug, run_id)
+    found = run_for(request, slug, run_id)
     return found.items.filter(state__in=(ItemState.FAILED, ItemState.SKIPPED)).order_by("path").values(
         "path", "state", "error_class", "error", "attempts")
 
@@ -340,25 +332,13 @@ def documents(request: HttpRequest, slug: str, folder: str = "", state: str = ""
 @api.get("/matters/{slug}/documents/{doc_id}", response=DocumentText, tags=["documents"])
 def document(request: HttpRequest, slug: str, doc_id: Id) -> dict[str, Any]:
     """A document and its extracted text (the text citations' spans index). Audited."""
-    matter = matter_for(request.user, slug)
-    doc = Document.objects.filter(id=doc_id, matter=matter).select_related("text").first()
-    if doc is None:
-        raise Http404("no such document")
-    actions.record_audit(actor(request), "document.view", matter, {"document": doc.id, "path": doc.path,
-                                                                    "version": doc.sha256})
+    doc = document_for(request, slug, doc_id)
+    actions.record_audit(actor(request), "document.view", doc.matter, {"document": doc.id, "path": doc.path,
+                                                                        "version": doc.sha256})
     return {**document_out(doc), "text": doc.text.text if doc.text else ""}
 
 
 # --- Questions ------------------------------------------------------------------------------------
-
-def own_conversation(request: HttpRequest, matter: Matter, conversation: int | None) -> Conversation | None:
-    if conversation is None:
-        return None
-    found = Conversation.objects.filter(id=conversation, matter=matter, user=request.user).first()
-    if found is None:
-        raise Http404("no such conversation")
-    return found
-
 
 def check_effort(effort: str) -> None:
     if effort not in ("low", "medium", "high"):
@@ -384,16 +364,12 @@ def ask(request: HttpRequest, slug: str, body: AskIn) -> dict[str, Any]:
                                              "content": {"text/event-stream": {"schema": {"type": "string"}}}}}})
 def ask_stream(request: HttpRequest, slug: str, body: AskIn) -> StreamingHttpResponse:
     """Ask; the answer streams as server-sent events, as in the web UI. Fetch it whole afterwards."""
-    from docqa.conversations import ask_in_background, sse
-
     matter = matter_for(request.user, slug)
     check_effort(body.effort)
     events = ask_in_background(matter, body.question, actor=actor(request), user=request.user, budget=body.budget,
                                effort=body.effort, conversation=own_conversation(request, matter, body.conversation),
                                scope=[s for s in body.scope if s.strip()] or None)
-    response = StreamingHttpResponse(sse(events), content_type="text/event-stream; charset=utf-8")
-    response["Cache-Control"] = "no-cache"
-    return response
+    return event_stream(sse(events))
 
 
 @api.get("/matters/{slug}/questions/{question_id}", response=AnswerOut, tags=["questions"])

@@ -144,7 +144,12 @@ def ask_stream(request: HttpRequest, slug: str) -> HttpResponse:
         budget=form.cleaned_data["budget"], effort=form.cleaned_data["effort"], conversation=conversation,
         scope=scope_of(form),
     )
-    response = StreamingHttpResponse(sse(events), content_type="text/event-stream; charset=utf-8")
+    return event_stream(sse(events))
+
+
+def event_stream(lines: Iterator[str]) -> StreamingHttpResponse:
+    """A server-sent-events response (the web UI's, the API's and the OpenAI-compatible one)."""
+    response = StreamingHttpResponse(lines, content_type="text/event-stream; charset=utf-8")
     response["Cache-Control"] = "no-cache"
     response["X-Accel-Buffering"] = "no"  # nginx: pass each event on at once
     return response

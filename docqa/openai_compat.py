@@ -24,6 +24,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
 from docqa import actions
+from docqa.conversations import ask_in_background, event_stream
 from docqa.models import Matter, Question
 from docqa.permissions import readable_matters, role_in
 from inference.llm import LlmError
@@ -145,12 +146,7 @@ def chat_completions(request: HttpRequest) -> HttpResponse:
 
 
 def stream(matter: Matter, text: str, ask: dict[str, Any], model: str) -> StreamingHttpResponse:
-    from docqa.conversations import ask_in_background
-
-    response = StreamingHttpResponse(chunks(ask_in_background(matter, text, **ask), model),
-                                     content_type="text/event-stream; charset=utf-8")
-    response["Cache-Control"] = "no-cache"
-    return response
+    return event_stream(chunks(ask_in_background(matter, text, **ask), model))
 
 
 def chunks(events: queue.Queue[tuple[str, Any] | None], model: str) -> Iterator[str]:
