@@ -353,49 +353,79 @@ WORK_CHANGES = (Change.NEW, Change.CHANGED, Change.DELETED, Change.MOVED)
 
 
 def run_stats(run: IngestRun) -> RunStats:
-    work = run.items.filter(change__in=WORK_CHANGES)
-    figures = work.aggregate(
-        work=Count("id"),
-        done=Count("id", filter=Q(state__in=FINAL_STATES)),
-        failed=Count("id", filter=Q(state=ItemState.FAILED)),
-        pages=Sum("pages"),
-        chunks=Sum("chunks"),
+    return poll_run(run)[1]
+
+
+def poll_run(run: IngestRun) -> tuple[tuple[int, ...], RunStats]:
+    """One query: the run's live figures, and a signature that changes whenever an item moves
+    (files left to finish first: zero when every item is final)."""
+    work = Q(change__in=WORK_CHANGES)
+    figures = run.items.aggregate(
+        pending=Count("id", filter=~Q(state__in=FINAL_STATES)),
+        active=Count("id", filter=Q(state__in=(ItemState.PARSING, ItemState.EMBEDDING))),
+        work=Count("id", filter=work),
+        done=Count("id", filter=work & Q(state__in=FINAL_STATES)),
+        failed=Count("id", filter=work & Q(state=ItemState.FAILED)),
+        pages=Sum("pages", filter=work),
+        chunks=Sum("chunks", filter=work),
     )
     elapsed = (timezone.now() - run.started_at).total_seconds()
-    return RunStats(
+    stats = RunStats(
         figures["work"], figures["done"], figures["failed"], figures["pages"] or 0, figures["chunks"] or 0, elapsed
     )
-
-
-def run_progress(run: IngestRun) -> dict[str, int]:
-    return dict(run.items.values_list("state").annotate(n=Count("id")).order_by())
+    return (figures["pending"], figures["active"], stats.done, stats.pages, stats.chunks), stats
 
 
 def wait_for_run(run: IngestRun, *, timeout: float | None = None, on_progress: Any = None) -> IngestRun:
-    """Block until every item of `run` is final, then finish it. Polls the database."""
-    deadline = None if timeout is None else time.monotonic() + timeout
-    last_change, warned = time.monotonic(), False
-    last_progress: dict[str, int] = {}
-    last_check = time.monotonic()
-    while run.items.exclude(state__in=FINAL_STATES).exists():
-        if time.monotonic() - last_check > BROKER_CHECK_S:
+    """Block until every item of `run` is final, then finish it.
+
+    Polls the database with one aggregate query, every 0.1 s at first and then less often, up
+    to once a second: a long run's waiter must not take the CPU or the GIL from the workers (at
+    20,000 items the query takes ~10 ms).
+    """
+    started = time.monotonic()
+    deadline = None if timeout is None else started + timeout
+    last_change, warned = started, False
+    last_signature: tuple[int, ...] = ()
+    last_check = started
+    while True:
+        signature, stats = poll_run(run)
+        if not signature[0]:
+            break
+        now = time.monotonic()
+        if now - last_check > BROKER_CHECK_S:
             try:
                 resend_lost_tasks(run)
             except Exception:  # the broker may still be coming back; the next check tries again
                 logger.warning("could not resend run %s's tasks yet", run.id, exc_info=True)
-            last_check = time.monotonic()
-        if deadline is not None and time.monotonic() > deadline:
+            last_check = now
+        if deadline is not None and now > deadline:
             raise TimeoutError(f"ingest run {run.id} did not finish within {timeout:.0f} s")
-        progress = run_progress(run)
-        if progress != last_progress:
-            last_change, last_progress = time.monotonic(), progress
-        elif not warned and time.monotonic() - last_change > STALL_WARNING_S and not settings.EMBEDDED_WORKER:
+        if signature != last_signature:
+            last_change, last_signature = now, signature
+        elif not warned and now - last_change > STALL_WARNING_S and not settings.EMBEDDED_WORKER:
             logger.warning("no progress for %d s: is a worker running? (celery -A docqa worker)", STALL_WARNING_S)
             warned = True
         if on_progress:
-            on_progress(run_stats(run))
-        time.sleep(0.25)
+            on_progress(stats)
+        time.sleep(min(1.0, 0.1 + (now - started) / 20))
     return do_finish_run(run)
+
+
+def build_vector_index() -> float:
+    """Embedded default: index the vectors that runs wrote (see EdgeStore.optimize); seconds spent.
+
+    Called where nothing else waits on this process: after `ingest`, `runs retry|resume` and
+    `eval` have synced, and before `serve` listens. A Qdrant server indexes by itself.
+    """
+    if settings.QDRANT_URL:
+        return 0.0
+    started = time.monotonic()
+    services.get_store().optimize()
+    spent = time.monotonic() - started
+    if spent > 1:
+        logger.info("vector index built in %.1f s", spent, extra={"event": "store.optimize", "seconds": round(spent, 1)})
+    return spent
 
 
 def finish_completed_runs(runs: Any = None) -> int:

@@ -100,6 +100,8 @@ class VectorStore(Protocol):
 
     def fetch(self, ids: list[str]) -> list[Hit]: ...
 
+    def optimize(self) -> None: ...
+
     def close(self) -> None: ...
 
 
@@ -221,6 +223,20 @@ class EdgeStore:
         must = [self._match("matter", list(matter_ids))] if matter_ids else None
         where = qe.Filter(must=must, must_not=[self._match("kind", CARD)])
         return int(self._shard.count(qe.CountRequest(exact=True, filter=where)))
+
+    @store_errors
+    def optimize(self) -> None:
+        """Build the vector indexes (HNSW, sparse) over points written since the last build.
+
+        The embedded engine runs no optimizer in the background: until this runs, new points sit
+        in an appendable segment that every query scans whole (exact, but ~3x slower at 100,000
+        points). Below Qdrant's indexing threshold (~6,500 new points) it does nothing. It holds
+        the GIL while it builds (~0.5 ms per point on 2 cores), so callers run it where nothing
+        else waits: after `ingest`, and before `serve` listens.
+        """
+        with self._lock:
+            self._shard.optimize()
+            self._shard.flush()
 
     def close(self) -> None:
         with self._lock:
@@ -355,6 +371,9 @@ class ServerStore:
         must = [self._match("matter", list(matter_ids))] if matter_ids else None
         where = models.Filter(must=must, must_not=[self._match("kind", CARD)])
         return int(self._client.count(self.collection, count_filter=where, exact=True).count)
+
+    def optimize(self) -> None:
+        """Nothing to do: a Qdrant server indexes in the background (local mode never does)."""
 
     def close(self) -> None:
         self._client.close()

@@ -77,6 +77,61 @@ def test_cards_and_document_filters_are_searched_apart(store: VectorStore, embed
     assert store.count([1]) == 3  # chunks only, cards not counted
 
 
+def test_the_embedded_engine_builds_its_index_and_answers_the_same(tmp_path: Path) -> None:
+    # Above Qdrant's indexing threshold (~6,500 new 384-d vectors), `optimize` builds the HNSW
+    # and sparse indexes that the embedded engine never builds by itself; searches, the matter
+    # filter, counts, deletes and reopening behave as before.
+    import random
+
+    import numpy as np
+
+    rng = np.random.default_rng(3)
+    words = [f"term{i}" for i in range(2000)]
+    engine = EdgeStore(tmp_path / "edge", 384)
+    vectors = rng.standard_normal((8000, 384)).astype("float32")
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    points = [ChunkPoint(point_id(i // 40, "v1", i % 40), vectors[i].tolist(),
+                         {"matter": i % 4, "document": i // 40, "version": "v1", "kind": "chunk", "text": ""},
+                         document_vector(" ".join(random.Random(i).choices(words, k=60))))
+              for i in range(len(vectors))]
+    for i in range(0, len(points), 1000):
+        engine.upsert(points[i : i + 1000])
+    probes = [SearchQuery(dense=vectors[i].tolist(), sparse=query_vector(" ".join(random.Random(i).choices(words, k=60))))
+              for i in (5, 1234, 7001)]
+    before = [[h.id for h in engine.search(q, [1, 2], 10)] for q in probes]
+    indexed = engine._shard.info().indexed_vectors_count  # type: ignore[attr-defined]
+
+    engine.optimize()
+
+    assert engine._shard.info().indexed_vectors_count > indexed  # type: ignore[attr-defined]
+    after = [engine.search(q, [1, 2], 10) for q in probes]
+    assert all({h.payload["matter"] for h in hits} <= {1, 2} for hits in after)
+    assert after[0][0].id == before[0][0] == points[5].id and after[1][0].id == points[1234].id
+    assert [h.id for h in after[2]] != [] and after[2][0].payload["matter"] in {1, 2}
+    assert engine.count() == 8000 and engine.count([1]) == 2000
+    engine.delete_document(0)
+    engine.optimize()  # nothing new to index: returns at once
+    engine.close()
+    reopened = EdgeStore(tmp_path / "edge", 384)
+    assert reopened.count() == 7960 and reopened.search(probes[1], [2], 1)[0].id == points[1234].id
+    reopened.close()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_ingest_builds_the_embedded_index_after_a_run_that_indexed(data_dir: Path, tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = []
+    monkeypatch.setattr(EdgeStore, "optimize", lambda self: calls.append("optimize"))
+    folder = tmp_path / "one"
+    folder.mkdir()
+    (folder / "lease.txt").write_text("The tenant pays the rent on the first day of each month.\n")
+
+    call_command("ingest", str(folder), "--matter", "idx", stdout=io.StringIO())
+    call_command("ingest", str(folder), "--matter", "idx", stdout=io.StringIO())  # unchanged: nothing to index
+
+    assert calls == ["optimize"]
+
+
 def test_sparse_vectors_are_bm25_term_weights() -> None:
     assert terms("The Licensee's licenses are IRREVOCABLE") == ["license", "licens", "irrevoc"]
     vector = document_vector("pump pump pump valve")

@@ -54,7 +54,9 @@ class Command(BaseCommand):
         try:
             matter = actions.get_or_create_matter(options["matter"], cli_actor(None))
             run = actions.do_start_ingest(matter, options["docs"], cli_actor(None))
-            actions.wait_for_run(run)
+            run = actions.wait_for_run(run)
+            if run.counts.get("indexed"):
+                actions.build_vector_index()
             documents = dict(
                 Document.objects.filter(source=run.source, status=DocumentStatus.INDEXED).values_list("path", "id")
             )

@@ -6,7 +6,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from docqa import services
+from docqa import actions, services
 from docqa.management.base import shutdown, start_local_work
 
 
@@ -28,6 +28,7 @@ class Command(BaseCommand):
         start_local_work(f"the web server at http://{options['addrport']}/")
         try:
             services.get_store()  # open (and lock) the store now, so a problem shows at start
+            actions.build_vector_index()  # index what web-started runs wrote since (blocks, so before listening)
             try:
                 server = create_server(application, host=host, port=int(port), threads=options["threads"], ident="docqa")
             except OSError as exc:
