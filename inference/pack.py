@@ -20,7 +20,7 @@ from typing import Any
 from inference.prompt import SOURCE_SEPARATOR, label_line_rest, source_header
 from ingest.store import Hit
 from ingest.tokens import count_tokens as default_count
-from ingest.tokens import document_tokens, first_safe_cut, last_safe_cut, safe_join
+from ingest.tokens import document_tokens, last_safe_cut, safe_join
 
 
 @dataclass
@@ -39,6 +39,7 @@ class PackedSource:
     version: str = ""
     parts: list[dict[str, Any]] = field(default_factory=list, repr=False)  # payloads joined, in order
     hit_ids: list[str] = field(default_factory=list, repr=False)
+    segment_counts: dict[bool, int] = field(default_factory=dict, repr=False)  # block_tokens' cache
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -267,60 +268,49 @@ def chained_tokens(parts: list[dict[str, Any]]) -> int | None:
 def block_tokens(sources: list[PackedSource], count_tokens: Callable[[str], int]) -> int:
     """The exact o200k count of format_sources(sources), from each passage's known count.
 
-    The block is a row of pieces: label line, passage, separator, label line, ... Where two
-    pieces meet at a safe join (ingest.tokens.safe_join: a label line's closing line break before
-    a letter, a passage's last letter before the separator, the separator before the next "["),
-    their counts add up; where they do not, the short strings around the join (cut back to the
-    nearest safe cut inside the passage) are counted together. A label line's count is known
-    too ("]" before a space is a safe join), so most passages cost no tokenization at all.
+    The block is a row of segments, one per source: its label line, its passage and, but for the
+    last, the separator. Every segment after the first starts with "[" after a line break, which
+    is a safe cut (ingest.tokens.safe_join), so the block's count is the sum of the segments'
+    counts. Inside a segment, where two pieces meet at a safe join their counts add up too; a
+    label line's count is known ("]" before a space is safe), the passage's is stored, and only
+    the short strings around an unsafe join (cut back to the passage's nearest safe cut) are
+    tokenized: once per passage, kept on it for the refill rounds.
     """
-    total = 0
-    pending = ""  # text not counted yet: the next piece may still join it
-    known = 0  # pending's count when known without tokenizing, else -1
+    last = len(sources) - 1
+    return sum(segment_tokens(source, position == last, count_tokens) for position, source in enumerate(sources))
 
-    def flush() -> None:
-        nonlocal total, pending, known
-        if pending:
-            total += known if known >= 0 else count_tokens(pending)
-        pending, known = "", 0
 
-    def take(piece: str, count: int = -1) -> None:
-        nonlocal pending, known
-        if pending and not safe_join(pending[-1], piece[0]):
-            pending, known = pending + piece, -1
-            return
-        flush()
-        pending, known = piece, count
+def segment_tokens(source: PackedSource, last: bool, count_tokens: Callable[[str], int]) -> int:
+    """The exact count of one source's segment: label line + passage (+ separator unless last)."""
+    text = source.text
+    if not text or not safe_join("\n", text[0]):
+        # The label line runs into the passage (an empty passage, or one that opens with a
+        # space or "/"): rare, so the segment is counted whole.
+        return count_tokens(source_header(source) + text + ("" if last else SOURCE_SEPARATOR))
+    line = label_tokens(source.label) + line_tokens(source.path, source.page, source.section)
+    return line + passage_and_separator(source, last, count_tokens)
 
-    last_index = len(sources) - 1
-    for position, source in enumerate(sources):
-        if position:
-            take(SOURCE_SEPARATOR)
-        rest = label_line_rest(source.path, source.page, source.section)
-        take(f"[{source.label}]" + rest, label_tokens(source.label) + line_tokens(source.path, source.page, source.section))
-        text = source.text
-        if not text:
-            continue
-        first = 0
-        if not safe_join(pending[-1], text[0]):
-            cut = first_safe_cut(text)
-            if cut is None:  # no safe cut at all: counted with what is around it
-                take(text)
-                continue
-            first = cut
-            pending, known = pending + text[:first], -1
-        head = count_tokens(text[:first]) if first else 0
-        flush()
-        if position == last_index or safe_join(text[-1], SOURCE_SEPARATOR[0]):
-            total += source.tokens - head
-            continue
-        last = last_safe_cut(text, first)
-        if last is None:
-            pending, known = text[first:], -1
-            continue
-        total += source.tokens - head - count_tokens(text[last:])
-        pending, known = text[last:], -1
-    flush()
+
+def passage_and_separator(source: PackedSource, last: bool, count_tokens: Callable[[str], int]) -> int:
+    """The passage's count plus the separator after it (unless last), kept on the source."""
+    known = source.segment_counts.get(last)
+    if known is not None:
+        return known
+    text = source.text
+    if last:
+        total = source.tokens
+    elif safe_join(text[-1], SOURCE_SEPARATOR[0]):
+        total = source.tokens + count_tokens(SOURCE_SEPARATOR)
+    else:
+        # The separator joins the passage's last piece ("." + "\n\n" is one token): count that
+        # piece, from the passage's last safe cut, with the separator.
+        cut = last_safe_cut(text)
+        if cut is None:
+            total = count_tokens(text + SOURCE_SEPARATOR)
+        else:
+            tail = text[cut:]
+            total = source.tokens - count_tokens(tail) + count_tokens(tail + SOURCE_SEPARATOR)
+    source.segment_counts[last] = total
     return total
 
 

@@ -117,3 +117,29 @@ def test_packing_without_stored_cuts_still_counts_exactly(documents: list[list[H
 
     assert packing.tokens == count_tokens(format_sources(packing.sources)) <= 3000
     assert all(s.tokens == count_tokens(s.text) for s in packing.sources)
+
+
+def test_the_block_count_is_the_sum_of_its_segments_whatever_the_passages_edges() -> None:
+    # Each source's segment (label line, passage, separator) is counted once and kept on it; the
+    # sum must equal the tokenizer's count of the serialized block, whatever each passage opens
+    # and ends with (a letter, punctuation, a space, "/", a line break, digits, nothing at all),
+    # in any order and under any labels.
+    from inference.pack import block_tokens, label
+
+    edges = ["Term", " leading space", "/etc/passwd", "\nline", "12.5%", "“quoted”", "", "—dash", "\t"]
+    ends = [" the end", " the end.", " the end.\n", "x/", " 42", "!!", "\n\n", " ", ")"]
+    rng = random.Random(11)
+    for trial in range(40):
+        sources = []
+        for number in range(rng.randint(1, 6)):
+            text = rng.choice(edges) + (" middle words here" if rng.random() < 0.8 else "") + rng.choice(ends)
+            sources.append(PackedSource(label="", document_id=number, path=rng.choice(["a.txt", "dir/b c.pdf"]),
+                                        page=rng.choice([None, 3]), start=number * 100, end=number * 100 + len(text),
+                                        text=text, score=0.0, section=rng.choice(["", "7 Termination > 7.2"]),
+                                        tokens=count_tokens(text)))
+        label(sources)
+        assert block_tokens(sources, count_tokens) == count_tokens(format_sources(sources)), (trial, sources)
+        rng.shuffle(sources)  # new order, new labels, the kept segment counts
+        for number, source in enumerate(sources, start=1):
+            source.label = f"S{number * 7}"
+        assert block_tokens(sources, count_tokens) == count_tokens(format_sources(sources)), (trial, sources)
