@@ -6,6 +6,7 @@ means inside the worker process, not the parent, since a model used before fork 
 
 from __future__ import annotations
 
+import copy
 import threading
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ class Embedder:
         self.device = device
         self.batch_size = batch_size
         self._model: Any = None
+        self._counter: Any = None  # a copy of the model's tokenizer that never truncates
         self._lock = threading.Lock()
 
     @property
@@ -47,8 +49,13 @@ class Embedder:
         return int(self.model.max_seq_length) - 2
 
     def count_tokens(self, text: str) -> int:
-        # verbose=False: counting a whole document must not log a "too long" warning.
-        return len(self.model.tokenizer.encode(text, add_special_tokens=False, verbose=False))
+        """Word pieces of `text`, counted by the model's own (Rust) tokenizer, never truncated."""
+        if self._counter is None:
+            counter = copy.deepcopy(self.model.tokenizer.backend_tokenizer)
+            counter.no_truncation()
+            counter.no_padding()
+            self._counter = counter
+        return len(self._counter.encode(text, add_special_tokens=False).ids)
 
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
         if not texts:
