@@ -73,6 +73,20 @@ def test_chunks_fit_the_embedding_model_and_point_at_their_text(embedder: Embedd
     assert [c.index for c in chunks] == list(range(len(chunks)))
 
 
+def test_counting_is_the_models_own_tokenizer_never_truncated(embedder: Embedder) -> None:
+    from ingest.chunk import clearly_over
+
+    text = (DEV / "docs" / SUBSET_TXT[0]).read_text(encoding="utf-8")[:20000]
+    wrapper = embedder.model.tokenizer
+
+    for piece in (text, text[:700], "Über-naïve “quotes” 12.5% \u200b\x00 tail", "", "   "):
+        assert embedder.count_tokens(piece) == len(wrapper.encode(piece, add_special_tokens=False, verbose=False))
+    assert embedder.count_tokens(text) > 2000  # far above the model's 256: counted, not cut
+    # More words than the chunk size is "too long" without tokenizing; fewer words are counted.
+    assert clearly_over(text, 200) == 201 and embedder.count_tokens(text) > 200
+    assert clearly_over(" ".join(["w"] * 200), 200) == 0 and clearly_over(" ".join(["w"] * 202), 200) == 201
+
+
 def test_chunking_splits_a_sentence_longer_than_the_model_limit(embedder: Embedder) -> None:
     from ingest.parse import ParsedDocument
 
