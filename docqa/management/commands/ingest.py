@@ -54,7 +54,7 @@ class Command(BaseCommand):
         finally:
             shutdown()
         if sys.stderr.isatty():
-            sys.stderr.write("\r" + progress_line(actions.run_stats(run)) + "\n")
+            sys.stderr.write("\r" + progress_line(actions.run_stats(run)) + " " * 24 + "\n")  # over "indexing vectors..."
         report = actions.run_report(run)
         if options["json"]:
             self.stdout.write(json.dumps(report))
