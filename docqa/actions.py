@@ -381,7 +381,8 @@ def wait_for_run(run: IngestRun, *, timeout: float | None = None, on_progress: A
 
     Polls the database with one aggregate query, every 0.1 s at first and then less often, up
     to once a second: a long run's waiter must not take the CPU or the GIL from the workers (at
-    20,000 items the query takes ~10 ms).
+    20,000 items on SQLite the query takes ~30 ms, 3% of a core at once a second; the three
+    queries it replaced took ~19 ms four times a second).
     """
     started = time.monotonic()
     deadline = None if timeout is None else started + timeout
