@@ -413,13 +413,14 @@ def wait_for_run(run: IngestRun, *, timeout: float | None = None, on_progress: A
     return do_finish_run(run)
 
 
-def build_vector_index() -> float:
+def build_vector_index(after: IngestRun | None = None) -> float:
     """Embedded default: index the vectors that runs wrote (see EdgeStore.optimize); seconds spent.
 
     Called where nothing else waits on this process: after `ingest`, `runs retry|resume` and
-    `eval` have synced, and before `serve` listens. A Qdrant server indexes by itself.
+    `eval` have synced (`after`: only when that run indexed a file), and before `serve` listens.
+    A Qdrant server indexes by itself.
     """
-    if settings.QDRANT_URL:
+    if settings.QDRANT_URL or (after is not None and not after.counts.get("indexed")):
         return 0.0
     started = time.monotonic()
     services.get_store().optimize()

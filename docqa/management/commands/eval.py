@@ -55,8 +55,7 @@ class Command(BaseCommand):
             matter = actions.get_or_create_matter(options["matter"], cli_actor(None))
             run = actions.do_start_ingest(matter, options["docs"], cli_actor(None))
             run = actions.wait_for_run(run)
-            if run.counts.get("indexed"):
-                actions.build_vector_index()
+            actions.build_vector_index(after=run)
             documents = dict(
                 Document.objects.filter(source=run.source, status=DocumentStatus.INDEXED).values_list("path", "id")
             )

@@ -44,11 +44,10 @@ class Command(BaseCommand):
             matter = actions.get_or_create_matter(options["matter"], actor)
             run = actions.do_start_ingest(matter, root, actor)
             run = actions.wait_for_run(run, timeout=options["timeout"], on_progress=self.progress)
-            if run.counts.get("indexed"):
-                if sys.stderr.isatty():
-                    sys.stderr.write("\r" + progress_line(actions.run_stats(run)) + "   indexing vectors...")
-                    sys.stderr.flush()
-                actions.build_vector_index()
+            if run.counts.get("indexed") and sys.stderr.isatty():
+                sys.stderr.write("\r" + progress_line(actions.run_stats(run)) + "   indexing vectors...")
+                sys.stderr.flush()
+            actions.build_vector_index(after=run)
         except (TimeoutError, DocqaError) as exc:
             raise CommandError(str(exc)) from exc
         finally:

@@ -59,8 +59,7 @@ class Command(BaseCommand):
             self.stdout.write(f"run {run.id}: {queued} files queued again")
             if queued and not options["no_wait"]:
                 run = actions.wait_for_run(run)
-                if run.counts.get("indexed"):
-                    actions.build_vector_index()
+                actions.build_vector_index(after=run)
         finally:
             shutdown()
         self.stdout.write(f"run {run.id} {run.status}: " + ", ".join(f"{k} {v}" for k, v in run.counts.items()))
