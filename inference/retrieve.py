@@ -165,14 +165,17 @@ NAMING_SHARE = 0.6  # a clause is naming the document when this share of its ter
 def focus(question: str, cards: list[str]) -> str:
     """The question without the clauses that only name the document ("Consider the Hosting
     Agreement between IBM and Quantum;", "in the 2019 master services agreement,"): those whose
-    terms are mostly on the best document's card (its file name, title and parties)."""
+    terms are mostly on the best document's card (its file name, title and parties). The clause
+    that asks (the one ending in "?") is always kept: a card that opens with a table of contents
+    holds the topic words too ("Licenses", "No Sublicense Rights")."""
     if not cards:
         return question
     card_terms = set(terms(" ".join(cards)))
     kept = []
     for clause in CLAUSE.split(question):
         words = terms(clause)
-        if words and sum(w in card_terms for w in words) / len(words) >= NAMING_SHARE:
+        asks = clause.rstrip().endswith("?")
+        if words and not asks and sum(w in card_terms for w in words) / len(words) >= NAMING_SHARE:
             continue
         kept.append(clause)
     rest = " ".join(kept).strip()

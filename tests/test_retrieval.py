@@ -307,3 +307,17 @@ def test_reranking_is_off_by_default_and_a_wrong_folder_says_so(settings: Any, t
     with pytest.raises(RerankerMissing, match="holds no model"):
         get_reranker()
     get_reranker.cache_clear()
+
+
+def test_focus_drops_the_clauses_that_name_the_document_and_keeps_the_question() -> None:
+    from inference.retrieve import focus
+
+    card = ("IP Agreement INTELLECTUAL PROPERTY AGREEMENT between SONY ELECTRONICS INC. and GSI TECHNOLOGY, INC. "
+            "TABLE OF CONTENTS 3. Licenses 3.1 Grant by SONY 3.4 No Sublicense Rights 5. Transfer of Licenses")
+    # The naming clauses go; the asking clause stays although the table of contents holds its words.
+    assert focus("Consider the Intellectual Property Agreement between GSI Technology, Inc and Sony Electronics Inc; "
+                 "Are the licenses granted under this contract non-transferable?", [card]) == \
+        "Are the licenses granted under this contract non-transferable?"
+    # A question that names nothing on the card is left whole; so is one with no card.
+    assert focus("What is the incubation period of the virus?", [card]) == "What is the incubation period of the virus?"
+    assert focus("Consider the Sony agreement; who pays?", []) == "Consider the Sony agreement; who pays?"
