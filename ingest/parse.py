@@ -36,11 +36,14 @@ class ParsedDocument:
     categories: list[str] = field(default_factory=list)  # "Title", "NarrativeText", ...
     sections: list[str] = field(default_factory=list)  # heading path in force at each element
     ocr_pages: int = 0  # pages read by OCR
+    # Headings inside paragraphs ("13. Force Majeure. Any delay ..."): (offset, path from there on).
+    marks: list[tuple[int, str]] = field(default_factory=list)
 
     def layout(self) -> dict[str, Any]:
         """Everything but the text, as JSON, to rebuild the document with `from_layout`."""
         return {"starts": self.starts, "ends": self.ends, "pages": self.pages, "categories": self.categories,
-                "sections": self.sections, "page_count": self.page_count, "ocr_pages": self.ocr_pages}
+                "sections": self.sections, "page_count": self.page_count, "ocr_pages": self.ocr_pages,
+                "marks": [list(m) for m in self.marks]}
 
     @classmethod
     def from_layout(cls, text: str, parser: str, layout: dict[str, Any]) -> ParsedDocument:
@@ -54,7 +57,12 @@ class ParsedDocument:
     def section_at(self, offset: int) -> str:
         """The heading path ("7 Termination > 7.2 Notice") in force at `offset`."""
         index = bisect.bisect_right(self.starts, offset) - 1
-        return self.sections[index] if 0 <= index < len(self.sections) else ""
+        section = self.sections[index] if 0 <= index < len(self.sections) else ""
+        # A heading met inside the paragraph, before `offset`, is the newer one.
+        mark = bisect.bisect_right(self.marks, offset, key=lambda m: m[0]) - 1
+        if mark >= 0 and (index < 0 or int(self.marks[mark][0]) >= self.starts[index]):
+            return str(self.marks[mark][1])
+        return section
 
 
 @lru_cache(maxsize=1)
@@ -145,6 +153,8 @@ def plain_document(text: str) -> ParsedDocument:
         parsed.pages.append(page)
         parsed.categories.append(category)
         parsed.sections.append(headings.path())
+        if category != "Title":
+            mark_inline_headings(parsed, headings, text[start:end], start)
 
     def flush() -> None:
         if paragraph:
@@ -246,6 +256,36 @@ def _unstructured_elements(path: Path, kind: str) -> list[Any]:
 NUMBERING = re.compile(r"^(?:(?:section|article|clause)\s+)?(\d+(?:\.\d+)*)\.?\s", re.I)
 
 
+# A numbered heading run into its paragraph, as contracts converted to text have them: "13. Force
+# Majeure. Any delay ...", "... of Asset Purchase Agreement.     3.2 Grant Back by PURCHASER     Subject
+# to ...". It opens the paragraph, follows the end of a sentence or a wide gap, and its title is
+# a few capitalised words closed by a period or a wide gap. A numbered sentence ("2.3 Party A
+# irrevocably undertakes ...") and a reference ("under Section 8.3 of the Agreement") are not.
+_TITLE_WORD = r"(?:[A-Z][\w'’&/()-]*|of|and|or|the|to|for|in|on|by|with|a|an|upon|under|from|not)"
+INLINE_HEADING = re.compile(
+    r"(?:^|(?<=[.;:!?)\]]\s)|(?<=\s\s))"
+    r"((?:(?:Section|SECTION|Article|ARTICLE|Clause)\s+)?\d{1,3}(?:\.\d{1,3}){0,4}\.?)"
+    r" +"
+    rf"([A-Z][\w'’&/()-]*(?: {_TITLE_WORD}){{0,7}})"
+    r"(?:\.(?=\s|$)|(?=\s{2,}\S)|(?=\s*$))",
+    re.M,
+)
+
+
+def mark_inline_headings(parsed: ParsedDocument, headings: HeadingPath, text: str, base: int) -> None:
+    """Enter the headings run into a paragraph (`text` at `base`) in the heading path, and mark
+    where each takes effect; one that opens the paragraph is the paragraph's own section."""
+    for match in INLINE_HEADING.finditer(text):
+        title = match.group(2)
+        if len(title) > 80 or len(title.split()[-1]) < 3:  # "5. Crosby A." (a reference), "2. Mr."
+            continue
+        headings.enter(f"{match.group(1)} {title}")
+        if match.start() == 0 and parsed.starts and parsed.starts[-1] == base:
+            parsed.sections[-1] = headings.path()
+        else:
+            parsed.marks.append((base + match.start(), headings.path()))
+
+
 class HeadingPath:
     """The stack of headings above the current point: numbered headings nest by their depth
     ("7" > "7.2"), an unnumbered heading starts a new top-level section."""
@@ -283,6 +323,8 @@ def assemble(blocks: list[Block], parser: str) -> ParsedDocument:
         parsed.starts.append(offset)
         parsed.ends.append(offset + len(text))
         parsed.pages.append(page)
+        if block.category not in ("Title", "Table"):
+            mark_inline_headings(parsed, headings, text, offset)
         parts.append(text)
         offset += len(text)
     parsed.text = SEPARATOR.join(parts)

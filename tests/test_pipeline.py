@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -162,6 +163,37 @@ def test_headings_nest_into_a_section_path() -> None:
 
     assert trail[0] == "EXHIBIT A" and trail[3] == "7 Termination > 7.2 Notice"
     assert trail[4] == "8. Governing Law" and trail[5] == "Schedule 1"
+
+
+def test_headings_run_into_their_paragraphs_enter_the_section_path(tmp_path: Path) -> None:
+    """Contracts converted to text run numbered headings into the paragraph ("13. Force Majeure.
+    Any delay ...") or set them apart by wide gaps; references and numbered sentences are not
+    headings. The marks survive the layout's trip through JSON."""
+    from ingest.parse import ParsedDocument, assemble
+    from ingest.pdf import Block
+
+    path = tmp_path / "supply.txt"
+    path.write_text("SUPPLY AGREEMENT\n\n10. Term and Termination. 10.1. Term. This Agreement runs five years. "
+                    "13. Force Majeure. Any delay caused by floods is excused. 14. General Provisions. "
+                    "14.1. Assignment. Neither party may assign this Agreement, as Section 8.3 of the Agreement says."
+                    "\n\n2.3 Party A irrevocably undertakes not to compete.\n\n"
+                    "Licenses end.     3. Licenses     3.4 No Sublicense Rights     No license includes the right to sublicense.\n\n"
+                    "References 5. Crosby A. Epidemic and Peace. 2. Mr. Smith signs.\n")
+    parsed = parse_file(path, "text")
+    at = lambda words: parsed.section_at(parsed.text.index(words))  # noqa: E731
+
+    assert at("This Agreement runs") == "10. Term and Termination > 10.1. Term"
+    assert at("Any delay") == "13. Force Majeure"
+    assert at("Neither party") == at("Section 8.3") == "14. General Provisions > 14.1. Assignment"
+    assert at("Party A irrevocably") == "14. General Provisions > 14.1. Assignment"  # a numbered sentence
+    assert at("Licenses end") == at("Party A irrevocably")
+    assert at("No license includes") == "3. Licenses > 3.4 No Sublicense Rights"
+    assert at("Smith signs") == "3. Licenses > 3.4 No Sublicense Rights"  # "5. Crosby A." and "2. Mr." are no headings
+    again = ParsedDocument.from_layout(parsed.text, parsed.parser, json.loads(json.dumps(parsed.layout())))
+    assert again.section_at(parsed.text.index("Any delay")) == "13. Force Majeure"
+    # Extracted PDF text (blocks) is read the same way.
+    pdf = assemble([Block("7. Term. 7.2. Notice. Either party may end this on notice.", 1, "NarrativeText")], "pdf")
+    assert pdf.section_at(pdf.text.index("Either party")) == "7. Term > 7.2. Notice"
 
 
 def test_chunks_carry_the_section_they_start_in(embedder: Embedder) -> None:
