@@ -45,6 +45,28 @@ class ParsedDocument:
                 "sections": self.sections, "page_count": self.page_count, "ocr_pages": self.ocr_pages,
                 "marks": [list(m) for m in self.marks]}
 
+    def add_element(self, start: int, text: str, page: int | None, category: str, headings: HeadingPath) -> None:
+        """Append the element `text` at `start`, under the heading path in force, which a title
+        or a heading run into the paragraph ("13. Force Majeure. Any delay ...") moves on."""
+        if category == "Title":
+            headings.enter(text)
+        self.starts.append(start)
+        self.ends.append(start + len(text))
+        self.pages.append(page)
+        self.categories.append(category)
+        self.sections.append(headings.path())
+        if category in ("Title", "Table"):
+            return
+        for match in INLINE_HEADING.finditer(text):
+            title = match.group(2)
+            if len(title) > 80 or len(title.split()[-1]) < 3:  # "5. Crosby A." (a reference), "2. Mr."
+                continue
+            headings.enter(f"{match.group(1)} {title}")
+            if match.start() == 0:  # it opens the paragraph: the paragraph's own section
+                self.sections[-1] = headings.path()
+            else:
+                self.marks.append((start + match.start(), headings.path()))
+
     @classmethod
     def from_layout(cls, text: str, parser: str, layout: dict[str, Any]) -> ParsedDocument:
         return cls(text=text, parser=parser, **layout)
@@ -146,15 +168,7 @@ def plain_document(text: str) -> ParsedDocument:
     paragraph: list[tuple[int, int, str]] = []  # (start, end, normalised line)
 
     def add(start: int, end: int, category: str) -> None:
-        if category == "Title":
-            headings.enter(text[start:end])
-        parsed.starts.append(start)
-        parsed.ends.append(end)
-        parsed.pages.append(page)
-        parsed.categories.append(category)
-        parsed.sections.append(headings.path())
-        if category != "Title":
-            mark_inline_headings(parsed, headings, text[start:end], start)
+        parsed.add_element(start, text[start:end], page, category, headings)
 
     def flush() -> None:
         if paragraph:
@@ -261,29 +275,16 @@ NUMBERING = re.compile(r"^(?:(?:section|article|clause)\s+)?(\d+(?:\.\d+)*)\.?\s
 # to ...". It opens the paragraph, follows the end of a sentence or a wide gap, and its title is
 # a few capitalised words closed by a period or a wide gap. A numbered sentence ("2.3 Party A
 # irrevocably undertakes ...") and a reference ("under Section 8.3 of the Agreement") are not.
-_TITLE_WORD = r"(?:[A-Z][\w'’&/()-]*|of|and|or|the|to|for|in|on|by|with|a|an|upon|under|from|not)"
+_CAPITAL_WORD = r"[A-Z][\w'’&/()-]*"
+_TITLE_WORD = rf"(?:{_CAPITAL_WORD}|of|and|or|the|to|for|in|on|by|with|a|an|upon|under|from|not)"
 INLINE_HEADING = re.compile(
     r"(?:^|(?<=[.;:!?)\]]\s)|(?<=\s\s))"
     r"((?:(?:Section|SECTION|Article|ARTICLE|Clause)\s+)?\d{1,3}(?:\.\d{1,3}){0,4}\.?)"
     r" +"
-    rf"([A-Z][\w'’&/()-]*(?: {_TITLE_WORD}){{0,7}})"
+    rf"({_CAPITAL_WORD}(?: {_TITLE_WORD}){{0,7}})"
     r"(?:\.(?=\s|$)|(?=\s{2,}\S)|(?=\s*$))",
     re.M,
 )
-
-
-def mark_inline_headings(parsed: ParsedDocument, headings: HeadingPath, text: str, base: int) -> None:
-    """Enter the headings run into a paragraph (`text` at `base`) in the heading path, and mark
-    where each takes effect; one that opens the paragraph is the paragraph's own section."""
-    for match in INLINE_HEADING.finditer(text):
-        title = match.group(2)
-        if len(title) > 80 or len(title.split()[-1]) < 3:  # "5. Crosby A." (a reference), "2. Mr."
-            continue
-        headings.enter(f"{match.group(1)} {title}")
-        if match.start() == 0 and parsed.starts and parsed.starts[-1] == base:
-            parsed.sections[-1] = headings.path()
-        else:
-            parsed.marks.append((base + match.start(), headings.path()))
 
 
 class HeadingPath:
@@ -315,16 +316,7 @@ def assemble(blocks: list[Block], parser: str) -> ParsedDocument:
             continue
         if parts:
             offset += len(SEPARATOR)
-        page = block.page
-        if block.category == "Title":
-            headings.enter(text)
-        parsed.sections.append(headings.path())
-        parsed.categories.append(block.category)
-        parsed.starts.append(offset)
-        parsed.ends.append(offset + len(text))
-        parsed.pages.append(page)
-        if block.category not in ("Title", "Table"):
-            mark_inline_headings(parsed, headings, text, offset)
+        parsed.add_element(offset, text, block.page, block.category, headings)
         parts.append(text)
         offset += len(text)
     parsed.text = SEPARATOR.join(parts)
