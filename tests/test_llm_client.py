@@ -103,10 +103,15 @@ def test_client_maps_server_error_to_unavailable(server: VllmStandin) -> None:
         collect(server)
 
 
-def test_client_surfaces_a_mid_stream_error(server: VllmStandin) -> None:
-    server.mode = "mid_stream_error"
+@pytest.mark.parametrize("mode, message", [
+    ("mid_stream_error", "failed mid-answer"),  # vLLM's error object inside the stream
+    ("malformed", "malformed stream data"),  # a chunk that is not JSON
+    ("cut", "ended without"),  # the connection closes before [DONE]
+])
+def test_client_surfaces_a_broken_stream(server: VllmStandin, mode: str, message: str) -> None:
+    server.mode = mode
 
-    with pytest.raises(GenerationFailed, match="mid-answer"):
+    with pytest.raises(GenerationFailed, match=message):
         collect(server)
 
 

@@ -90,6 +90,20 @@ def test_ask_page_shows_a_clear_error_when_the_model_is_down(indexed: Matter, st
     assert 'role="alert"' in html and "HTTP 500" in html
 
 
+@pytest.mark.parametrize("mode, message", [("malformed", "malformed stream data"), ("cut", "ended without"),
+                                           ("mid_stream_error", "failed mid-answer")])
+def test_a_broken_stream_is_a_message_and_an_audit_record(indexed: Matter, standin: Any, mode: str,
+                                                          message: str) -> None:
+    standin.mode = mode
+    client = member(indexed)
+
+    html = client.post("/m/lease/", {"question": "What is the rent?", "effort": "low"}).content.decode()
+
+    assert 'role="alert"' in html and message in html and "Traceback" not in html
+    event = AuditEvent.objects.filter(action="question.answer").latest("id")
+    assert message in event.detail["error"] and event.detail["answer"] == ""
+
+
 def test_non_members_get_404_for_a_matter(indexed: Matter) -> None:
     Matter.objects.create(slug="other", name="other")
     outsider = member(Matter.objects.get(slug="other"), "eve")

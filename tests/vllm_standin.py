@@ -287,6 +287,12 @@ class VllmStandin:
                                 "type": "InternalServerError", "param": None, "code": 503}})
                 emit("[DONE]")
                 return
+            if self.mode == "malformed" and i == 1:  # a chunk cut short, as a broken proxy may pass it on
+                emit(json.dumps(chunk({"content": piece}), separators=(",", ":"))[:40])
+                emit("[DONE]")
+                return
+            if self.mode == "cut" and i == 1:  # the connection closes mid-answer: no finish, no [DONE]
+                return
             # The last content delta and the finish reason share one chunk, as vLLM may send them.
             emit(chunk({"content": piece}, finish if i == len(pieces) - 1 else None))
         if not pieces:
