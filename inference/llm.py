@@ -87,7 +87,7 @@ class VllmClient:
         except httpx.TimeoutException as exc:
             raise LlmTimeout(f"the language model at {self.root} did not answer in time") from exc
         except httpx.TransportError as exc:
-            raise LlmUnavailable(f"the language model at {self.root} is unreachable ({exc})") from exc
+            raise LlmUnavailable(unreachable(self.root, exc)) from exc
         if response.status_code >= 400:
             raise self._http_error(response.status_code, response.text)
         return response
@@ -137,15 +137,24 @@ class VllmClient:
         if cache_salt:
             body["cache_salt"] = cache_salt
         url = self.root + "/v1/chat/completions"
+        answering = False
         try:
             with httpx.stream("POST", url, json=body, headers=self._headers(), timeout=self.timeout) as response:
                 if response.status_code >= 400:
                     raise self._http_error(response.status_code, response.read().decode("utf-8", "replace"))
+                answering = True
                 yield from parse_sse(response.iter_lines())
         except httpx.TimeoutException as exc:
             raise LlmTimeout(f"the language model at {self.root} stopped answering in time") from exc
         except httpx.TransportError as exc:
-            raise LlmUnavailable(f"the language model at {self.root} is unreachable ({exc})") from exc
+            if answering:  # the server went away after it began: a failed answer, not a server never reached
+                raise GenerationFailed(f"the connection to the language model broke mid-answer ({exc})") from exc
+            raise LlmUnavailable(unreachable(self.root, exc)) from exc
+
+
+def unreachable(root: str, exc: Exception) -> str:
+    return (f"the language model at {root} is unreachable ({exc}); vLLM accepts connections only once its model "
+            "has loaded, which takes minutes after a start: check that it is running")
 
 
 def parse_sse(lines: Iterator[str]) -> Iterator[StreamEvent]:

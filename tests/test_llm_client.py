@@ -107,6 +107,7 @@ def test_client_maps_server_error_to_unavailable(server: VllmStandin) -> None:
     ("mid_stream_error", "failed mid-answer"),  # vLLM's error object inside the stream
     ("malformed", "malformed stream data"),  # a chunk that is not JSON
     ("cut", "ended without"),  # the connection closes before [DONE]
+    ("broken", "broke mid-answer"),  # ... before the body it promised
 ])
 def test_client_surfaces_a_broken_stream(server: VllmStandin, mode: str, message: str) -> None:
     server.mode = mode

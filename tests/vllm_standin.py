@@ -261,6 +261,8 @@ class VllmStandin:
         handler.send_header("Content-Type", "text/event-stream; charset=utf-8")
         handler.send_header("Cache-Control", "no-cache")
         handler.send_header("Connection", "close")
+        if self.mode == "broken":  # promise a body, then close early: the server died mid-answer
+            handler.send_header("Content-Length", "1000000")
         handler.end_headers()
         handler.close_connection = True
 
@@ -291,7 +293,7 @@ class VllmStandin:
                 emit(json.dumps(chunk({"content": piece}), separators=(",", ":"))[:40])
                 emit("[DONE]")
                 return
-            if self.mode == "cut" and i == 1:  # the connection closes mid-answer: no finish, no [DONE]
+            if self.mode in ("cut", "broken") and i == 1:  # the connection closes mid-answer: no finish, no [DONE]
                 return
             # The last content delta and the finish reason share one chunk, as vLLM may send them.
             emit(chunk({"content": piece}, finish if i == len(pieces) - 1 else None))
