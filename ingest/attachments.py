@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from ingest.errors import ParseError
+from ingest.errors import ParseError, is_time_limit
 
 MAX_ATTACHMENTS = 50
 MAX_NAME_BYTES = 200
@@ -87,4 +87,6 @@ def _msg_attachments(path: Path) -> list[tuple[str, bytes]]:
         message = Message.load(str(path))
         return [(a.file_name or "", a.file_bytes or b"") for a in message.attachments if a.file_bytes]
     except Exception as exc:  # a damaged MSG: the body parser reports the file itself
+        if is_time_limit(exc):
+            raise
         raise ParseError(f"attachments could not be read: {type(exc).__name__}: {exc}") from exc

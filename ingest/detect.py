@@ -19,6 +19,13 @@ EXTENSIONS = {
 TEXT_KINDS = {"text", "markdown", "html", "csv", "email"}
 OOXML = {"word/document.xml": "docx", "ppt/presentation.xml": "pptx", "xl/workbook.xml": "xlsx"}
 HEAD_BYTES = 8192
+# Office files are ZIP archives that their parsers unpack whole in memory. One that would unpack
+# to more than this, or one entry that deflates more than this ratio (real XML: 5-40x; a run of
+# zeros: ~1,000x), is passed over as a possible zip bomb. zipfile stops at an entry's declared
+# size, so the declared sizes bound what a parser can read.
+MAX_UNPACKED_BYTES = 512 * 2**20
+MAX_RATIO = 200
+RATIO_FLOOR = 2**20  # entries smaller than this unpacked are never refused for their ratio
 
 
 class Unsupported(Exception):
@@ -62,11 +69,13 @@ def detect_kind(path: Path, head: bytes) -> str:
 def zip_kind(path: Path, claimed: str | None, suffix: str) -> str:
     try:
         with zipfile.ZipFile(path) as archive:
-            names = set(archive.namelist())
+            entries = archive.infolist()
     except (zipfile.BadZipFile, OSError) as exc:
         if claimed in ("docx", "pptx", "xlsx"):
             return claimed  # a damaged Office file: the parser says what is wrong
         raise Unsupported(f"damaged ZIP archive ({exc})") from exc
+    names = {entry.filename for entry in entries}
+    refuse_bomb(entries)
     for member, kind in OOXML.items():
         if member in names:
             return kind
@@ -75,7 +84,20 @@ def zip_kind(path: Path, claimed: str | None, suffix: str) -> str:
         if mimetype == "application/vnd.oasis.opendocument.text":
             return "odt"
         raise Unsupported(f"OpenDocument file of type {mimetype or 'unknown'}; only text documents (.odt) are indexed")
-    raise Unsupported(f"archive ({suffix or 'zip'}) with {len(names)} entries; archives are not indexed")
+    entries_text = "1 entry" if len(names) == 1 else f"{len(names)} entries"
+    raise Unsupported(f"archive ({suffix or 'zip'}) with {entries_text}; archives are not indexed")
+
+
+def refuse_bomb(entries: list[zipfile.ZipInfo]) -> None:
+    unpacked = sum(entry.file_size for entry in entries)
+    if unpacked > MAX_UNPACKED_BYTES:
+        raise Unsupported(f"ZIP container would unpack to {unpacked / 2**20:,.0f} MiB (more than "
+                          f"{MAX_UNPACKED_BYTES // 2**20} MiB): passed over as a possible zip bomb")
+    for entry in entries:
+        if entry.file_size > RATIO_FLOOR and entry.file_size > MAX_RATIO * max(entry.compress_size, 1):
+            raise Unsupported(f"ZIP entry {entry.filename!r} deflates {entry.file_size // max(entry.compress_size, 1):,}x "
+                              f"(to {entry.file_size / 2**20:,.0f} MiB; more than {MAX_RATIO}x): passed over as a "
+                              "possible zip bomb")
 
 
 def opendocument_type(path: Path) -> str:

@@ -57,17 +57,29 @@ def hash_file(path: Path, chunk_size: int = 1 << 20) -> str:
 
 
 def walk_folder(root: Path, *, max_bytes: int) -> Discovery:
-    """Every indexable file under `root` (hidden files and folders are ignored)."""
+    """Every indexable file under `root`; what is passed over is listed with the reason. A hidden
+    folder (".git") and a link to a folder are one entry each: neither is entered."""
     root = root.resolve()
     if not root.is_dir():
         raise FileNotFoundError(f"{root} is not a folder")
     found = Discovery()
     for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        here = Path(dirpath)
+        entered = []
+        for name in sorted(dirnames):
+            rel = (here / name).relative_to(root).as_posix()
+            if (here / name).is_symlink():  # os.walk lists links to folders here and does not follow them
+                found.skipped.append(PassedOver(rel + "/", "link to a folder; not followed"))
+            elif name.startswith("."):
+                found.skipped.append(PassedOver(rel + "/", "hidden folder; not read"))
+            else:
+                entered.append(name)
+        dirnames[:] = entered
         for name in sorted(filenames):
             if name.startswith("."):
+                found.skipped.append(PassedOver((here / name).relative_to(root).as_posix(), "hidden file; not read"))
                 continue
-            _classify(root, Path(dirpath) / name, max_bytes, found)
+            _classify(root, here / name, max_bytes, found)
     return found
 
 

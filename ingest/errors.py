@@ -19,3 +19,9 @@ class StoreLocked(DocqaError):
 
 class StoreError(DocqaError):
     """The vector store refused or failed an operation."""
+
+
+def is_time_limit(exc: BaseException) -> bool:
+    """Celery's soft time limit (or docqa's own, raised as the same class) arriving inside a parser:
+    it must reach the task as itself, to end the file as `timeout`, not be reported as a parse error."""
+    return type(exc).__name__ == "SoftTimeLimitExceeded"

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ingest.detect import TEXT_KINDS
-from ingest.errors import ParseError, UnsupportedFile
+from ingest.errors import ParseError, UnsupportedFile, is_time_limit
 from ingest.ocr import OcrOptions
 from ingest.pdf import Block, extract_pdf, is_heading, paragraph_continues
 
@@ -264,6 +264,8 @@ def _unstructured_elements(path: Path, kind: str) -> list[Any]:
     except ParseError:
         raise
     except Exception as exc:  # third-party parsers raise anything on hostile input
+        if is_time_limit(exc):
+            raise
         raise ParseError(f"{kind} could not be parsed: {type(exc).__name__}: {exc}") from exc
 
 

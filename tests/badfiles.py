@@ -61,6 +61,33 @@ def write_bad_folder(folder: Path) -> dict[str, str]:
     return {name: reason for name, (_, reason) in files.items()}
 
 
+def zip_bomb_docx() -> bytes:
+    """A DOCX whose document part deflates ~1,000x: 64 MiB of zeros in ~64 KiB (a real bomb nests this)."""
+    import zipfile
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("[Content_Types].xml", '<?xml version="1.0"?><Types/>')
+        with archive.open("word/document.xml", "w") as part:
+            block = b"\0" * 2**20
+            for _ in range(64):
+                part.write(block)
+    return buffer.getvalue()
+
+
+def nested_zip() -> bytes:
+    """An archive holding an archive holding a document."""
+    import zipfile
+
+    inner = io.BytesIO()
+    with zipfile.ZipFile(inner, "w") as archive:
+        archive.writestr("contract.txt", "The parties agree to arbitrate.\n")
+    outer = io.BytesIO()
+    with zipfile.ZipFile(outer, "w") as archive:
+        archive.writestr("inner.zip", inner.getvalue())
+    return outer.getvalue()
+
+
 def scanned_pdf(lines: list[str]) -> bytes:
     """A page that is only a picture of printed text, as a scanner makes it: no text layer."""
     from PIL import Image, ImageDraw, ImageFont

@@ -14,7 +14,18 @@ from docqa.models import Document, DocumentStatus
 from ingest.errors import ParseError
 from ingest.ocr import OcrOptions, tesseract_path
 from ingest.parse import parse_file
-from tests.badfiles import encrypted_pdf, image_only_pdf, scanned_pdf, write_bad_folder
+from tests.badfiles import encrypted_pdf, image_only_pdf, nested_zip, scanned_pdf, write_bad_folder, zip_bomb_docx
+
+
+def ingest_report(root: Path, matter: str) -> dict[str, Any]:
+    """`ingest --json` of a folder, as its report."""
+    out = io.StringIO()
+    call_command("ingest", str(root), "--matter", matter, "--json", stdout=out)
+    return json.loads(out.getvalue())
+
+
+def timed_out(path: str, seconds: int = 2) -> dict[str, str]:
+    return {"path": path, "error": f"processing took longer than the {seconds} s limit per file", "error_class": "timeout"}
 
 
 @pytest.mark.django_db(transaction=True)
@@ -34,6 +45,40 @@ def test_ingest_records_each_bad_file_with_its_reason(data_dir: Path, tmp_path: 
     assert report["skipped"] == [{"path": "tool.exe", "reason": "unsupported file type .exe"}]
     assert Document.objects.get(path="good.txt").status == DocumentStatus.INDEXED
     assert Document.objects.get(path="encrypted.pdf").status == DocumentStatus.FAILED
+
+
+@pytest.mark.django_db(transaction=True)
+def test_archives_zip_bombs_and_garbage_are_passed_over_with_the_reason(data_dir: Path, tmp_path: Path) -> None:
+    root = tmp_path / "odd"
+    root.mkdir()
+    (root / "bomb.docx").write_bytes(zip_bomb_docx())
+    (root / "bundle.zip").write_bytes(nested_zip())
+    (root / "bundle-no-extension").write_bytes(nested_zip())
+    (root / "garbage.pdf").write_bytes(bytes(range(256))[::-1] * 40)
+    (root / "good.txt").write_text("The escrow agent releases funds upon written instruction.\n")
+
+    report = ingest_report(root, "odd")
+
+    skipped = {s["path"]: s["reason"] for s in report["skipped"]}
+    assert "deflates 1,028x" in skipped["bomb.docx"] and "possible zip bomb" in skipped["bomb.docx"]
+    assert skipped["bundle.zip"] == "unsupported file type .zip"
+    assert skipped["bundle-no-extension"] == "archive (zip) with 1 entry; archives are not indexed"
+    assert report["failures"] == [{"path": "garbage.pdf", "error_class": "parse", "error":
+                                   "corrupt or unreadable PDF (Failed to load document (PDFium: Data format error).)"}]
+    assert report["counts"]["indexed"] == 1
+
+
+def test_a_container_declaring_more_than_the_unpacked_limit_is_refused() -> None:
+    import zipfile
+
+    from ingest.detect import MAX_UNPACKED_BYTES, Unsupported, refuse_bomb
+
+    parts = [zipfile.ZipInfo(f"xl/worksheets/sheet{i}.xml") for i in range(3)]
+    for part in parts:
+        part.file_size, part.compress_size = MAX_UNPACKED_BYTES // 2, MAX_UNPACKED_BYTES // 20  # 10x: plausible XML
+    refuse_bomb(parts[:2])  # exactly the limit passes
+    with pytest.raises(Unsupported, match="would unpack to 768 MiB"):
+        refuse_bomb(parts)
 
 
 def test_parse_encrypted_pdf_says_password_required(tmp_path: Path) -> None:
@@ -139,6 +184,36 @@ def test_files_changed_or_deleted_after_discovery_are_handled(data_dir: Path, tm
     assert Document.objects.get(path="edited.txt").sha256 == hash_file(root / "edited.txt")
 
 
+def slow_partition(filename: str, **options: Any) -> list[Any]:
+    """A parser that hangs, as one may on a hostile file (a short sleep at a time, so a limit can stop it)."""
+    import time
+
+    for _ in range(600):
+        time.sleep(0.05)
+    return []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_file_whose_parsing_exceeds_the_time_limit_fails_as_timeout(data_dir: Path, tmp_path: Path,
+                                                                      settings: Any, monkeypatch: Any) -> None:
+    from ingest import parse
+
+    root = tmp_path / "hangs"
+    root.mkdir()
+    (root / "quick.txt").write_text("The landlord repairs the roof within thirty days of notice.\n")
+    call_command("ingest", str(root), "--matter", "hangs", stdout=io.StringIO())  # imports and model load, unlimited
+    # The parser catches whatever a library raises; the time limit must still end the file as `timeout`.
+    monkeypatch.setitem(parse.PARTITIONERS, "rtf", ("tests.test_bad_files", "slow_partition", {}))
+    settings.CELERY_TASK_SOFT_TIME_LIMIT = 2
+    (root / "hangs.rtf").write_text("{\\rtf1\\ansi The parser of this file never finishes.}")
+    (root / "next.txt").write_text("The tenant pays the rent on the first day of each month.\n")
+
+    report = ingest_report(root, "hangs")
+
+    assert report["failures"] == [timed_out("hangs.rtf")]
+    assert Document.objects.get(path="next.txt").status == DocumentStatus.INDEXED
+
+
 @pytest.mark.django_db(transaction=True)
 def test_a_file_over_the_time_limit_fails_and_the_run_goes_on(data_dir: Path, tmp_path: Path, settings: Any) -> None:
     from docqa import services
@@ -151,14 +226,10 @@ def test_a_file_over_the_time_limit_fails_and_the_run_goes_on(data_dir: Path, tm
     (root / "slow.txt").write_text(
         "\n\n".join(f"Clause {i}. " + " ".join(f"term{i}x{j}" for j in range(160)) for i in range(600))
     )
-    out = io.StringIO()
 
-    call_command("ingest", str(root), "--matter", "slow", "--json", stdout=out)
+    report = ingest_report(root, "slow")
 
-    report = json.loads(out.getvalue())
-    assert report["failures"] == [
-        {"path": "slow.txt", "error": "processing took longer than the 2 s limit per file", "error_class": "timeout"}
-    ]
+    assert report["failures"] == [timed_out("slow.txt")]
     assert Document.objects.get(path="quick.txt").status == DocumentStatus.INDEXED
     slow = Document.objects.get(path="slow.txt")
     assert slow.status == DocumentStatus.FAILED and slow.chunk_count == 0

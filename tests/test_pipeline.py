@@ -108,6 +108,9 @@ def test_walk_skips_links_out_of_the_folder_and_unsupported_files(tmp_path: Path
     (root / "image.png").write_bytes(b"\x89PNG")
     (tmp_path / "outside.txt").write_text("secret")
     os.symlink(tmp_path / "outside.txt", root / "escape.txt")
+    (root / ".DS_Store").write_bytes(b"\0")
+    os.symlink(root, root / "loop")  # a folder link back to the root
+    os.symlink("/etc", root / "etc")  # ... and one out of the folder
 
     found = walk_folder(root, max_bytes=1000)
 
@@ -115,6 +118,10 @@ def test_walk_skips_links_out_of_the_folder_and_unsupported_files(tmp_path: Path
     assert {(s.path, s.reason) for s in found.skipped} == {
         ("escape.txt", "link points outside the folder"),
         ("image.png", "unsupported file type .png"),
+        (".git/", "hidden folder; not read"),
+        (".DS_Store", "hidden file; not read"),
+        ("loop/", "link to a folder; not followed"),
+        ("etc/", "link to a folder; not followed"),
     }
 
 
