@@ -6,9 +6,12 @@ does: walk, hash, diff, one item row per file, one task per file. It prints the 
 step, the peak memory of this process, the number of messages in the queue, the size of one
 message and the memory Redis used for all of them. Then a real Celery worker (prefork, one
 child) works through the queue for `--drain` files (default 1,000), and the peak memory of its
-parent and child is read from /proc (VmHWM), with Redis's memory as the queue drains. Last, a
-second run on the unchanged tree. The queue and the database are emptied afterwards.
-Run:  .venv/bin/python bench/many_files.py [--files N] [--drain N]
+parent and child is read from /proc (VmHWM, and RssAnon: the heap without mapped files), every
+1,000 files, with Redis's memory as the queue drains. The worker's store is Qdrant's embedded
+engine on disk (`--store edge`, the default) or qdrant-client's local mode (`--store local`, which
+keeps every point in the worker's memory, so its growth is the store's, not the pipeline's). Last,
+a second run on the unchanged tree. The queue and the database are emptied afterwards.
+Run:  .venv/bin/python bench/many_files.py [--files N] [--drain N] [--store edge|local]
 """
 
 from __future__ import annotations
@@ -40,10 +43,11 @@ def fresh_database() -> None:
         conn.execute(f"CREATE DATABASE {DATABASE}")
 
 
-def peak_kib(pid: int) -> int:
+def memory_kib(pid: int, field: str = "VmHWM") -> int:
+    """A /proc/PID/status figure in KiB: VmHWM (peak RSS so far) or RssAnon (heap now, no mapped files)."""
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1])
     except OSError:
         pass
@@ -69,24 +73,32 @@ def drain(run: object, files: int, broker: object) -> None:
          "--loglevel", "WARNING", "--without-mingle", "--without-gossip"],
         cwd=REPO, env=dict(os.environ), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
-    peaks: dict[str, int] = {"parent": 0, "child": 0}
+    peaks: dict[str, int] = {"parent": 0, "child": 0, "child_anon": 0}
     redis_peak = 0
     started = time.perf_counter()
     done = 0
+    report_at = 1_000
     while done < files and worker.poll() is None:
         time.sleep(1)
-        peaks["parent"] = max(peaks["parent"], peak_kib(worker.pid))
+        peaks["parent"] = max(peaks["parent"], memory_kib(worker.pid))
         for child in children(worker.pid):
-            peaks["child"] = max(peaks["child"], peak_kib(child))
+            peaks["child"] = max(peaks["child"], memory_kib(child))
+            peaks["child_anon"] = max(peaks["child_anon"], memory_kib(child, "RssAnon"))
+        if done >= report_at:  # the curve, not only the end: bounded means flat
+            print(f"  {done:>6,} files {time.perf_counter() - started:6.0f} s  child peak {peaks['child'] / 1024:.0f} MiB, "
+                  f"heap {peaks['child_anon'] / 1024:.0f} MiB; Redis {broker.info('memory')['used_memory'] / 2**20:.1f} MiB",  # type: ignore[attr-defined]
+                  flush=True)
+            report_at += 1_000
         redis_peak = max(redis_peak, int(broker.info("memory")["used_memory"]))  # type: ignore[attr-defined]
         done = IngestItem.objects.filter(run=run, state=ItemState.INDEXED).count()
     elapsed = time.perf_counter() - started
     for child in children(worker.pid):
-        peaks["child"] = max(peaks["child"], peak_kib(child))
+        peaks["child"] = max(peaks["child"], memory_kib(child))
     worker.send_signal(signal.SIGTERM)
     worker.wait(timeout=120)
     print(f"worker drained            {done:,} files in {elapsed:.0f} s ({done / elapsed:.1f} files/s, model load included)")
-    print(f"worker peak RSS           parent {peaks['parent'] / 1024:.0f} MiB, child {peaks['child'] / 1024:.0f} MiB")
+    print(f"worker peak RSS           parent {peaks['parent'] / 1024:.0f} MiB, child {peaks['child'] / 1024:.0f} MiB "
+          f"(heap alone, no mapped files: {peaks['child_anon'] / 1024:.0f} MiB)")
     print(f"Redis peak while draining {redis_peak / 2**20:.1f} MiB; {broker.llen('celery'):,} tasks left")  # type: ignore[attr-defined]
 
 
@@ -94,6 +106,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--files", type=int, default=20_000)
     parser.add_argument("--drain", type=int, default=1_000)
+    parser.add_argument("--store", choices=["edge", "local"], default="edge",
+                        help="the worker's vector store: Qdrant's embedded engine under the data folder (default; "
+                             "on disk, as a server would be) or qdrant-client's local mode (keeps every point in memory)")
     args = parser.parse_args()
     count = args.files
     work = Path(tempfile.mkdtemp(prefix="docqa-many-"))
@@ -104,8 +119,8 @@ def main() -> None:
         (folder / f"letter-{i:05d}.txt").write_text(f"Letter {i}. The notice period for lease {i} is {i % 90} days.\n")
     fresh_database()
     os.environ.update(DOCQA_DATABASE_URL=f"postgres://postgres@127.0.0.1:5432/{DATABASE}", DOCQA_BROKER_URL=BROKER,
-                      DOCQA_QDRANT_URL=f"path:{work / 'qdrant'}", DOCQA_DATA_DIR=str(work / "var"),
-                      DJANGO_SETTINGS_MODULE="docqa.settings")
+                      DOCQA_QDRANT_URL=f"path:{work / 'qdrant'}" if args.store == "local" else "",
+                      DOCQA_DATA_DIR=str(work / "var"), DJANGO_SETTINGS_MODULE="docqa.settings")
     import django
 
     django.setup()
