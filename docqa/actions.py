@@ -581,8 +581,14 @@ def do_ask(
         raise DocqaError("that conversation belongs to another matter")
     documents = scope_documents(matter, scope) if scope else None
     llm = get_llm()
-    ceiling = default_budget(effort)
-    budget = min(budget or ceiling, ceiling) if llm else min(budget or ceiling, MAX_BUDGET)
+    failure: DocqaError | None = None
+    try:
+        ceiling = default_budget(effort)  # asks the model for its window: the first contact with the server
+    except DocqaError as exc:  # down, not ready, or refusing the key or model: recorded below, then raised
+        failure = exc
+        budget = budget or 0
+    else:
+        budget = min(budget or ceiling, ceiling) if llm else min(budget or ceiling, MAX_BUDGET)
     # Earlier turns: the conversation's, or as a client sent them (the OpenAI-compatible endpoint);
     # those a client sent go into the trail too, as content (retention expires them with the rest).
     sent_history = history
@@ -597,6 +603,9 @@ def do_ask(
                                                  **({"history": [{"text": q, "answer": a} for q, a in sent_history]}
                                                     if sent_history else {})})
     started = time.monotonic()
+    if failure is not None:
+        record_answer(question, None, started, error=str(failure))
+        raise failure
     try:
         result = answer_question(
             text, matter_ids=[matter.id], embedder=services.get_embedder(), store=services.get_store(),

@@ -67,14 +67,21 @@ def turn(question: Question) -> dict[str, Any]:
     for c in citations:
         by_label.setdefault(c.label, []).append(c)
     sources = [{**s, "citations": by_label.get(s["label"], [])} for s in answer.sources]
+    sent = {s["label"] for s in answer.sources}
+    unknown = [c for c in citations if c.label not in sent]  # markers naming no source: shown, never dropped
     return {
         "question": question, "answer": answer, "citations": citations,
         "used": [s for s in sources if s["label"] in cited],
         "unused": [s for s in sources if s["label"] not in cited],
+        "unknown": unknown,
         "sources": sources,
-        "markdown": answer_markdown(question, answer, sources),
-        "plain": answer_plain(question, answer, sources),
+        "markdown": answer_markdown(question, answer, sources, unknown),
+        "plain": answer_plain(question, answer, sources, unknown),
     }
+
+
+def unknown_line(citation: Any) -> str:
+    return f"[{citation.label}] names no source that was sent (unverified)"
 
 
 def source_line(s: dict[str, Any]) -> str:
@@ -83,19 +90,19 @@ def source_line(s: dict[str, Any]) -> str:
     return f"[{s['label']}] {where}" + (f": {checks}" if checks else "")
 
 
-def answer_markdown(question: Question, answer: Answer, sources: list[dict[str, Any]]) -> str:
-    cited = [s for s in sources if s.get("citations")]
+def answer_markdown(question: Question, answer: Answer, sources: list[dict[str, Any]], unknown: list[Any]) -> str:
+    cited = [source_line(s) for s in sources if s.get("citations")] + [unknown_line(c) for c in unknown]
     lines = [f"**Q:** {question.text}", "", answer.text or answer.error, ""]
     if cited:
-        lines += ["**Sources**", ""] + [f"- {source_line(s)}" for s in cited]
+        lines += ["**Sources**", ""] + [f"- {line}" for line in cited]
     return "\n".join(lines).strip() + "\n"
 
 
-def answer_plain(question: Question, answer: Answer, sources: list[dict[str, Any]]) -> str:
-    cited = [s for s in sources if s.get("citations")]
+def answer_plain(question: Question, answer: Answer, sources: list[dict[str, Any]], unknown: list[Any]) -> str:
+    cited = [source_line(s) for s in sources if s.get("citations")] + [unknown_line(c) for c in unknown]
     lines = [f"Q: {question.text}", "", answer.text or answer.error, ""]
     if cited:
-        lines += ["Sources:"] + [source_line(s) for s in cited]
+        lines += ["Sources:", *cited]
     return "\n".join(lines).strip() + "\n"
 
 

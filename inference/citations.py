@@ -1,7 +1,8 @@
 """Check an answer's citations against the sources that were actually sent.
 
-Every `[Sn]` marker must name a packed source. A quoted span written right before a marker must
-occur in that source as whole words: whitespace, typographic quotes, hyphenation (a word broken
+Every `[Sn]` marker must name a packed source. Every quoted span of the claim a marker ends (the
+text since the previous marker; after the last marker, to the end too) must occur in that source
+as whole words: whitespace, typographic quotes, hyphenation (a word broken
 at a line end), the case of the first letter and trailing punctuation inside the quotes are
 forgiven; an ellipsis may join parts that stand
 in order no more than a few sentences apart. Each citation gets one of three results:
@@ -20,7 +21,7 @@ from typing import Any
 MARKER_GROUP = re.compile(r"\[(S\d+(?:\s*[,;]\s*S\d+)*)\]")
 # A quote in straight or in curly quotes; each may hold the other kind inside, as contracts quote
 # their defined terms: "... (hereinafter referred to as “CONSULTANT”) ..." [S1].
-QUOTE_BEFORE = re.compile(r"(?:\"([^\"]{3,}?)\"|“([^“”]{3,}?)”)\s*[,.;:]?\s*$")
+QUOTED = re.compile(r"\"([^\"]{3,}?)\"|“([^“”]{3,}?)”")
 ELLIPSIS = re.compile(r"\s*(?:\.\.\.|…)\s*")
 MIN_WORDS = 2  # a one-word "quote" proves nothing
 MAX_GAP = 600  # characters allowed between the parts joined by an ellipsis
@@ -87,15 +88,18 @@ def find_quote(parts: list[str], source_text: str) -> str:
 
 
 def check_citations(answer: str, sources: dict[str, str]) -> list[CheckedCitation]:
-    """`sources` maps label -> text as sent. One result per marker, in answer order."""
+    """`sources` maps label -> text as sent. Per marker and label, in answer order: one result for
+    each quote of the claim it ends, or one without a quote when the claim quotes nothing."""
     checked: list[CheckedCitation] = []
-    previous_end = 0
-    for match in MARKER_GROUP.finditer(answer):
-        quoted = QUOTE_BEFORE.search(answer[previous_end : match.start()])
-        quote = (quoted.group(1) or quoted.group(2)).strip() if quoted else ""
+    markers = list(MARKER_GROUP.finditer(answer))
+    for number, match in enumerate(markers):
+        claim = answer[markers[number - 1].end() if number else 0 : match.start()]
+        if number == len(markers) - 1:  # 'as [S2] puts it: "..."': a quote after the last marker is its
+            claim += " " + answer[match.end():]
+        quotes = [(q.group(1) or q.group(2)).strip() for q in QUOTED.finditer(claim)]
+        checkable = [q for q in quotes if all(len(p.split()) >= MIN_WORDS for p in quote_parts(q))] or quotes[:1]
         for label in re.split(r"\s*[,;]\s*", match.group(1)):
-            checked.append(check_one(label, quote, sources))
-        previous_end = match.end()
+            checked.extend(check_one(label, quote, sources) for quote in checkable or [""])
     return checked
 
 

@@ -7,6 +7,7 @@ failure to one `LlmError` subclass with a message a user can act on, and times o
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -74,7 +75,8 @@ class VllmClient:
         self.root = base_url.rstrip("/").removesuffix("/v1")
         self.model = model
         self.api_key = api_key
-        self.timeout = httpx.Timeout(timeout, connect=connect_timeout)
+        self.timeout = httpx.Timeout(timeout, connect=connect_timeout)  # per connect, read and write
+        self.total_timeout = timeout  # and for a whole answer, however steadily it trickles in
 
     def _headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
@@ -143,7 +145,12 @@ class VllmClient:
                 if response.status_code >= 400:
                     raise self._http_error(response.status_code, response.read().decode("utf-8", "replace"))
                 answering = True
-                yield from parse_sse(response.iter_lines())
+                deadline = time.monotonic() + self.total_timeout
+                for event in parse_sse(response.iter_lines()):
+                    yield event
+                    if time.monotonic() > deadline:
+                        raise LlmTimeout(f"the language model at {self.root} did not finish its answer within "
+                                         f"{self.total_timeout:g} s")
         except httpx.TimeoutException as exc:
             raise LlmTimeout(f"the language model at {self.root} stopped answering in time") from exc
         except httpx.TransportError as exc:

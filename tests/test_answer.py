@@ -75,6 +75,23 @@ def test_citations_flag_invented_quotes_and_unknown_labels() -> None:
     assert "not one of the sources" in checked[1].reason
 
 
+@pytest.mark.parametrize("answer, expected", [
+    # a quote inside the claim, not just before its marker
+    ('The lease says "the tenant may never terminate" and so she cannot leave [S1].', [("S1", "failed")]),
+    # a quote after the last marker belongs to it
+    ('As [S1] puts it: "the tenant may never terminate".', [("S1", "failed")]),
+    ('As [S1] puts it: "the tenant may terminate".', [("S1", "quote verified")]),
+    # every quote of a claim is checked, each on its own
+    ('It grants "the tenant may terminate" and "on sixty days\' notice" [S1].', [("S1", "quote verified")] * 2),
+    ('It grants "the tenant may terminate" and "on ten days\' notice" [S1].',
+     [("S1", "quote verified"), ("S1", "failed")]),
+])
+def test_citations_check_every_quote_of_a_claim(answer: str, expected: list[tuple[str, str]]) -> None:
+    sources = {"S1": "The tenant may terminate the lease on sixty days' notice to the landlord."}
+
+    assert [(c.label, c.status) for c in check_citations(answer, sources)] == expected
+
+
 @pytest.mark.parametrize("quote", ["30 days", "Licensee shall ... assign this Agreement"])
 def test_citations_match_whole_words_and_near_parts_only(quote: str) -> None:
     sources = {"S1": "Licensee shall not assign this Agreement. " + "Filler sentence here. " * 40

@@ -123,6 +123,13 @@ def test_client_times_out_on_a_slow_stream(server: VllmStandin) -> None:
         collect(server, timeout=0.3)
 
 
+def test_client_times_out_on_a_stream_that_trickles_past_the_total(server: VllmStandin) -> None:
+    server.mode, server.delay = "slow", 0.15  # each gap is well inside the limit; the whole is not
+
+    with pytest.raises(LlmTimeout, match="did not finish its answer within 0.5 s"):
+        collect(server, timeout=0.5)
+
+
 def test_client_times_out_on_a_dead_server(server: VllmStandin) -> None:
     server.mode = "dead"
 

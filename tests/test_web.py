@@ -73,6 +73,18 @@ def test_ask_page_shows_the_answer_with_numbered_sources(indexed: Matter, standi
     assert '<mark id="hit">' in page and "sixty (60) days" in page.split('<mark id="hit">')[1].split("</mark>")[0]
 
 
+def test_a_marker_naming_no_source_is_shown_unverified_and_copied(indexed: Matter, standin: Any) -> None:
+    standin.append = ' The landlord also pays "all of the taxes" [S9].'
+    client = member(indexed)
+
+    html = client.post("/m/lease/", {"question": "How much notice does the tenant need to terminate?",
+                                     "effort": "low"}).content.decode()
+
+    unknown = html.split('class="source unknown"')[1].split("</div>")[0]
+    assert "[S9]" in unknown and "unverified" in unknown and "S9 is not one of the sources sent" in unknown
+    assert "[S9] names no source that was sent (unverified)" in html  # in the Markdown and text copies too
+
+
 def test_ask_page_says_when_no_language_model_is_connected(indexed: Matter) -> None:
     client = member(indexed)
 
@@ -102,6 +114,19 @@ def test_a_broken_stream_is_a_message_and_an_audit_record(indexed: Matter, stand
     assert 'role="alert"' in html and message in html and "Traceback" not in html
     event = AuditEvent.objects.filter(action="question.answer").latest("id")
     assert message in event.detail["error"] and event.detail["answer"] == ""
+
+
+def test_a_model_server_that_is_down_is_a_message_and_an_audit_record(indexed: Matter, standin: Any) -> None:
+    standin.stop()  # vLLM down, or still loading: its port refuses connections
+    client = member(indexed)
+
+    html = client.post("/m/lease/", {"question": "What is the rent?", "effort": "low"}).content.decode()
+
+    assert 'role="alert"' in html and "unreachable" in html and "Traceback" not in html
+    asked = AuditEvent.objects.filter(action="question.ask").latest("id")
+    answered = AuditEvent.objects.filter(action="question.answer").latest("id")
+    assert asked.detail["text"] == "What is the rent?" and answered.detail["question"] == asked.detail["question"]
+    assert "unreachable" in answered.detail["error"] and answered.detail["answer"] == ""
 
 
 def test_non_members_get_404_for_a_matter(indexed: Matter) -> None:

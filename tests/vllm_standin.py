@@ -66,6 +66,7 @@ class VllmStandin:
         self.mode = "normal"
         self.reasoning_field = "reasoning"
         self.delay = 0.0
+        self.append = ""  # added to every answer, to script what a model might also write
         self.requests: list[dict[str, Any]] = []
         self._prompts: list[list[int]] = []
         self._stop = threading.Event()
@@ -216,6 +217,7 @@ class VllmStandin:
             return
         user = next((str(m.get("content")) for m in reversed(messages) if m.get("role") == "user"), "")
         reasoning, content = answer_from_sources(user)
+        content += self.append
         content_or_none: str | None = content
         finish = "stop"
         if self.mode == "length" or (self.mode == "length_unless_low" and body.get("reasoning_effort") != "low"):
