@@ -1,6 +1,7 @@
 """The prompt: fixed instructions first, sources in canonical order, the question last.
 
-That order keeps the leading prefix identical across follow-ups, so vLLM's prefix cache hits.
+That order keeps the leading prefix identical across follow-ups over the same sources, so
+vLLM's prefix cache serves them.
 """
 
 from __future__ import annotations
@@ -59,13 +60,24 @@ Turn = tuple[str, str]  # an earlier (question, answer) of the conversation
 
 
 def build_messages(sources: Sequence[SourceLike], question: str, history: Sequence[Turn] = ()) -> list[dict[str, str]]:
-    """Instructions, the conversation so far as plain messages (answers without reasoning, as
-    VLLM.md asks), then this question with its sources."""
-    messages = [{"role": "system", "content": INSTRUCTIONS}]
-    for earlier, answer in history:
-        messages.append({"role": "user", "content": f"Question: {earlier}"})
-        messages.append({"role": "assistant", "content": answer})
-    messages.append({"role": "user", "content": user_message(format_sources(sources), question)})
+    """Instructions, the sources, the conversation so far as plain messages (answers without
+    reasoning, as VLLM.md asks), this question last.
+
+    The sources ride with the first question, as they did when it was asked alone: a follow-up
+    over the same sources then repeats that request's whole prompt as its prefix, and vLLM's
+    prefix cache serves the sources instead of reading them again. The token count is the same
+    either way: the same texts, cut at safe places, in as many messages.
+    """
+    block = format_sources(sources)
+    if not history:
+        return [{"role": "system", "content": INSTRUCTIONS}, {"role": "user", "content": user_message(block, question)}]
+    (first, answer), *later = history
+    messages = [{"role": "system", "content": INSTRUCTIONS},
+                {"role": "user", "content": user_message(block, first)},
+                {"role": "assistant", "content": answer}]
+    for earlier, reply in later:
+        messages += [{"role": "user", "content": f"Question: {earlier}"}, {"role": "assistant", "content": reply}]
+    messages.append({"role": "user", "content": f"Question: {question}"})
     return messages
 
 

@@ -10,7 +10,7 @@ from inference.answer import answer_question, generate
 from inference.citations import check_citations
 from inference.llm import GenerationFailed, VllmClient
 from inference.pack import pack_sources
-from inference.prompt import format_sources
+from inference.prompt import INSTRUCTIONS, format_sources
 from ingest.chunk import Chunk
 from ingest.embed import Embedder
 from ingest.pipeline import DocumentRef, build_point
@@ -149,6 +149,29 @@ def test_answer_retries_once_at_low_effort_when_reasoning_eats_the_budget(tmp_pa
 
     assert [r["reasoning_effort"] for r in server.requests] == ["high", "low"]
     assert result.answer and "asked again at low effort" in result.notes[0]
+
+
+def test_a_follow_up_over_the_same_sources_is_served_from_the_prefix_cache(tmp_path: Path) -> None:
+    embedder = Embedder()
+    store = EdgeStore(tmp_path / "edge", embedder.dimension)
+    ref = DocumentRef(matter_id=1, document_id=1, path="a.txt", version="v1")
+    chunk = Chunk(index=0, text=TEXT, start=0, end=len(TEXT), page=None, embed_tokens=200)
+    store.upsert([build_point(ref, chunk, embedder.embed_query(chunk.text))])
+    server = VllmStandin().start()
+    llm = VllmClient(server.url, model="gpt-oss-120b")
+    try:
+        first = answer_question("What is alpha?", matter_ids=[1], embedder=embedder, store=store, llm=llm,
+                                budget=4000, effort="low")
+        follow = answer_question("And beta?", matter_ids=[1], embedder=embedder, store=store, llm=llm, budget=4000,
+                                 effort="low", history=[("What is alpha?", first.answer)])
+    finally:
+        server.stop()
+        store.close()
+
+    alone, later = (r["messages"] for r in server.requests)
+    assert later[:2] == alone and later[-1] == {"role": "user", "content": "Question: And beta?"}
+    # The instructions and every source come from the cache (in whole 16-token blocks), not only the instructions.
+    assert follow.usage["cached_tokens"] >= count_tokens(INSTRUCTIONS) + follow.usage["source_tokens"]
 
 
 @pytest.mark.parametrize("mode, message", [("length", "lower effort"), ("empty", "no answer text")])

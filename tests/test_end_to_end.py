@@ -108,9 +108,13 @@ def test_follow_up_sends_the_earlier_answer_without_reasoning(data_dir: Path, do
     assert follow["conversation"] == first["conversation"] and follow["mode"] == "llm"
     messages = standin.requests[-1]["messages"]
     assert [m["role"] for m in messages] == ["system", "user", "assistant", "user"]
-    assert messages[1]["content"] == f"Question: {question}"
+    # The sources ride with the first question, as when it was asked alone; the follow-up comes last.
+    assert messages[1]["content"].startswith("Sources:\n\n[S1]") and messages[1]["content"].endswith(f"Question: {question}")
     assert messages[2]["content"] == first["answer"] and "reasoning" not in messages[2]
-    assert messages[3]["content"].endswith("Question: And can that be assigned to an affiliate?")
+    assert messages[3]["content"] == "Question: And can that be assigned to an affiliate?"
+    if follow["sources"] == first["sources"]:  # the same sources: the whole first prompt is served from cache
+        assert messages[:2] == standin.requests[-2]["messages"]
+        assert follow["usage"]["cached_tokens"] >= follow["usage"]["source_tokens"]
     cited = Citation.objects.filter(verified=True).first()
     assert cited is not None and cited.document_id and cited.version and cited.end > cited.start
     with pytest.raises(CommandError, match="no conversation 999"):

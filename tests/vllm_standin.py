@@ -215,7 +215,8 @@ class VllmStandin:
         if self.mode == "error":
             send_json(500, error_body("EngineCore encountered an issue.", "InternalServerError", 500))
             return
-        user = next((str(m.get("content")) for m in reversed(messages) if m.get("role") == "user"), "")
+        # The whole conversation, as the model reads it: the sources ride with the first question.
+        user = "\n\n".join(str(m.get("content")) for m in messages if m.get("role") == "user")
         reasoning, content = answer_from_sources(user)
         content += self.append
         content_or_none: str | None = content
