@@ -11,6 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
+from django.conf import settings
 from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
 from ninja import Field, NinjaAPI, Path, Query, Schema
 from ninja.security import HttpBearer
@@ -142,7 +143,7 @@ class DocumentText(DocumentOut):
 
 class AskIn(Schema):
     question: str = Field(min_length=1, max_length=4000)
-    effort: str = "medium"
+    effort: str | None = Field(None, description="low, medium or high; default DOCQA_LLM_EFFORT")
     budget: int | None = Field(None, ge=512, le=MAX_BUDGET, description="prompt tokens; default: the model's window")
     conversation: int | None = Field(None, ge=1, le=2**53)
     scope: list[str] = Field([], max_length=100, description="folders or document paths to search only")
@@ -340,9 +341,12 @@ def document(request: HttpRequest, slug: str, doc_id: Id) -> dict[str, Any]:
 
 # --- Questions ------------------------------------------------------------------------------------
 
-def check_effort(effort: str) -> None:
+def checked_effort(body: AskIn) -> str:
+    """The question's reasoning effort, DOCQA_LLM_EFFORT when it names none."""
+    effort = body.effort or settings.LLM_EFFORT
     if effort not in ("low", "medium", "high"):
         raise DocqaError("effort is one of low, medium, high")
+    return effort
 
 
 @api.post("/matters/{slug}/questions", response={200: AnswerOut, 400: Message, 502: Message, 504: Message},
@@ -350,9 +354,9 @@ def check_effort(effort: str) -> None:
 def ask(request: HttpRequest, slug: str, body: AskIn) -> dict[str, Any]:
     """Ask; the answer comes back whole, with its citations checked and the sources as sent."""
     matter = matter_for(request.user, slug)
-    check_effort(body.effort)
+    effort = checked_effort(body)
     outcome = actions.do_ask(matter, body.question, actor=actor(request), user=request.user, budget=body.budget,
-                             effort=body.effort, conversation=own_conversation(request, matter, body.conversation),
+                             effort=effort, conversation=own_conversation(request, matter, body.conversation),
                              scope=[s for s in body.scope if s.strip()] or None)
     question = Question.objects.select_related("answer").get(id=outcome.question.id)
     return answer_out(question)
@@ -365,9 +369,9 @@ def ask(request: HttpRequest, slug: str, body: AskIn) -> dict[str, Any]:
 def ask_stream(request: HttpRequest, slug: str, body: AskIn) -> StreamingHttpResponse:
     """Ask; the answer streams as server-sent events, as in the web UI. Fetch it whole afterwards."""
     matter = matter_for(request.user, slug)
-    check_effort(body.effort)
+    effort = checked_effort(body)
     events = ask_in_background(matter, body.question, actor=actor(request), user=request.user, budget=body.budget,
-                               effort=body.effort, conversation=own_conversation(request, matter, body.conversation),
+                               effort=effort, conversation=own_conversation(request, matter, body.conversation),
                                scope=[s for s in body.scope if s.strip()] or None)
     return event_stream(sse(events))
 

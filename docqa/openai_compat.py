@@ -18,6 +18,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+from django.conf import settings
 from django.db import close_old_connections
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
@@ -80,7 +81,7 @@ def parse(body: dict[str, Any]) -> tuple[str, str, list[tuple[str, str]], str]:
         elif role == "assistant" and pending:
             history.append((pending, text))
             pending = ""
-    effort = body.get("reasoning_effort") or "medium"
+    effort = body.get("reasoning_effort") or settings.LLM_EFFORT
     if effort not in ("low", "medium", "high"):
         raise ValueError("reasoning_effort is one of low, medium, high")
     return model.removeprefix(PREFIX), turns[-1][1], history, effort

@@ -221,6 +221,10 @@ LLM_API_KEY = env("LLM_API_KEY")
 LLM_TIMEOUT = float(env("LLM_TIMEOUT", "300"))
 LLM_CONNECT_TIMEOUT = float(env("LLM_CONNECT_TIMEOUT", "5"))
 LLM_RESERVED_OUTPUT = envint("LLM_RESERVED_OUTPUT", 8192)
+# The reasoning effort of a question that asks for none (each question may choose its own).
+LLM_EFFORT = env("LLM_EFFORT", "medium")
+if LLM_EFFORT not in ("low", "medium", "high"):
+    raise ValueError(f"DOCQA_LLM_EFFORT is one of low, medium, high, not {LLM_EFFORT!r}")
 SEARCH_ONLY_BUDGET = envint("SEARCH_ONLY_BUDGET", 16384)
 RETRIEVAL = env("RETRIEVAL", "hybrid")  # hybrid (dense + sparse, fused by RRF in Qdrant), dense or sparse
 RETRIEVE_LIMIT = envint("RETRIEVE_LIMIT", 200)

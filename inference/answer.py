@@ -115,12 +115,17 @@ def answer_question(
     on_event("status", "generating")
     try:
         result = generate(question, packing, llm, effort, max_completion_tokens, on_event, cache_salt, history)
-    except ReasoningExhausted:
+    except ReasoningExhausted as exc:
         if effort == "low":
-            raise
+            raise ReasoningExhausted(f"{exc} at low effort already; give it more room to write "
+                                     "(DOCQA_LLM_RESERVED_OUTPUT) or ask a narrower question") from exc
         # VLLM.md: reasoning can eat the whole output budget; retry once with less of it.
         on_event("status", "reasoning used the whole output budget; retrying with low effort")
-        result = generate(question, packing, llm, "low", max_completion_tokens, on_event, cache_salt, history)
+        try:
+            result = generate(question, packing, llm, "low", max_completion_tokens, on_event, cache_salt, history)
+        except ReasoningExhausted as again:
+            raise ReasoningExhausted(f"{again} at {effort} effort and again at low effort; give it more room to "
+                                     "write (DOCQA_LLM_RESERVED_OUTPUT) or ask a narrower question") from again
         result.notes.append(
             f"At {effort} effort the model spent its whole output budget reasoning, so it was asked again at low effort."
         )
@@ -170,10 +175,7 @@ def generate(
     result.usage["latency_ms"] = int((time.monotonic() - started) * 1000)
     if not result.answer:
         if result.finish_reason == "length":
-            raise ReasoningExhausted(
-                "the model used its whole output budget on reasoning and wrote no answer; "
-                "ask again with lower effort"
-            )
+            raise ReasoningExhausted("the model used its whole output budget on reasoning and wrote no answer")
         raise GenerationFailed("the model returned no answer text")
     result.citations = check_citations(result.answer, {s.label: s.text for s in packing.sources})
     return result

@@ -140,14 +140,19 @@ def test_answer_retries_once_at_low_effort_when_reasoning_eats_the_budget(tmp_pa
     store.upsert([build_point(ref, chunk, embedder.embed_query(chunk.text))])
     server = VllmStandin().start()
     server.mode = "length_unless_low"
+    llm = VllmClient(server.url, model="gpt-oss-120b")
     try:
         result = answer_question("What is alpha?", matter_ids=[1], embedder=embedder, store=store,
-                                 llm=VllmClient(server.url, model="gpt-oss-120b"), budget=4000, effort="high")
+                                 llm=llm, budget=4000, effort="high")
+        server.mode = "length"  # ... and when low effort runs out too, the message says both were tried
+        with pytest.raises(GenerationFailed, match="at high effort and again at low effort; give it more room"):
+            answer_question("What is alpha?", matter_ids=[1], embedder=embedder, store=store, llm=llm, budget=4000,
+                            effort="high")
     finally:
         server.stop()
         store.close()
 
-    assert [r["reasoning_effort"] for r in server.requests] == ["high", "low"]
+    assert [r["reasoning_effort"] for r in server.requests] == ["high", "low", "high", "low"]
     assert result.answer and "asked again at low effort" in result.notes[0]
 
 
@@ -174,7 +179,7 @@ def test_a_follow_up_over_the_same_sources_is_served_from_the_prefix_cache(tmp_p
     assert follow.usage["cached_tokens"] >= count_tokens(INSTRUCTIONS) + follow.usage["source_tokens"]
 
 
-@pytest.mark.parametrize("mode, message", [("length", "lower effort"), ("empty", "no answer text")])
+@pytest.mark.parametrize("mode, message", [("length", "whole output budget on reasoning"), ("empty", "no answer text")])
 def test_generate_fails_clearly_without_answer_text(mode: str, message: str) -> None:
     server = VllmStandin().start()
     server.mode = mode

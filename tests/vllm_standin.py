@@ -68,6 +68,7 @@ class VllmStandin:
         self.delay = 0.0
         self.append = ""  # added to every answer, to script what a model might also write
         self.requests: list[dict[str, Any]] = []
+        self.received_at: list[float] = []  # perf_counter() as each POST's body had fully arrived
         self._prompts: list[list[int]] = []
         self._stop = threading.Event()
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -140,6 +141,7 @@ class VllmStandin:
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length)
+                server.received_at.append(time.perf_counter())  # the whole request is here (for bench/)
                 if server.mode == "dead":
                     server._stop.wait(3600)
                     return

@@ -6,6 +6,7 @@ import json
 import sys
 from typing import Any
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from docqa import actions
@@ -22,7 +23,8 @@ class Command(BaseCommand):
         parser.add_argument("--matter", required=True)
         parser.add_argument("--json", action="store_true", help="print the result as JSON")
         parser.add_argument("--budget", type=int, help="prompt token budget (default: the model's window minus output)")
-        parser.add_argument("--effort", choices=["low", "medium", "high"], default="medium")
+        parser.add_argument("--effort", choices=["low", "medium", "high"], default=settings.LLM_EFFORT,
+                            help="reasoning effort (default DOCQA_LLM_EFFORT, medium)")
         parser.add_argument("--batch", action="store_true", help="questions on stdin, one JSON result per line")
         parser.add_argument("--user", help="act as this docqa account (a reader of the matter); default: the operator")
         parser.add_argument("--conversation", type=int, help="continue this conversation (a follow-up question)")
