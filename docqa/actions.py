@@ -635,11 +635,18 @@ def scope_documents(matter: Matter, scope: list[str]) -> list[int]:
     return ids
 
 
-def cited_source(source: Any) -> dict[str, Any]:
+def cited_source(source: Any, span: tuple[int, int] | None = None) -> dict[str, Any]:
+    """Where a citation points: its verified quote's own characters and page in the document's
+    text when there is one, else the whole passage that was sent."""
     if source is None:  # a marker naming no source that was sent
         return {}
-    return {"document_id": source.document_id, "version": source.version, "path": source.path, "page": source.page,
-            "start": source.start, "end": source.end}
+    start, end, page = source.start, source.end, source.page
+    if span is not None and len(source.text) == source.end - source.start:  # the passage is text[start:end]
+        start, end = source.start + span[0], source.start + span[1]
+        # The page of the chunk the quote opens in (chunks keep theirs; a passage knows its first only).
+        page = next((p.get("page") for p in reversed(source.parts) if int(p["start"]) <= start), page) or page
+    return {"document_id": source.document_id, "version": source.version, "path": source.path, "page": page,
+            "start": start, "end": end}
 
 
 def record_answer(question: Question, result: AnswerResult | None, started: float, error: str = "") -> None:
@@ -660,7 +667,7 @@ def record_answer(question: Question, result: AnswerResult | None, started: floa
         sent = {s.label: s for s in result.packing.sources} if result else {}
         Citation.objects.bulk_create(
             Citation(answer=answer, label=c.label, quote=c.quote, status=c.status, verified=c.verified, reason=c.reason,
-                     **cited_source(sent.get(c.label)))
+                     **cited_source(sent.get(c.label), c.span))
             for c in citations
         )
         logger.info("question answered", extra={

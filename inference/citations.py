@@ -37,16 +37,19 @@ class CheckedCitation:
     quote: str
     status: str
     reason: str
+    span: tuple[int, int] | None = None  # a verified quote's place in the source's text as sent
 
     @property
     def verified(self) -> bool:
         return self.status != FAILED
 
     def as_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "verified": self.verified}
+        return {**asdict(self), "span": list(self.span) if self.span else None, "verified": self.verified}
 
 
 HYPHENS = re.compile(r"[\u2010\u2011]")
+SOFT_HYPHEN = re.compile("\u00ad")
+SPACES = re.compile(r"\s+")
 HYPHEN_BREAK = re.compile(r"(?<=[^\W\d_])-\s*(?=[^\W\d_])")  # between letters only: "10-15" stays
 
 
@@ -56,6 +59,31 @@ def normalize(text: str) -> str:
     text = text.replace("“", '"').replace("”", '"').replace("’", "'").replace("‘", "'").replace("\u00ad", "")
     text = HYPHEN_BREAK.sub("", HYPHENS.sub("-", text))
     return re.sub(r"\s+", " ", text).strip()
+
+
+QUOTE_MARKS = str.maketrans({"“": '"', "”": '"', "’": "'", "‘": "'", "\u2010": "-", "\u2011": "-"})
+
+
+def normalize_mapped(text: str) -> tuple[str, list[int]]:
+    """`normalize(text)` and, for each of its characters, where it stands in `text`."""
+    index = list(range(len(text)))
+    text = text.translate(QUOTE_MARKS)  # one character for one: the places stay
+    for pattern, replacement in ((SOFT_HYPHEN, ""), (HYPHEN_BREAK, ""), (SPACES, " ")):
+        pieces: list[str] = []
+        places: list[int] = []
+        last = 0
+        for found in pattern.finditer(text):
+            pieces.append(text[last:found.start()])
+            places += index[last:found.start()]
+            pieces.append(replacement)
+            places += [index[found.start()]] * len(replacement)
+            last = found.end()
+        pieces.append(text[last:])
+        places += index[last:]
+        text, index = "".join(pieces), places
+    start = len(text) - len(text.lstrip())
+    end = len(text.rstrip())
+    return text[start:end], index[start:end]
 
 
 def part_pattern(part: str) -> re.Pattern[str]:
@@ -68,23 +96,28 @@ def quote_parts(quote: str) -> list[str]:
     return [p.strip(" ,.;:") for p in ELLIPSIS.split(normalize(quote)) if p.strip(" ,.;:")]
 
 
-def find_quote(parts: list[str], source_text: str) -> str:
-    """"" when the parts stand in the source as quoted; otherwise why not."""
+def find_quote(parts: list[str], source_text: str) -> tuple[str, tuple[int, int] | None]:
+    """("", where it stands in `source_text`) when the parts stand in the source as quoted;
+    otherwise (why not, None)."""
     haystack = normalize(source_text)
-    position, previous_end = 0, None
+    position, previous_end, first = 0, None, None
     for part in parts:
         found = part_pattern(part).search(haystack, position)
         if found is None:
-            return "quote not found in {label}"
+            return "quote not found in {label}", None
         if previous_end is not None:
             omitted = haystack[previous_end : found.start()]
             if len(omitted) > MAX_GAP:
-                return "quoted parts stand too far apart in {label}"
+                return "quoted parts stand too far apart in {label}", None
             negation = NEGATIONS.search(omitted)
             if negation:
-                return f"the ellipsis leaves out {negation.group(0)!r}, which changes the meaning"
+                return f"the ellipsis leaves out {negation.group(0)!r}, which changes the meaning", None
+        first = found.start() if first is None else first
         position = previous_end = found.end()
-    return ""
+    mapped, places = normalize_mapped(source_text)
+    if mapped != haystack or first is None or previous_end is None:  # cannot happen; never a wrong place
+        return "", None
+    return "", (places[first], places[previous_end - 1] + 1)
 
 
 def check_citations(answer: str, sources: dict[str, str]) -> list[CheckedCitation]:
@@ -110,7 +143,7 @@ def check_one(label: str, quote: str, sources: dict[str, str]) -> CheckedCitatio
     if not parts or any(len(p.split()) < MIN_WORDS for p in parts):
         reason = "no quote to check" if not quote else "quote too short to check"
         return CheckedCitation(label, quote, SOURCE_ONLY, f"names a source that was sent; {reason}")
-    problem = find_quote(parts, sources[label])
+    problem, span = find_quote(parts, sources[label])
     if not problem:
-        return CheckedCitation(label, quote, QUOTE_VERIFIED, "quote found word for word in the source")
+        return CheckedCitation(label, quote, QUOTE_VERIFIED, "quote found word for word in the source", span)
     return CheckedCitation(label, quote, FAILED, problem.format(label=label))

@@ -118,6 +118,15 @@ def test_citations_forgive_hyphenation_and_nothing_looser(quote: str, verdict: s
     assert checked.status == verdict
 
 
+def test_a_verified_quote_knows_where_it_stands_in_the_source() -> None:
+    source = "Recitals.\n\nThe executive accepts a non-\n  compete covenant of\u00ad two years,\n“payable” later."
+
+    [checked] = check_citations('“a noncompete covenant of two years, "payable"” [S1]', {"S1": source})
+
+    assert checked.status == "quote verified" and checked.span is not None
+    assert source[checked.span[0] : checked.span[1]] == "a non-\n  compete covenant of\u00ad two years,\n“payable”"
+
+
 def test_citations_treat_a_one_word_quote_as_no_quote() -> None:
     [checked] = check_citations('It is "irrevocable" [S1].', {"S1": "The license is irrevocable."})
 

@@ -115,8 +115,11 @@ def test_follow_up_sends_the_earlier_answer_without_reasoning(data_dir: Path, do
     if follow["sources"] == first["sources"]:  # the same sources: the whole first prompt is served from cache
         assert messages[:2] == standin.requests[-2]["messages"]
         assert follow["usage"]["cached_tokens"] >= follow["usage"]["source_tokens"]
-    cited = Citation.objects.filter(verified=True).first()
+    cited = Citation.objects.filter(status="quote verified").first()
     assert cited is not None and cited.document_id and cited.version and cited.end > cited.start
+    # A verified citation points at its quote's own characters in the document, not the whole passage.
+    text = Document.objects.get(id=cited.document_id).text.text
+    assert " ".join(text[cited.start : cited.end].split()) == " ".join(cited.quote.split()).strip(" ,.;:")
     with pytest.raises(CommandError, match="no conversation 999"):
         ask("Anything?", "--conversation", "999")
     # The same sources again: vLLM's prefix cache serves the repeated prompt, and usage says so.
