@@ -280,13 +280,20 @@ def do_start_ingest(matter: Matter, root: Path, actor: str) -> IngestRun:
     return run
 
 
-def refuse_overlapping_run(source: Source) -> None:
-    """One run per folder at a time: two runs racing on one file could delete each other's points."""
-    for run in IngestRun.objects.filter(source=source, status=RunStatus.RUNNING):
+def refuse_overlapping_run(source: Source, besides: IngestRun | None = None) -> None:
+    """One run per folder at a time: two runs racing on one file could delete each other's points.
+
+    A cancelled run counts while files it had already begun may still be in a worker's hands
+    (they finish; a worker holds one at most the hard time limit)."""
+    recent = timezone.now() - timedelta(seconds=settings.CELERY_TASK_TIME_LIMIT)
+    runs = IngestRun.objects.filter(Q(status=RunStatus.RUNNING) | Q(status=RunStatus.CANCELLED, finished_at__gte=recent),
+                                    source=source)
+    for run in runs.exclude(id=besides.id if besides else None):
         left = run.items.exclude(state__in=FINAL_STATES).count()
         if left:
             raise DocqaError(f"run {run.id} on {source.root} is still in progress ({left} files left); wait for it")
-        do_finish_run(run)  # its waiter went away before closing it
+        if run.status == RunStatus.RUNNING:
+            do_finish_run(run)  # its waiter went away before closing it
 
 
 def resend_lost_tasks(run: IngestRun) -> int:
@@ -476,7 +483,12 @@ def do_cancel_run(run: IngestRun, actor: str) -> int:
 
 def do_requeue(run: IngestRun, actor: str, states: tuple[str, ...], action: str) -> int:
     """Queue the run's items in `states` again and reopen the run. Work is idempotent, so an item
-    that was in fact still being processed is harmlessly done twice."""
+    that was in fact still being processed is harmlessly done twice. Only the folder's latest run
+    can be taken up again: an older one's work (a deletion, say) may undo what a later run did."""
+    newer = IngestRun.objects.filter(source=run.source, id__gt=run.id).order_by("id").first()
+    if newer is not None:
+        raise DocqaError(f"run {newer.id} has synced {run.source.root} since run {run.id}; start a new sync instead")
+    refuse_overlapping_run(run.source, besides=run)
     with transaction.atomic():
         items = list(run.items.filter(state__in=states))
         run.items.filter(id__in=[i.id for i in items]).update(state=ItemState.QUEUED, error="", error_class="")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.db.models import Count
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonResponse
@@ -127,6 +128,7 @@ def document(request: HttpRequest, slug: str, doc_id: int) -> HttpResponse:
         "matter": doc.matter, "doc": doc, "before": text[:start], "cited": marked(text[start:end], quote),
         "after": text[end:], "page": request.GET.get("page", ""), "on_disk": original_file(doc) is not None,
         "attachments": doc.attachments.order_by("path"), "quote": quote,
+        "headers": (doc.text.layout or {}).get("metadata") or {} if doc.text else {},  # a message's From, To, ...
     })
 
 
@@ -248,5 +250,8 @@ def run_action(request: HttpRequest, slug: str, run_id: int, action: str) -> Htt
     if action not in RUN_ACTIONS:
         raise Http404("no such action")
     run = run_for(request, slug, run_id, Role.EDITOR)
-    RUN_ACTIONS[action](run, request.user.get_username())
+    try:
+        RUN_ACTIONS[action](run, request.user.get_username())
+    except DocqaError as exc:  # a newer sync of the folder, or files still in a worker's hands
+        messages.error(request, str(exc))
     return redirect("run", slug=slug, run_id=run.id)

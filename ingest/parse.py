@@ -38,12 +38,15 @@ class ParsedDocument:
     ocr_pages: int = 0  # pages read by OCR
     # Headings inside paragraphs ("13. Force Majeure. Any delay ..."): (offset, path from there on).
     marks: list[tuple[int, str]] = field(default_factory=list)
+    # A message's headers as fields ({"From": ..., "To": ..., "Subject": ..., "Date": ...}); they
+    # are also the first lines of its text, so they are searched and cited like the rest.
+    metadata: dict[str, str] = field(default_factory=dict)
 
     def layout(self) -> dict[str, Any]:
         """Everything but the text, as JSON, to rebuild the document with `from_layout`."""
         return {"starts": self.starts, "ends": self.ends, "pages": self.pages, "categories": self.categories,
                 "sections": self.sections, "page_count": self.page_count, "ocr_pages": self.ocr_pages,
-                "marks": [list(m) for m in self.marks]}
+                "marks": [list(m) for m in self.marks], "metadata": self.metadata}
 
     def add_element(self, start: int, text: str, page: int | None, category: str, headings: HeadingPath) -> None:
         """Append the element `text` at `start`, under the heading path in force, which a title
@@ -122,7 +125,9 @@ def parse_file(path: Path, kind: str, ocr: OcrOptions | None = None) -> ParsedDo
         parsed = plain_document(read_text(path))
     else:
         prepare_unstructured()
-        parsed = assemble(_partition(path, kind), parser=f"unstructured:{kind}")
+        elements = _unstructured_elements(path, kind)
+        parsed = assemble(_blocks(elements, kind), parser=f"unstructured:{kind}")
+        parsed.metadata = email_fields(elements) if kind in ("email", "msg") else {}
     if not parsed.text.strip():
         raise ParseError("no text found in the file")
     return parsed
@@ -199,8 +204,7 @@ def plain_document(text: str) -> ParsedDocument:
     return parsed
 
 
-def _partition(path: Path, kind: str) -> list[Block]:
-    elements = _unstructured_elements(path, kind)
+def _blocks(elements: list[Any], kind: str) -> list[Block]:
     blocks = email_header_blocks(elements) if kind in ("email", "msg") else []
     for element in elements:
         category = getattr(element, "category", "")
@@ -224,16 +228,21 @@ def table_text(element: Any) -> str:
     return "\n".join(rows) or (element.text or "")
 
 
-def email_header_blocks(elements: list[Any]) -> list[Block]:
-    """From, To, Subject and Date of a message, as the first block of its text."""
+def email_fields(elements: list[Any]) -> dict[str, str]:
+    """From, To, Cc, Subject and Date of a message, those it has, in that order."""
     if not elements:
-        return []
+        return {}
     meta = elements[0].metadata
     fields = [
         ("From", meta.sent_from), ("To", meta.sent_to), ("Cc", getattr(meta, "cc_recipient", None)),
         ("Subject", meta.subject), ("Date", getattr(meta, "last_modified", None)),
     ]
-    lines = [f"{name}: {', '.join(value) if isinstance(value, list) else value}" for name, value in fields if value]
+    return {name: ", ".join(value) if isinstance(value, list) else str(value) for name, value in fields if value}
+
+
+def email_header_blocks(elements: list[Any]) -> list[Block]:
+    """The message's headers, as the first block of its text."""
+    lines = [f"{name}: {value}" for name, value in email_fields(elements).items()]
     return [Block("\n".join(lines), None, "EmailHeader")] if lines else []
 
 

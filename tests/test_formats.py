@@ -10,7 +10,7 @@ import pytest
 
 from ingest.detect import Unsupported, detect_kind, read_head
 from ingest.discover import walk_folder
-from ingest.parse import parse_file
+from ingest.parse import ParsedDocument, parse_file
 from tests.badfiles import text_pdf
 from tests.formats import write_csv, write_eml, write_msg, write_odt, write_pptx, write_rtf, write_xlsx
 
@@ -70,6 +70,10 @@ def test_email_keeps_its_headers_in_the_text(tmp_path: Path) -> None:
 
     assert parsed.text.startswith("From: counsel@northwind.example\nTo: legal@harbor.example")
     assert "Subject: Notice of termination" in parsed.text and "ninety days' notice" in parsed.text
+    # ... and as fields, kept with the layout the database stores.
+    assert parsed.metadata["From"] == "counsel@northwind.example" and parsed.metadata["To"] == "legal@harbor.example"
+    assert parsed.metadata["Subject"] == "Notice of termination"
+    assert ParsedDocument.from_layout(parsed.text, parsed.parser, parsed.layout()).metadata == parsed.metadata
 
 
 def test_outlook_msg_keeps_its_headers_and_body(tmp_path: Path) -> None:

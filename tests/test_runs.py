@@ -70,6 +70,29 @@ def test_cancel_stops_queued_files(data_dir: Path, folder: Path) -> None:
     assert IngestItem.objects.get(run_id=run_id, path="clause-2.txt").state == ItemState.CANCELLED
 
 
+def test_a_cancelled_run_resumes_and_blocks_a_new_sync_while_its_files_are_in_hand(data_dir: Path,
+                                                                                    folder: Path) -> None:
+    from django.core.management.base import CommandError
+
+    run_id = json.loads(command("ingest", str(folder), "--matter", "ops", "--json"))["run"]
+    IngestItem.objects.filter(run_id=run_id, path="clause-1.txt").update(state=ItemState.EMBEDDING)  # in a worker
+    IngestItem.objects.filter(run_id=run_id, path="clause-2.txt").update(state=ItemState.QUEUED)
+    IngestRun.objects.filter(id=run_id).update(status=RunStatus.RUNNING)
+    command("runs", "cancel", str(run_id))
+
+    with pytest.raises(CommandError, match=f"run {run_id} on .* is still in progress"):
+        command("ingest", str(folder), "--matter", "ops")  # the cancelled run's file is still being worked on
+
+    command("runs", "resume", str(run_id))
+
+    run = IngestRun.objects.get(id=run_id)
+    assert run.status == RunStatus.FINISHED and run.counts["indexed"] == 3 and run.counts["cancelled"] == 0
+    assert AuditEvent.objects.filter(action="ingest.resume").exists()
+    later = json.loads(command("ingest", str(folder), "--matter", "ops", "--json"))["run"]
+    with pytest.raises(CommandError, match=f"run {later} has synced .* since run {run_id}"):
+        command("runs", "retry", str(run_id))  # an older run's work could undo the newer one's
+
+
 def test_failures_export_as_csv(data_dir: Path, folder: Path) -> None:
     (folder / "notes.xyz").write_text("unsupported")
     run_id = json.loads(command("ingest", str(folder), "--matter", "ops", "--json"))["run"]

@@ -17,6 +17,7 @@ from docqa import actions
 from docqa.management.base import acting_as, matter_as, require_database, shutdown, start_local_work
 from docqa.models import IngestRun, Role
 from docqa.permissions import readable_matters
+from ingest.errors import DocqaError
 
 
 class Command(BaseCommand):
@@ -60,6 +61,8 @@ class Command(BaseCommand):
             if queued and not options["no_wait"]:
                 run = actions.wait_for_run(run)
                 actions.build_vector_index(after=run)
+        except DocqaError as exc:
+            raise CommandError(str(exc)) from exc
         finally:
             shutdown()
         self.stdout.write(f"run {run.id} {run.status}: " + ", ".join(f"{k} {v}" for k, v in run.counts.items()))
