@@ -30,6 +30,8 @@ CARD_LIMIT = 10
 NEIGHBOUR_HITS = 5  # the best hits bring the chunks on either side of them
 NEIGHBOUR_ROOM = 4000  # ... one of them per this many tokens of room
 WHOLE_CANDIDATES = 5  # documents of the best few chunks may be sent whole
+SECTION_ROOM = 32000  # with this much room, the best hits also bring the rest of their section ...
+SECTION_REACH = 3  # ... up to this many chunks on either side (a clause, not a whole chapter)
 MAX_DOCUMENT_CHUNKS = 2000
 HEADER_TOKENS = 12  # a source's label line, roughly (inference.pack.estimate)
 
@@ -81,7 +83,8 @@ def retrieve(question: str, *, matter_ids: list[int], embedder: Embedder, store:
         ranked = reranker.rerank(question, ranked)
     # Neighbours take room: one best hit brings them per 4k tokens of room, at most five.
     hits = with_neighbours(ranked, store, matter_ids,
-                           NEIGHBOUR_HITS if not room else max(1, min(NEIGHBOUR_HITS, room // NEIGHBOUR_ROOM)))
+                           NEIGHBOUR_HITS if not room else max(1, min(NEIGHBOUR_HITS, room // NEIGHBOUR_ROOM)),
+                           reach=SECTION_REACH if room and room >= SECTION_ROOM else 1)
     whole: list[int] = []
     if room:
         hits, whole = whole_documents_first(hits, query, matter_ids, store, room)
@@ -89,15 +92,16 @@ def retrieve(question: str, *, matter_ids: list[int], embedder: Embedder, store:
 
 
 def with_neighbours(hits: list[Hit], store: VectorStore, matter_ids: list[int],
-                    count: int = NEIGHBOUR_HITS) -> list[Hit]:
+                    count: int = NEIGHBOUR_HITS, reach: int = 1) -> list[Hit]:
     """Each of the best hits is followed by the chunks just before and after it in its document,
-    so that a passage cut at a chunk edge reaches the model whole (packing merges them)."""
+    so that a passage cut at a chunk edge reaches the model whole (packing merges them). With a
+    `reach` over 1, the chunks further out that stand in the hit's own section ("7.2 Notice") come
+    too, up to `reach` on either side, so that the clause arrives whole."""
     wanted: list[str] = []
     for hit in hits[:count]:
         p = hit.payload
-        for index in (int(p["chunk"]) - 1, int(p["chunk"]) + 1):
-            if index >= 0:
-                wanted.append(point_id(int(p["document"]), str(p["version"]), index))
+        for index in around(int(p["chunk"]), reach):
+            wanted.append(point_id(int(p["document"]), str(p["version"]), index))
     present = {h.id for h in hits}
     fetched = {h.id: h for h in store.fetch([i for i in dict.fromkeys(wanted) if i not in present])
                if int(h.payload.get("matter", -1)) in matter_ids}  # same documents; checked all the same
@@ -108,11 +112,21 @@ def with_neighbours(hits: list[Hit], store: VectorStore, matter_ids: list[int],
         result.append(hit)
         if position < count:
             p = hit.payload
-            for index in (int(p["chunk"]) - 1, int(p["chunk"]) + 1):
-                neighbour = fetched.pop(point_id(int(p["document"]), str(p["version"]), index), None) if index >= 0 else None
-                if neighbour is not None:
+            section = p.get("section") or ""
+            for step in (-1, 1):  # outwards on each side while the section lasts
+                for distance in range(1, reach + 1):
+                    index = int(p["chunk"]) + step * distance
+                    key = point_id(int(p["document"]), str(p["version"]), index) if index >= 0 else ""
+                    neighbour = fetched.get(key)
+                    if neighbour is None or (distance > 1 and (not section or neighbour.payload.get("section") != section)):
+                        break
+                    del fetched[key]
                     result.append(Hit(neighbour.id, hit.score, neighbour.payload))
     return result
+
+
+def around(chunk: int, reach: int) -> list[int]:
+    return [i for d in range(1, reach + 1) for i in (chunk - d, chunk + d) if i >= 0]
 
 
 def whole_documents_first(hits: list[Hit], query: SearchQuery, matter_ids: list[int], store: VectorStore,

@@ -222,6 +222,28 @@ def test_the_best_document_goes_first_and_whole_when_it_fits(store: VectorStore,
     assert len(schedule) == 1 and schedule[0].text == "".join(parts)  # one passage: the whole document
 
 
+def test_with_a_large_room_the_best_hit_brings_the_rest_of_its_section(store: VectorStore) -> None:
+    from inference.retrieve import with_neighbours
+    from ingest.store import Hit
+
+    sections = ["6 Fees", "7 Termination", "7 Termination", "7 Termination", "7 Termination", "7 Termination",
+                "7 Termination", "8 Notices"]
+    points = []
+    for index, section in enumerate(sections):
+        payload = {"matter": 1, "document": 40, "version": "v1", "chunk": index, "kind": "chunk", "path": "msa.txt",
+                   "start": index * 10, "end": index * 10 + 10, "tokens": 3, "text": f"chunk {index}.", "section": section}
+        points.append(ChunkPoint(point_id(40, "v1", index), [0.1] * 384, payload, document_vector(f"chunk {index}")))
+    store.upsert(points)
+    best = Hit(point_id(40, "v1", 4), 0.9, points[4].payload)
+
+    def chunks(hits: list[Hit]) -> list[int]:
+        return sorted(h.payload["chunk"] for h in hits)
+
+    assert chunks(with_neighbours([best], store, [1])) == [3, 4, 5]  # a small room: the two next to it
+    assert chunks(with_neighbours([best], store, [1], reach=3)) == [1, 2, 3, 4, 5, 6]  # all of 7, none of 6 or 8
+    assert chunks(with_neighbours([best], store, [2], reach=3)) == [4]  # another matter's reader gets nothing more
+
+
 def test_a_whole_document_is_fetched_by_id_when_its_card_says_it_fits(store: VectorStore, embedder: Embedder,
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     from inference.retrieve import retrieve
