@@ -13,7 +13,7 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.test import Client
 
-from docqa.models import AuditEvent, Matter, Membership, Role
+from docqa.models import AuditEvent, IngestRun, Matter, Membership, Role
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -174,6 +174,10 @@ def test_only_editors_may_cancel_or_retry_a_run(indexed: Matter) -> None:
     assert viewer.post(f"/m/lease/runs/{run.id}/cancel").status_code == 404
     assert editor.post(f"/m/lease/runs/{run.id}/cancel").status_code == 302
     assert indexed.runs.get().status == "cancelled"
+    # A later sync of the folder: the old run's Retry says why it cannot, on the run's page.
+    IngestRun.objects.create(matter=indexed, source=run.source, actor="test")
+    page = editor.post(f"/m/lease/runs/{run.id}/retry", follow=True).content.decode()
+    assert 'role="alert"' in page and "start a new sync instead" in page
 
 
 def test_no_content_crosses_matters_through_answers_search_results_or_history(indexed: Matter, tmp_path: Path) -> None:
