@@ -12,16 +12,17 @@ from inference.rerank import Reranker
 
 
 def get_llm() -> VllmClient | None:
-    """The vLLM client, or None when no language model is configured (search-only mode)."""
+    """The vLLM client, or None when no language model is configured (search-only mode). One per
+    configuration and process, so its connections are kept from one question to the next."""
     if not settings.LLM_BASE_URL:
         return None
-    return VllmClient(
-        settings.LLM_BASE_URL,
-        model=settings.LLM_MODEL,
-        api_key=settings.LLM_API_KEY,
-        timeout=settings.LLM_TIMEOUT,
-        connect_timeout=settings.LLM_CONNECT_TIMEOUT,
-    )
+    return llm_client(settings.LLM_BASE_URL, settings.LLM_MODEL, settings.LLM_API_KEY, settings.LLM_TIMEOUT,
+                      settings.LLM_CONNECT_TIMEOUT)
+
+
+@lru_cache(maxsize=4)
+def llm_client(base_url: str, model: str, api_key: str, timeout: float, connect_timeout: float) -> VllmClient:
+    return VllmClient(base_url, model=model, api_key=api_key, timeout=timeout, connect_timeout=connect_timeout)
 
 
 @lru_cache(maxsize=1)
