@@ -117,15 +117,13 @@ def answer_question(
         result = generate(question, packing, llm, effort, max_completion_tokens, on_event, cache_salt, history)
     except ReasoningExhausted as exc:
         if effort == "low":
-            raise ReasoningExhausted(f"{exc} at low effort already; give it more room to write "
-                                     "(DOCQA_LLM_RESERVED_OUTPUT) or ask a narrower question") from exc
+            raise out_of_room(exc, "at low effort already") from exc
         # VLLM.md: reasoning can eat the whole output budget; retry once with less of it.
         on_event("status", "reasoning used the whole output budget; retrying with low effort")
         try:
             result = generate(question, packing, llm, "low", max_completion_tokens, on_event, cache_salt, history)
         except ReasoningExhausted as again:
-            raise ReasoningExhausted(f"{again} at {effort} effort and again at low effort; give it more room to "
-                                     "write (DOCQA_LLM_RESERVED_OUTPUT) or ask a narrower question") from again
+            raise out_of_room(again, f"at {effort} effort and again at low effort") from again
         result.notes.append(
             f"At {effort} effort the model spent its whole output budget reasoning, so it was asked again at low effort."
         )
@@ -133,6 +131,11 @@ def answer_question(
         result.notes.append("The answer was cut off: the model reached its output limit before finishing.")
     result.usage = {**usage, **result.usage}
     return result
+
+
+def out_of_room(exc: ReasoningExhausted, tried: str) -> ReasoningExhausted:
+    return ReasoningExhausted(f"{exc} {tried}; give it more room to write (DOCQA_LLM_RESERVED_OUTPUT) "
+                              "or ask a narrower question")
 
 
 def generate(

@@ -15,6 +15,7 @@ in order no more than a few sentences apart. Each citation gets one of three res
 from __future__ import annotations
 
 import re
+from bisect import bisect_right
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -47,43 +48,55 @@ class CheckedCitation:
         return {**asdict(self), "span": list(self.span) if self.span else None, "verified": self.verified}
 
 
-HYPHENS = re.compile(r"[\u2010\u2011]")
 SOFT_HYPHEN = re.compile("\u00ad")
-SPACES = re.compile(r"\s+")
 HYPHEN_BREAK = re.compile(r"(?<=[^\W\d_])-\s*(?=[^\W\d_])")  # between letters only: "10-15" stays
+SPACES = re.compile(r"\s+")
+QUOTE_MARKS = str.maketrans({"“": '"', "”": '"', "’": "'", "‘": "'", "\u2010": "-", "\u2011": "-"})
+# After the one-for-one marks above, these passes run in order; each may shorten the text.
+PASSES = ((SOFT_HYPHEN, ""), (HYPHEN_BREAK, ""), (SPACES, " "))
 
 
 def normalize(text: str) -> str:
     """Whitespace, typographic quotes and hyphenation made uniform on both sides, nothing looser:
     "non-compete", "non- compete" (a line break in a PDF) and "noncompete" compare equal."""
-    text = text.replace("“", '"').replace("”", '"').replace("’", "'").replace("‘", "'").replace("\u00ad", "")
-    text = HYPHEN_BREAK.sub("", HYPHENS.sub("-", text))
-    return re.sub(r"\s+", " ", text).strip()
+    text = text.translate(QUOTE_MARKS)
+    for pattern, replacement in PASSES:
+        text = pattern.sub(replacement, text)
+    return text.strip()
 
 
-QUOTE_MARKS = str.maketrans({"“": '"', "”": '"', "’": "'", "‘": "'", "\u2010": "-", "\u2011": "-"})
+class NormalizedSource:
+    """A source's text normalized once per answer, and the way back from an offset in it to the
+    source's own, worked out only when a quote is found (one pass over the matches, not the text)."""
 
+    def __init__(self, raw: str):
+        self.raw = raw
+        self.text = normalize(raw)
+        self._back: list[tuple[list[int], list[int]]] | None = None
+        self.lead = 0  # spaces stripped from the front
 
-def normalize_mapped(text: str) -> tuple[str, list[int]]:
-    """`normalize(text)` and, for each of its characters, where it stands in `text`."""
-    index = list(range(len(text)))
-    text = text.translate(QUOTE_MARKS)  # one character for one: the places stay
-    for pattern, replacement in ((SOFT_HYPHEN, ""), (HYPHEN_BREAK, ""), (SPACES, " ")):
-        pieces: list[str] = []
-        places: list[int] = []
-        last = 0
-        for found in pattern.finditer(text):
-            pieces.append(text[last:found.start()])
-            places += index[last:found.start()]
-            pieces.append(replacement)
-            places += [index[found.start()]] * len(replacement)
-            last = found.end()
-        pieces.append(text[last:])
-        places += index[last:]
-        text, index = "".join(pieces), places
-    start = len(text) - len(text.lstrip())
-    end = len(text.rstrip())
-    return text[start:end], index[start:end]
+    def original(self, offset: int) -> int:
+        if self._back is None:
+            self._back = []
+            text = self.raw.translate(QUOTE_MARKS)
+            for pattern, replacement in PASSES:
+                # For each match: where the text after it starts in the output, and how many
+                # characters all matches so far removed; output offset + removed = input offset.
+                after: list[int] = []
+                removed: list[int] = []
+                total = 0
+                for found in pattern.finditer(text):
+                    after.append(found.start() - total + len(replacement))
+                    total += found.end() - found.start() - len(replacement)
+                    removed.append(total)
+                self._back.append((after, removed))
+                text = pattern.sub(replacement, text)
+            self.lead = len(text) - len(text.lstrip())
+        offset += self.lead
+        for after, removed in reversed(self._back):
+            passed = bisect_right(after, offset)
+            offset += removed[passed - 1] if passed else 0
+        return offset
 
 
 def part_pattern(part: str) -> re.Pattern[str]:
@@ -96,34 +109,33 @@ def quote_parts(quote: str) -> list[str]:
     return [p.strip(" ,.;:") for p in ELLIPSIS.split(normalize(quote)) if p.strip(" ,.;:")]
 
 
-def find_quote(parts: list[str], source_text: str) -> tuple[str, tuple[int, int] | None]:
-    """("", where it stands in `source_text`) when the parts stand in the source as quoted;
+def find_quote(parts: list[str], source: NormalizedSource) -> tuple[str, tuple[int, int] | None]:
+    """("", where it stands in the source's text) when the parts stand in the source as quoted;
     otherwise (why not, None)."""
-    haystack = normalize(source_text)
-    position, previous_end, first = 0, None, None
-    for part in parts:
+    haystack = source.text
+    position, previous_end, first = 0, 0, 0
+    for number, part in enumerate(parts):
         found = part_pattern(part).search(haystack, position)
         if found is None:
             return "quote not found in {label}", None
-        if previous_end is not None:
+        if number:
             omitted = haystack[previous_end : found.start()]
             if len(omitted) > MAX_GAP:
                 return "quoted parts stand too far apart in {label}", None
             negation = NEGATIONS.search(omitted)
             if negation:
                 return f"the ellipsis leaves out {negation.group(0)!r}, which changes the meaning", None
-        first = found.start() if first is None else first
+        else:
+            first = found.start()
         position = previous_end = found.end()
-    mapped, places = normalize_mapped(source_text)
-    if mapped != haystack or first is None or previous_end is None:  # cannot happen; never a wrong place
-        return "", None
-    return "", (places[first], places[previous_end - 1] + 1)
+    return "", (source.original(first), source.original(previous_end - 1) + 1)
 
 
 def check_citations(answer: str, sources: dict[str, str]) -> list[CheckedCitation]:
     """`sources` maps label -> text as sent. Per marker and label, in answer order: one result for
     each quote of the claim it ends, or one without a quote when the claim quotes nothing."""
     checked: list[CheckedCitation] = []
+    normalized: dict[str, NormalizedSource] = {}  # each source once, however often it is cited
     markers = list(MARKER_GROUP.finditer(answer))
     for number, match in enumerate(markers):
         claim = answer[markers[number - 1].end() if number else 0 : match.start()]
@@ -132,18 +144,21 @@ def check_citations(answer: str, sources: dict[str, str]) -> list[CheckedCitatio
         quotes = [(q.group(1) or q.group(2)).strip() for q in QUOTED.finditer(claim)]
         checkable = [q for q in quotes if all(len(p.split()) >= MIN_WORDS for p in quote_parts(q))] or quotes[:1]
         for label in re.split(r"\s*[,;]\s*", match.group(1)):
-            checked.extend(check_one(label, quote, sources) for quote in checkable or [""])
+            checked.extend(check_one(label, quote, sources, normalized) for quote in checkable or [""])
     return checked
 
 
-def check_one(label: str, quote: str, sources: dict[str, str]) -> CheckedCitation:
+def check_one(label: str, quote: str, sources: dict[str, str],
+              normalized: dict[str, NormalizedSource]) -> CheckedCitation:
     if label not in sources:
         return CheckedCitation(label, quote, FAILED, f"{label} is not one of the sources sent")
     parts = quote_parts(quote)
     if not parts or any(len(p.split()) < MIN_WORDS for p in parts):
         reason = "no quote to check" if not quote else "quote too short to check"
         return CheckedCitation(label, quote, SOURCE_ONLY, f"names a source that was sent; {reason}")
-    problem, span = find_quote(parts, sources[label])
+    if label not in normalized:
+        normalized[label] = NormalizedSource(sources[label])
+    problem, span = find_quote(parts, normalized[label])
     if not problem:
         return CheckedCitation(label, quote, QUOTE_VERIFIED, "quote found word for word in the source", span)
     return CheckedCitation(label, quote, FAILED, problem.format(label=label))

@@ -126,8 +126,9 @@ def parse_file(path: Path, kind: str, ocr: OcrOptions | None = None) -> ParsedDo
     else:
         prepare_unstructured()
         elements = _unstructured_elements(path, kind)
-        parsed = assemble(_blocks(elements, kind), parser=f"unstructured:{kind}")
-        parsed.metadata = email_fields(elements) if kind in ("email", "msg") else {}
+        headers = email_fields(elements) if kind in ("email", "msg") else {}
+        parsed = assemble(_blocks(elements, headers), parser=f"unstructured:{kind}")
+        parsed.metadata = headers
     if not parsed.text.strip():
         raise ParseError("no text found in the file")
     return parsed
@@ -204,8 +205,10 @@ def plain_document(text: str) -> ParsedDocument:
     return parsed
 
 
-def _blocks(elements: list[Any], kind: str) -> list[Block]:
-    blocks = email_header_blocks(elements) if kind in ("email", "msg") else []
+def _blocks(elements: list[Any], headers: dict[str, str]) -> list[Block]:
+    """A message's headers first, as lines of text (they are searched and cited too), then the elements."""
+    lines = [f"{name}: {value}" for name, value in headers.items()]
+    blocks = [Block("\n".join(lines), None, "EmailHeader")] if lines else []
     for element in elements:
         category = getattr(element, "category", "")
         text = table_text(element) if category == "Table" else (element.text or "")
@@ -238,12 +241,6 @@ def email_fields(elements: list[Any]) -> dict[str, str]:
         ("Subject", meta.subject), ("Date", getattr(meta, "last_modified", None)),
     ]
     return {name: ", ".join(value) if isinstance(value, list) else str(value) for name, value in fields if value}
-
-
-def email_header_blocks(elements: list[Any]) -> list[Block]:
-    """The message's headers, as the first block of its text."""
-    lines = [f"{name}: {value}" for name, value in email_fields(elements).items()]
-    return [Block("\n".join(lines), None, "EmailHeader")] if lines else []
 
 
 PARTITIONERS: dict[str, tuple[str, str, dict[str, Any]]] = {
