@@ -31,7 +31,7 @@ def tesseract_path() -> str | None:
 
 
 def needs_ocr(text: str) -> bool:
-    return sum(1 for c in text if not c.isspace()) < MIN_TEXT_CHARS
+    return len("".join(text.split())) < MIN_TEXT_CHARS
 
 
 def ocr_page(page: Any, languages: str) -> str:

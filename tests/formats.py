@@ -28,6 +28,39 @@ def write_xlsx(path: Path) -> None:
     book.save(str(path))
 
 
+def write_pdf_with_table(path: Path) -> None:
+    """A page laid out as contracts are: a heading, a paragraph, a fee table (a right-aligned
+    column of figures), a numbered list with its numbers set off by a tab, typewritten text with
+    two spaces after each sentence, and side-by-side signature blocks."""
+    from reportlab.pdfgen import canvas
+
+    page = canvas.Canvas(str(path), invariant=1)
+    page.setFont("Helvetica-Bold", 11)
+    page.drawString(72, 740, "4. Fees")
+    page.setFont("Helvetica", 11)
+    page.drawString(72, 720, "The Customer shall pay the following fees each quarter, in euros, within thirty")
+    page.drawString(72, 706, "days of the invoice date.")
+    for y, (service, fee, cap) in zip((680, 666, 652), (("Service", "Fee (EUR)", "Cap"), ("Hosting", "1,200", "none"),
+                                                          ("Support", "800", "40 hours")), strict=True):
+        page.drawString(72, y, service)
+        page.drawRightString(300, y, fee)
+        page.drawString(360, y, cap)
+    for y, (number, item) in zip((620, 606), (("1.", "The Supplier keeps the service available."),
+                                              ("2.", "The Customer reports faults in writing.")), strict=True):
+        page.drawString(72, y, number)
+        page.drawString(100, y, item)
+    page.setFont("Courier", 10)
+    page.drawString(72, 570, "Either party may end this agreement.  Notice is given in writing.")
+    page.drawString(72, 558, "The term is two years.  It renews for one year unless ended.")
+    page.setFont("Helvetica", 11)
+    for y, (left, right) in zip((520, 506), (("By: Anna Berg", "By: Tomas Lund"), ("Title: Director", "Title: CEO")),
+                                strict=True):
+        page.drawString(72, y, left)
+        page.drawString(320, y, right)
+    page.showPage()
+    page.save()
+
+
 def write_csv(path: Path) -> None:
     path.write_text("party,role,jurisdiction\nNorthwind Components Ltd,Supplier,England\nHarbor Robotics Inc.,Buyer,Delaware\n")
 

@@ -12,7 +12,17 @@ from ingest.detect import Unsupported, detect_kind, read_head
 from ingest.discover import walk_folder
 from ingest.parse import ParsedDocument, parse_file
 from tests.badfiles import text_pdf
-from tests.formats import write_csv, write_eml, write_msg, write_odt, write_pptx, write_rtf, write_xlsx
+from tests.conftest import SHARED
+from tests.formats import (
+    write_csv,
+    write_eml,
+    write_msg,
+    write_odt,
+    write_pdf_with_table,
+    write_pptx,
+    write_rtf,
+    write_xlsx,
+)
 
 
 def test_pptx_keeps_slide_numbers(tmp_path: Path) -> None:
@@ -36,6 +46,45 @@ def test_tables_are_rendered_row_by_row(tmp_path: Path, name: str, writer: Calla
     parsed = parse_file(path, detect_kind(path, read_head(path)))
 
     assert row in parsed.text.splitlines()
+
+
+def test_pdf_tables_are_found_by_where_the_words_stand(tmp_path: Path) -> None:
+    path = tmp_path / "fees.pdf"
+    write_pdf_with_table(path)
+
+    parsed = parse_file(path, "pdf")
+    elements = {parsed.text[s:e]: c for s, e, c in zip(parsed.starts, parsed.ends, parsed.categories, strict=True)}
+
+    assert elements["Service | Fee (EUR) | Cap\nHosting | 1,200 | none\nSupport | 800 | 40 hours"] == "Table"
+    assert elements["By: Anna Berg | By: Tomas Lund\nTitle: Director | Title: CEO"] == "Table"
+    # A numbered list, wrapped prose and two spaces after a sentence are not tables.
+    assert elements["The Customer shall pay the following fees each quarter, in euros, within thirty days of the "
+                    "invoice date."] == "NarrativeText"
+    narrative = [text for text, category in elements.items() if category == "NarrativeText"]
+    assert any(text.startswith("1. The Supplier keeps the service available. 2. The Customer reports faults in "
+                               "writing. Either party may end this agreement. Notice is given in writing. The term "
+                               "is two years.") for text in narrative)
+    assert parsed.section_at(parsed.text.index("Hosting")) == "4. Fees"
+
+
+def test_tables_of_a_real_contract_pdf_keep_their_rows_in_chunks() -> None:
+    from ingest.chunk import chunk_document
+    from ingest.embed import Embedder
+
+    path = next((SHARED / "corpus" / "ingest" / "cuad_pdf").rglob("EmeraldHealthBioceuticalsInc_20200218_1-A_EX1A-6*"))
+    parsed = parse_file(path, "pdf")
+    tables = [(s, e) for s, e, c in zip(parsed.starts, parsed.ends, parsed.categories, strict=True) if c == "Table"]
+    embedder = Embedder()
+
+    chunks = chunk_document(parsed, embedder.count_tokens, max_tokens=40, overlap=8, hard_limit=embedder.token_limit)
+
+    assert "$2,000,001 to $3,500,000 | $150,000" in parsed.text.splitlines()
+    assert any(s <= parsed.text.index("$2,000,001 to") < e for s, e in tables)
+    for chunk in chunks:
+        for start, end in tables:
+            for edge in (chunk.start, chunk.end):
+                if start < edge < end:
+                    assert parsed.text[edge - 1] == "\n" or parsed.text[edge] == "\n", chunk.text
 
 
 @pytest.mark.parametrize("name, writer, kind", [
