@@ -143,6 +143,7 @@ def whole_documents_first(hits: list[Hit], query: SearchQuery, matter_ids: list[
     for hit in hits[:WHOLE_CANDIDATES]:
         best.setdefault(int(hit.payload["document"]), hit.score)
     place = {h.id: position for position, h in enumerate(hits)}  # fetched chunks keep their rank
+    present = {h.id: h for h in hits}
     left = room - room // 4
     first: list[Hit] = []
     whole: list[int] = []
@@ -153,10 +154,13 @@ def whole_documents_first(hits: list[Hit], query: SearchQuery, matter_ids: list[
             break
         chunks: list[Hit] = []
         if size is not None and count is not None:
-            # Fetched by their ids (document, version, index), with no scoring at all.
-            chunks = sorted((Hit(h.id, best[document], h.payload)
-                             for h in store.fetch([point_id(document, versions[document], i) for i in range(int(count))])
-                             if int(h.payload.get("matter", -1)) in matter_ids),
+            # By their ids (document, version, index), with no scoring at all: those the searches
+            # found already are at hand, the rest are fetched.
+            ids = [point_id(document, versions[document], i) for i in range(int(count))]
+            found = [present[i] for i in ids if i in present]
+            found += [h for h in store.fetch([i for i in ids if i not in present])
+                      if int(h.payload.get("matter", -1)) in matter_ids]
+            chunks = sorted((Hit(h.id, best[document], h.payload) for h in found),
                             key=lambda h: (place.get(h.id, len(place)), int(h.payload["chunk"])))  # best first
         if len(chunks) != count:
             chunks = store.search(query, matter_ids, MAX_DOCUMENT_CHUNKS, documents=[document])
