@@ -15,6 +15,7 @@ chunks and the model reads the columns.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -114,7 +115,9 @@ def page_lines(textpage: Any, text: str) -> list[Line]:
     left, right, bottom, top = ctypes.c_double(), ctypes.c_double(), ctypes.c_double(), ctypes.c_double()
 
     def box(index: int) -> tuple[float, float]:
-        pdfium_c.FPDFText_GetCharBox(handle, index, left, right, bottom, top)
+        """A character's left and right edge; NaN where pdfium has none, which splits nothing."""
+        if not pdfium_c.FPDFText_GetCharBox(handle, index, left, right, bottom, top):
+            return math.nan, math.nan
         return left.value, right.value
 
     lines: list[Line] = []
