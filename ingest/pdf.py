@@ -37,6 +37,8 @@ SENTENCE_GAP_EM = 1.5
 MIN_CELL_GAP_PT = 4.0  # an em of the smallest print anyone reads
 # Cells of two rows belong to one column when an edge or the centre lies this close (points).
 ALIGN_PT = 3.0
+ROWS_LOOKED_BACK = 3
+MAX_LINES_BETWEEN = 2
 # A number, letter or bullet opening a line, set off by a tab: a list item, not a table's cell.
 LIST_MARKER = re.compile(
     r"^(?:[(\[]?(?:\d{1,3}(?:\.\d{1,3})*|[A-Za-z]|[ivxlcdmIVXLCDM]{1,6})[.)\]]?\.?|[•·●▪■◦○►*§.\-–—])$"
@@ -155,26 +157,35 @@ def page_lines(textpage: Any, text: str) -> list[Line]:
 
 def find_tables(lines: list[Line]) -> Iterator[tuple[int, int]]:
     """(first, end) line ranges that are tables: two or more rows of cells, each lining up with
-    the row before it; a single line between two such rows (a wrapped cell) belongs to the table."""
+    one of the few rows before it (a row with empty cells may share no column with the row just
+    above); one or two single lines between two such rows (a wrapped cell) belong to the table."""
     i = 0
     while i < len(lines):
         if not lines[i].is_row():
             i += 1
             continue
-        end, rows, last = i + 1, 1, lines[i]
+        end, recent = i + 1, [lines[i]]
         while end < len(lines):
-            if lines[end].is_row() and lines[end].lines_up_with(last):
-                end, rows, last = end + 1, rows + 1, lines[end]
-            elif (
-                end + 1 < len(lines) and not lines[end].is_row() and lines[end].cells[0]
-                and lines[end + 1].is_row() and lines[end + 1].lines_up_with(last)
-            ):
-                end, rows, last = end + 2, rows + 1, lines[end + 1]
+            if continues(lines[end], recent):
+                recent.append(lines[end])
+                end += 1
             else:
-                break
-        if rows >= 2:
+                # One or two single lines (a wrapped cell, a second call sign), then a row.
+                between = next((n for n in range(1, MAX_LINES_BETWEEN + 1) if end + n < len(lines)
+                                and all(not line.is_row() and line.cells[0] for line in lines[end : end + n])
+                                and continues(lines[end + n], recent)), 0)
+                if not between:
+                    break
+                recent.append(lines[end + between])
+                end += between + 1
+        if len(recent) >= 2:
             yield i, end
         i = end
+
+
+def continues(line: Line, rows: list[Line]) -> bool:
+    """Whether `line` is a row of the table whose rows so far are `rows`."""
+    return line.is_row() and any(line.lines_up_with(row) for row in rows[-ROWS_LOOKED_BACK:])
 
 
 def page_blocks(lines: list[Line], page: int | None) -> list[Block]:

@@ -87,6 +87,20 @@ def test_tables_of_a_real_contract_pdf_keep_their_rows_in_chunks() -> None:
                     assert parsed.text[edge - 1] == "\n" or parsed.text[edge] == "\n", chunk.text
 
 
+def test_a_real_table_with_wrapped_cells_stays_one_table() -> None:
+    """The station list of a CUAD contract: some rows leave cells empty, and a second call sign
+    sits on a line of its own between two rows."""
+    path = next((SHARED / "corpus" / "ingest" / "cuad_pdf").rglob("TubeMediaCorp_20060310_8-K_EX-10.1*"))
+    parsed = parse_file(path, "pdf")
+    tables = [parsed.text[s:e] for s, e, c in zip(parsed.starts, parsed.ends, parsed.categories, strict=True)
+              if c == "Table"]
+
+    station_list = next(t for t in tables if t.startswith("Call | Street Address | Launch"))
+    assert "Boston | WLVI | 75 Morrissey Blvd., Boston, MA 02138 | 6/1/06" in station_list.splitlines()
+    assert "Seattle-Tacoma | KCPQ\nKTWB\n1813 Westlake Ave. N., Seattle, WA 98109 | 7/15/06\n" in station_list
+    assert "Portland, OR | KWBP | 10255 S.W. Arctic Dr., Beaverton, OR 97005 | 6/15/06" in station_list
+
+
 @pytest.mark.parametrize("name, writer, kind", [
     ("lease.odt", write_odt, "odt"), ("lease.rtf", write_rtf, "rtf"), ("lease.txt", write_rtf, "rtf"),
 ])
