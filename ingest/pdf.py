@@ -40,8 +40,10 @@ ALIGN_PT = 3.0
 ROWS_LOOKED_BACK = 3
 MAX_LINES_BETWEEN = 2
 # A number, letter or bullet opening a line, set off by a tab: a list item, not a table's cell.
+# A letter or roman numeral needs its stop or brackets ("a.", "(iv)"): "III", "DC" or "LLC"
+# alone may well be a table's first column.
 LIST_MARKER = re.compile(
-    r"^(?:[(\[]?(?:\d{1,3}(?:\.\d{1,3})*|[A-Za-z]|[ivxlcdmIVXLCDM]{1,6})[.)\]]?\.?|[•·●▪■◦○►*§.\-–—])$"
+    r"^(?:\d{1,3}(?:\.\d{1,3})*[.)]?|[(\[]\w{1,6}[)\]]|(?:[A-Za-z]|[ivxlcdmIVXLCDM]{1,6})[.)]|[•·●▪■◦○►*§.\-–—])$"
 )
 
 

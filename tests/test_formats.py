@@ -67,6 +67,16 @@ def test_pdf_tables_are_found_by_where_the_words_stand(tmp_path: Path) -> None:
     assert parsed.section_at(parsed.text.index("Hosting")) == "4. Fees"
 
 
+@pytest.mark.parametrize("cell, marker", [
+    ("5.", True), ("12.3.1", True), ("(a)", True), ("iv.", True), ("(iv)", True), ("•", True),
+    ("III", False), ("LLC", False), ("DC", False), ("2019", False), ("Boston", False),
+])
+def test_a_list_marker_set_off_by_a_tab_is_not_a_cell(cell: str, marker: bool) -> None:
+    from ingest.pdf import LIST_MARKER
+
+    assert bool(LIST_MARKER.match(cell)) is marker
+
+
 def test_tables_of_a_real_contract_pdf_keep_their_rows_in_chunks() -> None:
     from ingest.chunk import chunk_document
     from ingest.embed import Embedder
