@@ -19,7 +19,7 @@ from typing import Any
 from ingest.detect import TEXT_KINDS
 from ingest.errors import ParseError, UnsupportedFile, is_time_limit
 from ingest.ocr import OcrOptions
-from ingest.pdf import Block, extract_pdf, is_heading, paragraph_continues
+from ingest.pdf import Block, extract_pdf, is_heading, paragraph_continues, render_table
 
 SEPARATOR = "\n\n"
 
@@ -217,7 +217,7 @@ def _blocks(elements: list[Any], headers: dict[str, str]) -> list[Block]:
 
 
 def table_text(element: Any) -> str:
-    """A table as one line per row, cells separated by " | ", so the model can read it."""
+    """An unstructured table element's rows (from its HTML), rendered as PDF tables are."""
     html = getattr(element.metadata, "text_as_html", None)
     if not html:
         return element.text or ""
@@ -227,8 +227,8 @@ def table_text(element: Any) -> str:
     for row in lxml_html.fromstring(html).iter("tr"):
         cells = [" ".join(cell.text_content().split()) for cell in row if cell.tag in ("td", "th")]
         if any(cells):
-            rows.append(" | ".join(cells))
-    return "\n".join(rows) or (element.text or "")
+            rows.append(cells)
+    return render_table(rows) or (element.text or "")
 
 
 def email_fields(elements: list[Any]) -> dict[str, str]:

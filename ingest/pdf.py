@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -80,6 +80,12 @@ class Line:
                 ):
                     return True
         return False
+
+
+def render_table(rows: Iterable[Sequence[str]]) -> str:
+    """A table as text the model reads, whatever format it came from: one row per line, cells
+    separated by " | "."""
+    return "\n".join(" | ".join(cells) for cells in rows)
 
 
 def is_heading(line: str) -> bool:
@@ -206,7 +212,7 @@ def page_blocks(lines: list[Line], page: int | None) -> list[Block]:
         if index in tables:
             flush()
             rows = lines[index : tables[index]]
-            blocks.append(Block("\n".join(" | ".join(row.cells) for row in rows), page, "Table"))
+            blocks.append(Block(render_table(row.cells for row in rows), page, "Table"))
             index = tables[index]
             continue
         line = lines[index].text
