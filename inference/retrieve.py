@@ -6,9 +6,10 @@ card (file name and opening text: title, parties, date). A question that names a
 ("the Hosting Agreement between IBM and Quantum") finds it first: the chunks of the best
 documents are ranked within them, those of the named one also by the question without the
 words that name it, and these rankings are fused with the cards' order. A question that names
-no document is ranked by its chunks alone. When the best documents
-fit the token budget whole, all their chunks go first, so packing sends them complete (merged
-back into one passage each). The result is one list of chunk hits, best first, for packing.
+no document is ranked by its chunks alone. When the best documents fit the token budget whole
+(keeping a quarter of it for other documents' passages, half when no document is named), all
+their chunks go first, so packing sends them complete (merged back into one passage each). The
+result is one list of chunk hits, best first, for packing.
 """
 
 from __future__ import annotations
@@ -87,7 +88,10 @@ def retrieve(question: str, *, matter_ids: list[int], embedder: Embedder, store:
                            reach=SECTION_REACH if room and room >= SECTION_ROOM else 1)
     whole: list[int] = []
     if room:
-        hits, whole = whole_documents_first(hits, query, matter_ids, store, room)
+        # A document the question names is sure to be wanted; the best document for a question
+        # that names none is a guess, so more of the room is kept for the best passages elsewhere.
+        keep = room // 4 if names_document else room // 2
+        hits, whole = whole_documents_first(hits, query, matter_ids, store, room, keep)
     return Retrieval(hits, ranked_documents, mode, whole, ranked)
 
 
@@ -130,9 +134,9 @@ def around(chunk: int, reach: int) -> list[int]:
 
 
 def whole_documents_first(hits: list[Hit], query: SearchQuery, matter_ids: list[int], store: VectorStore,
-                          room: int) -> tuple[list[Hit], list[int]]:
+                          room: int, keep: int) -> tuple[list[Hit], list[int]]:
     """Put every chunk of the best documents first while each fits whole in what is left of the
-    room, keeping a quarter of the room for the best passages of other documents."""
+    room, keeping `keep` tokens of it for the best passages of other documents."""
     versions = {int(h.payload["document"]): str(h.payload["version"]) for h in reversed(hits[:WHOLE_CANDIDATES])}
     candidates = unique(int(h.payload["document"]) for h in hits[:WHOLE_CANDIDATES])
     # The cards know each document's size: one that cannot fit is not fetched.
@@ -144,7 +148,7 @@ def whole_documents_first(hits: list[Hit], query: SearchQuery, matter_ids: list[
         best.setdefault(int(hit.payload["document"]), hit.score)
     place = {h.id: position for position, h in enumerate(hits)}  # fetched chunks keep their rank
     present = {h.id: h for h in hits}
-    left = room - room // 4
+    left = room - keep
     first: list[Hit] = []
     whole: list[int] = []
     for document in candidates:

@@ -282,6 +282,32 @@ def test_a_whole_document_is_fetched_by_id_when_its_card_says_it_fits(store: Vec
     assert other.hits and {h.payload["matter"] for h in other.hits} == {2}
 
 
+def test_a_named_document_may_take_more_of_the_room_than_a_guessed_one(store: VectorStore, embedder: Embedder) -> None:
+    from inference.retrieve import retrieve
+
+    parts = ["Schedule A lists the pump models.", "Schedule B sets the pump prices.", "Schedule C sets the pump warranty."]
+    points, offset = [], 0
+    for index, text in enumerate(parts):
+        payload = {"matter": 1, "document": 32, "version": "v1", "chunk": index, "kind": "chunk", "path": "supply.txt",
+                   "start": offset, "end": offset + len(text), "tokens": 150, "text": text}
+        points.append(ChunkPoint(point_id(32, "v1", index), embedder.embed_query(text), payload, document_vector(text)))
+        offset += len(text)
+    card = "Pump Supply Agreement between Acme Pumps Limited and Beta Water Company"
+    points.append(ChunkPoint(point_id(32, "v1", "card"), embedder.embed_query(card),
+                             {**points[0].payload, "kind": "card", "text": card}, document_vector(card)))
+    store.upsert(points)
+    # Sent whole, the document costs 3 x (150 + 12) = 486 tokens: within three quarters of 800,
+    # not within half of it.
+    named = retrieve("Consider the Pump Supply Agreement between Acme Pumps and Beta Water; what are the prices?",
+                     matter_ids=[1], embedder=embedder, store=store, limit=10, room=800)
+    guessed = retrieve("What does schedule B say about pump prices?", matter_ids=[1], embedder=embedder, store=store,
+                       limit=10, room=800)
+    assert named.whole[:1] == [32]
+    assert 32 not in guessed.whole  # half the room stays for passages of other documents
+    assert 32 in retrieve("What does schedule B say about pump prices?", matter_ids=[1], embedder=embedder,
+                          store=store, limit=10, room=1000).whole
+
+
 @pytest.fixture(scope="module")
 def cross_encoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real sentence-transformers cross-encoder folder, made offline from MiniLM's weights with
