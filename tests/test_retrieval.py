@@ -189,22 +189,30 @@ def test_reindex_makes_the_next_ingest_embed_every_file_again(data_dir: Path, tm
     assert services.get_store().count() == Document.objects.get(path="lease.txt").chunk_count == 1
 
 
+def store_schedules(store: VectorStore, embedder: Embedder, document: int, path: str, tokens: int,
+                    card: str) -> list[str]:
+    """A three-chunk document of pump schedules (each chunk stored as `tokens` long) and its card."""
+    parts = ["Schedule A lists the pump models.", "Schedule B sets the pump prices.", "Schedule C sets the pump warranty."]
+    points, offset = [], 0
+    for index, text in enumerate(parts):
+        payload = {"matter": 1, "document": document, "version": "v1", "chunk": index, "kind": "chunk", "path": path,
+                   "start": offset, "end": offset + len(text), "tokens": tokens, "text": text}
+        points.append(ChunkPoint(point_id(document, "v1", index), embedder.embed_query(text), payload,
+                                 document_vector(text)))
+        offset += len(text)
+    points.append(ChunkPoint(point_id(document, "v1", "card"), embedder.embed_query(card),
+                             {**points[0].payload, "kind": "card", "text": card}, document_vector(card)))
+    store.upsert(points)
+    return parts
+
+
 def test_the_best_document_goes_first_and_whole_when_it_fits(store: VectorStore, embedder: Embedder) -> None:
     from inference.pack import pack_sources
     from inference.retrieve import retrieve
     from ingest.tokens import count_tokens
 
-    parts = ["Schedule A lists the pump models.", "Schedule B sets the pump prices.", "Schedule C sets the pump warranty."]
-    points, offset = [], 0
-    for index, text in enumerate(parts):
-        payload = {"matter": 1, "document": 30, "version": "v1", "chunk": index, "kind": "chunk", "path": "schedules.txt",
-                   "start": offset, "end": offset + len(text), "tokens": 100, "text": text}
-        points.append(ChunkPoint(point_id(30, "v1", index), embedder.embed_query(text), payload, document_vector(text)))
-        offset += len(text)
-    card = "Schedules of the pump supply agreement: models, prices, warranty"
-    points.append(ChunkPoint(point_id(30, "v1", "card"), embedder.embed_query(card),
-                             {**points[0].payload, "kind": "card", "text": card}, document_vector(card)))
-    store.upsert(points)
+    parts = store_schedules(store, embedder, 30, "schedules.txt", 100,
+                            "Schedules of the pump supply agreement: models, prices, warranty")
     question = "What does schedule B say about pump prices?"
 
     roomy = retrieve(question, matter_ids=[1], embedder=embedder, store=store, limit=10, room=1000)
@@ -285,17 +293,8 @@ def test_a_whole_document_is_fetched_by_id_when_its_card_says_it_fits(store: Vec
 def test_a_named_document_may_take_more_of_the_room_than_a_guessed_one(store: VectorStore, embedder: Embedder) -> None:
     from inference.retrieve import retrieve
 
-    parts = ["Schedule A lists the pump models.", "Schedule B sets the pump prices.", "Schedule C sets the pump warranty."]
-    points, offset = [], 0
-    for index, text in enumerate(parts):
-        payload = {"matter": 1, "document": 32, "version": "v1", "chunk": index, "kind": "chunk", "path": "supply.txt",
-                   "start": offset, "end": offset + len(text), "tokens": 150, "text": text}
-        points.append(ChunkPoint(point_id(32, "v1", index), embedder.embed_query(text), payload, document_vector(text)))
-        offset += len(text)
-    card = "Pump Supply Agreement between Acme Pumps Limited and Beta Water Company"
-    points.append(ChunkPoint(point_id(32, "v1", "card"), embedder.embed_query(card),
-                             {**points[0].payload, "kind": "card", "text": card}, document_vector(card)))
-    store.upsert(points)
+    store_schedules(store, embedder, 32, "supply.txt", 150,
+                    "Pump Supply Agreement between Acme Pumps Limited and Beta Water Company")
     # Sent whole, the document costs 3 x (150 + 12) = 486 tokens: within three quarters of 800,
     # not within half of it.
     named = retrieve("Consider the Pump Supply Agreement between Acme Pumps and Beta Water; what are the prices?",
