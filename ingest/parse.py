@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import bisect
 import re
+from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -182,6 +184,7 @@ def plain_document(text: str) -> ParsedDocument:
             paragraph.clear()
 
     offset = 0
+    running = running_lines(" ".join(raw.split()) for raw in text.splitlines())
     for raw in text.splitlines(keepends=True):  # also splits at form feeds and other breaks
         body = raw.rstrip(LINE_BREAKS)
         line = " ".join(body.split())
@@ -190,7 +193,10 @@ def plain_document(text: str) -> ParsedDocument:
         else:
             start = offset + len(body) - len(body.lstrip())
             end = offset + len(body.rstrip())
-            if is_heading(line) and not paragraph_continues([p[2] for p in paragraph], line):
+            if line in running:
+                flush()
+                add(start, end, "NarrativeText")
+            elif is_heading(line) and not paragraph_continues([p[2] for p in paragraph], line):
                 flush()
                 add(start, end, "Title")
             else:
@@ -203,6 +209,17 @@ def plain_document(text: str) -> ParsedDocument:
     known = [p for p in parsed.pages if p is not None]
     parsed.page_count = max(known) if known else None
     return parsed
+
+
+RUNNING_REPEATS = 3
+
+
+def running_lines(lines: Iterable[str]) -> set[str]:
+    """Heading-shaped lines that recur word for word at least RUNNING_REPEATS times in a document:
+    a running header or footer ("Source: ACME CORP, 8-K, 1/20/2009" on every page), which would
+    otherwise pass for the heading of everything after it."""
+    counts = Counter(line for line in lines if is_heading(line))
+    return {line for line, count in counts.items() if count >= RUNNING_REPEATS}
 
 
 def _blocks(elements: list[Any], headers: dict[str, str]) -> list[Block]:
@@ -317,7 +334,10 @@ def assemble(blocks: list[Block], parser: str) -> ParsedDocument:
     parts: list[str] = []
     offset = 0
     headings = HeadingPath()
+    running = running_lines(" ".join(b.text.split()) for b in blocks if b.category == "Title")
     for block in blocks:
+        if block.category == "Title" and " ".join(block.text.split()) in running:
+            block = Block(block.text, block.page, "NarrativeText")
         # PostgreSQL text cannot hold NUL, and no reader needs one: drop them before offsets exist.
         text = block.text.replace("\x00", "").strip()
         if not text:

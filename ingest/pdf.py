@@ -88,11 +88,16 @@ def render_table(rows: Iterable[Sequence[str]]) -> str:
     return "\n".join(" | ".join(cells) for cells in rows)
 
 
+PAGE_NUMBER = re.compile(r"page\s+\d+(?:\s+of\s+\d+)?", re.I)
+
+
 def is_heading(line: str) -> bool:
     words = line.split()
     if not words or len(words) > MAX_HEADING_WORDS or len(line) > 100:
         return False
     if line.endswith((".", ",", ";", ":")) and not NUMBERED.match(line):
+        return False
+    if PAGE_NUMBER.match(line):  # "Page 3 of 36": a running footer, never a heading
         return False
     letters = [c for c in line if c.isalpha()]
     if not letters:

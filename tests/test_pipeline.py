@@ -203,6 +203,41 @@ def test_headings_run_into_their_paragraphs_enter_the_section_path(tmp_path: Pat
     assert pdf.section_at(pdf.text.index("Either party")) == "7. Term > 7.2. Notice"
 
 
+def test_running_headers_footers_and_page_numbers_are_no_headings(tmp_path: Path) -> None:
+    """A line on every page ("Source: ACME CORP, 8-K, 1/20/2009") or a page number would become
+    the section of everything after it; a heading that recurs only twice is still a heading."""
+    from ingest.parse import assemble
+    from ingest.pdf import Block
+
+    pages = []
+    for number, (heading, body) in enumerate([("1. Scope", "The supplier delivers pumps."),
+                                              ("2. Price", "Each pump costs 900 euros."),
+                                              ("Schedule 1", "Models: P-100 and P-200."),
+                                              ("Schedule 1", "Models: P-300, added later.")], start=1):
+        pages.append(f"{heading}\n{body}\n\nSource: ACME CORP, 8-K, 1/20/2009\n\nPage {number} of 4\n")
+    path = tmp_path / "supply.txt"
+    path.write_text("\f".join(pages))
+    parsed = parse_file(path, "text")
+    at = lambda words: parsed.section_at(parsed.text.index(words))  # noqa: E731
+
+    assert at("Each pump") == "2. Price"
+    assert at("Page 1 of 4") == at("Source: ACME CORP, 8-K, 1/20/2009") == "1. Scope"  # the first of each
+    assert at("P-300") == "Schedule 1"
+    assert not {section for section in parsed.sections if "ACME" in section or "Page" in section}
+    # Extracted PDF text (blocks) is read the same way.
+    blocks = [Block(text, page, category) for page in (1, 2, 3)
+              for text, category in ((f"{page}. Clause {page}", "Title"), ("The parties agree.", "NarrativeText"),
+                                     ("CONFIDENTIAL", "Title"))]
+    pdf = assemble(blocks, "pdf")
+    assert {pdf.section_at(start) for start in pdf.starts} == {"1. Clause 1", "2. Clause 2", "3. Clause 3"}
+    # A real contract converted to text: its footer ("Source: QUANTUM GROUP INC /FL, 8-K, 1/20/2009")
+    # and page numbers ("Page 31 of 36") were the section of most of its chunks.
+    real = parse_file(DEV / "docs" / "cuad" / "QuantumGroupIncFl_20090120_8-K_EX-99.2_3672910_EX-99.2_Hosting Agreement.txt",
+                      "text")
+    assert not [section for section in real.sections if "Source:" in section or "Page " in section]
+    assert real.section_at(real.text.index("IBM grants Customer an irrevocable")) == "Waiver"  # the heading above it
+
+
 def test_chunks_carry_the_section_they_start_in(embedder: Embedder) -> None:
     parsed = parse_file(DEV / "originals_pdf" / SUBSET_PDF, "pdf")
 
