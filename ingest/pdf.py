@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import re
+import string
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -99,6 +100,9 @@ def is_heading(line: str) -> bool:
         return False
     if PAGE_NUMBER.match(line):  # "Page 3 of 36": a running footer, never a heading
         return False
+    label, colon, value = line.partition(": ")
+    if colon and label and not any(word.strip(string.punctuation).isalpha() for word in value.split()):
+        return False  # a record's field with no words in its value ("Date: 2017-03-31", "DOI: 10.3390/v12020194")
     letters = [c for c in line if c.isalpha()]
     if not letters:
         return False

@@ -238,6 +238,17 @@ def test_running_headers_footers_and_page_numbers_are_no_headings(tmp_path: Path
     assert real.section_at(real.text.index("IBM grants Customer an irrevocable")) == "Waiver"  # the heading above it
 
 
+@pytest.mark.parametrize(("line", "heading"), [
+    ("SHA: ee8dca216514deeed4c9415bc2ad8a78dc3d9670", False), ("DOI: 10.3390/v12020194", False),
+    ("Date: 2017-03-31", False), ("Page 3 of 36", False), ("page 12", False),
+    ("Appendix: Model Specifics", True), ("Section 5: Fees", True), ("Exhibit 10.8", True), ("7.2 Notice", True),
+])
+def test_record_fields_and_page_numbers_are_no_headings(line: str, heading: bool) -> None:
+    from ingest.pdf import is_heading
+
+    assert is_heading(line) is heading
+
+
 def test_chunks_carry_the_section_they_start_in(embedder: Embedder) -> None:
     parsed = parse_file(DEV / "originals_pdf" / SUBSET_PDF, "pdf")
 
