@@ -7,9 +7,9 @@ card (file name and opening text: title, parties, date). A question that names a
 documents are ranked within them, those of the named one also by the question without the
 words that name it, and these rankings are fused with the cards' order. A question that names
 no document is ranked by its chunks alone. When the best documents fit the token budget whole
-(keeping a quarter of it for other documents' passages, half when no document is named), all
-their chunks go first, so packing sends them complete (merged back into one passage each). The
-result is one list of chunk hits, best first, for packing.
+(keeping a quarter of it for other documents' passages, half when no document is named or
+chosen), all their chunks go first, so packing sends them complete (merged back into one
+passage each). The result is one list of chunk hits, best first, for packing.
 """
 
 from __future__ import annotations
@@ -88,9 +88,10 @@ def retrieve(question: str, *, matter_ids: list[int], embedder: Embedder, store:
                            reach=SECTION_REACH if room and room >= SECTION_ROOM else 1)
     whole: list[int] = []
     if room:
-        # A document the question names is sure to be wanted; the best document for a question
-        # that names none is a guess, so more of the room is kept for the best passages elsewhere.
-        keep = room // 4 if names_document else room // 2
+        # A document the question names, or one of those the user chose, is sure to be wanted; the
+        # best document for a question that names none is a guess, so more of the room is kept
+        # for the best passages elsewhere.
+        keep = room // 4 if names_document or documents else room // 2
         hits, whole = whole_documents_first(hits, query, matter_ids, store, room, keep)
     return Retrieval(hits, ranked_documents, mode, whole, ranked)
 

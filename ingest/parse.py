@@ -21,7 +21,7 @@ from typing import Any
 from ingest.detect import TEXT_KINDS
 from ingest.errors import ParseError, UnsupportedFile, is_time_limit
 from ingest.ocr import OcrOptions
-from ingest.pdf import Block, extract_pdf, is_heading, paragraph_continues, render_table
+from ingest.pdf import Block, extract_pdf, heading_shaped, is_heading, page_furniture, paragraph_continues, render_table
 
 SEPARATOR = "\n\n"
 
@@ -35,7 +35,7 @@ class ParsedDocument:
     starts: list[int] = field(default_factory=list)
     ends: list[int] = field(default_factory=list)
     pages: list[int | None] = field(default_factory=list)
-    categories: list[str] = field(default_factory=list)  # "Title", "NarrativeText", ...
+    categories: list[str] = field(default_factory=list)  # "Title", "NarrativeText", "Header", ...
     sections: list[str] = field(default_factory=list)  # heading path in force at each element
     ocr_pages: int = 0  # pages read by OCR
     # Headings inside paragraphs ("13. Force Majeure. Any delay ..."): (offset, path from there on).
@@ -60,7 +60,7 @@ class ParsedDocument:
         self.pages.append(page)
         self.categories.append(category)
         self.sections.append(headings.path())
-        if category in ("Title", "Table"):
+        if category in ("Title", "Table", "Header"):  # a running header's "12 Months" is no clause
             return
         for match in INLINE_HEADING.finditer(text):
             title = match.group(2)
@@ -193,12 +193,12 @@ def plain_document(text: str) -> ParsedDocument:
         else:
             start = offset + len(body) - len(body.lstrip())
             end = offset + len(body.rstrip())
-            if line in running:
+            if heading_shaped(line) and page_furniture(line):  # even inside a paragraph: it stands apart
                 flush()
-                add(start, end, "NarrativeText")
-            elif is_heading(line) and not paragraph_continues([p[2] for p in paragraph], line):
+                add(start, end, "Header")
+            elif heading_shaped(line) and not paragraph_continues([p[2] for p in paragraph], line):
                 flush()
-                add(start, end, "Title")
+                add(start, end, "Header" if line in running else "Title")
             else:
                 paragraph.append((start, end, line))
         if "\f" in raw[len(body):]:
@@ -337,7 +337,7 @@ def assemble(blocks: list[Block], parser: str) -> ParsedDocument:
     running = running_lines(" ".join(b.text.split()) for b in blocks if b.category == "Title")
     for block in blocks:
         if block.category == "Title" and " ".join(block.text.split()) in running:
-            block = Block(block.text, block.page, "NarrativeText")
+            block = Block(block.text, block.page, "Header")
         # PostgreSQL text cannot hold NUL, and no reader needs one: drop them before offsets exist.
         text = block.text.replace("\x00", "").strip()
         if not text:

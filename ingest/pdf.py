@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import math
 import re
-import string
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,7 +51,7 @@ LIST_MARKER = re.compile(
 class Block:
     text: str
     page: int | None
-    category: str  # "Title", "NarrativeText" or "Table", as unstructured names them
+    category: str  # "Title", "NarrativeText", "Table" or "Header" (page furniture), as unstructured names them
 
 
 @dataclass(frozen=True)
@@ -89,20 +88,41 @@ def render_table(rows: Iterable[Sequence[str]]) -> str:
     return "\n".join(" | ".join(cells) for cells in rows)
 
 
-PAGE_NUMBER = re.compile(r"page\s+\d+(?:\s+of\s+\d+)?", re.I)
+# A page number, alone or at the end of a footer: "Page 3 of 36", "Supply Agreement Page 4 of 75", "Page -2-".
+PAGE_NUMBER = re.compile(r"(?:.*\s)?page\s*-?\s*\d+\s*-?(?:\s+of\s+\d+)?", re.I)
 
 
 def is_heading(line: str) -> bool:
+    """A heading: heading-shaped, and not a page number or a record's field (page_furniture)."""
+    return heading_shaped(line) and not page_furniture(line)
+
+
+def page_furniture(line: str) -> bool:
+    """A page number, or a record's field whose value has no words ("Date: 2017-03-31", "SHA:
+    ee8dca21...", "DOI: 10.3390/v12020194"): short lines that look like headings and are none."""
+    if len(line) > 100:
+        return False
+    if PAGE_NUMBER.fullmatch(line):
+        return True
+    label, colon, value = line.partition(": ")
+    return bool(colon and label.strip()) and not any(wordlike(word) for word in value.split())
+
+
+def wordlike(word: str) -> bool:
+    """At least two letters, and letters at least half of it: "Non-Compete", "COVID-19", "U.S.A."
+    are words; a date, a DOI or a hash ("ee8dca216514deeed4c9...") is not."""
+    letters = sum(c.isalpha() for c in word)
+    return letters >= 2 and 2 * letters >= len(word)
+
+
+def heading_shaped(line: str) -> bool:
+    """Short, capitalised or numbered, not ending like a sentence: where a paragraph ends and an
+    element of its own begins (a heading, or page furniture that is_heading tells apart)."""
     words = line.split()
     if not words or len(words) > MAX_HEADING_WORDS or len(line) > 100:
         return False
     if line.endswith((".", ",", ";", ":")) and not NUMBERED.match(line):
         return False
-    if PAGE_NUMBER.match(line):  # "Page 3 of 36": a running footer, never a heading
-        return False
-    label, colon, value = line.partition(": ")
-    if colon and label and not any(word.strip(string.punctuation).isalpha() for word in value.split()):
-        return False  # a record's field with no words in its value ("Date: 2017-03-31", "DOI: 10.3390/v12020194")
     letters = [c for c in line if c.isalpha()]
     if not letters:
         return False
@@ -228,7 +248,10 @@ def page_blocks(lines: list[Line], page: int | None) -> list[Block]:
         index += 1
         if not line:
             flush()
-        elif is_heading(line) and not paragraph_continues(paragraph, line):
+        elif heading_shaped(line) and page_furniture(line):  # even inside a paragraph: it stands apart
+            flush()
+            blocks.append(Block(line, page, "Header"))
+        elif heading_shaped(line) and not paragraph_continues(paragraph, line):
             flush()
             blocks.append(Block(line, page, "Title"))
         else:

@@ -240,13 +240,40 @@ def test_running_headers_footers_and_page_numbers_are_no_headings(tmp_path: Path
 
 @pytest.mark.parametrize(("line", "heading"), [
     ("SHA: ee8dca216514deeed4c9415bc2ad8a78dc3d9670", False), ("DOI: 10.3390/v12020194", False),
-    ("Date: 2017-03-31", False), ("Page 3 of 36", False), ("page 12", False),
+    ("Date: 2017-03-31", False), ("Page 3 of 36", False), ("page 12", False), ("Page -2-", False),
+    ("Supply Agreement Page 4 of 75", False),
     ("Appendix: Model Specifics", True), ("Section 5: Fees", True), ("Exhibit 10.8", True), ("7.2 Notice", True),
+    ("Section 5: Non-Compete", True), ("Annex 3: COVID-19", True), ("Schedule 1: Term/Termination", True),
+    ("Chapter 4: R&D", True), ("Page 7 Definitions", True),
 ])
 def test_record_fields_and_page_numbers_are_no_headings(line: str, heading: bool) -> None:
     from ingest.pdf import is_heading
 
     assert is_heading(line) is heading
+
+
+def test_page_furniture_stands_apart_and_the_heading_after_it_still_counts() -> None:
+    """A page number or field right above a heading (no blank line) ends the paragraph before it
+    and is an element of its own, so the heading after it is still read as one; a running line
+    that opens with a number ("12 Months") is not taken for a clause run into a paragraph."""
+    from ingest.parse import assemble, plain_document
+    from ingest.pdf import Block, Line, page_blocks
+
+    text = "1. Scope\nThe supplier delivers pumps\nPage 3 of 36\nPayment Terms\nEach pump costs 900 euros.\n"
+    parsed = plain_document(text)
+    assert parsed.section_at(text.index("Each pump")) == "Payment Terms"
+    assert parsed.section_at(text.index("The supplier")) == "1. Scope"
+    assert [text[a:b] for a, b, c in zip(parsed.starts, parsed.ends, parsed.categories, strict=True) if c == "Header"] \
+        == ["Page 3 of 36"]
+    blocks = page_blocks([Line((line,)) for line in ("The supplier delivers pumps", "Fax: 514-844-5836",
+                                                     "10. Term and Termination", "This Agreement runs five years.")], 1)
+    assert [(b.text, b.category) for b in blocks] == [
+        ("The supplier delivers pumps", "NarrativeText"), ("Fax: 514-844-5836", "Header"),
+        ("10. Term and Termination", "Title"), ("This Agreement runs five years.", "NarrativeText")]
+    pdf = assemble([Block(text, 1, category) for text, category in (
+        ("5. Fees", "Title"), ("12 Months", "Title"), ("The fee is due monthly.", "NarrativeText"),
+        ("12 Months", "Title"), ("12 Months", "Title"))], "pdf")
+    assert {pdf.section_at(start) for start in pdf.starts} == {"5. Fees"}
 
 
 def test_chunks_carry_the_section_they_start_in(embedder: Embedder) -> None:

@@ -305,6 +305,9 @@ def test_a_named_document_may_take_more_of_the_room_than_a_guessed_one(store: Ve
     assert 32 not in guessed.whole  # half the room stays for passages of other documents
     assert 32 in retrieve("What does schedule B say about pump prices?", matter_ids=[1], embedder=embedder,
                           store=store, limit=10, room=1000).whole
+    # A document the user chose to ask about is no guess either.
+    assert retrieve("What does schedule B say about pump prices?", matter_ids=[1], embedder=embedder, store=store,
+                    limit=10, room=800, documents=[32]).whole == [32]
 
 
 @pytest.fixture(scope="module")
