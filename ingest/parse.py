@@ -21,7 +21,7 @@ from typing import Any
 from ingest.detect import TEXT_KINDS
 from ingest.errors import ParseError, UnsupportedFile, is_time_limit
 from ingest.ocr import OcrOptions
-from ingest.pdf import Block, extract_pdf, heading_shaped, is_heading, page_furniture, paragraph_continues, render_table
+from ingest.pdf import Block, extract_pdf, is_heading, render_table, standalone
 
 SEPARATOR = "\n\n"
 
@@ -193,12 +193,10 @@ def plain_document(text: str) -> ParsedDocument:
         else:
             start = offset + len(body) - len(body.lstrip())
             end = offset + len(body.rstrip())
-            if heading_shaped(line) and page_furniture(line):  # even inside a paragraph: it stands apart
+            category = standalone(line, paragraph[-1][2] if paragraph else None)
+            if category:
                 flush()
-                add(start, end, "Header")
-            elif heading_shaped(line) and not paragraph_continues([p[2] for p in paragraph], line):
-                flush()
-                add(start, end, "Header" if line in running else "Title")
+                add(start, end, "Header" if line in running else category)
             else:
                 paragraph.append((start, end, line))
         if "\f" in raw[len(body):]:

@@ -100,8 +100,6 @@ def is_heading(line: str) -> bool:
 def page_furniture(line: str) -> bool:
     """A page number, or a record's field whose value has no words ("Date: 2017-03-31", "SHA:
     ee8dca21...", "DOI: 10.3390/v12020194"): short lines that look like headings and are none."""
-    if len(line) > 100:
-        return False
     if PAGE_NUMBER.fullmatch(line):
         return True
     label, colon, value = line.partition(": ")
@@ -248,21 +246,26 @@ def page_blocks(lines: list[Line], page: int | None) -> list[Block]:
         index += 1
         if not line:
             flush()
-        elif heading_shaped(line) and page_furniture(line):  # even inside a paragraph: it stands apart
+        elif category := standalone(line, paragraph[-1] if paragraph else None):
             flush()
-            blocks.append(Block(line, page, "Header"))
-        elif heading_shaped(line) and not paragraph_continues(paragraph, line):
-            flush()
-            blocks.append(Block(line, page, "Title"))
+            blocks.append(Block(line, page, category))
         else:
             paragraph.append(line)
     flush()
     return blocks
 
 
-def paragraph_continues(paragraph: list[str], line: str) -> bool:
-    """A capitalised line after a line that did not end a sentence is more likely wrapped text."""
-    return bool(paragraph) and not paragraph[-1].endswith((".", ":", ";", "?", "!")) and not line.isupper()
+def standalone(line: str, previous: str | None) -> str | None:
+    """The category of a line that is an element of its own, after `previous` (the paragraph's
+    last line so far, None when there is none): "Header" for page furniture (even inside a
+    paragraph), "Title" for a heading; None for a line of the paragraph. A capitalised line after
+    a line that did not end a sentence is more likely wrapped text than a heading."""
+    if not heading_shaped(line):
+        return None
+    if page_furniture(line):
+        return "Header"
+    continues = previous is not None and not previous.endswith((".", ":", ";", "?", "!")) and not line.isupper()
+    return None if continues else "Title"
 
 
 def extract_pdf(path: Path, ocr: OcrOptions | None = None) -> tuple[list[Block], int]:
