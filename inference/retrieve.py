@@ -2,8 +2,9 @@
 
 Chunks are searched with a dense and a sparse vector fused by reciprocal rank inside Qdrant,
 always filtered to the allowed matters in the query itself. Documents are ranked too, by their
-card (file name and opening text: title, parties, date). A question that names a document
-("the Hosting Agreement between IBM and Quantum") finds it first: the chunks of the best
+card (file name and opening text: title, parties, date), and, for a question with words before
+the question proper ("Consider the Hosting Agreement between IBM and Quantum; ..."), by those
+words alone. A question that names a document finds it first: the chunks of the best
 documents are ranked within them, those of the named one also by the question without the
 words that name it, and these rankings are fused with the cards' order. A question that names
 no document is ranked by its chunks alone. When the best documents fit the token budget whole
@@ -47,11 +48,17 @@ class Retrieval:
 
 
 def make_query(question: str, embedder: Embedder, mode: str) -> SearchQuery:
+    return make_queries([question], embedder, mode)[0]
+
+
+def make_queries(texts: list[str], embedder: Embedder, mode: str) -> list[SearchQuery]:
+    """One query per text; their dense vectors come from one call of the model."""
     if mode not in MODES:
         raise ValueError(f"unknown retrieval mode {mode!r}; one of {', '.join(MODES)}")
-    dense = embedder.embed_query(question) if mode in ("hybrid", "dense") else None
-    sparse = query_vector(question) if mode in ("hybrid", "sparse") else None
-    return SearchQuery(dense=dense, sparse=sparse)
+    dense: list[list[float] | None] = (
+        list(embedder.embed_documents(texts)) if mode in ("hybrid", "dense") else [None] * len(texts))
+    return [SearchQuery(dense=vector, sparse=query_vector(text) if mode in ("hybrid", "sparse") else None)
+            for text, vector in zip(texts, dense, strict=True)]
 
 
 def retrieve(question: str, *, matter_ids: list[int], embedder: Embedder, store: VectorStore, limit: int,
@@ -61,12 +68,23 @@ def retrieve(question: str, *, matter_ids: list[int], embedder: Embedder, store:
     best documents that fit whole come first, whole, so that packing sends them complete. With
     a `reranker`, a cross-encoder reorders the best of the fused ranking. With `documents` (a
     scope the user chose), only those documents are searched: the filter is in the query too."""
-    query = make_query(question, embedder, mode)
+    naming = naming_part(question) if documents_first else ""
+    query, *others = make_queries([question, naming] if naming else [question], embedder, mode)
+    naming_query = others[0] if others else None
     chunks = store.search(query, matter_ids, limit, documents=documents)
     if not documents_first:
         chunks = reranker.rerank(question, chunks) if reranker else chunks
         return Retrieval(chunks, [], mode, [], chunks)
     cards = store.search(query, matter_ids, CARD_LIMIT, cards=True, documents=documents)
+    if naming_query is not None:
+        # "Consider the Mobile Application Development Agreement between VGrab and Ms. Chen; how
+        # is intellectual property assigned?": the topic words match other documents' titles too
+        # ("Intellectual Property Agreement"), so the cards are also searched with the part before
+        # the question alone. A card that holds more of its words than any other card is the
+        # document named; "As of January 17, ..." names none.
+        by_name = store.search(naming_query, matter_ids, CARD_LIMIT, cards=True, documents=documents)
+        if (named := named_card(naming, by_name + cards)) is not None:
+            cards = [named, *(c for c in cards if c.payload["document"] != named.payload["document"])]
     ranked_documents = unique(int(c.payload["document"]) for c in cards)
     top = ranked_documents[:TOP_DOCUMENTS]
     # A question names a document when some clause of it is mostly words of the best card
@@ -182,6 +200,24 @@ def whole_documents_first(hits: list[Hit], query: SearchQuery, matter_ids: list[
 
 
 CLAUSE = re.compile(r"(?<=[;:?!.])\s+|,\s+|\s+(?=\b(?:what|which|who|whom|when|where|why|how|does|do|is|are|was|were|can|may|shall|will|has|have|did)\b)", re.I)
+ASKS = r"(?=(?:what|which|who|whom|when|where|why|how|does|do|is|are|was|were|can|may|shall|will|has|have|did)\b)"
+BEFORE_QUESTION = re.compile(r"[;:]\s+(?=[^;:]*\?\s*$)|[,.]\s+" + ASKS, re.I)
+
+
+def naming_part(question: str) -> str:
+    """What comes before the question proper ("Consider the Hosting Agreement between IBM and
+    Quantum" in "...; Are any licenses irrevocable?", "In the 2019 lease" in "In the 2019 lease,
+    who pays?"); empty when the question is all there is."""
+    text = question.strip()
+    if not text.endswith("?"):
+        return ""
+    cuts = [m.start() for m in BEFORE_QUESTION.finditer(text)]
+    colons = [m.start() for m in BEFORE_QUESTION.finditer(text) if text[m.start()] in ";:"]
+    cut = colons[-1] if colons else (cuts[0] if cuts else 0)
+    head = text[:cut].strip()
+    return head if terms(head) else ""
+
+
 NAMING_SHARE = 0.6  # a clause is naming the document when this share of its terms is on its card
 
 
@@ -203,6 +239,25 @@ def focus(question: str, cards: list[str]) -> str:
         kept.append(clause)
     rest = " ".join(kept).strip()
     return rest if terms(rest) else question
+
+
+NAME_TERMS = 3  # "As of January 17" names no document; "the Acme Beta supply agreement" may
+
+
+def named_card(naming: str, cards: list[Hit]) -> Hit | None:
+    """The card that holds more of the words of `naming` than any other card (of another
+    document), and at least three of them, if there is one. Not a share of them: a card opens
+    the document, and the parties' names may come after it ends."""
+    wanted = set(terms(naming))
+    held: dict[int, tuple[int, Hit]] = {}
+    for card in cards:
+        document = int(card.payload["document"])
+        if document not in held:
+            held[document] = (len(wanted & set(terms(str(card.payload.get("text", ""))))), card)
+    ordered = sorted(held.values(), key=lambda pair: -pair[0])
+    if not ordered or ordered[0][0] < NAME_TERMS or (len(ordered) > 1 and ordered[1][0] == ordered[0][0]):
+        return None
+    return ordered[0][1]
 
 
 def fuse(rankings: list[list[Hit]], documents: list[int]) -> list[Hit]:

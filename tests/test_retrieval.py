@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from django.core.management import CommandError, call_command
 from ingest.embed import Embedder
 from ingest.sparse import document_vector, query_vector, terms
 from ingest.store import ChunkPoint, EdgeStore, SearchQuery, ServerStore, VectorStore, point_id
-from tests.conftest import SUBSET_TXT, dev_questions
+from tests.conftest import DEV, SUBSET_TXT, dev_questions
 
 TEXTS = {
     # (matter, document): text
@@ -308,6 +309,70 @@ def test_a_named_document_may_take_more_of_the_room_than_a_guessed_one(store: Ve
     # A document the user chose to ask about is no guess either.
     assert retrieve("What does schedule B say about pump prices?", matter_ids=[1], embedder=embedder, store=store,
                     limit=10, room=800, documents=[32]).whole == [32]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_part_before_the_question_finds_the_document_it_names(data_dir: Path, tmp_path: Path) -> None:
+    """A real question of the dev set: the contract it names is a development agreement whose card
+    ends before its parties, and two other contracts are titled by the question's topic."""
+    from docqa import services
+    from docqa.models import Document
+    from inference.retrieve import retrieve
+
+    folder = tmp_path / "cuad"
+    folder.mkdir()
+    names = ["VgrabCommunicationsInc_20200129_10-K_EX-10.33_11958828_EX-10.33_Development Agreement.txt",
+             "JINGWEIINTERNATIONALLTD_10_04_2007-EX-10.7-INTELLECTUAL PROPERTY AGREEMENT.txt",
+             "GSITECHNOLOGYINC_11_16_2009-EX-10.2-INTELLECTUAL PROPERTY AGREEMENT between SONY ELECTRONICS INC. "
+             "and GSI TECHNOLOGY, INC..txt"]
+    for name in names:
+        shutil.copyfile(DEV / "docs" / "cuad" / name, folder / name)
+    call_command("ingest", str(folder), "--matter", "ip", stdout=io.StringIO())
+    ids = {d.path: d.id for d in Document.objects.all()}
+    matter = Document.objects.get(path=names[0]).source.matter_id
+    question = next(q["question"] for q in dev_questions() if q["id"] == "dev-0183")
+    assert question.startswith("Consider the Mobile Application Development Agreement between VGrab Asia Ltd")
+
+    found = retrieve(question, matter_ids=[matter], embedder=services.get_embedder(), store=services.get_store(),
+                     limit=10)
+
+    assert found.documents[0] == ids[names[0]]
+    assert found.ranked[0].payload["document"] == ids[names[0]]
+    # A date before the question names no document: the topic's contracts lead.
+    dated = retrieve("As of March 5, how is intellectual property ownership assigned?", matter_ids=[matter],
+                     embedder=services.get_embedder(), store=services.get_store(), limit=10)
+    assert dated.documents[0] != ids[names[0]]
+
+
+@pytest.mark.parametrize(("question", "naming"), [
+    ("Consider the Supply Agreement between Acme, Inc and Beta; Is there a cap on liability under this contract?",
+     "Consider the Supply Agreement between Acme, Inc and Beta"),
+    ("Consider the X between A and B; Does this contract include any right of first refusal, right of first offer, "
+     "or right of first negotiation?", "Consider the X between A and B"),
+    ("In the 2019 master services agreement, what is the notice period?", "In the 2019 master services agreement"),
+    ("Consider the Acme lease. Who pays the rent?", "Consider the Acme lease"),
+    ("What is the incubation period, according to the WHO report?", ""),  # the question comes first
+    ("What is the incubation period?", ""),
+    ("Summarize the Acme lease.", ""),  # no question
+])
+def test_naming_part_is_what_comes_before_the_question(question: str, naming: str) -> None:
+    from inference.retrieve import naming_part
+
+    assert naming_part(question) == naming
+
+
+def test_a_card_is_named_by_holding_more_of_the_words_than_any_other() -> None:
+    from inference.retrieve import named_card
+    from ingest.store import Hit
+
+    def card(document: int, text: str) -> Hit:
+        return Hit(str(document), 0.0, {"document": document, "text": text})
+
+    acme, beta = card(1, "Supply Agreement between Acme Pumps Limited and"), card(2, "Supply Agreement of Beta")
+    naming = "Consider the Supply Agreement between Acme Pumps and Beta Water"
+    assert named_card(naming, [beta, acme, beta]) is acme  # 4 of the words against 3; order does not matter
+    assert named_card(naming, [acme, card(3, "Acme Pumps Supply Agreement")]) is None  # a tie names neither
+    assert named_card("As of January 17", [card(4, "Signed January 17, 2020")]) is None  # too few words to name
 
 
 @pytest.fixture(scope="module")
