@@ -28,6 +28,7 @@ from ingest.store import Hit, SearchQuery, VectorStore, point_id
 MODES = ("hybrid", "dense", "sparse")
 RRF_K = 60
 TOP_DOCUMENTS = 3  # documents whose chunks are ranked within the document too
+INNER_WEIGHT = 3  # the named document's own ranking counts this many times in the fusion
 CARD_LIMIT = 10
 NEIGHBOUR_HITS = 5  # the best hits bring the chunks on either side of them
 NEIGHBOUR_ROOM = 4000  # ... one of them per this many tokens of room
@@ -97,7 +98,9 @@ def retrieve(question: str, *, matter_ids: list[int], embedder: Embedder, store:
     inner = store.search(focused_query, matter_ids, limit, documents=top[:1]) if names_document else []
     # Only a question that names a document is steered by the cards; one that names none ("what
     # is the incubation period?") is ranked by its chunks alone, wherever they are.
-    ranked = fuse([chunks, within, inner], ranked_documents) if names_document else chunks
+    # Within the named document its own ranking by the focused question leads; the others break
+    # its ties and bring in the chunks of other documents.
+    ranked = fuse([chunks, within, inner], ranked_documents, [1, 1, INNER_WEIGHT]) if names_document else chunks
     if reranker is not None:
         ranked = reranker.rerank(question, ranked)
     # Neighbours take room: one best hit brings them per 4k tokens of room, at most five.
@@ -260,15 +263,15 @@ def named_card(naming: str, cards: list[Hit]) -> Hit | None:
     return ordered[0][1]
 
 
-def fuse(rankings: list[list[Hit]], documents: list[int]) -> list[Hit]:
+def fuse(rankings: list[list[Hit]], documents: list[int], weights: list[float] | None = None) -> list[Hit]:
     """Reciprocal-rank fusion of chunk rankings (global, within the best documents, within the
-    named one) and each chunk's document rank by card."""
+    named one), each with its weight (1 unless given), and each chunk's document rank by card."""
     scores: dict[str, float] = {}
     by_id: dict[str, Hit] = {}
     document_rank = {document: rank for rank, document in enumerate(documents)}
-    for ranking in rankings:
+    for ranking, weight in zip(rankings, weights or [1.0] * len(rankings), strict=True):
         for rank, hit in enumerate(ranking):
-            scores[hit.id] = scores.get(hit.id, 0.0) + 1 / (RRF_K + rank + 1)
+            scores[hit.id] = scores.get(hit.id, 0.0) + weight / (RRF_K + rank + 1)
             by_id.setdefault(hit.id, hit)
     for hit_id, hit in by_id.items():
         card = document_rank.get(int(hit.payload["document"]))

@@ -375,6 +375,19 @@ def test_a_card_is_named_by_holding_more_of_the_words_than_any_other() -> None:
     assert named_card("As of January 17", [card(4, "Signed January 17, 2020")]) is None  # too few words to name
 
 
+def test_the_named_documents_own_ranking_leads_the_fusion() -> None:
+    from inference.retrieve import INNER_WEIGHT, fuse
+    from ingest.store import Hit
+
+    first, second = (Hit(name, 0.0, {"document": 7}) for name in ("by the whole question", "by the focused one"))
+    everywhere, inner = [first, second], [second, first]
+
+    # The whole question (naming words and all) and the top documents' ranking put one chunk first;
+    # the named document's ranking by the question without its naming words puts the other.
+    assert [h.id for h in fuse([everywhere, everywhere, inner], [7])] == [first.id, second.id]
+    assert [h.id for h in fuse([everywhere, everywhere, inner], [7], [1, 1, INNER_WEIGHT])] == [second.id, first.id]
+
+
 @pytest.fixture(scope="module")
 def cross_encoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real sentence-transformers cross-encoder folder, made offline from MiniLM's weights with
