@@ -49,17 +49,11 @@ class Retrieval:
 
 
 def make_query(question: str, embedder: Embedder, mode: str) -> SearchQuery:
-    return make_queries([question], embedder, mode)[0]
-
-
-def make_queries(texts: list[str], embedder: Embedder, mode: str) -> list[SearchQuery]:
-    """One query per text; their dense vectors come from one call of the model."""
     if mode not in MODES:
         raise ValueError(f"unknown retrieval mode {mode!r}; one of {', '.join(MODES)}")
-    dense: list[list[float] | None] = (
-        list(embedder.embed_documents(texts)) if mode in ("hybrid", "dense") else [None] * len(texts))
-    return [SearchQuery(dense=vector, sparse=query_vector(text) if mode in ("hybrid", "sparse") else None)
-            for text, vector in zip(texts, dense, strict=True)]
+    dense = embedder.embed_query(question) if mode in ("hybrid", "dense") else None
+    sparse = query_vector(question) if mode in ("hybrid", "sparse") else None
+    return SearchQuery(dense=dense, sparse=sparse)
 
 
 def retrieve(question: str, *, matter_ids: list[int], embedder: Embedder, store: VectorStore, limit: int,
@@ -70,8 +64,10 @@ def retrieve(question: str, *, matter_ids: list[int], embedder: Embedder, store:
     a `reranker`, a cross-encoder reorders the best of the fused ranking. With `documents` (a
     scope the user chose), only those documents are searched: the filter is in the query too."""
     naming = naming_part(question) if documents_first else ""
-    query, *others = make_queries([question, naming] if naming else [question], embedder, mode)
-    naming_query = others[0] if others else None
+    query = make_query(question, embedder, mode)
+    # Names are words: the naming part is searched by its words alone (no model call), except
+    # when retrieval is dense only.
+    naming_query = make_query(naming, embedder, "dense" if mode == "dense" else "sparse") if naming else None
     chunks = store.search(query, matter_ids, limit, documents=documents)
     if not documents_first:
         chunks = reranker.rerank(question, chunks) if reranker else chunks
