@@ -85,9 +85,11 @@ def retrieve(question: str, *, matter_ids: list[int], embedder: Embedder, store:
     ranked_documents = unique(int(c.payload["document"]) for c in cards)
     top = ranked_documents[:TOP_DOCUMENTS]
     # A question names a document when some clause of it is mostly words of the best card
-    # ("Consider the Hosting Agreement between IBM and Quantum; ..."). Within that document
-    # those words match every chunk alike, so its chunks are also ranked by the rest.
-    focused = focus(question, [str(c.payload.get("text", "")) for c in cards[:1]])
+    # ("Consider the Hosting Agreement between IBM and Quantum; ..."; inside the question proper,
+    # words no other card holds as many of). Within that document those words match every chunk
+    # alike, so its chunks are also ranked by the rest.
+    best_cards = {int(c.payload["document"]): str(c.payload.get("text", "")) for c in reversed(cards)}
+    focused = focus(question, [best_cards[d] for d in ranked_documents])
     names_document = bool(top) and focused != question
     focused_query = make_query(focused, embedder, mode) if names_document else query
     within = store.search(focused_query, matter_ids, limit, documents=top) if names_document else []
@@ -223,19 +225,26 @@ NAMING_SHARE = 0.6  # a clause is naming the document when this share of its ter
 def focus(question: str, cards: list[str]) -> str:
     """The question without the clauses that only name the document ("Consider the Hosting
     Agreement between IBM and Quantum;", "in the 2019 master services agreement,"): those whose
-    terms are mostly on the best document's card (its file name, title and parties). The clause
-    that asks (the one ending in "?") is always kept: a card that opens with a table of contents
-    holds the topic words too ("Licenses", "No Sublicense Rights")."""
+    terms are mostly on the best document's card, `cards[0]` (its file name, title and parties).
+    The clause that asks (the one ending in "?") is always kept: a card that opens with a table of
+    contents holds the topic words too ("Licenses", "No Sublicense Rights"). A clause of the
+    question proper ("How many different pathogens | are members of the Flaviviridae family?")
+    must also hold more of its terms on that card than on any other card (`cards[1:]`, other
+    documents'): a name is peculiar to its document, a topic is not."""
     if not cards:
         return question
-    card_terms = set(terms(" ".join(cards)))
+    card_terms = set(terms(cards[0]))
+    other_terms = [set(terms(card)) for card in cards[1:]]
+    naming = naming_part(question)
     kept = []
-    for clause in CLAUSE.split(question):
-        words = terms(clause)
-        asks = clause.rstrip().endswith("?")
-        if words and not asks and sum(w in card_terms for w in words) / len(words) >= NAMING_SHARE:
-            continue
-        kept.append(clause)
+    for part, peculiar in ((naming, False), (question.strip()[len(naming):].lstrip(" ;:,."), True)):
+        for clause in CLAUSE.split(part):
+            words = terms(clause)
+            held = sum(w in card_terms for w in words)
+            if (words and not clause.rstrip().endswith("?") and held / len(words) >= NAMING_SHARE
+                    and not (peculiar and any(sum(w in other for w in words) >= held for other in other_terms))):
+                continue
+            kept.append(clause)
     rest = " ".join(kept).strip()
     return rest if terms(rest) else question
 

@@ -449,3 +449,23 @@ def test_focus_drops_the_clauses_that_name_the_document_and_keeps_the_question()
     # A question that names nothing on the card is left whole; so is one with no card.
     assert focus("What is the incubation period of the virus?", [card]) == "What is the incubation period of the virus?"
     assert focus("Consider the Sony agreement; who pays?", []) == "Consider the Sony agreement; who pays?"
+
+
+def test_focus_takes_a_clause_of_the_question_proper_for_a_name_only_when_no_other_card_holds_it() -> None:
+    from inference.retrieve import focus
+
+    sony = "INTELLECTUAL PROPERTY AGREEMENT between SONY ELECTRONICS INC. and GSI TECHNOLOGY, INC."
+    supply = "SUPPLY AGREEMENT between Acme Pumps Limited and Beta Water"
+    # A name inside the question proper is peculiar to its document's card: it goes.
+    assert focus("Does the Sony GSI Intellectual Property Agreement have a cap on liability?", [sony, supply]) == \
+        "have a cap on liability?"
+    # A piece of the question that several cards hold is a topic, not a name: the question stays whole.
+    flavi = "Flaviviridae: how many different pathogens? A review"
+    dengue = "Dengue and other flaviviruses: many different pathogens of one family"
+    question = "How many different pathogens are members of the Flaviviridae family of virus?"
+    assert focus(question, [flavi, dengue]) == question
+    # Before the question proper, a clause names the documents whose cards hold it, even two of them
+    # (an agreement and its amendment between the same parties).
+    amendment = "AMENDMENT to the INTELLECTUAL PROPERTY AGREEMENT between SONY ELECTRONICS INC. and GSI TECHNOLOGY"
+    assert focus("Consider the Intellectual Property Agreement between Sony Electronics and GSI Technology; "
+                 "who owns the patents?", [sony, amendment]) == "who owns the patents?"
