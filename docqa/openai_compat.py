@@ -64,6 +64,9 @@ def text_of(content: Any) -> str:
     return ""
 
 
+QUESTION_LIMIT = 4000  # the web form's and the API's limit
+
+
 def parse(body: dict[str, Any]) -> tuple[str, str, list[tuple[str, str]], str]:
     """(matter slug, question, earlier (question, answer) turns, effort) from a chat request."""
     model = body.get("model")
@@ -73,6 +76,8 @@ def parse(body: dict[str, Any]) -> tuple[str, str, list[tuple[str, str]], str]:
     turns = [(m.get("role"), text_of(m.get("content"))) for m in messages if isinstance(m, dict)]
     if not turns or turns[-1][0] != "user" or not turns[-1][1].strip():
         raise ValueError("the last message must be the user's question")
+    if any(role == "user" and len(text) > QUESTION_LIMIT for role, text in turns):
+        raise ValueError(f"a question is at most {QUESTION_LIMIT:,} characters, as in the web form and the API")
     history: list[tuple[str, str]] = []
     pending = ""
     for role, text in turns[:-1]:

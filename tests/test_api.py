@@ -180,8 +180,10 @@ def test_an_openai_client_asks_a_matter_and_gets_the_citations(lease: dict[str, 
     asked = AuditEvent.objects.filter(action="question.ask", actor="api:ann").order_by("-id").first()
     assert asked is not None and asked.detail["history"] == [{"text": QUESTION, "answer": content}]  # what it was sent
 
+    too_long = {**request, "messages": [{"role": "user", "content": "Who pays? " + " " * 20_000 + "; b?"}]}
     for bad, status, code in (({**request, "model": "docqa/nope"}, 404, "model_not_found"),
-                              ({**request, "messages": []}, 400, None)):
+                              ({**request, "messages": []}, 400, None),
+                              (too_long, 400, None)):
         response = client.post("/v1/chat/completions", json.dumps(bad), content_type="application/json",
                                **bearer(lease["ann"]))
         assert response.status_code == status and response.json()["error"]["code"] == code

@@ -351,6 +351,10 @@ def test_the_part_before_the_question_finds_the_document_it_names(data_dir: Path
      "or right of first negotiation?", "Consider the X between A and B"),
     ("In the 2019 master services agreement, what is the notice period?", "In the 2019 master services agreement"),
     ("Consider the Acme lease. Who pays the rent?", "Consider the Acme lease"),
+    ("Consider the Acme lease; who pays under Section 4: Rent?", "Consider the Acme lease"),  # the first cut
+    ("Consider the Acme lease; what is due at 10:30?", "Consider the Acme lease"),
+    ("Consider the Agreement between Acme; Beta and Gamma; Is there a cap?",
+     "Consider the Agreement between Acme; Beta and Gamma"),  # a cut is followed by a question word
     ("What is the incubation period, according to the WHO report?", ""),  # the question comes first
     ("What is the incubation period?", ""),
     ("Summarize the Acme lease.", ""),  # no question
@@ -373,6 +377,25 @@ def test_a_card_is_named_by_holding_more_of_the_words_than_any_other() -> None:
     assert named_card(naming, [beta, acme, beta]) is acme  # 4 of the words against 3; order does not matter
     assert named_card(naming, [acme, card(3, "Acme Pumps Supply Agreement")]) is None  # a tie names neither
     assert named_card("As of January 17", [card(4, "Signed January 17, 2020")]) is None  # too few words to name
+    assert named_card("As of January 17, 2020", [card(4, "Signed January 17, 2020")]) is None  # a date is no name
+
+
+def test_a_question_naming_a_document_fuses_with_the_named_documents_ranking_counted_thrice(
+        store: VectorStore, embedder: Embedder, monkeypatch: pytest.MonkeyPatch) -> None:
+    import inference.retrieve
+    from inference.retrieve import INNER_WEIGHT, retrieve
+
+    store_schedules(store, embedder, 33, "supply.txt", 50,
+                    "Pump Supply Agreement between Acme Pumps Limited and Beta Water Company")
+    fused: list[object] = []
+    fuse = inference.retrieve.fuse
+    monkeypatch.setattr(inference.retrieve, "fuse", lambda *a: fused.append(a[2:]) or fuse(*a))
+
+    found = retrieve("Consider the Pump Supply Agreement between Acme Pumps and Beta Water; what are the prices?",
+                     matter_ids=[1], embedder=embedder, store=store, limit=10)
+
+    assert fused == [([1, 1, INNER_WEIGHT],)]
+    assert found.documents[0] == 33 and found.ranked[0].payload["document"] == 33
 
 
 def test_the_named_documents_own_ranking_leads_the_fusion() -> None:
