@@ -206,21 +206,32 @@ CLAUSE = re.compile(r"(?<=[;:?!.])\s++|,\s++|(?<!\s)\s++\b" + ASKS, re.I)
 BEFORE_QUESTION = re.compile(r"([;:])\s++" + ASKS + r"|[,.]\s++" + ASKS, re.I)
 
 
-def naming_part(question: str) -> str:
-    """What comes before the question proper ("Consider the Hosting Agreement between IBM and
-    Quantum" in "...; Are any licenses irrevocable?", "In the 2019 lease" in "In the 2019 lease,
-    who pays?"); empty when the question is all there is."""
-    text = question.strip()
+def naming_span(question: str) -> tuple[int, int]:
+    """Where the words before the question proper are ("Consider the Hosting Agreement between IBM
+    and Quantum" in "...; Are any licenses irrevocable?", "In the 2019 lease" in "In the 2019
+    lease, who pays?"), as (start, end) in `question`; (0, 0) when the question is all there is.
+    Only its last line is read: a follow-up is searched with the question before it, and the
+    document the follow-up names is the one it asks about."""
+    lines = question.rstrip().splitlines()
+    line = lines[-1] if lines else ""
+    text = line.strip()
     if not text.endswith("?"):
-        return ""
+        return 0, 0
     cuts = list(BEFORE_QUESTION.finditer(text))
     # A semicolon or colon before a question word is the cut ("...; Is there a cap?"); failing
     # that, a comma or full stop before one ("In the 2019 lease, who pays?"). The first of them:
     # "Section 4: Rent" or "10:30" further on is inside the question.
     colons = [m for m in cuts if m.group(1)]
-    cut = (colons or cuts)[0].start() if cuts else 0
-    head = text[:cut].strip()
-    return head if terms(head) else ""
+    head = text[:(colons or cuts)[0].start()].strip() if cuts else ""
+    if not terms(head):
+        return 0, 0
+    start = len(question.rstrip()) - len(line) + (len(line) - len(line.lstrip()))
+    return start, start + len(head)
+
+
+def naming_part(question: str) -> str:
+    start, end = naming_span(question)
+    return question[start:end]
 
 
 NAMING_SHARE = 0.6  # a clause is naming the document when this share of its terms is on its card
@@ -239,9 +250,10 @@ def focus(question: str, cards: list[str]) -> str:
         return question
     card_terms = set(terms(cards[0]))
     other_terms = [set(terms(card)) for card in cards[1:]]
-    naming = naming_part(question)
+    start, end = naming_span(question)
     kept = []
-    for part, peculiar in ((naming, False), (question.strip()[len(naming):].lstrip(" ;:,."), True)):
+    for part, peculiar in ((question[:start], True), (question[start:end], False),
+                           (question[end:].lstrip(" ;:,."), True)):
         for clause in CLAUSE.split(part):
             words = terms(clause)
             held = sum(w in card_terms for w in words)

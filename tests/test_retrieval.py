@@ -355,6 +355,9 @@ def test_the_part_before_the_question_finds_the_document_it_names(data_dir: Path
     ("Consider the Acme lease; what is due at 10:30?", "Consider the Acme lease"),
     ("Consider the Agreement between Acme; Beta and Gamma; Is there a cap?",
      "Consider the Agreement between Acme; Beta and Gamma"),  # a cut is followed by a question word
+    # A follow-up is searched with the question before it: the follow-up's own naming part counts.
+    ("Consider the Acme lease; is there a cap?\nConsider the Beta lease; who pays?", "Consider the Beta lease"),
+    ("Consider the Acme lease; is there a cap?\nAnd is it mutual?", ""),
     ("What is the incubation period, according to the WHO report?", ""),  # the question comes first
     ("What is the incubation period?", ""),
     ("Summarize the Acme lease.", ""),  # no question
