@@ -274,20 +274,17 @@ def named_card(naming: str, cards: list[Hit]) -> Hit | None:
     document), and at least three of them that are not numbers or months, if there is one. Not
     a share of them: a card opens the document, and the parties' names may come after it ends."""
     wanted = set(terms(naming))
-    held: dict[int, tuple[int, Hit]] = {}
+    held: dict[int, tuple[set[str], Hit]] = {}  # per document: the naming words on its best card
     for card in cards:
         document = int(card.payload["document"])
         if document not in held:
-            held[document] = (len(wanted & set(terms(str(card.payload.get("text", ""))))), card)
-    ordered = sorted(held.values(), key=lambda pair: -pair[0])
-    if not ordered or (len(ordered) > 1 and ordered[1][0] == ordered[0][0]):
+            held[document] = (wanted & set(terms(str(card.payload.get("text", "")))), card)
+    ordered = sorted(held.values(), key=lambda pair: -len(pair[0]))
+    if not ordered or (len(ordered) > 1 and len(ordered[1][0]) == len(ordered[0][0])):
         return None
-    best = ordered[0][1]
+    words, best = ordered[0]
     # Numbers and months are dates, not names: "As of January 17, 2020" names no document.
-    naming_words = wanted & set(terms(str(best.payload.get("text", ""))))
-    if sum(1 for t in naming_words if t.isalpha() and t not in MONTHS) < NAME_TERMS:
-        return None
-    return best
+    return best if sum(1 for t in words if t.isalpha() and t not in MONTHS) >= NAME_TERMS else None
 
 
 def fuse(rankings: list[list[Hit]], documents: list[int], weights: list[float] | None = None) -> list[Hit]:
