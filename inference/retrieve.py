@@ -16,7 +16,7 @@ passage each). The result is one list of chunk hits, best first, for packing.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from inference.pack import chained_tokens
@@ -80,8 +80,19 @@ def retrieve(question: str, *, matter_ids: list[int], embedder: Embedder, store:
         # the question alone. A card that holds more of its words than any other card is the
         # document named; "As of January 17, ..." names none.
         by_name = store.search(naming_query, matter_ids, CARD_LIMIT, cards=True, documents=documents)
-        if (named := named_card(naming, by_name + cards)) is not None:
+        # A card is only the opening of its document: parties listed further on ("ATHENE
+        # ANNUITY AND LIFE COMPANY, ... APOLLO PRINCIPAL HOLDINGS III GP, LTD." signing a joint
+        # filing agreement) are found in its chunks.
+        naming_chunks = store.search(naming_query, matter_ids, CARD_LIMIT, documents=documents)
+        named = named_card(naming, by_name + cards, naming_chunks)
+        if named is not None and named.payload.get("kind") != "card":
+            document = int(named.payload["document"])
+            named = next((c for c in store.fetch([point_id(document, str(named.payload["version"]), "card")])
+                          if int(c.payload.get("matter", -1)) in matter_ids), None)
+        if named is not None:
             cards = [named, *(c for c in cards if int(c.payload["document"]) != int(named.payload["document"]))]
+    else:
+        named = None
     ranked_documents = unique(int(c.payload["document"]) for c in cards)
     top = ranked_documents[:TOP_DOCUMENTS]
     # A question names a document when some clause of it is mostly words of the best card
@@ -89,7 +100,7 @@ def retrieve(question: str, *, matter_ids: list[int], embedder: Embedder, store:
     # words no other card holds as many of). Within that document those words match every chunk
     # alike, so its chunks are also ranked by the rest.
     best_cards = {int(c.payload["document"]): str(c.payload.get("text", "")) for c in reversed(cards)}
-    focused = focus(question, [best_cards[d] for d in ranked_documents])
+    focused = focus(question, [best_cards[d] for d in ranked_documents], named=named is not None)
     names_document = bool(top) and focused != question
     focused_query = make_query(focused, embedder, mode) if names_document else query
     within = store.search(focused_query, matter_ids, limit, documents=top) if names_document else []
@@ -237,7 +248,7 @@ def naming_part(question: str) -> str:
 NAMING_SHARE = 0.6  # a clause is naming the document when this share of its terms is on its card
 
 
-def focus(question: str, cards: list[str]) -> str:
+def focus(question: str, cards: list[str], *, named: bool = False) -> str:
     """The question without the clauses that only name the document ("Consider the Hosting
     Agreement between IBM and Quantum;", "in the 2019 master services agreement,"): those whose
     terms are mostly on the best document's card, `cards[0]` (its file name, title and parties).
@@ -245,40 +256,75 @@ def focus(question: str, cards: list[str]) -> str:
     contents holds the topic words too ("Licenses", "No Sublicense Rights"). A clause of the
     question proper ("How many different pathogens | are members of the Flaviviridae family?")
     must also hold more of its terms on that card than on any other card (`cards[1:]`, other
-    documents'): a name is peculiar to its document, a topic is not."""
+    documents'): a name is peculiar to its document, a topic is not.
+
+    With `named` (the words before the question proper were found to name the best document), a
+    clause of those words also goes when each of its words not on the card is written as a name,
+    with a capital letter, and nowhere in the question without one: a card is only the opening of
+    its document, and parties named after it ends (", Mr. Gu Xianwin and Ms. Chen Weijie") would
+    otherwise stay in the question, matching the chunks that name them."""
     if not cards:
         return question
     card_terms = set(terms(cards[0]))
     other_terms = [set(terms(card)) for card in cards[1:]]
     start, end = naming_span(question)
-    kept = []
-    for part, peculiar in ((question[:start], True), (question[start:end], False),
-                           (question[end:].lstrip(" ;:,."), True)):
-        for clause in CLAUSE.split(part):
-            words = terms(clause)
-            held = sum(w in card_terms for w in words)
-            if (words and not clause.rstrip().endswith("?") and held / len(words) >= NAMING_SHARE
-                    and not (peculiar and any(sum(w in other for w in words) >= held for other in other_terms))):
-                continue
+
+    def naming(clause: str, peculiar: bool) -> bool:
+        words = terms(clause)
+        held = sum(w in card_terms for w in words)
+        return bool(words) and not clause.rstrip().endswith("?") and held / len(words) >= NAMING_SHARE \
+            and not (peculiar and any(sum(w in other for w in words) >= held for other in other_terms))
+
+    naming_clauses = [(clause, naming(clause, False)) for clause in CLAUSE.split(question[start:end])]
+    # The words before the question proper name the document when a card was found by them, or
+    # when one of their clauses is mostly words of the best card.
+    names = written_as_names(question) if named or any(n for _, n in naming_clauses) else set()
+    kept = [c for c in CLAUSE.split(question[:start]) if not naming(c, True)]
+    for clause, is_naming in naming_clauses:
+        # A piece with no terms at all ("N.D", "Mr.") is dropped with the names around it.
+        if not is_naming and not (names and all(w in card_terms or w in names for w in terms(clause))):
             kept.append(clause)
+    kept += [c for c in CLAUSE.split(question[end:].lstrip(" ;:,.")) if not naming(c, True)]
     rest = " ".join(kept).strip()
     return rest if terms(rest) else question
+
+
+WORD = re.compile(r"\w+")
+
+
+def written_as_names(text: str) -> set[str]:
+    """The terms of `text` written with a capital letter wherever they occur in it ("Chen",
+    "Xianwin", "Vitamin Shoppe Industries"); a word also written in lower case is not a name."""
+    capital: set[str] = set()
+    lower: set[str] = set()
+    for word in WORD.findall(text):
+        (capital if word[0].isupper() else lower).update(terms(word))
+    return capital - lower
 
 
 NAME_TERMS = 3  # "As of January 17" names no document; "the Acme Beta supply agreement" may
 MONTHS = frozenset(terms("January February March April May June July August September October November December"))
 
 
-def named_card(naming: str, cards: list[Hit]) -> Hit | None:
-    """The card that holds more of the words of `naming` than any other card (of another
-    document), and at least three of them that are not numbers or months, if there is one. Not
-    a share of them: a card opens the document, and the parties' names may come after it ends."""
+def named_card(naming: str, cards: list[Hit], chunks: Sequence[Hit] = ()) -> Hit | None:
+    """The card of the document that holds more of the words of `naming` than any other, on its
+    card and its best chunk of `chunks` (those found by these words) together, and at least three
+    of them that are not numbers or months, if there is one. Not a share of them: a card opens
+    the document, and the parties' names may come after it ends. A document found by a chunk
+    alone is returned as that chunk (its card is fetched by the caller)."""
     wanted = set(terms(naming))
-    held: dict[int, tuple[set[str], Hit]] = {}  # per document: the naming words on its best card
+    held: dict[int, tuple[set[str], Hit]] = {}  # per document: the naming words held, and its card
     for card in cards:
         document = int(card.payload["document"])
         if document not in held:
             held[document] = (wanted & set(terms(str(card.payload.get("text", "")))), card)
+    seen: set[int] = set()
+    for chunk in chunks:
+        document = int(chunk.payload["document"])
+        if document not in seen:  # the document's best chunk only
+            seen.add(document)
+            words, card = held.get(document, (set(), chunk))
+            held[document] = (words | (wanted & set(terms(str(chunk.payload.get("text", ""))))), card)
     ordered = sorted(held.values(), key=lambda pair: -len(pair[0]))
     if not ordered or (len(ordered) > 1 and len(ordered[1][0]) == len(ordered[0][0])):
         return None

@@ -16,7 +16,7 @@ from django.core.management import CommandError, call_command
 from ingest.embed import Embedder
 from ingest.sparse import document_vector, query_vector, terms
 from ingest.store import ChunkPoint, EdgeStore, SearchQuery, ServerStore, VectorStore, point_id
-from tests.conftest import DEV, SUBSET_TXT, dev_questions
+from tests.conftest import DEV, SHARED, SUBSET_TXT, dev_questions
 
 TEXTS = {
     # (matter, document): text
@@ -381,6 +381,74 @@ def test_a_card_is_named_by_holding_more_of_the_words_than_any_other() -> None:
     assert named_card(naming, [acme, card(3, "Acme Pumps Supply Agreement")]) is None  # a tie names neither
     assert named_card("As of January 17", [card(4, "Signed January 17, 2020")]) is None  # too few words to name
     assert named_card("As of January 17, 2020", [card(4, "Signed January 17, 2020")]) is None  # a date is no name
+
+
+def test_a_document_is_also_named_by_the_words_of_its_best_chunk() -> None:
+    """A card is only the opening of its document: parties who sign at the end are in its chunks."""
+    from inference.retrieve import named_card
+    from ingest.store import Hit
+
+    filing = Hit("5", 0.0, {"document": 5, "kind": "card", "text": "JOINT FILING AGREEMENT In accordance with Rule 13d-1"})
+    annuity = Hit("6", 0.0, {"document": 6, "kind": "card", "text": "Service Agreement between Athene Annuity Life "
+                             "Insurance Company"})
+    signatures = Hit("5-2", 0.0, {"document": 5, "kind": "chunk", "text": "ATHENE ANNUITY AND LIFE COMPANY By: Apollo "
+                                  "Insurance Solutions Group LP, its adviser By: AISG GP Ltd."})
+    naming = ("Consider the Joint Filing Agreement between Athene Annuity and Life Company, Apollo Insurance Solutions "
+              "Group LP and AISG GP Ltd")
+    assert named_card(naming, [annuity, filing]) is annuity  # by the cards alone: 6 of the words against 3
+    assert named_card(naming, [annuity, filing], [signatures]) is filing  # its card and its chunk: 15
+    # A document whose card was not found is named by its chunk, returned as that chunk.
+    assert named_card(naming, [annuity], [signatures]) is signatures
+    # Only a document's best chunk counts, not the sum of all the chunks that mention the names.
+    mentions = [Hit(f"6-{i}", 0.0, {"document": 6, "kind": "chunk", "text": text})
+                for i, text in enumerate(["Apollo Solutions", "Apollo Solutions Group LP and AISG GP Ltd"])]
+    assert named_card(naming, [annuity, filing], [*mentions, signatures]) is filing  # 6 + 2 against 15
+
+
+def test_a_named_documents_parties_go_from_the_question_though_its_card_ends_before_them() -> None:
+    from inference.retrieve import focus
+
+    card = "Development Agreement MOBILE APPLICATION DEVELOPMENT (Agreement No: VAL/MAD/190305/1)"
+    question = ("Consider the Mobile Application Development Agreement between VGrab Asia Ltd and Mr. Zheng Qing, "
+                "Mr. Gu Xianwin and Ms. Chen Weijie; What is the expiration date of this contract?")
+    # Unnamed, the card holds too few of the words for any clause to go.
+    assert focus(question, [card]).startswith("Consider the Mobile Application Development Agreement between VGrab")
+    # Named (its card was found by these words), every clause of names goes: the words the card
+    # holds and words written as names, capitalized wherever they occur.
+    assert focus(question, [card], named=True) == "What is the expiration date of this contract?"
+    # A topic written in lower case before the question proper stays.
+    topic = "Regarding termination for convenience in the Acme supply agreement: what notice is needed?"
+    assert "termination for convenience" in focus(topic, ["Acme Pumps Supply Agreement"], named=True)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_signatories_of_a_short_agreement_name_it_though_its_card_does_not_hold_them(data_dir: Path,
+                                                                                          tmp_path: Path) -> None:
+    """Real CUAD contracts (../shared/corpus/ingest): a joint filing agreement names its nineteen
+    parties only in its signature blocks, after its card ends; an annuity service agreement's card
+    holds more of the question's words ("annuity", "life", "insurance", "company")."""
+    from docqa import services
+    from docqa.models import Document
+    from inference.retrieve import retrieve
+
+    folder = tmp_path / "cuad"
+    folder.mkdir()
+    names = ["MFAFINANCIAL,INC_07_06_2020-EX-99.D-JOINT FILING AGREEMENT.txt",
+             "NYLIACVARIABLEANNUITYSEPARATEACCOUNTIII_04_10_2020-EX-99.8.KK-SERVICE AGREEMENT.txt"]
+    for name in names:
+        shutil.copyfile(SHARED / "corpus" / "ingest" / "cuad_txt" / name, folder / name)
+    call_command("ingest", str(folder), "--matter", "filings", stdout=io.StringIO())
+    filing = Document.objects.get(path=names[0])
+    question = ("Consider the JOINT FILING AGREEMENT between ATHENE ANNUITY AND LIFE COMPANY, ATHENE ANNUITY & LIFE "
+                "ASSURANCE COMPANY, ATHENE USA CORPORATION, ATHENE LIFE RE LTD., ATHENE HOLDING LTD., APOLLO INSURANCE "
+                "SOLUTIONS GROUP LP, AISG GP LTD., APOLLO LIFE ASSET, L.P. and APOLLO CAPITAL MANAGEMENT, L.P.; "
+                "Who may execute this agreement?")
+
+    found = retrieve(question, matter_ids=[filing.source.matter_id], embedder=services.get_embedder(),
+                     store=services.get_store(), limit=10)
+
+    assert found.documents[0] == filing.id
+    assert found.ranked[0].payload["document"] == filing.id
 
 
 def test_a_question_naming_a_document_fuses_with_the_named_documents_ranking_counted_thrice(
