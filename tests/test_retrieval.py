@@ -161,6 +161,37 @@ def test_eval_reports_recall_packing_and_verified_answers(data_dir: Path, docs_f
         assert figures["packed@32768"] >= figures["packed@4096"]
     answers = report["answers"]  # a language model is configured (the stand-in): answers are checked
     assert answers["questions"] == len(questions) and answers["all_verified"] == 1.0 and answers["failed"] == 0
+    assert report["missing_gold_files"] == {}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_eval_names_the_gold_files_it_did_not_index_and_why(data_dir: Path, tmp_path: Path) -> None:
+    """A golden set whose files are not indexed does not quietly score zero: each missing gold
+    file is named with its reason, and when none is indexed the command stops."""
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    (folder / "lease.txt").write_text("The tenant pays the rent on the first day of each month.\n")
+    outside = tmp_path / "elsewhere.txt"
+    outside.write_text("The landlord repairs the roof.\n")
+    (folder / "linked.txt").symlink_to(outside)
+    questions = [{"id": "q1", "question": "Who pays the rent?", "answers": [{"file": "lease.txt", "start": 4, "end": 10}]},
+                 {"id": "q2", "question": "Who repairs the roof?", "answers": [{"file": "linked.txt", "start": 4, "end": 12}]},
+                 {"id": "q3", "question": "Who pays the tax?", "answers": [{"file": "tax.txt", "start": 0, "end": 3}]}]
+    path = tmp_path / "questions.jsonl"
+    path.write_text("".join(json.dumps(q) + "\n" for q in questions))
+    out, err = io.StringIO(), io.StringIO()
+
+    call_command("eval", "--questions", str(path), "--docs", str(folder), "--matter", "gold", "--modes", "sparse",
+                 "--budget", "4096", "--json", stdout=out, stderr=err)
+
+    report = json.loads(out.getvalue())
+    assert report["missing_gold_files"] == {"linked.txt": "link points outside the folder", "tax.txt": "not in the folder"}
+    assert "warning: gold file linked.txt is not indexed (link points outside the folder)" in err.getvalue()
+    assert report["results"]["sparse"]["all"]["document_recall@1"] == pytest.approx(1 / 3)
+    path.write_text("".join(json.dumps(q) + "\n" for q in questions[1:]))
+    with pytest.raises(CommandError, match="none of the questions' gold files is indexed"):
+        call_command("eval", "--questions", str(path), "--docs", str(folder), "--matter", "gold", "--modes", "sparse",
+                     stdout=io.StringIO(), stderr=io.StringIO())
 
 
 @pytest.mark.django_db(transaction=True)

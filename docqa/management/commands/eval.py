@@ -59,6 +59,14 @@ class Command(BaseCommand):
             documents = dict(
                 Document.objects.filter(source=run.source, status=DocumentStatus.INDEXED).values_list("path", "id")
             )
+            missing = missing_gold(questions, documents, run)
+            if missing and len(missing) == len({a["file"] for q in questions for a in q.get("answers", [])}):
+                raise CommandError(f"none of the questions' gold files is indexed from {options['docs']}: "
+                                   + "; ".join(f"{path} ({why})" for path, why in list(missing.items())[:5]))
+            for path, why in list(missing.items())[:10]:
+                self.stderr.write(f"warning: gold file {path} is not indexed ({why}): its questions count as misses")
+            if len(missing) > 10:
+                self.stderr.write(f"warning: and {len(missing) - 10} more gold files are not indexed")
             results = {mode: evaluate(questions, documents, matter.id, mode, budgets) for mode in modes}
             answers = check_answers(questions, matter.id, options["answer_budget"]) if get_llm() else None
         except DocqaError as exc:
@@ -68,7 +76,7 @@ class Command(BaseCommand):
         report = {mode: by_source(scores, budgets) for mode, scores in results.items()}
         if options["json"]:
             self.stdout.write(json.dumps({"questions": len(questions), "budgets": budgets, "results": report,
-                                          "answers": answers}))
+                                          "answers": answers, "missing_gold_files": missing}))
             return
         self.stdout.write(table(report, budgets))
         if answers:
@@ -77,6 +85,14 @@ class Command(BaseCommand):
                 f"verified, {answers['uncited']:.3f} without any citation, {answers['failed']:.3f} failed "
                 f"({answers['questions']} questions)"
             )
+
+
+def missing_gold(questions: list[dict[str, Any]], documents: dict[str, int], run: Any) -> dict[str, str]:
+    """The gold files that are not indexed, each with why: passed over or failed in the run (the
+    reason recorded), or not in the folder at all."""
+    wanted = sorted({a["file"] for q in questions for a in q.get("answers", [])} - set(documents))
+    reasons = dict(run.items.filter(path__in=wanted).exclude(error="").values_list("path", "error"))
+    return {path: reasons.get(path, "not in the folder") for path in wanted}
 
 
 def read_questions(path: Path) -> list[dict[str, Any]]:
