@@ -309,9 +309,10 @@ MONTHS = frozenset(terms("January February March April May June July August Sept
 def named_card(naming: str, cards: list[Hit], chunks: Sequence[Hit] = ()) -> Hit | None:
     """The card of the document that holds more of the words of `naming` than any other, on its
     card and its best chunk of `chunks` (those found by these words) together, and at least three
-    of them that are not numbers or months, if there is one. Not a share of them: a card opens
-    the document, and the parties' names may come after it ends. A document found by a chunk
-    alone is returned as that chunk (its card is fetched by the caller)."""
+    of them that are not numbers or months, if there is one (a tie goes to the document whose
+    file name holds more of them). Not a share of them: a card opens the document, and the
+    parties' names may come after it ends. A document found by a chunk alone is returned as that
+    chunk (its card is fetched by the caller)."""
     wanted = set(terms(naming))
     held: dict[int, tuple[set[str], Hit]] = {}  # per document: the naming words held, and its card
     for card in cards:
@@ -325,10 +326,14 @@ def named_card(naming: str, cards: list[Hit], chunks: Sequence[Hit] = ()) -> Hit
             seen.add(document)
             words, card = held.get(document, (set(), chunk))
             held[document] = (words | (wanted & set(terms(str(chunk.payload.get("text", ""))))), card)
-    ordered = sorted(held.values(), key=lambda pair: -len(pair[0]))
-    if not ordered or (len(ordered) > 1 and len(ordered[1][0]) == len(ordered[0][0])):
+    # Between documents holding as many (an agreement and its amendments, whose bodies name the
+    # same parties), the one whose file name holds more of the words is named: "..._AMENDMENT.txt"
+    # for "the AMENDMENT TO SERVICES AGREEMENT between ...".
+    ranked = sorted(((len(words), len(wanted & set(terms(str(hit.payload.get("path", ""))))), words, hit)
+                     for words, hit in held.values()), key=lambda entry: (-entry[0], -entry[1]))
+    if not ranked or (len(ranked) > 1 and ranked[1][:2] == ranked[0][:2]):
         return None
-    words, best = ordered[0]
+    _, _, words, best = ranked[0]
     # Numbers and months are dates, not names: "As of January 17, 2020" names no document.
     return best if sum(1 for t in words if t.isalpha() and t not in MONTHS) >= NAME_TERMS else None
 

@@ -414,6 +414,27 @@ def test_a_card_is_named_by_holding_more_of_the_words_than_any_other() -> None:
     assert named_card("As of January 17, 2020", [card(4, "Signed January 17, 2020")]) is None  # a date is no name
 
 
+def test_between_an_agreement_and_its_amendments_the_file_name_decides() -> None:
+    """An amendment's body names the same parties as the agreement it amends: when both hold as
+    many of the words, the document whose file name holds more of them is named."""
+    from inference.retrieve import named_card
+    from ingest.store import Hit
+
+    def card(document: int, path: str, text: str) -> Hit:
+        return Hit(str(document), 0.0, {"document": document, "kind": "card", "path": path, "text": text})
+
+    text = "SERVICES AGREEMENT between FEDERATED INVESTMENT MANAGEMENT COMPANY and FEDERATED ADVISORY SERVICES COMPANY"
+    original = card(1, "federated/SERVICES AGREEMENT.txt", text + " as amended from time to time")
+    amendment = card(2, "federated/SERVICES AGREEMENT_AMENDMENT.txt", "AMENDMENT TO " + text)
+    second = card(3, "federated/SERVICES AGREEMENT_SECONDAMENDMENT.txt", "SECOND AMENDMENT TO " + text)
+    naming = ("Consider the AMENDMENT TO SERVICES AGREEMENT between FEDERATED INVESTMENT MANAGEMENT COMPANY and "
+              "FEDERATED ADVISORY SERVICES COMPANY")
+    assert named_card(naming, [original, second, amendment]) is amendment
+    # Parts of one filing, named alike down to their file names: none is named.
+    parts = [card(4 + i, f"filing/Maintenance Agreement{i}.txt", text) for i in (1, 2)]
+    assert named_card(naming, parts) is None
+
+
 def test_a_document_is_also_named_by_the_words_of_its_best_chunk() -> None:
     """A card is only the opening of its document: parties who sign at the end are in its chunks."""
     from inference.retrieve import named_card
