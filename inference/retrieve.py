@@ -16,7 +16,7 @@ passage each). The result is one list of chunk hits, best first, for packing.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from inference.pack import chained_tokens
@@ -30,6 +30,7 @@ RRF_K = 60
 TOP_DOCUMENTS = 3  # documents whose chunks are ranked within the document too
 INNER_WEIGHT = 3  # the named document's own ranking counts this many times in the fusion
 CARD_LIMIT = 10
+CHUNK_NAMING_LIMIT = 30  # chunks searched with the naming words (one document may fill many places)
 NEIGHBOUR_HITS = 5  # the best hits bring the chunks on either side of them
 NEIGHBOUR_ROOM = 4000  # ... one of them per this many tokens of room
 WHOLE_CANDIDATES = 5  # documents of the best few chunks may be sent whole
@@ -83,12 +84,13 @@ def retrieve(question: str, *, matter_ids: list[int], embedder: Embedder, store:
         # A card is only the opening of its document: parties listed further on ("ATHENE
         # ANNUITY AND LIFE COMPANY, ... APOLLO PRINCIPAL HOLDINGS III GP, LTD." signing a joint
         # filing agreement) are found in its chunks.
-        naming_chunks = store.search(naming_query, matter_ids, CARD_LIMIT, documents=documents)
-        named = named_card(naming, by_name + cards, naming_chunks)
+        naming_chunks = store.search(naming_query, matter_ids, CHUNK_NAMING_LIMIT, documents=documents)
+        named = named_card(naming, by_name + cards, naming_chunks, written_as_names(question))
         if named is not None and named.payload.get("kind") != "card":
             document = int(named.payload["document"])
             named = next((c for c in store.fetch([point_id(document, str(named.payload["version"]), "card")])
-                          if int(c.payload.get("matter", -1)) in matter_ids), None)
+                          if int(c.payload.get("matter", -1)) in matter_ids), None) \
+                or next(iter(store.search(naming_query, matter_ids, 1, cards=True, documents=[document])), None)
         if named is not None:
             cards = [named, *(c for c in cards if int(c.payload["document"]) != int(named.payload["document"]))]
     else:
@@ -245,6 +247,8 @@ def naming_part(question: str) -> str:
     return question[start:end]
 
 
+PARTIES = re.compile(r"(?<=\s)(?=(?:between|among)\s)", re.I)  # where the list of parties starts
+PARTY_LIST = re.compile(r"(?:between|among)\s", re.I)
 NAMING_SHARE = 0.6  # a clause is naming the document when this share of its terms is on its card
 
 
@@ -258,11 +262,13 @@ def focus(question: str, cards: list[str], *, named: bool = False) -> str:
     must also hold more of its terms on that card than on any other card (`cards[1:]`, other
     documents'): a name is peculiar to its document, a topic is not.
 
-    With `named` (the words before the question proper were found to name the best document), a
-    clause of those words also goes when each of its words not on the card is written as a name,
-    with a capital letter, and nowhere in the question without one: a card is only the opening of
-    its document, and parties named after it ends (", Mr. Gu Xianwin and Ms. Chen Weijie") would
-    otherwise stay in the question, matching the chunks that name them."""
+    Once the words before the question proper are known to name the best document (`named`: a
+    card was found by them; or one of their clauses is mostly words of its card), a piece of
+    their list of parties (from "between" or "among" on) or of the title just before it also goes
+    when each of its words not on the card is written as a name (`written_as_names`): a card is only the opening of its
+    document, and parties named after it ends (", Mr. Gu Xianwin and Ms. Chen Weijie") would
+    otherwise stay in the question, matching the chunks that name them. Before the list ("In the
+    Acme lease, for Change of Control, ...") nothing goes for being capitalized."""
     if not cards:
         return question
     card_terms = set(terms(cards[0]))
@@ -275,14 +281,21 @@ def focus(question: str, cards: list[str], *, named: bool = False) -> str:
         return bool(words) and not clause.rstrip().endswith("?") and held / len(words) >= NAMING_SHARE \
             and not (peculiar and any(sum(w in other for w in words) >= held for other in other_terms))
 
-    naming_clauses = [(clause, naming(clause, False)) for clause in CLAUSE.split(question[start:end])]
+    # "between" (or "among") starts the list of parties: its own clause is cut there too.
+    pieces = [piece.strip() for clause in CLAUSE.split(question[start:end]) for piece in PARTIES.split(clause)]
+    naming_clauses = [(piece, naming(piece, False)) for piece in pieces]
+    parties = next((i for i, piece in enumerate(pieces) if PARTY_LIST.match(piece)), None)
+    # The list of parties and the title just before it ("the Mobile Application Development
+    # Agreement | between VGrab Asia Ltd and Mr. | Zheng Qing"), when there is such a list.
+    listed = len(pieces) if parties is None else max(0, parties - 1)
     # The words before the question proper name the document when a card was found by them, or
     # when one of their clauses is mostly words of the best card.
     names = written_as_names(question) if named or any(n for _, n in naming_clauses) else set()
     kept = [c for c in CLAUSE.split(question[:start]) if not naming(c, True)]
-    for clause, is_naming in naming_clauses:
-        # A piece with no terms at all ("N.D", "Mr.") is dropped with the names around it.
-        if not is_naming and not (names and all(w in card_terms or w in names for w in terms(clause))):
+    for position, (clause, is_naming) in enumerate(naming_clauses):
+        # In the title and list of parties, a piece of names goes; so does one with no terms ("Mr.").
+        if not is_naming and not (position >= listed and names
+                                  and all(w in card_terms or w in names for w in terms(clause))):
             kept.append(clause)
     kept += [c for c in CLAUSE.split(question[end:].lstrip(" ;:,.")) if not naming(c, True)]
     rest = " ".join(kept).strip()
@@ -294,46 +307,52 @@ WORD = re.compile(r"\w+")
 
 def written_as_names(text: str) -> set[str]:
     """The terms of `text` written with a capital letter wherever they occur in it ("Chen",
-    "Xianwin", "Vitamin Shoppe Industries"); a word also written in lower case is not a name."""
+    "Xianwin", "Vitamin Shoppe Industries"); a word also written in lower case is not a name.
+    None in a text with no word in lower case."""
     capital: set[str] = set()
     lower: set[str] = set()
     for word in WORD.findall(text):
         (capital if word[0].isupper() else lower).update(terms(word))
-    return capital - lower
+    # A text with no word in lower case (all capitals, Title Case) tells names from nothing.
+    return capital - lower if lower else set()
 
 
 NAME_TERMS = 3  # "As of January 17" names no document; "the Acme Beta supply agreement" may
 MONTHS = frozenset(terms("January February March April May June July August September October November December"))
 
 
-def named_card(naming: str, cards: list[Hit], chunks: Sequence[Hit] = ()) -> Hit | None:
-    """The card of the document that holds more of the words of `naming` than any other, on its
-    card and its best chunk of `chunks` (those found by these words) together, and at least three
-    of them that are not numbers or months, if there is one (a tie goes to the document whose
-    file name holds more of them). Not a share of them: a card opens the document, and the
-    parties' names may come after it ends. A document found by a chunk alone is returned as that
-    chunk (its card is fetched by the caller)."""
+def named_card(naming: str, cards: list[Hit], chunks: Sequence[Hit] = (),
+               names: Collection[str] = frozenset()) -> Hit | None:
+    """The card of the document that holds more of the words of `naming` than any other, and at
+    least three of them that are not numbers or months, if there is one. Not a share of them: a
+    card opens the document, and the parties' names may come after it ends. So a document's
+    best chunk of `chunks` (found by these words) adds the words of `naming` it holds that are
+    written as names (`names`: "Athene", "Apollo"; not a topic, nor "Supply Agreement" in a
+    question written in capitals). A tie goes to the document with more of the words on its card
+    (a guaranty that cites "the Supply Agreement between Acme and Zeta" is not that agreement),
+    then in its file name (an agreement and its amendments: "..._AMENDMENT.txt"); failing that,
+    none is named. A document found by a chunk alone is returned as that chunk (its card is
+    fetched by the caller)."""
     wanted = set(terms(naming))
-    held: dict[int, tuple[set[str], Hit]] = {}  # per document: the naming words held, and its card
+    named_words = wanted & set(names)
+    held: dict[int, tuple[set[str], set[str], Hit]] = {}  # per document: words on its card, in its best chunk, its card
     for card in cards:
         document = int(card.payload["document"])
         if document not in held:
-            held[document] = (wanted & set(terms(str(card.payload.get("text", "")))), card)
+            held[document] = (wanted & set(terms(str(card.payload.get("text", "")))), set(), card)
     seen: set[int] = set()
     for chunk in chunks:
         document = int(chunk.payload["document"])
-        if document not in seen:  # the document's best chunk only
+        if document not in seen and named_words:  # the document's best chunk only
             seen.add(document)
-            words, card = held.get(document, (set(), chunk))
-            held[document] = (words | (wanted & set(terms(str(chunk.payload.get("text", ""))))), card)
-    # Between documents holding as many (an agreement and its amendments, whose bodies name the
-    # same parties), the one whose file name holds more of the words is named: "..._AMENDMENT.txt"
-    # for "the AMENDMENT TO SERVICES AGREEMENT between ...".
-    ranked = sorted(((len(words), len(wanted & set(terms(str(hit.payload.get("path", ""))))), words, hit)
-                     for words, hit in held.values()), key=lambda entry: (-entry[0], -entry[1]))
-    if not ranked or (len(ranked) > 1 and ranked[1][:2] == ranked[0][:2]):
+            on_card, _, card = held.get(document, (set(), set(), chunk))
+            held[document] = (on_card, named_words & set(terms(str(chunk.payload.get("text", "")))), card)
+    ranked = sorted(((len(on_card | in_chunk), len(on_card), len(wanted & set(terms(str(hit.payload.get("path", ""))))),
+                      on_card | in_chunk, hit) for on_card, in_chunk, hit in held.values()),
+                    key=lambda entry: (-entry[0], -entry[1], -entry[2]))
+    if not ranked or (len(ranked) > 1 and ranked[1][:3] == ranked[0][:3]):
         return None
-    _, _, words, best = ranked[0]
+    words, best = ranked[0][3], ranked[0][4]
     # Numbers and months are dates, not names: "As of January 17, 2020" names no document.
     return best if sum(1 for t in words if t.isalpha() and t not in MONTHS) >= NAME_TERMS else None
 

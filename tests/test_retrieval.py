@@ -437,7 +437,7 @@ def test_between_an_agreement_and_its_amendments_the_file_name_decides() -> None
 
 def test_a_document_is_also_named_by_the_words_of_its_best_chunk() -> None:
     """A card is only the opening of its document: parties who sign at the end are in its chunks."""
-    from inference.retrieve import named_card
+    from inference.retrieve import named_card, written_as_names
     from ingest.store import Hit
 
     filing = Hit("5", 0.0, {"document": 5, "kind": "card", "text": "JOINT FILING AGREEMENT In accordance with Rule 13d-1"})
@@ -447,20 +447,42 @@ def test_a_document_is_also_named_by_the_words_of_its_best_chunk() -> None:
                                   "Insurance Solutions Group LP, its adviser By: AISG GP Ltd."})
     naming = ("Consider the Joint Filing Agreement between Athene Annuity and Life Company, Apollo Insurance Solutions "
               "Group LP and AISG GP Ltd")
+    names = written_as_names(naming + "; who may sign it?")
     assert named_card(naming, [annuity, filing]) is annuity  # by the cards alone: 6 of the words against 3
-    assert named_card(naming, [annuity, filing], [signatures]) is filing  # its card and its chunk: 15
+    assert named_card(naming, [annuity, filing], [signatures], names) is filing  # its card and its chunk: 15
     # A document whose card was not found is named by its chunk, returned as that chunk.
-    assert named_card(naming, [annuity], [signatures]) is signatures
+    assert named_card(naming, [annuity], [signatures], names) is signatures
     # Only a document's best chunk counts, not the sum of all the chunks that mention the names.
     mentions = [Hit(f"6-{i}", 0.0, {"document": 6, "kind": "chunk", "text": text})
                 for i, text in enumerate(["Apollo Solutions", "Apollo Solutions Group LP and AISG GP Ltd"])]
-    assert named_card(naming, [annuity, filing], [*mentions, signatures]) is filing  # 6 + 2 against 15
+    assert named_card(naming, [annuity, filing], [*mentions, signatures], names) is filing  # 6 + 2 against 15
+    # A chunk adds names only: topic words in lower case do not name its document.
+    topic = "Regarding the indemnification and limitation of liability provisions of the Acme supply agreement"
+    acme = Hit("7", 0.0, {"document": 7, "kind": "card", "text": "Acme Supply Agreement"})
+    beta = Hit("8-1", 0.0, {"document": 8, "kind": "chunk", "text": "provisions regarding indemnification and the "
+                            "limitation of liability in this supply agreement"})
+    assert named_card(topic, [acme], [beta], written_as_names(topic + "; who pays?")) is acme
+
+
+def test_a_document_citing_the_named_agreement_is_not_that_agreement() -> None:
+    from inference.retrieve import named_card, written_as_names
+    from ingest.store import Hit
+
+    naming = "Consider the Supply Agreement between Acme Pumps Inc and Zeta Corp"
+    supply = Hit("1", 0.0, {"document": 1, "kind": "card", "path": "EX-10.1 Supply Agreement.txt",
+                            "text": "SUPPLY AGREEMENT between Acme Pumps Inc and Zeta Corp"})
+    guaranty = Hit("2", 0.0, {"document": 2, "kind": "card", "path": "Acme Pumps Zeta Guaranty.txt",
+                              "text": "GUARANTY by Acme Pumps Inc"})
+    cites = Hit("2-3", 0.0, {"document": 2, "kind": "chunk", "path": "Acme Pumps Zeta Guaranty.txt",
+                             "text": "the obligations under the Supply Agreement between Acme Pumps Inc and Zeta Corp"})
+    # Both hold every word, the guaranty by its chunk: the one with more of them on its card wins.
+    assert named_card(naming, [guaranty, supply], [cites], written_as_names(naming + "; who pays?")) is supply
 
 
 def test_a_named_documents_parties_go_from_the_question_though_its_card_ends_before_them() -> None:
     from inference.retrieve import focus
 
-    card = "Development Agreement MOBILE APPLICATION DEVELOPMENT (Agreement No: VAL/MAD/190305/1)"
+    card = "Development Agreement (Agreement No: VAL/MAD/190305/1)"
     question = ("Consider the Mobile Application Development Agreement between VGrab Asia Ltd and Mr. Zheng Qing, "
                 "Mr. Gu Xianwin and Ms. Chen Weijie; What is the expiration date of this contract?")
     # Unnamed, the card holds too few of the words for any clause to go.
@@ -468,9 +490,14 @@ def test_a_named_documents_parties_go_from_the_question_though_its_card_ends_bef
     # Named (its card was found by these words), every clause of names goes: the words the card
     # holds and words written as names, capitalized wherever they occur.
     assert focus(question, [card], named=True) == "What is the expiration date of this contract?"
-    # A topic written in lower case before the question proper stays.
+    # A topic before the question proper stays, in lower case or capitalized (a defined term), and
+    # so does everything in a question written in capitals: only the list of parties loses names.
     topic = "Regarding termination for convenience in the Acme supply agreement: what notice is needed?"
     assert "termination for convenience" in focus(topic, ["Acme Pumps Supply Agreement"], named=True)
+    lease = "LEASE AGREEMENT between Acme Corp and Beta LLC"
+    assert focus("In the Acme lease, for Change of Control, what consent is needed?", [lease], named=True) == \
+        "for Change of Control what consent is needed?"
+    assert "LATE FEES" in focus("REGARDING LATE FEES IN THE ACME LEASE: WHO PAYS THEM?", [lease], named=True)
 
 
 @pytest.mark.django_db(transaction=True)
