@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from inference.pack import chained_tokens
 from inference.rerank import Reranker
 from ingest.embed import Embedder
-from ingest.sparse import query_vector, terms
+from ingest.sparse import WORD, query_vector, terms
 from ingest.store import Hit, SearchQuery, VectorStore, point_id
 
 MODES = ("hybrid", "dense", "sparse")
@@ -69,6 +69,7 @@ def retrieve(question: str, *, matter_ids: list[int], embedder: Embedder, store:
     # Names are words: the naming part is searched by its words alone (no model call), except
     # when retrieval is dense only.
     naming_query = make_query(naming, embedder, "dense" if mode == "dense" else "sparse") if naming else None
+    named: Hit | None = None
     chunks = store.search(query, matter_ids, limit, documents=documents)
     if not documents_first:
         chunks = reranker.rerank(question, chunks) if reranker else chunks
@@ -93,8 +94,6 @@ def retrieve(question: str, *, matter_ids: list[int], embedder: Embedder, store:
                 or next(iter(store.search(naming_query, matter_ids, 1, cards=True, documents=[document])), None)
         if named is not None:
             cards = [named, *(c for c in cards if int(c.payload["document"]) != int(named.payload["document"]))]
-    else:
-        named = None
     ranked_documents = unique(int(c.payload["document"]) for c in cards)
     top = ranked_documents[:TOP_DOCUMENTS]
     # A question names a document when some clause of it is mostly words of the best card
@@ -300,9 +299,6 @@ def focus(question: str, cards: list[str], *, named: bool = False) -> str:
     kept += [c for c in CLAUSE.split(question[end:].lstrip(" ;:,.")) if not naming(c, True)]
     rest = " ".join(kept).strip()
     return rest if terms(rest) else question
-
-
-WORD = re.compile(r"\w+")
 
 
 def written_as_names(text: str) -> set[str]:

@@ -59,8 +59,9 @@ class Command(BaseCommand):
             documents = dict(
                 Document.objects.filter(source=run.source, status=DocumentStatus.INDEXED).values_list("path", "id")
             )
-            missing = missing_gold(questions, documents, run)
-            if missing and len(missing) == len({a["file"] for q in questions for a in q.get("answers", [])}):
+            gold_files = {a["file"] for q in questions for a in q.get("answers", [])}
+            missing = missing_gold(gold_files, documents, run)
+            if missing and len(missing) == len(gold_files):
                 raise CommandError(f"none of the questions' gold files is indexed from {options['docs']}: "
                                    + "; ".join(f"{path} ({why})" for path, why in list(missing.items())[:5]))
             for path, why in list(missing.items())[:10]:
@@ -87,10 +88,10 @@ class Command(BaseCommand):
             )
 
 
-def missing_gold(questions: list[dict[str, Any]], documents: dict[str, int], run: Any) -> dict[str, str]:
+def missing_gold(gold_files: set[str], documents: dict[str, int], run: Any) -> dict[str, str]:
     """The gold files that are not indexed, each with why: passed over or failed in the run (the
     reason recorded), or not in the folder at all."""
-    wanted = sorted({a["file"] for q in questions for a in q.get("answers", [])} - set(documents))
+    wanted = sorted(gold_files - set(documents))
     reasons = dict(run.items.filter(path__in=wanted).exclude(error="").values_list("path", "error"))
     return {path: reasons.get(path, "not in the folder") for path in wanted}
 
