@@ -29,6 +29,12 @@ class QuestionScore:
     document_rank: int | None  # 1-based rank of the first gold document, None if not retrieved
     span_recall: dict[int, float] = field(default_factory=dict)  # k -> share of gold characters
     packed: dict[int, bool] = field(default_factory=dict)  # budget -> every gold span inside
+    gold_rank: int | None = None  # 1-based rank of the first chunk holding gold characters, None if none ranked
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"id": self.question_id, "source": self.source, "document_rank": self.document_rank,
+                "gold_rank": self.gold_rank, **{f"span_recall@{k}": v for k, v in self.span_recall.items()},
+                **{f"packed@{b}": v for b, v in self.packed.items()}}
 
 
 def document_order(hits: list[Hit]) -> list[int]:
@@ -39,6 +45,15 @@ def document_rank(hits: list[Hit], gold: list[GoldSpan]) -> int | None:
     wanted = {g.document_id for g in gold}
     for rank, document in enumerate(document_order(hits), start=1):
         if document in wanted:
+            return rank
+    return None
+
+
+def gold_rank(hits: list[Hit], gold: list[GoldSpan]) -> int | None:
+    """1-based rank of the first chunk that holds characters of a gold span."""
+    for rank, hit in enumerate(hits, start=1):
+        p = hit.payload
+        if any(int(p["document"]) == g.document_id and int(p["start"]) < g.end and g.start < int(p["end"]) for g in gold):
             return rank
     return None
 

@@ -13,9 +13,10 @@ from typing import Any
 import pytest
 from django.core.management import CommandError, call_command
 
+from inference.evaluate import GoldSpan, document_rank, gold_rank, span_recall
 from ingest.embed import Embedder
 from ingest.sparse import document_vector, query_vector, terms
-from ingest.store import ChunkPoint, EdgeStore, SearchQuery, ServerStore, VectorStore, point_id
+from ingest.store import ChunkPoint, EdgeStore, Hit, SearchQuery, ServerStore, VectorStore, point_id
 from tests.conftest import DEV, SHARED, SUBSET_TXT, dev_questions
 
 TEXTS = {
@@ -140,6 +141,19 @@ def test_sparse_vectors_are_bm25_term_weights() -> None:
     assert query_vector("pump valve").values == [1.0, 1.0]
 
 
+def test_eval_metrics_rank_documents_gold_chunks_and_covered_characters() -> None:
+    def hit(document: int, start: int, end: int) -> Hit:
+        return Hit(f"{document}-{start}", 1.0, {"document": document, "start": start, "end": end})
+
+    ranked = [hit(7, 0, 100), hit(9, 0, 100), hit(7, 100, 200), hit(9, 100, 200), hit(9, 200, 300)]
+    gold = [GoldSpan(9, 150, 250)]  # half in the fourth chunk, half in the fifth
+
+    assert document_rank(ranked, gold) == 2  # the second document of the ranking
+    assert gold_rank(ranked, gold) == 4  # touching is not holding: chunk 9:0-100 ends before 150
+    assert span_recall(ranked, gold, 4) == 0.5 and span_recall(ranked, gold, 5) == 1.0
+    assert gold_rank(ranked, [GoldSpan(8, 0, 10)]) is None and document_rank(ranked, [GoldSpan(8, 0, 10)]) is None
+
+
 @pytest.mark.django_db(transaction=True)
 def test_eval_reports_recall_packing_and_verified_answers(data_dir: Path, docs_folder: Path, tmp_path: Path,
                                                           standin: Any) -> None:
@@ -147,9 +161,10 @@ def test_eval_reports_recall_packing_and_verified_answers(data_dir: Path, docs_f
     path = tmp_path / "questions.jsonl"
     path.write_text("".join(json.dumps(q) + "\n" for q in questions))
     out = io.StringIO()
+    details = tmp_path / "details.jsonl"
 
     call_command("eval", "--questions", str(path), "--docs", str(docs_folder), "--matter", "eval",
-                 "--budget", "4096", "--budget", "32768", "--json", stdout=out)
+                 "--budget", "4096", "--budget", "32768", "--json", "--details", str(details), stdout=out)
 
     report = json.loads(out.getvalue())
     assert report["questions"] == len(questions) and set(report["results"]) == {"hybrid", "dense", "sparse"}
@@ -162,6 +177,15 @@ def test_eval_reports_recall_packing_and_verified_answers(data_dir: Path, docs_f
     answers = report["answers"]  # a language model is configured (the stand-in): answers are checked
     assert answers["questions"] == len(questions) and answers["all_verified"] == 1.0 and answers["failed"] == 0
     assert report["missing_gold_files"] == {}
+    lines = [json.loads(line) for line in details.read_text().splitlines()]  # one per question and mode
+    assert [(line["mode"], line["id"]) for line in lines] == [(m, q["id"]) for m in ("hybrid", "dense", "sparse")
+                                                               for q in questions]
+    for line, question in zip(lines, questions * 3, strict=True):
+        assert line["question"] == question["question"] and line["document_rank"] is not None
+        assert set(line) >= {"gold_rank", "span_recall@10", "packed@4096", "packed@32768"}
+        assert line["gold_rank"] is not None or line["span_recall@10"] == 0.0
+    hybrid = report["results"]["hybrid"]["all"]
+    assert sum(line["packed@4096"] for line in lines[:len(questions)]) == round(hybrid["packed@4096"] * len(questions))
 
 
 @pytest.mark.django_db(transaction=True)

@@ -14,7 +14,7 @@ from docqa.llm import get_llm, get_reranker
 from docqa.management.base import cli_actor, shutdown, start_local_work
 from docqa.models import Document, DocumentStatus
 from inference.answer import answer_question, retrieval_limit, source_budget
-from inference.evaluate import GoldSpan, QuestionScore, document_rank, fully_packed, span_recall, summarize
+from inference.evaluate import GoldSpan, QuestionScore, document_rank, fully_packed, gold_rank, span_recall, summarize
 from inference.pack import pack_sources
 from inference.retrieve import MODES, retrieve
 from ingest.errors import DocqaError
@@ -36,6 +36,9 @@ class Command(BaseCommand):
                             help="retrieval modes, comma-separated; with DOCQA_RERANK_MODEL set, "
                                  "hybrid+rerank is added by default")
         parser.add_argument("--json", action="store_true", help="print one JSON object")
+        parser.add_argument("--details", type=Path,
+                            help="also write one JSON line per question and mode to this file: its document's "
+                                 "rank, its first gold chunk's rank, span recall and packed or not at each budget")
         parser.add_argument("--answer-budget", type=int, default=16384,
                             help="with a language model configured: budget of the answers checked (default 16k)")
 
@@ -50,6 +53,8 @@ class Command(BaseCommand):
         if any(m.endswith("+rerank") for m in modes) and not settings.RERANK_MODEL:
             raise CommandError("the +rerank modes need DOCQA_RERANK_MODEL: a local cross-encoder folder")
         questions = read_questions(options["questions"])
+        if options["details"] and not options["details"].parent.is_dir():
+            raise CommandError(f"cannot write {options['details']}: no such folder")
         start_local_work("eval command")
         try:
             matter = actions.get_or_create_matter(options["matter"], cli_actor(None))
@@ -75,6 +80,8 @@ class Command(BaseCommand):
         finally:
             shutdown()
         report = {mode: by_source(scores, budgets) for mode, scores in results.items()}
+        if options["details"]:
+            write_details(options["details"], questions, results)
         if options["json"]:
             self.stdout.write(json.dumps({"questions": len(questions), "budgets": budgets, "results": report,
                                           "answers": answers, "missing_gold_files": missing}))
@@ -94,6 +101,17 @@ def missing_gold(gold_files: set[str], documents: dict[str, int], run: Any) -> d
     wanted = sorted(gold_files - set(documents))
     reasons = dict(run.items.filter(path__in=wanted).exclude(error="").values_list("path", "error"))
     return {path: reasons.get(path, "not in the folder") for path in wanted}
+
+
+def write_details(path: Path, questions: list[dict[str, Any]], results: dict[str, list[QuestionScore]]) -> None:
+    texts = [str(q.get("question", "")) for q in questions]
+    try:
+        with path.open("w", encoding="utf-8") as handle:
+            for mode, scores in results.items():
+                for text, score in zip(texts, scores, strict=True):
+                    handle.write(json.dumps({"mode": mode, **score.as_dict(), "question": text}) + "\n")
+    except OSError as exc:
+        raise CommandError(f"cannot write {path}: {exc}") from exc
 
 
 def read_questions(path: Path) -> list[dict[str, Any]]:
@@ -118,6 +136,7 @@ def evaluate(questions: list[dict[str, Any]], documents: dict[str, int], matter_
         ranked = found.ranked
         score = QuestionScore(str(question.get("id", "")), str(question.get("source", "")), document_rank(ranked, gold))
         score.span_recall = {k: span_recall(ranked, gold, k) for k in KS}
+        score.gold_rank = gold_rank(ranked, gold)
         for budget in budgets:
             # Packing as `ask` does it: retrieval knows the room, so documents that fit go whole.
             room = source_budget(budget, text)
