@@ -28,6 +28,7 @@ SPARSE = "sparse"
 CARD = "card"
 RRF_K = 60
 PREFETCH_FACTOR = 3  # each prefetch fetches this many times the final limit before fusion
+TIE_MARGIN = 8  # hits asked for beyond the limit, so that ties at the cut are settled by id
 OLD_SCHEMA = (
     "was made by an earlier docqa without lexical (sparse) vectors: move it away, run "
     "`manage.py reindex`, then `ingest` again"
@@ -73,6 +74,13 @@ class SearchQuery:
         return "hybrid" if self.dense is not None and self.sparse is not None else (
             "dense" if self.dense is not None else "sparse"
         )
+
+
+def settled(hits: list[Hit], limit: int) -> list[Hit]:
+    """Best first, equal scores in the order of their ids, cut to `limit`. Fused scores tie often
+    (ranks 3 and 5 score as 5 and 3), and the engines return tied points in no fixed order: the
+    same question could be sent different sources, which an audit cannot reproduce."""
+    return sorted(hits, key=lambda h: (-h.score, h.id))[:limit]
 
 
 def as_query(query: SearchQuery | list[float]) -> SearchQuery:
@@ -199,16 +207,17 @@ class EdgeStore:
                                             using=SPARSE))
         if not nearest:
             return []
+        wanted = limit + TIE_MARGIN
         if len(nearest) == 1:
-            request = qe.QueryRequest(limit=limit, query=nearest[0], filter=where, with_payload=True)
+            request = qe.QueryRequest(limit=wanted, query=nearest[0], filter=where, with_payload=True)
         else:
             # The filter sits in each prefetch: every candidate is already inside the matters.
             prefetches = [qe.Prefetch(limit=limit * PREFETCH_FACTOR, query=q, filter=where) for q in nearest]
-            request = qe.QueryRequest(limit=limit, prefetches=prefetches, query=qe.Fusion.Rrf(k=RRF_K, weights=None),
+            request = qe.QueryRequest(limit=wanted, prefetches=prefetches, query=qe.Fusion.Rrf(k=RRF_K, weights=None),
                                       filter=where, with_payload=True)
         # Each read of `.payload` builds a new dict, so it is ours to keep without a copy (at
         # 1,000 hits the copies cost ~2 ms).
-        return [Hit(str(p.id), float(p.score), p.payload or {}) for p in self._shard.query(request)]
+        return settled([Hit(str(p.id), float(p.score), p.payload or {}) for p in self._shard.query(request)], limit)
 
     @store_errors
     def fetch(self, ids: list[str]) -> list[Hit]:
@@ -347,17 +356,18 @@ class ServerStore:
             nearest.append((models.SparseVector(indices=query.sparse.indices, values=query.sparse.values), SPARSE))
         if not nearest:
             return []
+        wanted = limit + TIE_MARGIN
         if len(nearest) == 1:
             response = self._client.query_points(self.collection, query=nearest[0][0], using=nearest[0][1],
-                                                 query_filter=where, limit=limit, with_payload=True)
+                                                 query_filter=where, limit=wanted, with_payload=True)
         else:
             # The filter sits in each prefetch: every candidate is already inside the matters.
             prefetch = [models.Prefetch(query=q, using=name, filter=where, limit=limit * PREFETCH_FACTOR)
                         for q, name in nearest]
             response = self._client.query_points(self.collection, prefetch=prefetch,
                                                  query=models.FusionQuery(fusion=models.Fusion.RRF),
-                                                 query_filter=where, limit=limit, with_payload=True)
-        return [Hit(str(p.id), float(p.score), dict(p.payload or {})) for p in response.points]
+                                                 query_filter=where, limit=wanted, with_payload=True)
+        return settled([Hit(str(p.id), float(p.score), dict(p.payload or {})) for p in response.points], limit)
 
     @store_errors
     def fetch(self, ids: list[str]) -> list[Hit]:

@@ -67,6 +67,29 @@ def test_every_mode_searches_inside_the_matters_only(store: VectorStore, embedde
     assert store.search(query, [], 10) == []
 
 
+@pytest.mark.parametrize("mode", ["dense", "sparse", "hybrid"])
+def test_tied_hits_come_in_the_order_of_their_ids_every_time(store: VectorStore, embedder: Embedder, mode: str) -> None:
+    """Twelve copies of one clause score alike: the same question gets the same hits in the same
+    order on every search, whichever the engine, and a cut inside a tie keeps the lowest ids. (In
+    hybrid mode the engine's fusion ranks the copies within each vector's list first, so their
+    fused scores differ and the scores, not the ids, order them.)"""
+    text = "Neither party may assign this agreement without the prior written consent of the other."
+    copies = []
+    for document in range(30, 42):
+        payload = {"matter": 3, "document": document, "version": "v1", "chunk": 0, "kind": "chunk",
+                   "path": f"copy-{document}.txt", "start": 0, "end": len(text), "tokens": 16, "text": text}
+        copies.append(ChunkPoint(point_id(document, "v1", 0), embedder.embed_query(text), payload, document_vector(text)))
+    store.upsert(copies)
+    query = SearchQuery(dense=embedder.embed_query("May a party assign the agreement?") if mode != "sparse" else None,
+                        sparse=query_vector("May a party assign the agreement?") if mode != "dense" else None)
+
+    runs = [[h.id for h in store.search(query, [3], 5)] for _ in range(6)]
+
+    assert runs == [runs[0]] * 6
+    if mode != "hybrid":
+        assert runs[0] == sorted(p.id for p in copies)[:5]
+
+
 def test_cards_and_document_filters_are_searched_apart(store: VectorStore, embedder: Embedder) -> None:
     question = "Contract 12"
     query = SearchQuery(dense=embedder.embed_query(question), sparse=query_vector(question))
