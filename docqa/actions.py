@@ -559,8 +559,9 @@ def default_budget(effort: str = "medium") -> int:
     return llm.max_model_len() - reserved_output(effort)
 
 
-HISTORY_TURNS = 6
-MAX_BUDGET = 1_000_000  # search-only mode has no model window to cap a budget  # earlier questions and answers sent with a follow-up
+HISTORY_TURNS = 6  # earlier questions and answers sent with a follow-up
+MIN_BUDGET = 512  # below this the instructions and the question leave no room for any source
+MAX_BUDGET = 1_000_000  # search-only mode has no model window to cap a budget
 
 
 def conversation_history(conversation: Conversation | None) -> list[tuple[str, str]]:
@@ -591,6 +592,10 @@ def do_ask(
     """
     if conversation is not None and conversation.matter_id != matter.id:
         raise DocqaError("that conversation belongs to another matter")
+    if budget is not None and not MIN_BUDGET <= budget <= MAX_BUDGET:
+        raise DocqaError(f"a budget of {budget:,} tokens is out of range: give {MIN_BUDGET:,} to {MAX_BUDGET:,}, "
+                         "or none for the model's window")
+    asked = budget
     documents = scope_documents(matter, scope) if scope else None
     llm = get_llm()
     failure: DocqaError | None = None
@@ -600,7 +605,7 @@ def do_ask(
         failure = exc
         budget = budget or 0
     else:
-        budget = min(budget or ceiling, ceiling) if llm else min(budget or ceiling, MAX_BUDGET)
+        budget = min(budget or ceiling, ceiling) if llm else (budget or ceiling)
     # Earlier turns: the conversation's, or as a client sent them (the OpenAI-compatible endpoint);
     # those a client sent go into the trail too, as content (retention expires them with the rest).
     sent_history = history
@@ -631,6 +636,9 @@ def do_ask(
     except Exception as exc:  # recorded and audited, then re-raised for the caller to show
         record_answer(question, None, started, error=str(exc))
         raise
+    if asked is not None and budget < asked:
+        result.notes.append(f"A budget of {asked:,} tokens is more than the model's window leaves for the prompt at "
+                            f"{effort} effort; {budget:,} was used.")
     record_answer(question, result, started)
     return AskOutcome(question, result)
 

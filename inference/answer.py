@@ -26,6 +26,7 @@ from inference.prompt import (
 from inference.rerank import Reranker
 from inference.retrieve import retrieve
 from ingest.embed import Embedder
+from ingest.errors import DocqaError
 from ingest.store import VectorStore
 from ingest.tokens import count_tokens
 
@@ -108,6 +109,16 @@ def answer_question(
     found = retrieve(search_text, matter_ids=matter_ids, embedder=embedder, store=store,
                      limit=retrieval_limit(room), mode=retrieval, room=room, reranker=reranker, documents=documents)
     packing = pack_sources(found.hits, room, count_tokens)
+    if not packing.sources:
+        # Asking the model with no sources would come back "the sources do not say", which is
+        # not true: none was read.
+        if not found.hits:
+            raise DocqaError("nothing to answer from: no document is indexed in this matter"
+                             + (" among the chosen documents" if documents is not None else "") + " yet")
+        smallest = min(int(d.get("tokens") or 0) for d in packing.dropped) if packing.dropped else 0
+        raise DocqaError(f"no passage fits a budget of {budget:,} tokens: the instructions and the question leave "
+                         f"{room:,} tokens for sources, and the smallest passage found needs about {smallest:,}; "
+                         "give a larger budget")
     on_event("status", f"packed {len(packing.sources)} sources / {packing.tokens} tokens")
     usage: dict[str, Any] = {"budget": budget, "source_tokens": packing.tokens}
     if llm is None:

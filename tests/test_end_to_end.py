@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from django.core.management import CommandError, call_command
 
-from docqa.models import AuditEvent, Citation, Document, DocumentStatus, IngestItem
+from docqa.models import AuditEvent, Citation, Document, DocumentStatus, IngestItem, Question
 from tests.conftest import subset_questions
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -81,6 +81,11 @@ def test_ask_with_llm_gives_verified_citations(data_dir: Path, docs_folder: Path
         assert result["citations"], result["answer"]
         assert all(c["verified"] for c in result["citations"])
         assert result["usage"]["prompt_tokens"] <= 131072 - 4096  # low effort keeps 4,096 for the output
+    # A budget over the model's window is cut to it, and the answer says so.
+    assert result["usage"]["budget"] == 131072 - 4096 and not any("window" in n for n in result["notes"])
+    wide = ask(question["question"], "--effort", "low", "--budget", "500000")
+    assert wide["usage"]["budget"] == 131072 - 4096
+    assert "A budget of 500,000 tokens is more than the model's window leaves" in " ".join(wide["notes"])
     sent = standin.requests[-1]
     assert sent["reasoning_effort"] == "low" and sent["stream"] is True
     assert sent["cache_salt"].startswith("matter-")
@@ -136,6 +141,19 @@ def test_ask_budget_limits_sources_and_reports_what_was_left_out(data_dir: Path,
 
     assert 0 < sum(s["tokens"] for s in small["sources"]) < 1500
     assert small["dropped"] and all(d["reason"] == "no room in the token budget" for d in small["dropped"])
+    # A budget out of range is refused before anything is recorded; one that leaves no room for
+    # any passage says so rather than answering from nothing ("the sources do not say").
+    asked = Question.objects.count()
+    for budget in ("-5", "0", "10", "2000000"):
+        with pytest.raises(CommandError, match=f"a budget of {int(budget):,} tokens is out of range"):
+            ask(question, "--budget", budget)
+    assert Question.objects.count() == asked
+    wordy = "Reading the whole agreement with care, " * 80 + question
+    with pytest.raises(CommandError, match="no passage fits a budget of 800 tokens: .* give a larger budget"):
+        ask(wordy, "--budget", "800")
+    run_command("matter", "create", "empty")
+    with pytest.raises(CommandError, match="nothing to answer from: no document is indexed in this matter yet"):
+        run_command("ask", "--matter", "empty", question)
 
 
 def test_resync_skips_unchanged_and_follows_changes_and_deletions(data_dir: Path, docs_folder: Path) -> None:
