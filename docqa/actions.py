@@ -572,6 +572,16 @@ def conversation_history(conversation: Conversation | None) -> list[tuple[str, s
     return list(reversed(list(turns)))
 
 
+def previous_question(conversation: Conversation | None) -> str | None:
+    """The question asked before in the conversation (answered, by the model or by search alone):
+    a follow-up is searched together with it."""
+    if conversation is None:
+        return None
+    return (Question.objects.filter(conversation=conversation, answer__mode__in=("llm", "search"),
+                                    expired_at__isnull=True)
+            .order_by("-id").values_list("text", flat=True).first())
+
+
 def do_ask(
     matter: Matter,
     text: str,
@@ -609,6 +619,9 @@ def do_ask(
     # Earlier turns: the conversation's, or as a client sent them (the OpenAI-compatible endpoint);
     # those a client sent go into the trail too, as content (retention expires them with the rest).
     sent_history = history
+    # The conversation's own earlier question, when the client did not send the turns itself
+    # (a search-only turn has no answer for the model, but the follow-up still needs its words).
+    previous = previous_question(conversation) if history is None else None
     history = history if history is not None else conversation_history(conversation)
     if conversation is None:
         conversation = Conversation.objects.create(matter=matter, user=user, actor=actor)
@@ -628,7 +641,7 @@ def do_ask(
             text, matter_ids=[matter.id], embedder=services.get_embedder(), store=services.get_store(),
             llm=llm, budget=budget, effort=effort,
             max_completion_tokens=reserved_output(effort), on_event=on_event, retrieval=settings.RETRIEVAL,
-            history=history, reranker=get_reranker(), documents=documents,
+            history=history, previous=previous, reranker=get_reranker(), documents=documents,
             # Prefix-cache entries are kept apart per matter, so one matter's cached
             # sources can never shorten (and so reveal) another's prompt timing.
             cache_salt=f"matter-{matter.id}",

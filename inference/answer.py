@@ -13,7 +13,7 @@ from typing import Any
 
 from inference.citations import CheckedCitation, check_citations
 from inference.llm import GenerationFailed, VllmClient
-from inference.pack import Packing, pack_sources
+from inference.pack import Packing, best_first, pack_sources
 from inference.prompt import (
     HARMONY_OVERHEAD,
     INSTRUCTIONS,
@@ -36,8 +36,9 @@ class ReasoningExhausted(GenerationFailed):
 
 
 SEARCH_ONLY_NOTE = (
-    "No language model is connected, so this is a search-only result: the passages below are "
-    "exactly what would have been sent to the model. Set DOCQA_LLM_BASE_URL to get answers."
+    "No language model is connected, so this is a search-only result: the passages below, best "
+    "first, are exactly those that would have been sent to the model. (An administrator connects "
+    "one with DOCQA_LLM_BASE_URL.)"
 )
 EventSink = Callable[[str, Any], None]
 
@@ -95,9 +96,13 @@ def answer_question(
     on_event: EventSink = lambda kind, data: None,
     retrieval: str = "hybrid",
     history: Sequence[Turn] = (),
+    previous: str | None = None,
     reranker: Reranker | None = None,
     documents: list[int] | None = None,
 ) -> AnswerResult:
+    """Retrieve, pack and (with `llm`) generate and check citations. `history` holds the earlier
+    turns sent to the model; `previous`, the question asked just before (the last of `history`'s
+    when not given), which a follow-up is searched together with."""
     on_event("status", "retrieving")
     history = list(history)
     # Earlier turns may take at most half the room; the oldest go first.
@@ -105,7 +110,8 @@ def answer_question(
         history.pop(0)
     room = max(0, source_budget(budget, question) - history_tokens(history, count_tokens))
     # A follow-up ("and the notice period?") is searched together with the question before it.
-    search_text = f"{history[-1][0]}\n{question}" if history else question
+    previous = previous if previous is not None else (history[-1][0] if history else None)
+    search_text = f"{previous}\n{question}" if previous else question
     found = retrieve(search_text, matter_ids=matter_ids, embedder=embedder, store=store,
                      limit=retrieval_limit(room), mode=retrieval, room=room, reranker=reranker, documents=documents)
     packing = pack_sources(found.hits, room, count_tokens)
@@ -122,6 +128,8 @@ def answer_question(
     on_event("status", f"packed {len(packing.sources)} sources / {packing.tokens} tokens")
     usage: dict[str, Any] = {"budget": budget, "source_tokens": packing.tokens}
     if llm is None:
+        # Read by a person, not a model: best first (the model gets them in the canonical order).
+        best_first(packing.sources)
         return AnswerResult("search", SEARCH_ONLY_NOTE, packing, usage=usage)
     on_event("status", "generating")
     try:

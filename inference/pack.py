@@ -245,6 +245,14 @@ def label(passages: list[PackedSource]) -> None:
         passage.label = f"S{number}"
 
 
+def best_first(passages: list[PackedSource]) -> None:
+    """Best score first (ties in canonical order), labelled S1..Sn again: for a person reading
+    search results. The block's token count is that of the canonical order, as it would be sent."""
+    passages.sort(key=lambda s: (-s.score, s.path, s.start))
+    for number, passage in enumerate(passages, start=1):
+        passage.label = f"S{number}"
+
+
 def passage_tokens(passage: PackedSource, count_tokens: Callable[[str], int]) -> int:
     """The passage's exact o200k count: from the chunks' stored counts when its chunks are a
     run of neighbours joined at their stored cuts, otherwise by counting its text."""
@@ -322,8 +330,10 @@ def label_tokens(label: str) -> int:
 def describe_dropped(hit: Hit) -> dict[str, Any]:
     p = hit.payload
     return {
+        "document": p.get("document"),
         "path": p.get("path"),
         "page": p.get("page"),
+        "section": p.get("section") or "",
         "start": p.get("start"),
         "end": p.get("end"),
         "tokens": p.get("tokens"),

@@ -69,6 +69,10 @@ def test_ask_search_only_finds_the_gold_document(data_dir: Path, docs_folder: Pa
         assert "No language model is connected" in result["answer"]
         assert gold in {s["path"] for s in result["sources"]}
         assert sum(s["tokens"] for s in result["sources"]) <= 16384
+        # For a person to read: best first, numbered in that order.
+        scores = [s["score"] for s in result["sources"]]
+        assert scores == sorted(scores, reverse=True)
+        assert [s["label"] for s in result["sources"]] == [f"S{n}" for n in range(1, len(scores) + 1)]
 
 
 def test_ask_with_llm_gives_verified_citations(data_dir: Path, docs_folder: Path, standin: Any) -> None:
@@ -133,6 +137,24 @@ def test_follow_up_sends_the_earlier_answer_without_reasoning(data_dir: Path, do
     assert again["reasoning"] and "reasoning" not in first
 
 
+def test_a_search_only_follow_up_is_searched_with_the_question_before_it(data_dir: Path, docs_folder: Path) -> None:
+    ingest(docs_folder)
+    first = subset_questions()[0]  # the Holiday RV endorsement agreement
+    asked = ask(first["question"], "--budget", "2000")
+    follow_up = "And which law governs it?"
+
+    alone = ask(follow_up, "--budget", "2000")
+    follow = ask(follow_up, "--budget", "2000", "--conversation", str(asked["conversation"]))
+
+    assert asked["mode"] == follow["mode"] == "search" and follow["conversation"] == asked["conversation"]
+    gold = first["answers"][0]["file"]
+
+    def share(result: dict[str, Any]) -> float:
+        return sum(s["tokens"] for s in result["sources"] if s["path"] == gold) / sum(s["tokens"] for s in result["sources"])
+
+    assert share(follow) > 0.5 > share(alone), (share(follow), share(alone))
+
+
 def test_ask_budget_limits_sources_and_reports_what_was_left_out(data_dir: Path, docs_folder: Path) -> None:
     ingest(docs_folder)
     question = subset_questions()[0]["question"]
@@ -141,6 +163,11 @@ def test_ask_budget_limits_sources_and_reports_what_was_left_out(data_dir: Path,
 
     assert 0 < sum(s["tokens"] for s in small["sources"]) < 1500
     assert small["dropped"] and all(d["reason"] == "no room in the token budget" for d in small["dropped"])
+    assert all(d["document"] and d["path"] and d["end"] > d["start"] for d in small["dropped"])
+    text = run_command("ask", "--matter", "acme", "--budget", "1500", question)
+    first = small["dropped"][0]
+    assert f"Left out for lack of room: {len(small['dropped'])} passages" in text
+    assert f"  {first['path']}" in text and f"chars {first['start']}-{first['end']} ({first['tokens']} tokens)" in text
     # A budget out of range is refused before anything is recorded; one that leaves no room for
     # any passage says so rather than answering from nothing ("the sources do not say").
     asked = Question.objects.count()
@@ -152,8 +179,11 @@ def test_ask_budget_limits_sources_and_reports_what_was_left_out(data_dir: Path,
     with pytest.raises(CommandError, match="no passage fits a budget of 800 tokens: .* give a larger budget"):
         ask(wordy, "--budget", "800")
     run_command("matter", "create", "empty")
+    out = io.StringIO()
     with pytest.raises(CommandError, match="nothing to answer from: no document is indexed in this matter yet"):
-        run_command("ask", "--matter", "empty", question)
+        call_command("ask", "--matter", "empty", "--json", question, stdout=out)
+    assert json.loads(out.getvalue()) == {"question": question, "error": "nothing to answer from: no document is "
+                                                                          "indexed in this matter yet"}
 
 
 def test_resync_skips_unchanged_and_follows_changes_and_deletions(data_dir: Path, docs_folder: Path) -> None:

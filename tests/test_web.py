@@ -73,6 +73,29 @@ def test_ask_page_shows_the_answer_with_numbered_sources(indexed: Matter, standi
     assert '<mark id="hit">' in page and "sixty (60) days" in page.split('<mark id="hit">')[1].split("</mark>")[0]
 
 
+def test_search_only_lists_passages_best_first_and_links_what_was_left_out(data_dir: Path, tmp_path: Path) -> None:
+    import re
+
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    clauses = [f"{n}. Clause {n}\n\nThe supplier shall deliver batch {n} of the pumps to warehouse {n} and keep "
+               f"record {n} of it for audit by the buyer, with the invoice numbered {n}." for n in range(1, 61)]
+    (folder / "supply.txt").write_text("SUPPLY AGREEMENT\n\n" + "\n\n".join(clauses) + "\n")
+    call_command("ingest", str(folder), "--matter", "supply", stdout=io.StringIO())
+    client = member(Matter.objects.get(slug="supply"))
+
+    html = client.post("/m/supply/", {"question": "Who audits the records of the deliveries?", "effort": "low",
+                                      "budget": "1024"}).content.decode()
+
+    assert "No language model is connected" in html and "passages, best first (no model was asked)" in html
+    assert "Left out for lack of room" in html
+    left_out = html.split("Left out for lack of room")[1]
+    link = re.search(r'<a href="(/m/supply/documents/\d+/\?start=(\d+)&amp;end=(\d+))#hit">supply.txt</a>', left_out)
+    assert link is not None and "characters " in left_out and " tokens" in left_out
+    page = client.get(link.group(1).replace("&amp;", "&")).content.decode()
+    assert '<mark id="hit">' in page
+
+
 def test_a_marker_naming_no_source_is_shown_unverified_and_copied(indexed: Matter, standin: Any) -> None:
     standin.append = ' The landlord also pays "all of the taxes" [S9].'
     client = member(indexed)

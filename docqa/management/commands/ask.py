@@ -66,6 +66,8 @@ class Command(BaseCommand):
         try:
             result = self.ask(matter, options["question"], options)
         except DocqaError as exc:
+            if options["json"]:  # a script reading standard output gets the reason too (and the exit status)
+                self.stdout.write(json.dumps({"question": options["question"], "error": str(exc)}))
             raise CommandError(str(exc)) from exc
         if options["json"]:
             self.stdout.write(json.dumps(result))
@@ -101,6 +103,9 @@ def parse_batch_line(line: str, number: int) -> tuple[Any, str]:
     return number, line
 
 
+DROPPED_SHOWN = 10  # passages left out, listed best first
+
+
 def render_text(result: dict[str, Any]) -> str:
     lines = [result["answer"], ""]
     if result.get("reasoning"):
@@ -116,10 +121,17 @@ def render_text(result: dict[str, Any]) -> str:
     lines.append(f"Sources ({len(result['sources'])}, {result['usage'].get('source_tokens', 0)} tokens):")
     for s in result["sources"]:
         page = (f" p.{s['page']}" if s["page"] else "") + (f" § {s['section']}" if s.get("section") else "")
-        snippet = " ".join(s["text"].split())[:160]
+        snippet = " ".join(s["text"].split())
+        snippet = snippet if len(snippet) <= 160 else snippet[:160] + " ..."
         lines.append(f"  [{s['label']}] {s['path']}{page} chars {s['start']}-{s['end']}: {snippet}")
     if result["dropped"]:
         lines.append(f"Left out for lack of room: {len(result['dropped'])} passages")
+        for d in result["dropped"][:DROPPED_SHOWN]:
+            where = (f" p.{d['page']}" if d.get("page") else "") + (f" § {d['section']}" if d.get("section") else "")
+            lines.append(f"  {d['path']}{where} chars {d['start']}-{d['end']} ({d['tokens']} tokens)")
+        if len(result["dropped"]) > DROPPED_SHOWN:
+            lines.append(f"  and {len(result['dropped']) - DROPPED_SHOWN} more")
+    lines.append("(Passages are shown cut short here; --json gives their whole text and every passage left out.)")
     if result.get("conversation"):
         lines.append(f"Conversation {result['conversation']}: ask a follow-up with --conversation {result['conversation']}")
     return "\n".join(lines)
