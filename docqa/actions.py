@@ -673,13 +673,17 @@ def cited_source(source: Any, span: tuple[int, int] | None = None) -> dict[str, 
     text when there is one, else the whole passage that was sent."""
     if source is None:  # a marker naming no source that was sent
         return {}
-    start, end, page = source.start, source.end, source.page
+    start, end, page, section = source.start, source.end, source.page, source.section
     if span is not None and len(source.text) == source.end - source.start:  # the passage is text[start:end]
         start, end = source.start + span[0], source.start + span[1]
-        # The page of the chunk the quote opens in (chunks keep theirs; a passage knows its first only).
-        page = next((p.get("page") for p in reversed(source.parts) if int(p["start"]) <= start), page) or page
+        # The page and section of the chunk the quote opens in (chunks keep theirs; a passage,
+        # or a document sent whole, knows its first only).
+        opening = next((p for p in reversed(source.parts) if int(p["start"]) <= start), None)
+        if opening is not None:
+            page = opening.get("page") or page
+            section = opening.get("section") or section
     return {"document_id": source.document_id, "version": source.version, "path": source.path, "page": page,
-            "start": start, "end": end}
+            "section": section or "", "start": start, "end": end}
 
 
 def record_answer(question: Question, result: AnswerResult | None, started: float, error: str = "") -> None:

@@ -159,6 +159,7 @@ class CitationOut(Schema):
     version: str
     path: str
     page: int | None
+    section: str = Field("", description="the section heading of the chunk the quote opens in")
     start: int | None
     end: int | None
 
@@ -235,7 +236,7 @@ def answer_out(question: Question) -> dict[str, Any]:
         "error": answer.error if answer else "", "model": answer.model if answer else "",
         "citations": [{"label": c.label, "quote": c.quote, "status": c.status, "verified": c.verified,
                        "reason": c.reason, "document": c.document_id, "version": c.version, "path": c.path,
-                       "page": c.page, "start": c.start, "end": c.end}
+                       "page": c.page, "section": c.section, "start": c.start, "end": c.end}
                       for c in (answer.citations.all() if answer else [])],
         "sources": answer.sources if answer else [], "left_out": answer.dropped if answer else [],
         "usage": answer.usage if answer else {}, "latency_ms": answer.latency_ms if answer else 0,

@@ -263,6 +263,8 @@ class Citation(models.Model):
     version = models.CharField(max_length=64, blank=True)
     path = models.CharField(max_length=1000, blank=True)
     page = models.IntegerField(null=True)
+    # The section heading of the chunk the quote opens in (a passage, or a whole document, spans many).
+    section = models.CharField(max_length=1000, blank=True, default="")
     start = models.IntegerField(null=True)
     end = models.IntegerField(null=True)
 

@@ -97,7 +97,8 @@ def sources_text(question: Question) -> tuple[str, list[dict[str, Any]]]:
     answer = question.answer
     sent = {s["label"]: s for s in answer.sources}
     citations = [{"label": c.label, "quote": c.quote, "status": c.status, "verified": c.verified,
-                  "path": c.path, "page": c.page, "document": c.document_id, "start": c.start, "end": c.end}
+                  "path": c.path, "page": c.page, "section": c.section, "document": c.document_id,
+                  "start": c.start, "end": c.end}
                  for c in answer.citations.all()]
     lines = []
     for label in dict.fromkeys(c["label"] for c in citations):

@@ -96,6 +96,29 @@ def test_search_only_lists_passages_best_first_and_links_what_was_left_out(data_
     assert '<mark id="hit">' in page
 
 
+def test_a_citation_knows_the_section_its_quote_stands_in(data_dir: Path, tmp_path: Path, standin: Any) -> None:
+    """A contract sent whole is one source labelled by its first section; a quote from a later
+    section is stored and shown with that section, not the passage's first."""
+    from docqa.models import Citation
+
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    filler = " ".join(f"The parties record routine matter {n} for the file." for n in range(60))
+    sections = [("1. Definitions", filler), ("2. Delivery", filler),
+                ("3. Indemnity", filler + " The supplier shall indemnify the buyer against every third party "
+                 "claim arising from defective pumps. " + filler)]
+    (folder / "supply.txt").write_text("SUPPLY AGREEMENT\n\n" + "\n\n".join(f"{h}\n\n{t}" for h, t in sections) + "\n")
+    call_command("ingest", str(folder), "--matter", "supply", stdout=io.StringIO())
+    client = member(Matter.objects.get(slug="supply"))
+
+    html = client.post("/m/supply/", {"question": "Who indemnifies the buyer against third party claims?",
+                                      "effort": "low"}).content.decode()
+
+    cited = Citation.objects.get(status="quote verified")
+    assert cited.section == "3. Indemnity" and "defective pumps" in cited.quote
+    assert "in § 3. Indemnity" in html
+
+
 def test_a_marker_naming_no_source_is_shown_unverified_and_copied(indexed: Matter, standin: Any) -> None:
     standin.append = ' The landlord also pays "all of the taxes" [S9].'
     client = member(indexed)
