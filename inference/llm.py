@@ -88,7 +88,7 @@ class VllmClient:
         try:
             response = self.http.request(method, self.root + path, headers=self._headers(), **kwargs)
         except httpx.TimeoutException as exc:
-            raise LlmTimeout(f"the language model at {self.root} did not answer in time") from exc
+            raise LlmTimeout(f"the language model at {self.root} did not answer in time ({self._limits(exc)})") from exc
         except httpx.TransportError as exc:
             raise LlmUnavailable(unreachable(self.root, exc)) from exc
         if response.status_code >= 400:
@@ -100,12 +100,20 @@ class VllmClient:
         if status == 400 and is_context_error(message):
             return ContextTooLong(f"the question and sources are too long for the model: {message}")
         if status in (401, 403):
-            return LlmUnavailable(f"the language model refused the API key (HTTP {status})")
+            if not self.api_key:
+                return LlmUnavailable(f"the language model wants an API key and none is set (HTTP {status}): "
+                                      "set DOCQA_LLM_API_KEY")
+            return LlmUnavailable(f"the language model refused the API key (HTTP {status}): check DOCQA_LLM_API_KEY")
         if status == 404:
             return LlmUnavailable(f"the language model server does not serve {self.model!r}: {message}")
         if status >= 500:
             return LlmUnavailable(f"the language model server failed (HTTP {status}): {message}")
         return GenerationFailed(f"the language model rejected the request (HTTP {status}): {message}")
+
+    def _limits(self, exc: httpx.TimeoutException) -> str:
+        if isinstance(exc, httpx.ConnectTimeout):
+            return f"no connection within {self.timeout.connect:g} s"
+        return f"nothing came for {self.timeout.read:g} s; DOCQA_LLM_TIMEOUT sets the limit"
 
     def max_model_len(self) -> int:
         """The served model's context window, from /v1/models."""
@@ -116,7 +124,9 @@ class VllmClient:
         for card in cards:
             if card.get("id") == self.model and card.get("max_model_len"):
                 return int(card["max_model_len"])
-        raise LlmUnavailable(f"the language model server does not list {self.model!r} in /v1/models")
+        served = ", ".join(str(card.get("id")) for card in cards if card.get("id")) or "none"
+        raise LlmUnavailable(f"the language model server does not list {self.model!r} in /v1/models (it serves: "
+                             f"{served}); DOCQA_LLM_MODEL names the model")
 
     def stream_chat(
         self,
@@ -153,7 +163,7 @@ class VllmClient:
                         raise LlmTimeout(f"the language model at {self.root} did not finish its answer within "
                                          f"{self.total_timeout:g} s")
         except httpx.TimeoutException as exc:
-            raise LlmTimeout(f"the language model at {self.root} stopped answering in time") from exc
+            raise LlmTimeout(f"the language model at {self.root} stopped answering in time ({self._limits(exc)})") from exc
         except httpx.TransportError as exc:
             if answering:  # the server went away after it began: a failed answer, not a server never reached
                 raise GenerationFailed(f"the connection to the language model broke mid-answer ({exc})") from exc

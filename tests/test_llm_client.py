@@ -119,7 +119,7 @@ def test_client_surfaces_a_broken_stream(server: VllmStandin, mode: str, message
 def test_client_times_out_on_a_slow_stream(server: VllmStandin) -> None:
     server.mode, server.delay = "slow", 1.0
 
-    with pytest.raises(LlmTimeout):
+    with pytest.raises(LlmTimeout, match=r"stopped answering in time \(nothing came for 0.3 s; DOCQA_LLM_TIMEOUT"):
         collect(server, timeout=0.3)
 
 
@@ -133,7 +133,7 @@ def test_client_times_out_on_a_stream_that_trickles_past_the_total(server: VllmS
 def test_client_times_out_on_a_dead_server(server: VllmStandin) -> None:
     server.mode = "dead"
 
-    with pytest.raises(LlmTimeout):
+    with pytest.raises(LlmTimeout, match=r"did not answer in time \(nothing came for 0.5 s; DOCQA_LLM_TIMEOUT"):
         client(server, timeout=0.5).max_model_len()
 
 
@@ -146,10 +146,14 @@ def test_client_reports_an_unreachable_server() -> None:
 
 
 def test_client_reports_a_refused_api_key(server: VllmStandin) -> None:
-    with pytest.raises(LlmUnavailable, match="API key"):
+    with pytest.raises(LlmUnavailable, match="refused the API key .*check DOCQA_LLM_API_KEY"):
         VllmClient(server.url, model="gpt-oss-120b", api_key="wrong").max_model_len()
+    with pytest.raises(LlmUnavailable, match="wants an API key and none is set .*set DOCQA_LLM_API_KEY"):
+        VllmClient(server.url, model="gpt-oss-120b").max_model_len()
 
 
 def test_client_reports_an_unknown_model(server: VllmStandin) -> None:
     with pytest.raises(LlmUnavailable, match="does not serve"):
         list(VllmClient(server.url, model="gpt-4", api_key="k3y").stream_chat(PROMPT, max_completion_tokens=8))
+    with pytest.raises(LlmUnavailable, match=r"does not list 'gpt-4' in /v1/models \(it serves: gpt-oss-120b\)"):
+        VllmClient(server.url, model="gpt-4", api_key="k3y").max_model_len()
