@@ -107,6 +107,7 @@ def test_ask_watch_it_stream_check_a_citation_follow_up_and_sync(browser: Any, s
     assert page.locator("#live").is_hidden()
     assert re.search(r"/m/golf/c/\d+/$", page.url)  # the address is the conversation's
     assert streamed_shift < 0.05, streamed_shift  # nothing moved while the answer streamed (CLS)
+    assert page.get_by_label("Follow-up question").count() == 1  # the box now continues the thread
     shot(page, "03-answer")
 
     answer.locator("a.cite").first.click()  # [S1] in the answer opens its source in the panel

@@ -75,6 +75,7 @@
       }
       conversation.value = data.conversation;
       history.replaceState(null, "", form.getAttribute("data-conversation-base") + data.conversation + "/");
+      document.querySelector('label[for="id_question"]').textContent = "Follow-up question";
       return fetch(form.getAttribute("data-block") + data.question + "/", {credentials: "same-origin"})
         .then(function (r) { return r.text(); })
         .then(function (html) {
