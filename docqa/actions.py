@@ -573,12 +573,12 @@ def conversation_history(conversation: Conversation | None) -> list[tuple[str, s
 
 
 def previous_question(conversation: Conversation | None) -> str | None:
-    """The question asked before in the conversation (answered, by the model or by search alone):
-    a follow-up is searched together with it."""
+    """The question asked before in the conversation, whatever became of it (answered by the
+    model or by search alone, or failed: "it" in the follow-up still means what it asked about).
+    A follow-up is searched together with it."""
     if conversation is None:
         return None
-    return (Question.objects.filter(conversation=conversation, answer__mode__in=("llm", "search"),
-                                    expired_at__isnull=True)
+    return (Question.objects.filter(conversation=conversation, expired_at__isnull=True)
             .order_by("-id").values_list("text", flat=True).first())
 
 
@@ -615,6 +615,9 @@ def do_ask(
         failure = exc
         budget = budget or 0
     else:
+        if llm and ceiling < MIN_BUDGET:
+            failure = DocqaError(f"the model's window leaves {ceiling:,} tokens for the prompt once the output is "
+                                 f"reserved at {effort} effort: lower DOCQA_LLM_RESERVED_OUTPUT or the effort")
         budget = min(budget or ceiling, ceiling) if llm else (budget or ceiling)
     # Earlier turns: the conversation's, or as a client sent them (the OpenAI-compatible endpoint);
     # those a client sent go into the trail too, as content (retention expires them with the rest).
@@ -699,6 +702,7 @@ def record_answer(question: Question, result: AnswerResult | None, started: floa
             error=error,
             latency_ms=int((time.monotonic() - started) * 1000),
             reasoning=result.reasoning if result and settings.STORE_REASONING else "",
+            notes=list(result.notes) if result else [],
         )
         citations = result.citations if result else []
         sent = {s.label: s for s in result.packing.sources} if result else {}

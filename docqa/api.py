@@ -190,6 +190,8 @@ class AnswerOut(Schema):
     citations: list[CitationOut]
     sources: list[SourceSent]
     left_out: list[dict[str, Any]]
+    notes: list[str] = Field([], description="what the user is told beside the answer (a retry at low effort, "
+                                                 "a cut-off answer, a budget cut to the model's window)")
     usage: dict[str, Any]
     latency_ms: int
 
@@ -239,6 +241,7 @@ def answer_out(question: Question) -> dict[str, Any]:
                        "page": c.page, "section": c.section, "start": c.start, "end": c.end}
                       for c in (answer.citations.all() if answer else [])],
         "sources": answer.sources if answer else [], "left_out": answer.dropped if answer else [],
+        "notes": answer.notes if answer else [],
         "usage": answer.usage if answer else {}, "latency_ms": answer.latency_ms if answer else 0,
     }
 

@@ -248,6 +248,8 @@ class Answer(models.Model):
     # The model's reasoning, kept only when DOCQA_STORE_REASONING allows; never in the audit
     # trail or its exports, never shown to anyone but the asker (on request) and auditors.
     reasoning = models.TextField(blank=True)
+    # What the user is told beside the answer: a retry at low effort, a cut-off answer, a cut budget.
+    notes = models.JSONField(default=list)
     created_at = models.DateTimeField(auto_now_add=True)
 
 

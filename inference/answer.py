@@ -119,8 +119,11 @@ def answer_question(
         # Asking the model with no sources would come back "the sources do not say", which is
         # not true: none was read.
         if not found.hits:
-            raise DocqaError("nothing to answer from: no document is indexed in this matter"
-                             + (" among the chosen documents" if documents is not None else "") + " yet")
+            if documents is not None:
+                raise DocqaError("nothing to answer from: none of the chosen documents is indexed yet")
+            if not store.count(matter_ids):
+                raise DocqaError("nothing to answer from: no document is indexed in this matter yet")
+            raise DocqaError(f"nothing matched: the question has no words to search for in {retrieval} retrieval")
         smallest = min(int(d.get("tokens") or 0) for d in packing.dropped) if packing.dropped else 0
         raise DocqaError(f"no passage fits a budget of {budget:,} tokens: the instructions and the question leave "
                          f"{room:,} tokens for sources, and the smallest passage found needs about {smallest:,}; "

@@ -113,7 +113,9 @@ class VllmClient:
     def _limits(self, exc: httpx.TimeoutException) -> str:
         if isinstance(exc, httpx.ConnectTimeout):
             return f"no connection within {self.timeout.connect:g} s"
-        return f"nothing came for {self.timeout.read:g} s; DOCQA_LLM_TIMEOUT sets the limit"
+        if isinstance(exc, httpx.ReadTimeout):
+            return f"nothing came for {self.timeout.read:g} s; DOCQA_LLM_TIMEOUT sets the limit"
+        return f"{type(exc).__name__} after {self.timeout.read:g} s; DOCQA_LLM_TIMEOUT sets the limit"
 
     def max_model_len(self) -> int:
         """The served model's context window, from /v1/models."""
@@ -122,7 +124,10 @@ class VllmClient:
         except ValueError as exc:
             raise LlmUnavailable(f"{self.root}/v1/models did not return JSON: is this a vLLM server?") from exc
         for card in cards:
-            if card.get("id") == self.model and card.get("max_model_len"):
+            if card.get("id") == self.model:
+                if not card.get("max_model_len"):
+                    raise LlmUnavailable(f"{self.root}/v1/models lists {self.model!r} without its max_model_len: "
+                                         "is this a vLLM server?")
                 return int(card["max_model_len"])
         served = ", ".join(str(card.get("id")) for card in cards if card.get("id")) or "none"
         raise LlmUnavailable(f"the language model server does not list {self.model!r} in /v1/models (it serves: "

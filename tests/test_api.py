@@ -139,6 +139,7 @@ def test_ask_through_the_api_with_citations_and_private_answers(lease: dict[str,
     again = client.get(f"/api/v1/matters/lease/questions/{answer['question']}", **bearer(lease["ann"])).json()
     assert again["answer"] == answer["answer"]
     assert set(again["citations"][0]) >= {"document", "version", "page", "section", "start", "end"}
+    assert again["notes"] == []
     assert client.get(f"/api/v1/matters/lease/questions/{answer['question']}", **bearer(lease["bob"])).status_code == 404
     follow = client.post("/api/v1/matters/lease/questions",
                          json.dumps({"question": "And the rent?", "conversation": answer["conversation"]}),

@@ -155,7 +155,27 @@ def test_a_search_only_follow_up_is_searched_with_the_question_before_it(data_di
     assert share(follow) > 0.5 > share(alone), (share(follow), share(alone))
 
 
-def test_ask_budget_limits_sources_and_reports_what_was_left_out(data_dir: Path, docs_folder: Path) -> None:
+def test_the_question_before_a_follow_up_is_the_last_asked_whatever_became_of_it(data_dir: Path) -> None:
+    """A question that failed (the model down, no room) is still what "it" in the follow-up means;
+    one that retention expired is gone."""
+    from django.utils import timezone
+
+    from docqa.actions import previous_question
+    from docqa.models import Answer, Conversation, Matter
+
+    matter = Matter.objects.create(slug="m", name="M")
+    thread = Conversation.objects.create(matter=matter, actor="test")
+    for text, mode in (("About the lease?", "llm"), ("About the deed?", "search"), ("About the loan?", "error")):
+        question = Question.objects.create(matter=matter, conversation=thread, actor="test", text=text, budget=4096)
+        Answer.objects.create(question=question, mode=mode, error="unreachable" if mode == "error" else "")
+
+    assert previous_question(thread) == "About the loan?"
+    Question.objects.filter(text="About the loan?").update(expired_at=timezone.now())
+    assert previous_question(thread) == "About the deed?"
+    assert previous_question(None) is None
+
+
+def test_ask_budget_limits_sources_and_reports_what_was_left_out(data_dir: Path, docs_folder: Path, settings: Any) -> None:
     ingest(docs_folder)
     question = subset_questions()[0]["question"]
 
@@ -184,6 +204,9 @@ def test_ask_budget_limits_sources_and_reports_what_was_left_out(data_dir: Path,
         call_command("ask", "--matter", "empty", "--json", question, stdout=out)
     assert json.loads(out.getvalue()) == {"question": question, "error": "nothing to answer from: no document is "
                                                                           "indexed in this matter yet"}
+    settings.RETRIEVAL = "sparse"  # a question of stopwords alone has no lexical vector
+    with pytest.raises(CommandError, match="nothing matched: the question has no words to search for in sparse"):
+        ask("What is it and who are they?")
 
 
 def test_resync_skips_unchanged_and_follows_changes_and_deletions(data_dir: Path, docs_folder: Path) -> None:

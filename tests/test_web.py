@@ -119,6 +119,25 @@ def test_a_citation_knows_the_section_its_quote_stands_in(data_dir: Path, tmp_pa
     assert "in § 3. Indemnity" in html
 
 
+def test_what_the_user_is_told_beside_the_answer_is_shown_and_kept(indexed: Matter, standin: Any) -> None:
+    """A retry at low effort is said on the page and in the API, not only in the terminal; a model
+    whose window cannot hold the reserved output fails with a reason a user can act on."""
+    from docqa.models import Answer
+
+    client = member(indexed)
+    standin.mode = "length_unless_low"  # reasoning eats the whole output unless the effort is low
+
+    html = client.post("/m/lease/", {"question": "How much notice does the tenant need to terminate?",
+                                     "effort": "medium"}).content.decode()
+
+    note = "At medium effort the model spent its whole output budget reasoning, so it was asked again at low effort."
+    assert note in html and "sixty (60) days" in html
+    assert Answer.objects.get().notes == [note]
+    standin.mode, standin.max_model_len = "normal", 6000  # medium effort reserves 8,192 for the output
+    html = client.post("/m/lease/", {"question": "Who pays the rent?", "effort": "medium"}).content.decode()
+    assert "the model&#x27;s window leaves -2,192 tokens for the prompt" in html and "DOCQA_LLM_RESERVED_OUTPUT" in html
+
+
 def test_a_marker_naming_no_source_is_shown_unverified_and_copied(indexed: Matter, standin: Any) -> None:
     standin.append = ' The landlord also pays "all of the taxes" [S9].'
     client = member(indexed)

@@ -11,6 +11,11 @@ class Migration(migrations.Migration):
 
     operations = [
         migrations.AddField(
+            model_name='answer',
+            name='notes',
+            field=models.JSONField(default=list),
+        ),
+        migrations.AddField(
             model_name='citation',
             name='section',
             field=models.CharField(blank=True, default='', max_length=1000),

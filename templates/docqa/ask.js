@@ -57,6 +57,7 @@
       if (data.conversation) {  // the question was recorded in a thread: a follow-up continues it
         conversation.value = data.conversation;
         history.replaceState(null, "", form.getAttribute("data-conversation-base") + data.conversation + "/");
+        document.querySelector('label[for="id_question"]').textContent = "Follow-up question";
       }
       errorLine.textContent = data.message;
       errorLine.hidden = false;

@@ -131,7 +131,8 @@ def render_text(result: dict[str, Any]) -> str:
             lines.append(f"  {d['path']}{where} chars {d['start']}-{d['end']} ({d['tokens']} tokens)")
         if len(result["dropped"]) > DROPPED_SHOWN:
             lines.append(f"  and {len(result['dropped']) - DROPPED_SHOWN} more")
-    lines.append("(Passages are shown cut short here; --json gives their whole text and every passage left out.)")
+    if any(len(" ".join(s["text"].split())) > 160 for s in result["sources"]) or len(result["dropped"]) > DROPPED_SHOWN:
+        lines.append("(Passages are shown cut short here; --json gives their whole text and every passage left out.)")
     if result.get("conversation"):
         lines.append(f"Conversation {result['conversation']}: ask a follow-up with --conversation {result['conversation']}")
     return "\n".join(lines)

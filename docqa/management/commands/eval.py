@@ -53,8 +53,11 @@ class Command(BaseCommand):
         if any(m.endswith("+rerank") for m in modes) and not settings.RERANK_MODEL:
             raise CommandError("the +rerank modes need DOCQA_RERANK_MODEL: a local cross-encoder folder")
         questions = read_questions(options["questions"])
-        if options["details"] and not options["details"].parent.is_dir():
-            raise CommandError(f"cannot write {options['details']}: no such folder")
+        if options["details"]:
+            try:  # before the minutes of evaluation, not after
+                options["details"].open("w", encoding="utf-8").close()
+            except OSError as exc:
+                raise CommandError(f"cannot write {options['details']}: {exc}") from exc
         start_local_work("eval command")
         try:
             matter = actions.get_or_create_matter(options["matter"], cli_actor(None))
