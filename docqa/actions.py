@@ -16,7 +16,7 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth.models import Group
 from django.db import IntegrityError, transaction
-from django.db.models import Count, Q, Sum
+from django.db.models import Count, Max, Q, Sum
 from django.utils import timezone
 
 from docqa import services
@@ -49,7 +49,8 @@ from ingest.errors import DocqaError
 logger = logging.getLogger(__name__)
 GENESIS = "0" * 64
 STALL_WARNING_S = 120
-BROKER_CHECK_S = 5  # how often a waiting `ingest` checks whether the broker restarted
+BROKER_CHECK_S = 5  # how often a waiting `ingest` checks whether the broker restarted or lost tasks
+LOST_QUIET_S = 10  # a waiting item's task is taken for lost only after the run was quiet this long
 
 
 def record_audit(actor: str, action: str, matter: Matter | None, detail: dict[str, Any]) -> AuditEvent:
@@ -309,7 +310,7 @@ def resend_lost_tasks(run: IngestRun) -> int:
     """
     current = services.broker_epoch()
     if not current or current == run.broker_epoch:
-        return 0
+        return resend_stranded_tasks(run)
     if settings.SPLIT_QUEUES:
         # Files parsed and waiting on the embed queue lost their task too: parse them again.
         run.items.filter(state=ItemState.EMBEDDING).update(state=ItemState.QUEUED)
@@ -320,6 +321,39 @@ def resend_lost_tasks(run: IngestRun) -> int:
     if IngestRun.objects.filter(id=run.id, broker_epoch=run.broker_epoch).update(broker_epoch=current):
         logger.warning("the broker restarted and lost run %s's queue; sent %d files again", run.id, len(items))
     run.refresh_from_db()
+    return len(items)
+
+
+def resend_stranded_tasks(run: IngestRun) -> int:
+    """Send the tasks of the run's waiting items again when the broker holds none of them.
+
+    kombu's Redis transport takes a message off the queue and only then notes it as delivered, so
+    a worker killed in between (seen about once in fifteen kills of a worker taking a task every
+    55 ms) loses that message and its item would wait forever. When docqa's queues are empty, no
+    worker holds the item's task and nothing in the run started or finished for LOST_QUIET_S
+    seconds, the task is gone: it is sent again (a duplicate would find its item taken and do
+    nothing).
+    """
+    waiting = Q(state=ItemState.QUEUED)
+    if settings.SPLIT_QUEUES:
+        waiting |= Q(state=ItemState.EMBEDDING, started_at__isnull=True)  # waiting on the embed queue
+    if not run.items.filter(waiting).exists():
+        return 0
+    holdings = services.broker_holdings()
+    if holdings is None or not holdings.queues_empty:
+        return 0
+    quiet_since = timezone.now() - timedelta(seconds=LOST_QUIET_S)
+    latest = run.items.aggregate(started=Max("started_at"), finished=Max("finished_at"))
+    if run.started_at > quiet_since or any(t is not None and t > quiet_since for t in latest.values()):
+        return 0
+    items = list(run.items.filter(waiting).exclude(id__in=holdings.delivered))
+    if not items:
+        return 0
+    # Parsed files waiting on the embed queue are parsed again, as after a broker restart.
+    run.items.filter(id__in=[i.id for i in items], state=ItemState.EMBEDDING).update(state=ItemState.QUEUED)
+    enqueue_items(items)
+    logger.warning("run %s: the broker held no task for %d waiting files (a worker killed as it took them?); "
+                   "sent them again", run.id, len(items))
     return len(items)
 
 

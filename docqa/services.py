@@ -6,9 +6,12 @@ embedded default the vector store's folder is locked to one process; `StoreLocke
 
 from __future__ import annotations
 
+import base64
 import fcntl
+import json
 import os
 import threading
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import IO
 
@@ -86,6 +89,59 @@ def release_embedded_lock() -> None:
         fcntl.flock(_lock_handle, fcntl.LOCK_UN)
         _lock_handle.close()
         _lock_handle = None
+
+
+# kombu's Redis transport keeps a queue's messages of priority 0 in a list named after the queue
+# and those of other priorities in lists with this separator and the priority appended; delivered
+# but unacknowledged messages in one hash for all queues.
+_PRIORITY_SEP = "\x06\x16"
+_UNACKED_KEY = "unacked"
+
+
+@dataclass
+class BrokerHoldings:
+    """What a Redis broker holds just now: whether docqa's queues are empty, and the item ids of
+    the tasks delivered to workers and not yet acknowledged."""
+
+    queues_empty: bool
+    delivered: set[int]
+
+
+def broker_holdings() -> BrokerHoldings | None:
+    """None when the broker is not Redis or cannot be read just now."""
+    url = settings.CELERY_BROKER_URL
+    if not url.startswith(("redis://", "rediss://", "unix://")):
+        return None
+    import redis
+
+    queues = [getattr(settings, "CELERY_TASK_DEFAULT_QUEUE", "celery")] + ([settings.EMBED_QUEUE] if settings.SPLIT_QUEUES else [])
+    lists = [name + suffix for name in queues for suffix in ("", *(f"{_PRIORITY_SEP}{p}" for p in (3, 6, 9)))]
+    try:
+        client = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=2)
+        try:
+            with client.pipeline(transaction=False) as pipe:
+                for name in lists:
+                    pipe.llen(name)
+                pipe.hvals(_UNACKED_KEY)
+                *lengths, unacked = pipe.execute()
+        finally:
+            client.close()
+    except redis.RedisError:
+        return None
+    return BrokerHoldings(queues_empty=not any(lengths), delivered={i for raw in unacked if (i := task_item(raw))})
+
+
+def task_item(raw: bytes) -> int | None:
+    """The item id (every docqa task's first argument) of an unacknowledged message, if it is one."""
+    try:
+        message = json.loads(raw)[0]
+        body = message["body"]
+        if message.get("properties", {}).get("body_encoding") == "base64":
+            body = base64.b64decode(body)
+        args = json.loads(body)[0]
+        return int(args[0]) if args and message.get("headers", {}).get("task", "").startswith("ingest.") else None
+    except (ValueError, KeyError, IndexError, TypeError):
+        return None
 
 
 def broker_epoch() -> str:

@@ -184,8 +184,13 @@ CELERY_TASK_SOFT_TIME_LIMIT = envint(
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # A task whose worker died is delivered again after this long; it must exceed the hard time
 # limit, or a slow file still being processed would be handed to a second worker.
+# Workers look for such tasks every tenth of the timeout (10 s at most): kombu's own default
+# looks only every 100 s, which would add up to 100 s to a short timeout.
+_VISIBILITY_TIMEOUT = envint("BROKER_VISIBILITY_TIMEOUT", CELERY_TASK_TIME_LIMIT * 2)
 CELERY_BROKER_TRANSPORT_OPTIONS = {
-    "visibility_timeout": envint("BROKER_VISIBILITY_TIMEOUT", CELERY_TASK_TIME_LIMIT * 2)
+    "visibility_timeout": _VISIBILITY_TIMEOUT,
+    "unacked_restore_interval": max(1, min(10, _VISIBILITY_TIMEOUT // 10)),
+    "unacked_restore_throttle": 1,
 }
 
 # --- Vector store -------------------------------------------------------------------------

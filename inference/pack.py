@@ -241,14 +241,17 @@ def label(passages: list[PackedSource]) -> None:
     """Canonical order (path, position) and labels S1..Sn, so that the same passages always
     serialize the same way and vLLM's prefix cache serves follow-up questions."""
     passages.sort(key=lambda s: (s.path, s.start))
-    for number, passage in enumerate(passages, start=1):
-        passage.label = f"S{number}"
+    _number(passages)
 
 
 def best_first(passages: list[PackedSource]) -> None:
     """Best score first (ties in canonical order), labelled S1..Sn again: for a person reading
     search results. The block's token count is that of the canonical order, as it would be sent."""
     passages.sort(key=lambda s: (-s.score, s.path, s.start))
+    _number(passages)
+
+
+def _number(passages: list[PackedSource]) -> None:
     for number, passage in enumerate(passages, start=1):
         passage.label = f"S{number}"
 

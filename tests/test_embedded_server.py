@@ -32,10 +32,10 @@ def manage(env: dict[str, str], *args: str, timeout: float = 300) -> subprocess.
                           text=True, timeout=timeout)
 
 
-@pytest.fixture
-def served(tmp_path: Path) -> Iterator[tuple[str, dict[str, str], tuple[str, str]]]:
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict[str, str], tuple[str, str]]]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("DOCQA_")}
-    env.update(DJANGO_SETTINGS_MODULE="docqa.settings", DOCQA_DATA_DIR=str(tmp_path / "var"))
+    env.update(DJANGO_SETTINGS_MODULE="docqa.settings", DOCQA_DATA_DIR=str(tmp_path_factory.mktemp("served") / "var"))
     assert manage(env, "migrate", "-v0").returncode == 0
     login = manage(env, "bootstrap", "--matter", "default").stdout
     username, password = re.search(r"Sign in as (\S+) / (\S+)", login).groups()  # type: ignore[union-attr]
@@ -69,7 +69,7 @@ def wait_until_up(url: str, server: subprocess.Popen[str]) -> None:
     raise AssertionError("server did not come up in 120 s")
 
 
-def test_cli_commands_stop_at_once_while_the_server_holds_the_store(served, tmp_path: Path) -> None:
+def test_cli_commands_stop_at_once_while_the_server_holds_the_store(served) -> None:
     url, env, _ = served
 
     ingest = manage(env, "ingest", str(REPO / "sample"), "--matter", "default", timeout=60)

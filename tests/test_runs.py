@@ -131,3 +131,49 @@ def test_qdrant_down_fails_items_as_store_errors_and_retry_recovers(data_dir: Pa
     command("runs", "retry", str(report["run"]))
 
     assert IngestRun.objects.get(id=report["run"]).counts["indexed"] == 3
+
+
+def test_tasks_the_broker_lost_are_sent_again_once_the_run_is_quiet(settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker killed between taking a message off Redis and noting it as delivered loses it.
+
+    Real Redis: one item's task is in the queue or delivered to a (dead) worker, the others' tasks
+    are gone. Once the queue is empty and the run has been quiet, only the lost ones are sent.
+    """
+    import os
+    from datetime import timedelta
+
+    import redis
+    from django.utils import timezone
+    from kombu import Connection
+
+    from docqa import actions, services
+    from docqa.models import Matter, Source
+    from ingest import tasks
+
+    url = os.environ["DOCQA_REDIS_TEST_URL"]
+    redis.Redis.from_url(url).flushdb()
+    settings.CELERY_BROKER_URL = url
+    matter = Matter.objects.create(slug="lost", name="lost")
+    run = IngestRun.objects.create(matter=matter, source=Source.objects.create(matter=matter, root="/x"), actor="t",
+                                   broker_epoch=services.broker_epoch())
+    held, lost, done = (IngestItem.objects.create(run=run, path=f"f{i}.txt", change="new") for i in range(3))
+    long_ago = timezone.now() - timedelta(seconds=actions.LOST_QUIET_S + 5)
+    IngestItem.objects.filter(id=done.id).update(state=ItemState.INDEXED, started_at=long_ago, finished_at=long_ago)
+    sent: list[int] = []
+    monkeypatch.setattr(actions, "enqueue_items", lambda items: sent.extend(i.id for i in items))
+
+    with Connection(url) as broker:
+        tasks.ingest_document.apply_async((held.id,), connection=broker)
+        assert actions.resend_lost_tasks(run) == 0  # its task still waits in the queue
+        queue = broker.SimpleQueue("celery")
+        message = queue.get(timeout=5)  # delivered, never acknowledged: its worker died
+        assert message.headers["argsrepr"] == f"({held.id},)"
+        assert services.broker_holdings() == services.BrokerHoldings(queues_empty=True, delivered={held.id})
+
+        assert actions.resend_lost_tasks(run) == 0  # the run started a moment ago
+        IngestRun.objects.filter(id=run.id).update(started_at=long_ago)
+        run.refresh_from_db()
+        assert actions.resend_lost_tasks(run) == 1
+        assert sent == [lost.id]
+        redis.Redis.from_url(url).flushdb()  # before closing the queue puts the message back
+        queue.close()

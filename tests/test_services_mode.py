@@ -144,7 +144,7 @@ def test_killed_worker_is_replaced_and_every_file_is_indexed_once(services_env: 
 
     folder = tmp_path / "bulk"
     folder.mkdir()
-    for i in range(200):
+    for i in range(100):
         (folder / f"clause-{i:03d}.txt").write_text(f"Clause {i}. The fee for service line {i} is {i * 7} euros per month.\n")
     # Short limits so that the lost tasks come back within the test: redelivery after 15 s.
     env = {**services_env, "DOCQA_TASK_TIME_LIMIT": "12", "DOCQA_BROKER_VISIBILITY_TIMEOUT": "15"}
@@ -152,11 +152,14 @@ def test_killed_worker_is_replaced_and_every_file_is_indexed_once(services_env: 
     ingest = subprocess.Popen([sys.executable, "manage.py", "ingest", str(folder), "--matter", "bulk", "--json"],
                               cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 180
-    while Document.objects.filter(matter__slug="bulk", status=DocumentStatus.INDEXED).count() < 30:
+    while Document.objects.filter(matter__slug="bulk", status=DocumentStatus.INDEXED).count() < 20:
         assert time.monotonic() < deadline, "the first worker indexed nothing"
         time.sleep(0.5)
     os.killpg(first.pid, signal.SIGKILL)  # the parent and its child, mid-run
     first.wait()
+    # A kill can land after kombu took a message off the queue and before it noted it as
+    # delivered (seen about once in fifteen runs): that task is gone. Lose one on purpose.
+    assert redis.Redis.from_url(os.environ["DOCQA_REDIS_TEST_URL"]).rpop("celery")
     second = start_worker(env)
     try:
         out, err = ingest.communicate(timeout=300)
@@ -166,12 +169,12 @@ def test_killed_worker_is_replaced_and_every_file_is_indexed_once(services_env: 
 
     assert ingest.returncode == 0, err[-2000:]
     report = json.loads(out)
-    assert report["counts"]["indexed"] == 200 and report["failures"] == []
+    assert report["counts"]["indexed"] == 100 and report["failures"] == []
     documents = Document.objects.filter(matter__slug="bulk")
-    assert documents.filter(status=DocumentStatus.INDEXED).count() == 200
+    assert documents.filter(status=DocumentStatus.INDEXED).count() == 100
     store = ServerStore(env["DOCQA_QDRANT_URL"], "docqa_chunks", 384)
     try:
-        assert store.count([documents.first().matter_id]) == sum(d.chunk_count for d in documents) == 200
+        assert store.count([documents.first().matter_id]) == sum(d.chunk_count for d in documents) == 100
     finally:
         store.close()
 
