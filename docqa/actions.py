@@ -349,8 +349,14 @@ def resend_stranded_tasks(run: IngestRun) -> int:
     items = list(run.items.filter(waiting).exclude(id__in=holdings.delivered))
     if not items:
         return 0
-    # Parsed files waiting on the embed queue are parsed again, as after a broker restart.
-    run.items.filter(id__in=[i.id for i in items], state=ItemState.EMBEDDING).update(state=ItemState.QUEUED)
+    # Parsed files waiting on the embed queue are parsed again, as after a broker restart; one an
+    # embed worker claimed meanwhile (it has a start time now) is left to it.
+    waiting_embed = [i.id for i in items if i.state == ItemState.EMBEDDING]
+    reset = {i for i in waiting_embed  # one conditional update each: a claim in between wins
+             if run.items.filter(id=i, state=ItemState.EMBEDDING, started_at__isnull=True).update(state=ItemState.QUEUED)}
+    items = [i for i in items if i.state == ItemState.QUEUED or i.id in reset]
+    if not items:
+        return 0
     enqueue_items(items)
     logger.warning("run %s: the broker held no task for %d waiting files (a worker killed as it took them?); "
                    "sent them again", run.id, len(items))

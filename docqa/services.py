@@ -108,9 +108,15 @@ class BrokerHoldings:
 
 
 def broker_holdings() -> BrokerHoldings | None:
-    """None when the broker is not Redis or cannot be read just now."""
+    """None when the broker is not Redis, cannot be read just now, or names its keys otherwise
+    than kombu's defaults (a key prefix, another separator or priorities): a wrong key would read
+    as an empty queue, and every waiting file would look lost."""
     url = settings.CELERY_BROKER_URL
     if not url.startswith(("redis://", "rediss://", "unix://")):
+        return None
+    options = set(settings.CELERY_BROKER_TRANSPORT_OPTIONS) - {
+        "visibility_timeout", "unacked_restore_interval", "unacked_restore_throttle"}
+    if options or getattr(settings, "CELERY_TASK_ROUTES", None):
         return None
     import redis
 
@@ -128,20 +134,32 @@ def broker_holdings() -> BrokerHoldings | None:
             client.close()
     except redis.RedisError:
         return None
-    return BrokerHoldings(queues_empty=not any(lengths), delivered={i for raw in unacked if (i := task_item(raw))})
+    delivered = set()
+    for raw in unacked:
+        item = task_item(raw)
+        if item is False:
+            return None  # a docqa task it cannot read: better no check than a wrong one
+        if item is not None:
+            delivered.add(item)
+    return BrokerHoldings(queues_empty=not any(lengths), delivered=delivered)
 
 
-def task_item(raw: bytes) -> int | None:
-    """The item id (every docqa task's first argument) of an unacknowledged message, if it is one."""
+def task_item(raw: bytes) -> int | None | bool:
+    """The item id (every docqa task's first argument) of an unacknowledged message; None for
+    another application's message, False for a docqa task that cannot be read."""
     try:
         message = json.loads(raw)[0]
+        if not str(message.get("headers", {}).get("task", "")).startswith("ingest."):
+            return None
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+        return None
+    try:
         body = message["body"]
         if message.get("properties", {}).get("body_encoding") == "base64":
             body = base64.b64decode(body)
-        args = json.loads(body)[0]
-        return int(args[0]) if args and message.get("headers", {}).get("task", "").startswith("ingest.") else None
+        return int(json.loads(body)[0][0])
     except (ValueError, KeyError, IndexError, TypeError):
-        return None
+        return False
 
 
 def broker_epoch() -> str:

@@ -177,3 +177,20 @@ def test_tasks_the_broker_lost_are_sent_again_once_the_run_is_quiet(settings, mo
         assert sent == [lost.id]
         redis.Redis.from_url(url).flushdb()  # before closing the queue puts the message back
         queue.close()
+
+
+def test_no_lost_task_check_when_the_broker_names_its_keys_otherwise(settings) -> None:
+    """With a key prefix the queue docqa would read is not the one kombu writes: no check at all
+    rather than every waiting file taken for lost."""
+    import os
+
+    from docqa import services
+
+    settings.CELERY_BROKER_URL = os.environ["DOCQA_REDIS_TEST_URL"]
+    assert services.broker_holdings() is not None
+    settings.CELERY_BROKER_TRANSPORT_OPTIONS = {**settings.CELERY_BROKER_TRANSPORT_OPTIONS, "global_keyprefix": "dq:"}
+    assert services.broker_holdings() is None
+    unreadable = json.dumps([{"body": "not base64 json", "headers": {"task": "ingest.ingest_document"},
+                              "properties": {"body_encoding": "base64"}}, "celery", "celery"])
+    assert services.task_item(unreadable.encode()) is False
+    assert services.task_item(json.dumps([{"body": "", "headers": {"task": "other.app"}}, "", ""]).encode()) is None
