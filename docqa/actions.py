@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -43,6 +44,7 @@ from docqa.models import (
     path_starts,
 )
 from inference.answer import AnswerResult, answer_question
+from inference.llm import LlmError, VllmClient
 from ingest.discover import plan_sync, walk_folder
 from ingest.errors import DocqaError
 
@@ -676,27 +678,56 @@ def do_ask(
                                                  **({"history": [{"text": q, "answer": a} for q, a in sent_history]}
                                                     if sent_history else {})})
     started = time.monotonic()
-    if failure is not None:
-        record_answer(question, None, started, error=str(failure))
-        raise failure
-    try:
-        result = answer_question(
+
+    def answer(model: VllmClient | None, tokens: int, on_event: Any = on_event) -> AnswerResult:
+        return answer_question(
             text, matter_ids=[matter.id], embedder=services.get_embedder(), store=services.get_store(),
-            llm=llm, budget=budget, effort=effort,
+            llm=model, budget=tokens, effort=effort,
             max_completion_tokens=reserved_output(effort), on_event=on_event, retrieval=settings.RETRIEVAL,
             history=history, previous=previous, reranker=get_reranker(), documents=documents,
             # Prefix-cache entries are kept apart per matter, so one matter's cached
             # sources can never shorten (and so reveal) another's prompt timing.
             cache_salt=f"matter-{matter.id}",
         )
+
+    try:
+        if failure is not None:
+            raise failure
+        result = answer(llm, budget)
     except Exception as exc:  # recorded and audited, then re-raised for the caller to show
-        record_answer(question, None, started, error=str(exc))
+        found = None
+        if isinstance(exc, LlmError) or exc is failure:
+            # The model failed, not the search: the passages found are kept and shown without it.
+            # Before the model was reached, the budget asked for (or search-only's); after, the same.
+            found = passages_found(answer, (asked or settings.SEARCH_ONLY_BUDGET) if exc is failure else budget)
+        record_answer(question, None, started, error=str(exc), found=found)
+        if isinstance(exc, DocqaError):
+            exc.question = question.id
         raise
     if asked is not None and budget < asked:
         result.notes.append(f"A budget of {asked:,} tokens is more than the model's window leaves for the prompt at "
                             f"{effort} effort; {budget:,} was used.")
     record_answer(question, result, started)
     return AskOutcome(question, result)
+
+
+MODEL_FAILED_NOTE = (
+    "The model did not answer, so this is a search-only result: below, best first, are the passages found for "
+    "the question. No answer or citation was drawn from them."
+)
+
+
+def passages_found(answer: Callable[..., AnswerResult], budget: int) -> AnswerResult | None:
+    """The search-only result for a question the model failed: the passages it was sent, or
+    would have been sent (the same budget packs the same passages). None when the search fails too."""
+    try:
+        found = answer(None, budget, on_event=lambda kind, data: None)
+    except Exception:  # nothing to show beyond the model's own failure, which is what is reported
+        logger.warning("no passages to show for a question the model failed", exc_info=True)
+        return None
+    found.answer = ""
+    found.notes = [MODEL_FAILED_NOTE]
+    return found
 
 
 def scope_documents(matter: Matter, scope: list[str]) -> list[int]:
@@ -729,20 +760,23 @@ def cited_source(source: Any, span: tuple[int, int] | None = None) -> dict[str, 
             "section": section or "", "start": start, "end": end}
 
 
-def record_answer(question: Question, result: AnswerResult | None, started: float, error: str = "") -> None:
+def record_answer(question: Question, result: AnswerResult | None, started: float, error: str = "",
+                  found: AnswerResult | None = None) -> None:
+    """Store the answer (or the `error`, with the passages `found` without the model) and audit it."""
+    shown = result or found
     with transaction.atomic():
         answer = Answer.objects.create(
             question=question,
             mode=result.mode if result else "error",
             text=result.answer if result else "",
             model=result.model if result else "",
-            sources=[s.as_dict() for s in result.packing.sources] if result else [],
-            dropped=result.packing.dropped if result else [],
-            usage=result.usage if result else {},
+            sources=[s.as_dict() for s in shown.packing.sources] if shown else [],
+            dropped=shown.packing.dropped if shown else [],
+            usage=shown.usage if shown else {},
             error=error,
             latency_ms=int((time.monotonic() - started) * 1000),
             reasoning=result.reasoning if result and settings.STORE_REASONING else "",
-            notes=list(result.notes) if result else [],
+            notes=list(shown.notes) if shown else [],
         )
         citations = result.citations if result else []
         sent = {s.label: s for s in result.packing.sources} if result else {}
@@ -763,7 +797,7 @@ def record_answer(question: Question, result: AnswerResult | None, started: floa
                 "text": question.text,
                 "mode": answer.mode,
                 "error": error,
-                "notes": result.notes if result else [],
+                "notes": answer.notes,
                 "model": answer.model,
                 "effort": question.effort,
                 "budget": question.budget,
@@ -771,8 +805,9 @@ def record_answer(question: Question, result: AnswerResult | None, started: floa
                 "usage": answer.usage,
                 "latency_ms": answer.latency_ms,
                 "answer": answer.text,
-                # What the model was shown: each packed source, its document version and a hash of
-                # the exact text sent, so a replay can prove it against the stored answer.
+                # What the model was shown (when it failed, the passages shown in place of an answer):
+                # each packed source, its document version and a hash of the exact text, so a replay
+                # can prove it against the stored answer.
                 "sources": [
                     {"label": s["label"], "document": s["document"], "version": s.get("version", ""), "path": s["path"],
                      "start": s["start"], "end": s["end"], "tokens": s.get("tokens"),

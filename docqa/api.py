@@ -55,7 +55,10 @@ api = NinjaAPI(title="docqa API", version="1", urls_namespace="api", auth=TokenA
 def docqa_error(request: HttpRequest, exc: DocqaError) -> HttpResponse:
     status = 504 if isinstance(exc, LlmTimeout) else 502 if isinstance(exc, LlmError) and not isinstance(
         exc, ContextTooLong) else 400
-    return api.create_response(request, {"detail": str(exc)}, status=status)
+    # When the question was recorded, its id: GET /questions/{id} has the error and, when the model
+    # failed, the passages found without it.
+    return api.create_response(request, {"detail": str(exc), **({"question": exc.question} if exc.question else {})},
+                               status=status)
 
 
 def actor(request: HttpRequest) -> str:
@@ -66,6 +69,7 @@ def actor(request: HttpRequest) -> str:
 
 class Message(Schema):
     detail: str
+    question: int | None = None  # a failed question's id, when it was recorded
 
 
 class MatterOut(Schema):

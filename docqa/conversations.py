@@ -184,10 +184,11 @@ def ask_in_background(matter: Matter, question: str, **ask: Any) -> queue.Queue[
             outcome = actions.do_ask(matter, question, on_event=lambda kind, data: events.put((kind, data)), **ask)
             events.put(("done", {"question": outcome.question.id, "conversation": outcome.question.conversation_id}))
         except DocqaError as exc:  # every failure the answer path reports, in its own words
-            started = Question.objects.filter(user=ask.get("user"), matter=matter).order_by("-id").first() \
-                if ask.get("user") is not None else None
+            started = Question.objects.filter(id=exc.question).first() if exc.question else None
             thread = conversation.id if conversation else started.conversation_id if started else None
-            events.put(("error", {"message": str(exc), "conversation": thread}))
+            # With the question's id the page shows the recorded turn: the error, and the passages
+            # found when it was the model that failed.
+            events.put(("error", {"message": str(exc), "conversation": thread, "question": exc.question}))
         except Exception:
             logger.exception("answering a question failed")
             events.put(("error", {"message": "docqa failed while answering; the error was logged for the operator"}))

@@ -4,6 +4,10 @@
 class DocqaError(Exception):
     """Base of every error docqa raises on purpose."""
 
+    # The question recorded with this failure, when one was (set by docqa's ask): its stored
+    # answer holds the error and, when the model failed, the passages found without it.
+    question: int | None = None
+
 
 class UnsupportedFile(DocqaError):
     """The file's type is not one docqa indexes; it is recorded as skipped."""

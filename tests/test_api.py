@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 from django.test import Client
 
 from docqa.actions import do_create_token
@@ -154,6 +154,39 @@ def test_ask_through_the_api_with_citations_and_private_answers(lease: dict[str,
     assert "sixty (60) days" in text["text"]
     assert AuditEvent.objects.filter(action="document.view", actor="api:ann").exists()
     assert AuditEvent.objects.filter(action="question.answer", actor="api:ann").count() == 2
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("fault", ["down", "timeout"])
+def test_when_the_model_fails_the_passages_found_come_with_the_error(lease: dict[str, Any], standin: Any,
+                                                                    settings: Any, fault: str) -> None:
+    """Down before anything is sent, or timing out after: the question fails (502/504, a non-zero
+    exit) and names itself, and what the search found is kept and shown, said to be no answer."""
+    if fault == "down":
+        standin.stop()
+    else:
+        standin.mode, standin.delay, settings.LLM_TIMEOUT = "slow", 1.0, 0.5
+    client = Client()
+
+    response = client.post("/api/v1/matters/lease/questions", json.dumps({"question": QUESTION, "effort": "low"}),
+                           content_type="application/json", **bearer(lease["ann"]))
+
+    assert response.status_code == (502 if fault == "down" else 504)
+    failed = response.json()
+    stored = client.get(f"/api/v1/matters/lease/questions/{failed['question']}", **bearer(lease["ann"])).json()
+    assert stored["mode"] == "error" and stored["error"] == failed["detail"] and stored["answer"] == ""
+    assert stored["sources"][0]["path"] == "lease.txt" and "sixty (60) days" in stored["sources"][0]["text"]
+    assert stored["citations"] == [] and stored["notes"][0].startswith("The model did not answer")
+    out = io.StringIO()
+    with pytest.raises(CommandError, match="unreachable" if fault == "down" else "in time|within"):
+        call_command("ask", "--matter", "lease", "--json", "--budget", "2000", QUESTION, stdout=out)
+    shown = json.loads(out.getvalue())
+    assert shown["error"] and shown["mode"] == "error" and shown["sources"][0]["label"] == "S1"
+    assert shown["usage"]["budget"] == 2000 and shown["conversation"]
+    text = io.StringIO()
+    with pytest.raises(CommandError):
+        call_command("ask", "--matter", "lease", QUESTION, stdout=text)
+    assert "Note: The model did not answer" in text.getvalue() and "[S1] lease.txt" in text.getvalue()
 
 
 @pytest.mark.django_db(transaction=True)

@@ -55,7 +55,7 @@ def site(data_dir: Path, tmp_path: Path, standin: Any, live_server: Any) -> Iter
     standin.mode, standin.delay = "slow", 0.05  # a model that writes at a readable pace
     embedded.ensure_worker()  # as `serve` does: the web UI's syncs run in this process
     SHOTS.mkdir(parents=True, exist_ok=True)
-    yield {"url": live_server.url, "folder": folder}
+    yield {"url": live_server.url, "folder": folder, "standin": standin}
     embedded.stop_worker()
 
 
@@ -133,6 +133,21 @@ def test_ask_watch_it_stream_check_a_citation_follow_up_and_sync(browser: Any, s
     assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
     shot(page, "06b-200-percent-zoom")
     page.set_viewport_size({"width": 1440, "height": 1000})
+
+    # The model fails: the turn says so and shows what the search found, and the question stays
+    # in the box to ask again.
+    site["standin"].mode = "error"
+    page.get_by_label("Follow-up question").fill("Which law governs it?")
+    page.get_by_role("button", name="Ask").click()
+    failed = page.locator("#turns .turn").nth(2)
+    failed.wait_for()
+    assert "HTTP 500" in failed.locator(".error").inner_text() and page.locator("#live").is_hidden()
+    assert failed.locator(".panel h4").inner_text() == "Passages found"
+    assert failed.locator(".panel .source").count() >= 1 and failed.locator(".badge.ok").count() == 0
+    assert page.get_by_label("Follow-up question").input_value() == "Which law governs it?"
+    failed.scroll_into_view_if_needed()
+    shot(page, "06c-model-failed")
+    site["standin"].mode = "slow"
 
     # An editor uploads a file and watches the sync finish on the run page.
     page.get_by_role("link", name="Runs").click()

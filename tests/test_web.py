@@ -192,6 +192,26 @@ def test_a_model_server_that_is_down_is_a_message_and_an_audit_record(indexed: M
     answered = AuditEvent.objects.filter(action="question.answer").latest("id")
     assert asked.detail["text"] == "What is the rent?" and answered.detail["question"] == asked.detail["question"]
     assert "unreachable" in answered.detail["error"] and answered.detail["answer"] == ""
+    # The search did not fail: the passages found are shown in place of an answer, said to be so,
+    # and the failed turn stands in its conversation (a retry or follow-up continues it).
+    assert html.count("unreachable") == 1 and "The model did not answer, so this is a search-only result" in html
+    panel = html.split("<h4>Passages found</h4>")[1]
+    assert "lease.txt" in panel and "two thousand dollars" in panel and "verified" not in panel
+    assert answered.detail["mode"] == "error" and answered.detail["sources"][0]["path"] == "lease.txt"
+    assert 'name="conversation" value="' in html and "Follow-up question" in html
+
+
+def test_without_a_search_as_well_a_failed_model_shows_its_error_alone(indexed: Matter, standin: Any,
+                                                                        settings: Any) -> None:
+    """When the search fails too (here: no passage fits the budget asked for), the model's failure
+    is what is reported, and no passage is shown."""
+    standin.stop()
+    client = member(indexed)
+
+    html = client.post("/m/lease/", {"question": "What is the rent? " + "Read it all with care. " * 100,
+                                     "effort": "low", "budget": "600"}).content.decode()
+
+    assert "unreachable" in html and "Passages found" not in html and "search-only" not in html
 
 
 def test_non_members_get_404_for_a_matter(indexed: Matter) -> None:
@@ -309,8 +329,14 @@ def test_the_answer_streams_then_a_follow_up_continues_the_thread(indexed: Matte
 
 def test_stream_reports_failures_as_messages(indexed: Matter, standin: Any) -> None:
     standin.mode = "error"
-    events = stream(member(indexed), "/m/lease/ask/stream", {"question": "What is the rent?", "effort": "low"})
+    member_client = member(indexed)
+    events = stream(member_client, "/m/lease/ask/stream", {"question": "What is the rent?", "effort": "low"})
     assert events[-1][0] == "error" and "HTTP 500" in events[-1][1]["message"]
+    # The page fetches the recorded turn: the error, and the passages found without the model.
+    failed = events[-1][1]
+    block = member_client.get(f"/m/lease/q/{failed['question']}/").content.decode()
+    assert "HTTP 500" in block and "<h4>Passages found</h4>" in block and "monthly rent" in block
+    assert failed["conversation"]
 
 
 def test_conversations_and_answers_are_private_to_their_user(indexed: Matter, standin: Any) -> None:

@@ -54,31 +54,39 @@
       reasoningBox.hidden = false;
       statusLine.textContent = "Reasoning…";
     } else if (name === "error") {
-      if (data.conversation) {  // the question was recorded in a thread: a follow-up continues it
-        conversation.value = data.conversation;
-        history.replaceState(null, "", form.getAttribute("data-conversation-base") + data.conversation + "/");
-        document.querySelector('label[for="id_question"]').textContent = "Follow-up question";
-      }
+      // The question was recorded in a thread: a follow-up continues it.
+      if (data.conversation) enterConversation(data.conversation);
       errorLine.textContent = data.message;
       errorLine.hidden = false;
       statusLine.textContent = "";
+      // Its turn shows the error, and the passages found when it was the model that failed.
+      if (data.question) return showTurn(data.question);
     } else if (name === "done") {
-      if (String(conversation.value) !== String(data.conversation)) {  // a new conversation: list it
-        var list = document.getElementById("history-list"), item = document.createElement("li"),
-            link = document.createElement("a");
-        link.href = form.getAttribute("data-conversation-base") + data.conversation + "/";
-        link.textContent = document.getElementById("live-question").textContent.slice(0, 60);
-        link.setAttribute("aria-current", "page");
-        item.appendChild(link);
-        list.querySelectorAll(".muted:only-child").forEach(function (n) { n.remove(); });
-        list.querySelectorAll("[aria-current]").forEach(function (n) { n.removeAttribute("aria-current"); });
-        list.insertBefore(item, list.firstChild);
-      }
-      conversation.value = data.conversation;
-      history.replaceState(null, "", form.getAttribute("data-conversation-base") + data.conversation + "/");
-      document.querySelector('label[for="id_question"]').textContent = "Follow-up question";
-      return fetch(form.getAttribute("data-block") + data.question + "/", {credentials: "same-origin"})
-        .then(function (r) { return r.text(); })
+      enterConversation(data.conversation);
+      return showTurn(data.question);
+    }
+  }
+
+  function enterConversation(id) {
+    if (String(conversation.value) !== String(id)) {  // a new conversation: list it
+      var list = document.getElementById("history-list"), item = document.createElement("li"),
+          link = document.createElement("a");
+      link.href = form.getAttribute("data-conversation-base") + id + "/";
+      link.textContent = document.getElementById("live-question").textContent.slice(0, 60);
+      link.setAttribute("aria-current", "page");
+      item.appendChild(link);
+      list.querySelectorAll(".muted:only-child").forEach(function (n) { n.remove(); });
+      list.querySelectorAll("[aria-current]").forEach(function (n) { n.removeAttribute("aria-current"); });
+      list.insertBefore(item, list.firstChild);
+    }
+    conversation.value = id;
+    history.replaceState(null, "", form.getAttribute("data-conversation-base") + id + "/");
+    document.querySelector('label[for="id_question"]').textContent = "Follow-up question";
+  }
+
+  function showTurn(id) {  // the recorded turn, rendered by the server, in place of the live one
+    return fetch(form.getAttribute("data-block") + id + "/", {credentials: "same-origin"})
+        .then(function (r) { if (!r.ok) throw new Error("the server answered " + r.status); return r.text(); })
         .then(function (html) {
           var holder = document.createElement("div");
           holder.innerHTML = html;
@@ -96,7 +104,6 @@
           revealMarks(block);
           live.hidden = true;
         });
-    }
   }
 
   form.addEventListener("submit", function (e) {

@@ -11,7 +11,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from docqa import actions
 from docqa.management.base import acting_as, claim_embedded, matter_as, require_database, shutdown
-from docqa.models import Conversation, Matter, Role
+from docqa.models import Answer, Conversation, Matter, Role
 from ingest.errors import DocqaError
 
 
@@ -66,8 +66,11 @@ class Command(BaseCommand):
         try:
             result = self.ask(matter, options["question"], options)
         except DocqaError as exc:
+            found = found_for(exc)
             if options["json"]:  # a script reading standard output gets the reason too (and the exit status)
-                self.stdout.write(json.dumps({"question": options["question"], "error": str(exc)}))
+                self.stdout.write(json.dumps({"question": options["question"], "error": str(exc), **(found or {})}))
+            elif found:  # the model failed: the passages found are shown all the same
+                self.stdout.write(render_text({"answer": "", "citations": [], **found}))
             raise CommandError(str(exc)) from exc
         if options["json"]:
             self.stdout.write(json.dumps(result))
@@ -86,9 +89,19 @@ class Command(BaseCommand):
             try:
                 result = {"id": qid, "question": text, **self.ask(matter, text, options)}
             except DocqaError as exc:
-                result = {"id": qid, "question": text, "error": str(exc)}
+                result = {"id": qid, "question": text, "error": str(exc), **(found_for(exc) or {})}
             self.stdout.write(json.dumps(result))
             self.stdout.flush()
+
+
+def found_for(exc: DocqaError) -> dict[str, Any] | None:
+    """What was found for a question the model failed: its passages (best first), those left out,
+    notes and figures, as `ask --json` shows them; None when nothing was."""
+    answer = Answer.objects.filter(question_id=exc.question).first() if exc.question else None
+    if answer is None or not answer.sources:
+        return None
+    return {"mode": answer.mode, "sources": answer.sources, "dropped": answer.dropped, "notes": answer.notes,
+            "usage": answer.usage, "conversation": answer.question.conversation_id}
 
 
 def parse_batch_line(line: str, number: int) -> tuple[Any, str]:
