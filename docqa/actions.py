@@ -334,7 +334,7 @@ def resend_stranded_tasks(run: IngestRun) -> int:
     55 ms) loses that message and its item would wait forever. When docqa's queues are empty, no
     worker holds the item's task and nothing in the run started or finished for LOST_QUIET_S
     seconds, the task is gone: it is sent again (a duplicate would find its item taken and do
-    nothing).
+    nothing). Of several checkers finding it so at once, only one sends (services.claim_resend).
     """
     waiting = Q(state=ItemState.QUEUED)
     if settings.SPLIT_QUEUES:
@@ -349,8 +349,8 @@ def resend_stranded_tasks(run: IngestRun) -> int:
     if run.started_at > quiet_since or any(t is not None and t > quiet_since for t in latest.values()):
         return 0
     items = list(run.items.filter(waiting).exclude(id__in=holdings.delivered))
-    if not items:
-        return 0
+    if not items or not services.claim_resend(run.id, LOST_QUIET_S):
+        return 0  # nothing lost, or another checker is sending them this moment
     # Parsed files waiting on the embed queue are parsed again, as after a broker restart; one an
     # embed worker claimed meanwhile (it has a start time now) is left to it.
     waiting_embed = [i.id for i in items if i.state == ItemState.EMBEDDING]

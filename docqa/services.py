@@ -144,6 +144,23 @@ def broker_holdings() -> BrokerHoldings | None:
     return BrokerHoldings(queues_empty=not any(lengths), delivered=delivered)
 
 
+def claim_resend(run_id: int, seconds: int) -> bool:
+    """Whether this checker may send a run's lost tasks again now: the first of several (the
+    `ingest` waiting on its run, every worker's watch thread) to ask wins, and no one else does
+    for `seconds`, so that checks made at the same moment send each task once. False when Redis
+    cannot be reached (the next check tries again)."""
+    import redis
+
+    try:
+        client = redis.Redis.from_url(settings.CELERY_BROKER_URL, socket_timeout=5, socket_connect_timeout=2)
+        try:
+            return bool(client.set(f"docqa:resend:{run_id}", "1", nx=True, ex=seconds))
+        finally:
+            client.close()
+    except redis.RedisError:
+        return False
+
+
 def task_item(raw: bytes) -> int | None | bool:
     """The item id (every docqa task's first argument) of an unacknowledged message; None for
     another application's message, False for a docqa task that cannot be read."""

@@ -175,6 +175,10 @@ def test_tasks_the_broker_lost_are_sent_again_once_the_run_is_quiet(settings, mo
         run.refresh_from_db()
         assert actions.resend_lost_tasks(run) == 1
         assert sent == [lost.id]
+        # Another checker looking at the same moment (the task not yet taken) sends nothing more.
+        assert actions.resend_lost_tasks(run) == 0 and sent == [lost.id]
+        redis.Redis.from_url(url).delete(f"docqa:resend:{run.id}")  # ...until the claim runs out
+        assert actions.resend_lost_tasks(run) == 1 and sent == [lost.id, lost.id]
         redis.Redis.from_url(url).flushdb()  # before closing the queue puts the message back
         queue.close()
 
