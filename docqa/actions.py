@@ -45,6 +45,7 @@ from docqa.models import (
 )
 from inference.answer import AnswerResult, answer_question
 from inference.llm import LlmError, VllmClient
+from inference.pack import Packing
 from ingest.discover import plan_sync, walk_folder
 from ingest.errors import DocqaError
 
@@ -651,82 +652,100 @@ def do_ask(
     documents = scope_documents(matter, scope) if scope else None
     llm = get_llm()
     failure: DocqaError | None = None
+    # Without the model (it failed before it was asked), the passages found are packed at the
+    # budget asked for, else search-only's.
+    used = asked or settings.SEARCH_ONLY_BUDGET
     try:
         ceiling = default_budget(effort)  # asks the model for its window: the first contact with the server
     except DocqaError as exc:  # down, not ready, or refusing the key or model: recorded below, then raised
         failure = exc
-        budget = budget or 0
     else:
         if llm and ceiling < MIN_BUDGET:
             failure = DocqaError(f"the model's window leaves {ceiling:,} tokens for the prompt once the output is "
                                  f"reserved at {effort} effort: lower DOCQA_LLM_RESERVED_OUTPUT or the effort")
-        budget = min(budget or ceiling, ceiling) if llm else (budget or ceiling)
+        elif llm:
+            used = min(asked or ceiling, ceiling)
+    notes = [] if asked is None or used >= asked else [
+        f"A budget of {asked:,} tokens is more than the model's window leaves for the prompt at {effort} effort; "
+        f"{used:,} was used."]
     # Earlier turns: the conversation's, or as a client sent them (the OpenAI-compatible endpoint);
     # those a client sent go into the trail too, as content (retention expires them with the rest).
     sent_history = history
     # The conversation's own earlier question, when the client did not send the turns itself
     # (a search-only turn has no answer for the model, but the follow-up still needs its words).
     previous = previous_question(conversation) if history is None else None
+    if previous is not None and previous.strip() == text.strip():
+        previous = None  # the same question asked again (after a failure, say) is not searched twice over
     history = history if history is not None else conversation_history(conversation)
     if conversation is None:
         conversation = Conversation.objects.create(matter=matter, user=user, actor=actor)
-    question = Question.objects.create(matter=matter, user=user, actor=actor, text=text, effort=effort, budget=budget,
+    question = Question.objects.create(matter=matter, user=user, actor=actor, text=text, effort=effort, budget=used,
                                        conversation=conversation)
     record_audit(actor, "question.ask", matter, {"question": question.id, "conversation": conversation.id,
-                                                 "text": text, "effort": effort, "budget": budget,
+                                                 "text": text, "effort": effort, "budget": used,
                                                  **({"scope": scope, "documents": len(documents)} if documents else {}),
                                                  **({"history": [{"text": q, "answer": a} for q, a in sent_history]}
                                                     if sent_history else {})})
     started = time.monotonic()
+    sent: list[Packing] = []  # what the model is sent, should it then fail
 
-    def answer(model: VllmClient | None, tokens: int, on_event: Any = on_event) -> AnswerResult:
+    def answer(model: VllmClient | None, on_event: Any = on_event) -> AnswerResult:
         return answer_question(
             text, matter_ids=[matter.id], embedder=services.get_embedder(), store=services.get_store(),
-            llm=model, budget=tokens, effort=effort,
+            llm=model, budget=used, effort=effort,
             max_completion_tokens=reserved_output(effort), on_event=on_event, retrieval=settings.RETRIEVAL,
             history=history, previous=previous, reranker=get_reranker(), documents=documents,
             # Prefix-cache entries are kept apart per matter, so one matter's cached
             # sources can never shorten (and so reveal) another's prompt timing.
-            cache_salt=f"matter-{matter.id}",
+            cache_salt=f"matter-{matter.id}", on_packed=sent.append,
         )
 
     try:
         if failure is not None:
             raise failure
-        result = answer(llm, budget)
+        result = answer(llm)
     except Exception as exc:  # recorded and audited, then re-raised for the caller to show
-        found = None
+        found, was_sent = None, bool(sent) and llm is not None
         if isinstance(exc, LlmError) or exc is failure:
-            # The model failed, not the search: the passages found are kept and shown without it.
-            # Before the model was reached, the budget asked for (or search-only's); after, the same.
-            found = passages_found(answer, (asked or settings.SEARCH_ONLY_BUDGET) if exc is failure else budget)
-        record_answer(question, None, started, error=str(exc), found=found)
+            # The model failed, not the search: the passages are kept and shown without an answer.
+            found = passages_sent(sent[-1], used, llm) if llm and was_sent else passages_found(answer, used)
+            if found is not None:
+                found.notes += notes
+        record_answer(question, None, started, error=str(exc), found=found, was_sent=was_sent)
         if isinstance(exc, DocqaError):
             exc.question = question.id
         raise
-    if asked is not None and budget < asked:
-        result.notes.append(f"A budget of {asked:,} tokens is more than the model's window leaves for the prompt at "
-                            f"{effort} effort; {budget:,} was used.")
+    result.notes += notes
     record_answer(question, result, started)
     return AskOutcome(question, result)
 
 
-MODEL_FAILED_NOTE = (
-    "The model did not answer, so this is a search-only result: below, best first, are the passages found for "
+NOT_REACHED_NOTE = (
+    "The model could not be asked, so this is a search-only result: below, best first, are the passages found for "
     "the question. No answer or citation was drawn from them."
+)
+NOT_ANSWERED_NOTE = (
+    "The model did not answer, so below are the passages it was sent, as it was sent them. No answer or citation "
+    "was drawn from them."
 )
 
 
+def passages_sent(packing: Packing, budget: int, llm: VllmClient) -> AnswerResult:
+    """A question the model failed after it was sent its passages: those passages, as sent."""
+    return AnswerResult("error", "", packing, model=llm.model, notes=[NOT_ANSWERED_NOTE],
+                        usage={"budget": budget, "source_tokens": packing.tokens})
+
+
 def passages_found(answer: Callable[..., AnswerResult], budget: int) -> AnswerResult | None:
-    """The search-only result for a question the model failed: the passages it was sent, or
-    would have been sent (the same budget packs the same passages). None when the search fails too."""
+    """A question the model failed before it was sent anything: the passages found without it,
+    best first, as in search-only mode. None when the search fails too."""
     try:
-        found = answer(None, budget, on_event=lambda kind, data: None)
+        found = answer(None, on_event=lambda kind, data: None)
     except Exception:  # nothing to show beyond the model's own failure, which is what is reported
         logger.warning("no passages to show for a question the model failed", exc_info=True)
         return None
     found.answer = ""
-    found.notes = [MODEL_FAILED_NOTE]
+    found.notes = [NOT_REACHED_NOTE]
     return found
 
 
@@ -761,15 +780,16 @@ def cited_source(source: Any, span: tuple[int, int] | None = None) -> dict[str, 
 
 
 def record_answer(question: Question, result: AnswerResult | None, started: float, error: str = "",
-                  found: AnswerResult | None = None) -> None:
-    """Store the answer (or the `error`, with the passages `found` without the model) and audit it."""
+                  found: AnswerResult | None = None, was_sent: bool = False) -> None:
+    """Store the answer, or the `error` with the passages `found` in its place (`was_sent`: the model
+    was sent them before it failed), and audit it."""
     shown = result or found
     with transaction.atomic():
         answer = Answer.objects.create(
             question=question,
             mode=result.mode if result else "error",
             text=result.answer if result else "",
-            model=result.model if result else "",
+            model=shown.model if shown else "",
             sources=[s.as_dict() for s in shown.packing.sources] if shown else [],
             dropped=shown.packing.dropped if shown else [],
             usage=shown.usage if shown else {},
@@ -805,9 +825,9 @@ def record_answer(question: Question, result: AnswerResult | None, started: floa
                 "usage": answer.usage,
                 "latency_ms": answer.latency_ms,
                 "answer": answer.text,
-                # What the model was shown (when it failed, the passages shown in place of an answer):
-                # each packed source, its document version and a hash of the exact text, so a replay
-                # can prove it against the stored answer.
+                # What the model was shown (when it failed, the passages kept in place of an answer,
+                # `sources_sent` saying whether it was sent them): each packed source, its document
+                # version and a hash of the exact text, so a replay can prove it against the stored answer.
                 "sources": [
                     {"label": s["label"], "document": s["document"], "version": s.get("version", ""), "path": s["path"],
                      "start": s["start"], "end": s["end"], "tokens": s.get("tokens"),
@@ -816,5 +836,7 @@ def record_answer(question: Question, result: AnswerResult | None, started: floa
                 ],
                 "citations": [{"label": c.label, "quote": c.quote, "status": c.status, "verified": c.verified,
                                "reason": c.reason} for c in citations],
+                # A failed answer's passages: sent to the model before it failed, or found without it.
+                **({"sources_sent": was_sent} if error and answer.sources else {}),
             },
         )

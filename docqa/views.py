@@ -57,8 +57,8 @@ def ask(request: HttpRequest, slug: str) -> HttpResponse:
             conversation = outcome.question.conversation
             form = AskForm(initial={"conversation": conversation.id if conversation else None})
         except DocqaError as exc:
-            asked = Question.objects.filter(id=exc.question).select_related("conversation").first() \
-                if exc.question else None
+            asked = Question.objects.filter(id=exc.question, matter=matter, user=request.user) \
+                .select_related("conversation").first() if exc.question else None
             if asked is None:
                 error = str(exc)
             else:  # recorded: its turn in the thread shows the error (and any passages found)

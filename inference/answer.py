@@ -99,10 +99,12 @@ def answer_question(
     previous: str | None = None,
     reranker: Reranker | None = None,
     documents: list[int] | None = None,
+    on_packed: Callable[[Packing], None] = lambda packing: None,
 ) -> AnswerResult:
     """Retrieve, pack and (with `llm`) generate and check citations. `history` holds the earlier
     turns sent to the model; `previous`, the question asked just before (the last of `history`'s
-    when not given), which a follow-up is searched together with."""
+    when not given), which a follow-up is searched together with. `on_packed` is given the
+    packing before the model is asked (what it was sent, should it then fail)."""
     on_event("status", "retrieving")
     history = list(history)
     # Earlier turns may take at most half the room; the oldest go first.
@@ -129,6 +131,7 @@ def answer_question(
                          f"{room:,} tokens for sources, and the smallest passage found needs about {smallest:,}; "
                          "give a larger budget")
     on_event("status", f"packed {len(packing.sources)} sources / {packing.tokens} tokens")
+    on_packed(packing)
     usage: dict[str, Any] = {"budget": budget, "source_tokens": packing.tokens}
     if llm is None:
         # Read by a person, not a model: best first (the model gets them in the canonical order).

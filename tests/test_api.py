@@ -176,7 +176,10 @@ def test_when_the_model_fails_the_passages_found_come_with_the_error(lease: dict
     stored = client.get(f"/api/v1/matters/lease/questions/{failed['question']}", **bearer(lease["ann"])).json()
     assert stored["mode"] == "error" and stored["error"] == failed["detail"] and stored["answer"] == ""
     assert stored["sources"][0]["path"] == "lease.txt" and "sixty (60) days" in stored["sources"][0]["text"]
-    assert stored["citations"] == [] and stored["notes"][0].startswith("The model did not answer")
+    assert stored["citations"] == [] and stored["notes"][0].startswith(
+        "The model could not be asked" if fault == "down" else "The model did not answer")
+    answered = AuditEvent.objects.filter(action="question.answer").latest("id").detail
+    assert answered["sources_sent"] is (fault == "timeout") and bool(answered["model"]) is (fault == "timeout")
     out = io.StringIO()
     with pytest.raises(CommandError, match="unreachable" if fault == "down" else "in time|within"):
         call_command("ask", "--matter", "lease", "--json", "--budget", "2000", QUESTION, stdout=out)
@@ -186,7 +189,7 @@ def test_when_the_model_fails_the_passages_found_come_with_the_error(lease: dict
     text = io.StringIO()
     with pytest.raises(CommandError):
         call_command("ask", "--matter", "lease", QUESTION, stdout=text)
-    assert "Note: The model did not answer" in text.getvalue() and "[S1] lease.txt" in text.getvalue()
+    assert "Note: The model " in text.getvalue() and "[S1] lease.txt" in text.getvalue()
 
 
 @pytest.mark.django_db(transaction=True)

@@ -98,6 +98,28 @@ def test_replay_shows_what_the_model_was_given_and_checks_it(trail: dict) -> Non
     assert AuditEvent.objects.filter(action="audit.replay", actor="web:aud").count() == 3
 
 
+@pytest.mark.parametrize("sent", [True, False])
+def test_replay_of_a_failed_answer_says_whether_the_model_was_sent_its_passages(trail: dict, sent: bool) -> None:
+    question = Question.objects.create(matter=trail["acme"], user=trail["ann"], actor="web:ann",
+                                       text="Who may terminate?", effort="low", budget=16384)
+    source = PackedSource(label="S1", document_id=7, path="msa.txt", page=None, start=0, end=len(PASSAGE),
+                          text=PASSAGE, score=1.0, tokens=15, version="v1")
+    found = AnswerResult("error", "", Packing([source], [], 20, 16000), model="gpt-oss-120b" if sent else "",
+                         notes=["The model did not answer"])
+    record_answer(question, None, time.monotonic(), error="the language model timed out", found=found, was_sent=sent)
+
+    event = AuditEvent.objects.filter(action="question.answer").latest("id")
+    page = client_for(trail["aud"]).get(f"/audit/{event.id}/").content.decode()
+
+    assert event.detail["sources_sent"] is sent and event.detail["sources"][0]["path"] == "msa.txt"
+    assert "Failed:</strong> the language model timed out" in page and "text matches its SHA-256" in page
+    if sent:
+        assert "What the model was shown before it failed" in page and "model gpt-oss-120b" in page
+    else:
+        assert "Passages found without the model (shown in place of an answer)" in page
+        assert "no model was asked" in page
+
+
 def test_exports_stream_the_filtered_rows_and_are_audited(trail: dict) -> None:
     auditor = client_for(trail["aud"])
 

@@ -194,10 +194,12 @@ def test_a_model_server_that_is_down_is_a_message_and_an_audit_record(indexed: M
     assert "unreachable" in answered.detail["error"] and answered.detail["answer"] == ""
     # The search did not fail: the passages found are shown in place of an answer, said to be so,
     # and the failed turn stands in its conversation (a retry or follow-up continues it).
-    assert html.count("unreachable") == 1 and "The model did not answer, so this is a search-only result" in html
+    assert html.count("unreachable") == 1 and "The model could not be asked, so this is a search-only result" in html
     panel = html.split("<h4>Passages found</h4>")[1]
     assert "lease.txt" in panel and "two thousand dollars" in panel and "verified" not in panel
     assert answered.detail["mode"] == "error" and answered.detail["sources"][0]["path"] == "lease.txt"
+    assert answered.detail["sources_sent"] is False and answered.detail["model"] == ""
+    assert asked.detail["budget"] == answered.detail["budget"] == answered.detail["usage"]["budget"] == 16384
     assert 'name="conversation" value="' in html and "Follow-up question" in html
 
 
@@ -327,16 +329,32 @@ def test_the_answer_streams_then_a_follow_up_continues_the_thread(indexed: Matte
     assert 'aria-current="page"' in page  # the history lists it, marked as the one open
 
 
-def test_stream_reports_failures_as_messages(indexed: Matter, standin: Any) -> None:
+def test_stream_reports_failures_as_messages(indexed: Matter, standin: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     standin.mode = "error"
     member_client = member(indexed)
     events = stream(member_client, "/m/lease/ask/stream", {"question": "What is the rent?", "effort": "low"})
     assert events[-1][0] == "error" and "HTTP 500" in events[-1][1]["message"]
-    # The page fetches the recorded turn: the error, and the passages found without the model.
+    # The page fetches the recorded turn: the error, and the passages the model was sent, as sent.
     failed = events[-1][1]
     block = member_client.get(f"/m/lease/q/{failed['question']}/").content.decode()
-    assert "HTTP 500" in block and "<h4>Passages found</h4>" in block and "monthly rent" in block
-    assert failed["conversation"]
+    assert "HTTP 500" in block and "<h4>Passages the model was sent</h4>" in block and "monthly rent" in block
+    assert "The model did not answer, so below are the passages it was sent" in block and failed["conversation"]
+    answered = AuditEvent.objects.filter(action="question.answer").latest("id")
+    assert answered.detail["sources_sent"] is True and answered.detail["model"]
+    # Asked again in the same thread, the question is not searched twice over (as a follow-up would be).
+    from docqa import actions
+
+    searched: list[Any] = []
+    answer_question = actions.answer_question
+    monkeypatch.setattr(actions, "answer_question", lambda *a, **k: searched.append(k["previous"]) or
+                        answer_question(*a, **k))
+    standin.mode = "normal"
+    again = stream(member_client, "/m/lease/ask/stream", {"question": "What is the rent?", "effort": "low",
+                                                          "conversation": failed["conversation"]})
+    assert again[-1][0] == "done" and searched == [None]
+    stream(member_client, "/m/lease/ask/stream", {"question": "And the notice?", "effort": "low",
+                                                  "conversation": failed["conversation"]})
+    assert searched == [None, "What is the rent?"]
 
 
 def test_conversations_and_answers_are_private_to_their_user(indexed: Matter, standin: Any) -> None:

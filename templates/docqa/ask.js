@@ -60,7 +60,7 @@
       errorLine.hidden = false;
       statusLine.textContent = "";
       // Its turn shows the error, and the passages found when it was the model that failed.
-      if (data.question) return showTurn(data.question);
+      if (data.question) return showTurn(data.question).catch(function () {});  // else the live error stays
     } else if (name === "done") {
       enterConversation(data.conversation);
       return showTurn(data.question);
