@@ -159,7 +159,8 @@ def test_ask_through_the_api_with_citations_and_private_answers(lease: dict[str,
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("fault", ["down", "timeout"])
 def test_when_the_model_fails_the_passages_found_come_with_the_error(lease: dict[str, Any], standin: Any,
-                                                                    settings: Any, fault: str) -> None:
+                                                                    settings: Any, fault: str,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     """Down before anything is sent, or timing out after: the question fails (502/504, a non-zero
     exit) and names itself, and what the search found is kept and shown, said to be no answer."""
     if fault == "down":
@@ -190,6 +191,12 @@ def test_when_the_model_fails_the_passages_found_come_with_the_error(lease: dict
     with pytest.raises(CommandError):
         call_command("ask", "--matter", "lease", QUESTION, stdout=text)
     assert "Note: The model " in text.getvalue() and "[S1] lease.txt" in text.getvalue()
+    assert not text.getvalue().startswith("\n")  # no empty answer line before the note
+    monkeypatch.setattr("sys.stdin", io.StringIO(QUESTION + "\n"))
+    batch = io.StringIO()
+    call_command("ask", "--matter", "lease", "--batch", stdout=batch)  # one line per question, failed or not
+    line = json.loads(batch.getvalue())
+    assert line["id"] == 1 and line["error"] and line["sources"][0]["path"] == "lease.txt"
 
 
 @pytest.mark.django_db(transaction=True)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -58,6 +59,15 @@ def answer_from_sources(prompt: str) -> tuple[str, str]:
     return reasoning + f" {label} looks most relevant.", f'According to the sources, "{sentence}" [{label}].'
 
 
+class StandinServer(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that hangs up mid-answer (a timeout, a closed page) is routine, as for vLLM:
+        no traceback for it; anything else is printed as usual."""
+        if isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError)):
+            return
+        super().handle_error(request, client_address)
+
+
 class VllmStandin:
     def __init__(self, *, model: str = "gpt-oss-120b", max_model_len: int = 131072, api_key: str = ""):
         self.model = model
@@ -71,7 +81,7 @@ class VllmStandin:
         self.received_at: list[float] = []  # perf_counter() as each POST's body had fully arrived
         self._prompts: list[list[int]] = []
         self._stop = threading.Event()
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._httpd = StandinServer(("127.0.0.1", 0), self._handler())
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
 
@@ -329,7 +339,7 @@ def main() -> None:
     args = parser.parse_args()
     server = VllmStandin(api_key=args.api_key)
     server._httpd.server_close()
-    server._httpd = ThreadingHTTPServer(("127.0.0.1", args.port), server._handler())
+    server._httpd = StandinServer(("127.0.0.1", args.port), server._handler())
     print(f"vLLM stand-in on {server.url}", flush=True)
     server._httpd.serve_forever()
 

@@ -120,7 +120,7 @@ DROPPED_SHOWN = 10  # passages left out, listed best first
 
 
 def render_text(result: dict[str, Any]) -> str:
-    lines = [result["answer"], ""]
+    lines = [result["answer"], ""] if result["answer"] else []  # none when the model failed
     if result.get("reasoning"):
         lines = ["Reasoning (the model's own notes, not checked like the answer):", result["reasoning"], "", *lines]
     lines += [f"Note: {note}" for note in result.get("notes", [])]
