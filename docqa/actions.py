@@ -44,8 +44,8 @@ from docqa.models import (
     path_starts,
 )
 from inference.answer import AnswerResult, answer_question
-from inference.llm import LlmError, VllmClient
-from inference.pack import Packing
+from inference.llm import ContextTooLong, LlmError, LlmUnavailable, VllmClient
+from inference.pack import Packing, best_first
 from ingest.discover import plan_sync, walk_folder
 from ingest.errors import DocqaError
 
@@ -615,14 +615,16 @@ def conversation_history(conversation: Conversation | None) -> list[tuple[str, s
     return list(reversed(list(turns)))
 
 
-def previous_question(conversation: Conversation | None) -> str | None:
+def previous_question(conversation: Conversation | None, text: str = "") -> str | None:
     """The question asked before in the conversation, whatever became of it (answered by the
     model or by search alone, or failed: "it" in the follow-up still means what it asked about).
-    A follow-up is searched together with it."""
+    A follow-up is searched together with it. The same question asked again (after a failure,
+    say) is passed over, so it is not searched together with itself; "" when none is left."""
     if conversation is None:
         return None
-    return (Question.objects.filter(conversation=conversation, expired_at__isnull=True)
-            .order_by("-id").values_list("text", flat=True).first())
+    earlier = (Question.objects.filter(conversation=conversation, expired_at__isnull=True)
+               .order_by("-id").values_list("text", flat=True)[:HISTORY_TURNS * 2])
+    return next((q for q in earlier if q.strip() != text.strip()), "")
 
 
 def do_ask(
@@ -673,9 +675,7 @@ def do_ask(
     sent_history = history
     # The conversation's own earlier question, when the client did not send the turns itself
     # (a search-only turn has no answer for the model, but the follow-up still needs its words).
-    previous = previous_question(conversation) if history is None else None
-    if previous is not None and previous.strip() == text.strip():
-        previous = None  # the same question asked again (after a failure, say) is not searched twice over
+    previous = previous_question(conversation, text) if history is None else None
     history = history if history is not None else conversation_history(conversation)
     if conversation is None:
         conversation = Conversation.objects.create(matter=matter, user=user, actor=actor)
@@ -705,10 +705,15 @@ def do_ask(
             raise failure
         result = answer(llm)
     except Exception as exc:  # recorded and audited, then re-raised for the caller to show
-        found, was_sent = None, bool(sent) and llm is not None
+        # The model was sent the passages unless the request failed outright (refused, an HTTP
+        # error status, too long): then it read nothing.
+        found, was_sent = None, bool(sent) and llm is not None and not isinstance(exc, (LlmUnavailable, ContextTooLong))
         if isinstance(exc, LlmError) or exc is failure:
             # The model failed, not the search: the passages are kept and shown without an answer.
-            found = passages_sent(sent[-1], used, llm) if llm and was_sent else passages_found(answer, used)
+            if llm and was_sent:
+                found = passages_sent(sent[-1], used, llm)
+            else:
+                found = passages_found(answer, used, sent[-1] if sent else None)
             if found is not None:
                 found.notes += notes
         record_answer(question, None, started, error=str(exc), found=found, was_sent=was_sent)
@@ -736,9 +741,14 @@ def passages_sent(packing: Packing, budget: int, llm: VllmClient) -> AnswerResul
                         usage={"budget": budget, "source_tokens": packing.tokens})
 
 
-def passages_found(answer: Callable[..., AnswerResult], budget: int) -> AnswerResult | None:
-    """A question the model failed before it was sent anything: the passages found without it,
-    best first, as in search-only mode. None when the search fails too."""
+def passages_found(answer: Callable[..., AnswerResult], budget: int, packing: Packing | None) -> AnswerResult | None:
+    """A question the model failed before it read anything: the passages found for it (the
+    `packing` made for the request that failed, else a search now), best first, as in search-only
+    mode. None when the search fails too."""
+    if packing is not None:
+        best_first(packing.sources)
+        return AnswerResult("search", "", packing, notes=[NOT_REACHED_NOTE],
+                            usage={"budget": budget, "source_tokens": packing.tokens})
     try:
         found = answer(None, on_event=lambda kind, data: None)
     except Exception:  # nothing to show beyond the model's own failure, which is what is reported

@@ -116,8 +116,8 @@ def test_replay_of_a_failed_answer_says_whether_the_model_was_sent_its_passages(
     if sent:
         assert "What the model was shown before it failed" in page and "model gpt-oss-120b" in page
     else:
-        assert "Passages found without the model (shown in place of an answer)" in page
-        assert "no model was asked" in page
+        assert "Passages found, which the model did not read (shown in place of an answer)" in page
+        assert "the model read nothing" in page
 
 
 def test_exports_stream_the_filtered_rows_and_are_audited(trail: dict) -> None:

@@ -179,6 +179,9 @@ def test_a_broken_stream_is_a_message_and_an_audit_record(indexed: Matter, stand
     assert 'role="alert"' in html and message in html and "Traceback" not in html
     event = AuditEvent.objects.filter(action="question.answer").latest("id")
     assert message in event.detail["error"] and event.detail["answer"] == ""
+    # The model had its passages when the stream broke: they are kept as it was sent them.
+    assert "<h4>Passages the model was sent</h4>" in html and "The model did not answer, so below" in html
+    assert event.detail["sources_sent"] is True and event.detail["model"]
 
 
 def test_a_model_server_that_is_down_is_a_message_and_an_audit_record(indexed: Matter, standin: Any) -> None:
@@ -334,13 +337,14 @@ def test_stream_reports_failures_as_messages(indexed: Matter, standin: Any, monk
     member_client = member(indexed)
     events = stream(member_client, "/m/lease/ask/stream", {"question": "What is the rent?", "effort": "low"})
     assert events[-1][0] == "error" and "HTTP 500" in events[-1][1]["message"]
-    # The page fetches the recorded turn: the error, and the passages the model was sent, as sent.
+    # The page fetches the recorded turn: the error, and the passages packed for the request the
+    # server refused (HTTP 500: the model read nothing), best first, with no second search.
     failed = events[-1][1]
     block = member_client.get(f"/m/lease/q/{failed['question']}/").content.decode()
-    assert "HTTP 500" in block and "<h4>Passages the model was sent</h4>" in block and "monthly rent" in block
-    assert "The model did not answer, so below are the passages it was sent" in block and failed["conversation"]
+    assert "HTTP 500" in block and "<h4>Passages found</h4>" in block and "monthly rent" in block
+    assert "The model could not be asked, so this is a search-only result" in block and failed["conversation"]
     answered = AuditEvent.objects.filter(action="question.answer").latest("id")
-    assert answered.detail["sources_sent"] is True and answered.detail["model"]
+    assert answered.detail["sources_sent"] is False and answered.detail["model"] == ""
     # Asked again in the same thread, the question is not searched twice over (as a follow-up would be).
     from docqa import actions
 
@@ -351,10 +355,13 @@ def test_stream_reports_failures_as_messages(indexed: Matter, standin: Any, monk
     standin.mode = "normal"
     again = stream(member_client, "/m/lease/ask/stream", {"question": "What is the rent?", "effort": "low",
                                                           "conversation": failed["conversation"]})
-    assert again[-1][0] == "done" and searched == [None]
+    assert again[-1][0] == "done" and searched == [""]
     stream(member_client, "/m/lease/ask/stream", {"question": "And the notice?", "effort": "low",
                                                   "conversation": failed["conversation"]})
-    assert searched == [None, "What is the rent?"]
+    assert searched == ["", "What is the rent?"]
+    stream(member_client, "/m/lease/ask/stream", {"question": "And the notice?", "effort": "low",
+                                                  "conversation": failed["conversation"]})
+    assert searched[-1] == "What is the rent?"  # not the same question again, nor an older answered one
 
 
 def test_conversations_and_answers_are_private_to_their_user(indexed: Matter, standin: Any) -> None:

@@ -95,8 +95,9 @@ class Command(BaseCommand):
 
 
 def found_for(exc: DocqaError) -> dict[str, Any] | None:
-    """What was found for a question the model failed: its passages (best first), those left out,
-    notes and figures, as `ask --json` shows them; None when nothing was."""
+    """What was kept for a question the model failed: its passages (as the model was sent them, or
+    best first when it read nothing), those left out, notes and figures, as `ask --json` shows
+    them; None when nothing was."""
     answer = Answer.objects.filter(question_id=exc.question).first() if exc.question else None
     if answer is None or not answer.sources:
         return None
