@@ -44,7 +44,7 @@ from docqa.models import (
     path_starts,
 )
 from inference.answer import AnswerResult, answer_question
-from inference.llm import ContextTooLong, LlmError, LlmUnavailable, VllmClient
+from inference.llm import LlmError, VllmClient
 from inference.pack import Packing, best_first
 from ingest.discover import plan_sync, walk_folder
 from ingest.errors import DocqaError
@@ -607,12 +607,18 @@ MIN_BUDGET = 512  # below this the instructions and the question leave no room f
 MAX_BUDGET = 1_000_000  # search-only mode has no model window to cap a budget
 
 
+NO_ANSWER = "(No answer was given to this question.)"
+
+
 def conversation_history(conversation: Conversation | None) -> list[tuple[str, str]]:
+    """The conversation's earlier turns for the model, oldest first: each question with the
+    model's answer, or with NO_ANSWER when it failed or was answered by search alone, so that a
+    follow-up ("and can it be extended?") still has what "it" refers to."""
     if conversation is None:
         return []
-    turns = (Question.objects.filter(conversation=conversation, answer__mode="llm", expired_at__isnull=True)
-             .exclude(answer__text="").order_by("-id").values_list("text", "answer__text")[:HISTORY_TURNS])
-    return list(reversed(list(turns)))
+    turns = (Question.objects.filter(conversation=conversation, expired_at__isnull=True)
+             .order_by("-id").values_list("text", "answer__mode", "answer__text")[:HISTORY_TURNS])
+    return [(text, answer if mode == "llm" and answer else NO_ANSWER) for text, mode, answer in reversed(list(turns))]
 
 
 def previous_question(conversation: Conversation | None, text: str = "") -> str | None:
@@ -657,6 +663,8 @@ def do_ask(
     # Without the model (it failed before it was asked), the passages found are packed at the
     # budget asked for, else search-only's.
     used = asked or settings.SEARCH_ONLY_BUDGET
+    if llm is not None:
+        on_event("status", "contacting the language model")  # a server that hangs is not "sending" for minutes
     try:
         ceiling = default_budget(effort)  # asks the model for its window: the first contact with the server
     except DocqaError as exc:  # down, not ready, or refusing the key or model: recorded below, then raised
@@ -705,9 +713,9 @@ def do_ask(
             raise failure
         result = answer(llm)
     except Exception as exc:  # recorded and audited, then re-raised for the caller to show
-        # The model was sent the passages unless the request failed outright (refused, an HTTP
-        # error status, too long): then it read nothing.
-        found, was_sent = None, bool(sent) and llm is not None and not isinstance(exc, (LlmUnavailable, ContextTooLong))
+        # The passages were sent unless no connection to the model server was ever made (an
+        # auditor must not read "not sent" where they may have left).
+        found, was_sent = None, bool(sent) and llm is not None and getattr(exc, "delivered", True)
         if isinstance(exc, LlmError) or exc is failure:
             # The model failed, not the search: the passages are kept and shown without an answer.
             if llm and was_sent:
@@ -727,24 +735,25 @@ def do_ask(
 
 NOT_REACHED_NOTE = (
     "The model could not be asked, so this is a search-only result: below, best first, are the passages found for "
-    "the question. No answer or citation was drawn from them."
+    "the question; they were not sent to it. No answer or citation was drawn from them."
 )
 NOT_ANSWERED_NOTE = (
-    "The model did not answer, so below are the passages it was sent, as it was sent them. No answer or citation "
-    "was drawn from them."
+    "The model did not answer (any text it had begun was discarded), so below are the passages it was sent, as it "
+    "was sent them. No answer or citation was drawn from them."
 )
 
 
 def passages_sent(packing: Packing, budget: int, llm: VllmClient) -> AnswerResult:
-    """A question the model failed after it was sent its passages: those passages, as sent."""
+    """A question the model failed after its passages were sent (or may have been): those
+    passages, as sent."""
     return AnswerResult("error", "", packing, model=llm.model, notes=[NOT_ANSWERED_NOTE],
                         usage={"budget": budget, "source_tokens": packing.tokens})
 
 
 def passages_found(answer: Callable[..., AnswerResult], budget: int, packing: Packing | None) -> AnswerResult | None:
-    """A question the model failed before it read anything: the passages found for it (the
-    `packing` made for the request that failed, else a search now), best first, as in search-only
-    mode. None when the search fails too."""
+    """A question whose passages never reached the model: those found for it (the `packing` made
+    for a request that could not connect, else a search now), best first, as in search-only mode.
+    None when the search fails too."""
     if packing is not None:
         best_first(packing.sources)
         return AnswerResult("search", "", packing, notes=[NOT_REACHED_NOTE],
@@ -815,6 +824,9 @@ def record_answer(question: Question, result: AnswerResult | None, started: floa
                      **cited_source(sent.get(c.label), c.span))
             for c in citations
         )
+        if error:  # an operator sees why, not only that a request failed
+            logger.warning("question %s in %s failed: %s", question.id, question.matter.slug, error,
+                           extra={"event": "question.failed", "question": question.id})
         logger.info("question answered", extra={
             "event": "question.answer", "question": question.id, "matter": question.matter_id, "mode": answer.mode,
             "latency_ms": answer.latency_ms, "prompt_tokens": answer.usage.get("prompt_tokens"),

@@ -57,8 +57,11 @@ def docqa_error(request: HttpRequest, exc: DocqaError) -> HttpResponse:
         exc, ContextTooLong) else 400
     # When the question was recorded, its id: GET /questions/{id} has the error and, when the model
     # failed, the passages found without it.
-    return api.create_response(request, {"detail": str(exc), **({"question": exc.question} if exc.question else {})},
-                               status=status)
+    recorded = {}
+    if exc.question:
+        recorded = {"question": exc.question, "conversation": Question.objects.filter(id=exc.question)
+                    .values_list("conversation_id", flat=True).first()}
+    return api.create_response(request, {"detail": str(exc), **recorded}, status=status)
 
 
 def actor(request: HttpRequest) -> str:
@@ -70,6 +73,7 @@ def actor(request: HttpRequest) -> str:
 class Message(Schema):
     detail: str
     question: int | None = None  # a failed question's id, when it was recorded
+    conversation: int | None = None  # ... and its conversation
 
 
 class MatterOut(Schema):

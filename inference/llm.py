@@ -20,6 +20,10 @@ from ingest.errors import DocqaError
 class LlmError(DocqaError):
     """The language model could not produce an answer."""
 
+    # Whether the request may have reached the model server (with the passages it carried).
+    # False only when no connection was made: refused, or not made in time.
+    delivered: bool = True
+
 
 class LlmUnavailable(LlmError):
     """The server could not be reached or is not ready."""
@@ -166,13 +170,17 @@ class VllmClient:
                     yield event
                     if time.monotonic() > deadline:
                         raise LlmTimeout(f"the language model at {self.root} did not finish its answer within "
-                                         f"{self.total_timeout:g} s")
+                                         f"{self.total_timeout:g} s; DOCQA_LLM_TIMEOUT sets the limit")
         except httpx.TimeoutException as exc:
-            raise LlmTimeout(f"the language model at {self.root} stopped answering in time ({self._limits(exc)})") from exc
+            late = LlmTimeout(f"the language model at {self.root} stopped answering in time ({self._limits(exc)})")
+            late.delivered = not isinstance(exc, (httpx.ConnectTimeout, httpx.PoolTimeout))
+            raise late from exc
         except httpx.TransportError as exc:
             if answering:  # the server went away after it began: a failed answer, not a server never reached
                 raise GenerationFailed(f"the connection to the language model broke mid-answer ({exc})") from exc
-            raise LlmUnavailable(unreachable(self.root, exc)) from exc
+            down = LlmUnavailable(unreachable(self.root, exc))
+            down.delivered = not isinstance(exc, httpx.ConnectError)
+            raise down from exc
 
 
 def unreachable(root: str, exc: Exception) -> str:

@@ -174,6 +174,7 @@ def test_when_the_model_fails_the_passages_found_come_with_the_error(lease: dict
 
     assert response.status_code == (502 if fault == "down" else 504)
     failed = response.json()
+    assert failed["question"] and failed["conversation"]
     stored = client.get(f"/api/v1/matters/lease/questions/{failed['question']}", **bearer(lease["ann"])).json()
     assert stored["mode"] == "error" and stored["error"] == failed["detail"] and stored["answer"] == ""
     assert stored["sources"][0]["path"] == "lease.txt" and "sixty (60) days" in stored["sources"][0]["text"]
@@ -194,7 +195,8 @@ def test_when_the_model_fails_the_passages_found_come_with_the_error(lease: dict
     assert not text.getvalue().startswith("\n")  # no empty answer line before the note
     monkeypatch.setattr("sys.stdin", io.StringIO(QUESTION + "\n"))
     batch = io.StringIO()
-    call_command("ask", "--matter", "lease", "--batch", stdout=batch)  # one line per question, failed or not
+    with pytest.raises(CommandError, match="1 of 1 questions failed"):  # after every line is written
+        call_command("ask", "--matter", "lease", "--batch", stdout=batch)
     line = json.loads(batch.getvalue())
     assert line["id"] == 1 and line["error"] and line["sources"][0]["path"] == "lease.txt"
 

@@ -114,10 +114,10 @@ def test_replay_of_a_failed_answer_says_whether_the_model_was_sent_its_passages(
     assert event.detail["sources_sent"] is sent and event.detail["sources"][0]["path"] == "msa.txt"
     assert "Failed:</strong> the language model timed out" in page and "text matches its SHA-256" in page
     if sent:
-        assert "What the model was shown before it failed" in page and "model gpt-oss-120b" in page
+        assert "What the model was sent before it failed" in page and "model gpt-oss-120b" in page
     else:
-        assert "Passages found, which the model did not read (shown in place of an answer)" in page
-        assert "the model read nothing" in page
+        assert "Passages found, not sent to the model (shown in place of an answer)" in page
+        assert "no connection to the model" in page
 
 
 def test_exports_stream_the_filtered_rows_and_are_audited(trail: dict) -> None:

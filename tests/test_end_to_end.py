@@ -244,7 +244,11 @@ def test_ask_batch_reads_questions_from_stdin(data_dir: Path, docs_folder: Path,
     lines = ('{"id": "q-1", "question": "What is the maximum pressure of the pump?"}\nWho pays invoices?\n'
              '{"id": "q-3", "text": "no question field"}\n')
 
-    out = run_command("ask", "--matter", "acme", "--batch", stdin=lines, monkeypatch=monkeypatch)
+    monkeypatch.setattr("sys.stdin", io.StringIO(lines))
+    written = io.StringIO()
+    with pytest.raises(CommandError, match="1 of 3 questions failed"):  # the line without a question
+        call_command("ask", "--matter", "acme", "--batch", stdout=written)
+    out = written.getvalue()
 
     results = [json.loads(line) for line in out.splitlines()]
     assert [r["id"] for r in results] == ["q-1", 2, "q-3"]

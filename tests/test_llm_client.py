@@ -126,7 +126,7 @@ def test_client_times_out_on_a_slow_stream(server: VllmStandin) -> None:
 def test_client_times_out_on_a_stream_that_trickles_past_the_total(server: VllmStandin) -> None:
     server.mode, server.delay = "slow", 0.15  # each gap is well inside the limit; the whole is not
 
-    with pytest.raises(LlmTimeout, match="did not finish its answer within 0.5 s"):
+    with pytest.raises(LlmTimeout, match="did not finish its answer within 0.5 s; DOCQA_LLM_TIMEOUT sets the limit"):
         collect(server, timeout=0.5)
 
 
@@ -143,6 +143,25 @@ def test_client_reports_an_unreachable_server() -> None:
         port = sock.getsockname()[1]
     with pytest.raises(LlmUnavailable, match="unreachable"):
         VllmClient(f"http://127.0.0.1:{port}/v1", model="gpt-oss-120b").max_model_len()
+
+
+def test_a_failure_says_whether_the_request_may_have_reached_the_server(server: VllmStandin) -> None:
+    """What an audit of a failed answer rests on: only a connection never made sent nothing."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with pytest.raises(LlmUnavailable) as refused:
+        list(VllmClient(f"http://127.0.0.1:{port}/v1", model="gpt-oss-120b").stream_chat(PROMPT,
+                                                                                          max_completion_tokens=64))
+    assert refused.value.delivered is False
+    server.mode = "error"  # the server had the whole request when it answered 500
+    with pytest.raises(LlmUnavailable) as failed:
+        collect(server)
+    assert failed.value.delivered is True
+    server.mode, server.delay = "slow", 1.0  # sent, then no answer in time
+    with pytest.raises(LlmTimeout) as late:
+        collect(server, timeout=0.3)
+    assert late.value.delivered is True
 
 
 def test_client_reports_a_refused_api_key(server: VllmStandin) -> None:

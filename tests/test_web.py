@@ -180,7 +180,7 @@ def test_a_broken_stream_is_a_message_and_an_audit_record(indexed: Matter, stand
     event = AuditEvent.objects.filter(action="question.answer").latest("id")
     assert message in event.detail["error"] and event.detail["answer"] == ""
     # The model had its passages when the stream broke: they are kept as it was sent them.
-    assert "<h4>Passages the model was sent</h4>" in html and "The model did not answer, so below" in html
+    assert "<h4>Passages the model was sent</h4>" in html and "The model did not answer (any text it had begun" in html
     assert event.detail["sources_sent"] is True and event.detail["model"]
 
 
@@ -204,6 +204,30 @@ def test_a_model_server_that_is_down_is_a_message_and_an_audit_record(indexed: M
     assert answered.detail["sources_sent"] is False and answered.detail["model"] == ""
     assert asked.detail["budget"] == answered.detail["budget"] == answered.detail["usage"]["budget"] == 16384
     assert 'name="conversation" value="' in html and "Follow-up question" in html
+
+
+def test_a_request_that_never_connected_keeps_its_passages_as_not_sent(indexed: Matter, standin: Any,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """The server answered /v1/models, then refused the chat request's connection: the passages
+    packed for it are shown best first as not sent, without searching a second time."""
+    from inference import answer as answering
+    from inference.llm import LlmUnavailable
+
+    def refused(*args: Any, **kwargs: Any) -> Any:
+        error = LlmUnavailable("the language model at http://127.0.0.1:1 is unreachable (refused)")
+        error.delivered = False
+        raise error
+
+    searches: list[str] = []
+    retrieve = answering.retrieve
+    monkeypatch.setattr(answering, "retrieve", lambda text, **k: searches.append(text) or retrieve(text, **k))
+    monkeypatch.setattr("inference.llm.VllmClient.stream_chat", refused)
+
+    html = member(indexed).post("/m/lease/", {"question": "What is the rent?", "effort": "low"}).content.decode()
+
+    answered = AuditEvent.objects.filter(action="question.answer").latest("id")
+    assert "unreachable" in html and "<h4>Passages found</h4>" in html and "they were not sent to it" in html
+    assert answered.detail["sources_sent"] is False and answered.detail["model"] == "" and len(searches) == 1
 
 
 def test_without_a_search_as_well_a_failed_model_shows_its_error_alone(indexed: Matter, standin: Any,
@@ -317,7 +341,8 @@ def test_the_answer_streams_then_a_follow_up_continues_the_thread(indexed: Matte
 
     kinds = [k for k, _ in events]
     statuses = [d["text"] for k, d in events if k == "status"]
-    assert statuses[0] == "retrieving" and statuses[1].startswith("packed 1 sources /") and "generating" in statuses
+    assert statuses[:2] == ["contacting the language model", "retrieving"] and "generating" in statuses
+    assert statuses[2].startswith("packed 1 sources /")
     assert kinds.count("token") > 3 and kinds[-1] == "done"  # token by token, then done
     assert "".join(d["text"] for k, d in events if k == "token").strip().startswith("According to")
     done = events[-1][1]
@@ -337,14 +362,14 @@ def test_stream_reports_failures_as_messages(indexed: Matter, standin: Any, monk
     member_client = member(indexed)
     events = stream(member_client, "/m/lease/ask/stream", {"question": "What is the rent?", "effort": "low"})
     assert events[-1][0] == "error" and "HTTP 500" in events[-1][1]["message"]
-    # The page fetches the recorded turn: the error, and the passages packed for the request the
-    # server refused (HTTP 500: the model read nothing), best first, with no second search.
+    # The page fetches the recorded turn: the error, and the passages the server was sent before
+    # it answered HTTP 500, as they were sent (no second search).
     failed = events[-1][1]
     block = member_client.get(f"/m/lease/q/{failed['question']}/").content.decode()
-    assert "HTTP 500" in block and "<h4>Passages found</h4>" in block and "monthly rent" in block
-    assert "The model could not be asked, so this is a search-only result" in block and failed["conversation"]
+    assert "HTTP 500" in block and "<h4>Passages the model was sent</h4>" in block and "monthly rent" in block
+    assert "The model did not answer (any text it had begun was discarded)" in block and failed["conversation"]
     answered = AuditEvent.objects.filter(action="question.answer").latest("id")
-    assert answered.detail["sources_sent"] is False and answered.detail["model"] == ""
+    assert answered.detail["sources_sent"] is True and answered.detail["model"]
     # Asked again in the same thread, the question is not searched twice over (as a follow-up would be).
     from docqa import actions
 
@@ -362,6 +387,9 @@ def test_stream_reports_failures_as_messages(indexed: Matter, standin: Any, monk
     stream(member_client, "/m/lease/ask/stream", {"question": "And the notice?", "effort": "low",
                                                   "conversation": failed["conversation"]})
     assert searched[-1] == "What is the rent?"  # not the same question again, nor an older answered one
+    # The model hears the whole thread, failed turns included, so "it" in a follow-up means something.
+    sent = [m["content"] for m in standin.requests[-1]["messages"][2:]]
+    assert "(No answer was given to this question.)" in sent and sent.count("Question: And the notice?") == 2
 
 
 def test_conversations_and_answers_are_private_to_their_user(indexed: Matter, standin: Any) -> None:

@@ -78,20 +78,26 @@ class Command(BaseCommand):
             self.stdout.write(render_text(result))
 
     def run_batch(self, matter: Matter, options: dict[str, Any]) -> None:
+        asked = failed = 0
         for number, line in enumerate(sys.stdin, start=1):
             line = line.strip()
             if not line:
                 continue
+            asked += 1
             qid, text = parse_batch_line(line, number)
             if not text:
+                failed += 1
                 self.stdout.write(json.dumps({"id": qid, "error": "no question on this line"}))
                 continue
             try:
                 result = {"id": qid, "question": text, **self.ask(matter, text, options)}
             except DocqaError as exc:
+                failed += 1
                 result = {"id": qid, "question": text, "error": str(exc), **(found_for(exc) or {})}
             self.stdout.write(json.dumps(result))
             self.stdout.flush()
+        if failed:  # every line is written first; a script still learns from the exit status
+            raise CommandError(f"{failed} of {asked} questions failed: their lines carry \"error\"")
 
 
 def found_for(exc: DocqaError) -> dict[str, Any] | None:
