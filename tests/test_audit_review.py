@@ -112,6 +112,8 @@ def test_replay_of_a_failed_answer_says_whether_the_model_was_sent_its_passages(
     page = client_for(trail["aud"]).get(f"/audit/{event.id}/").content.decode()
 
     assert event.detail["sources_sent"] is sent and event.detail["sources"][0]["path"] == "msa.txt"
+    listed = client_for(trail["aud"]).get("/audit/", {"action": "question.answer"}).content.decode()
+    assert listed.count('class="badge bad" title="the language model timed out">failed</span>') == 1  # not the answered one
     assert "Failed:</strong> the language model timed out" in page and "text matches its SHA-256" in page
     if sent:
         assert "What the model was sent before it failed" in page and "model gpt-oss-120b" in page
