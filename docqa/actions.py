@@ -717,16 +717,15 @@ def do_ask(
         # auditor must not read "not sent" where they may have left).
         found, was_sent = None, bool(sent) and llm is not None and getattr(exc, "delivered", True)
         if isinstance(exc, LlmError) or exc is failure:
-            # The model failed, not the search: the passages are kept and shown without an answer.
-            if llm and was_sent:
-                found = passages_sent(sent[-1], used, llm)
-            else:
-                found = passages_found(answer, used, sent[-1] if sent else None)
+            # The model failed, not the search: the passages are kept and shown without an answer,
+            # as sent, or (never sent) best first, as in search-only mode.
+            found = kept_passages(sent[-1], used, llm.model if llm and was_sent else "") if sent \
+                else search_without_model(answer)
             if found is not None:
                 found.notes += notes
         record_answer(question, None, started, error=str(exc), found=found, was_sent=was_sent)
         if isinstance(exc, DocqaError):
-            exc.question = question.id
+            exc.question, exc.conversation = question.id, conversation.id
         raise
     result.notes += notes
     record_answer(question, result, started)
@@ -743,21 +742,18 @@ NOT_ANSWERED_NOTE = (
 )
 
 
-def passages_sent(packing: Packing, budget: int, llm: VllmClient) -> AnswerResult:
-    """A question the model failed after its passages were sent (or may have been): those
-    passages, as sent."""
-    return AnswerResult("error", "", packing, model=llm.model, notes=[NOT_ANSWERED_NOTE],
+def kept_passages(packing: Packing, budget: int, model: str) -> AnswerResult:
+    """The passages packed for a request the model failed: as sent when `model` names the model
+    they went to, else (never sent) best first."""
+    if not model:
+        best_first(packing.sources)
+    return AnswerResult("error", "", packing, model=model, notes=[NOT_ANSWERED_NOTE if model else NOT_REACHED_NOTE],
                         usage={"budget": budget, "source_tokens": packing.tokens})
 
 
-def passages_found(answer: Callable[..., AnswerResult], budget: int, packing: Packing | None) -> AnswerResult | None:
-    """A question whose passages never reached the model: those found for it (the `packing` made
-    for a request that could not connect, else a search now), best first, as in search-only mode.
-    None when the search fails too."""
-    if packing is not None:
-        best_first(packing.sources)
-        return AnswerResult("search", "", packing, notes=[NOT_REACHED_NOTE],
-                            usage={"budget": budget, "source_tokens": packing.tokens})
+def search_without_model(answer: Callable[..., AnswerResult]) -> AnswerResult | None:
+    """The passages found for a question whose model failed before the search; None when the
+    search fails too."""
     try:
         found = answer(None, on_event=lambda kind, data: None)
     except Exception:  # nothing to show beyond the model's own failure, which is what is reported

@@ -57,10 +57,7 @@ def docqa_error(request: HttpRequest, exc: DocqaError) -> HttpResponse:
         exc, ContextTooLong) else 400
     # When the question was recorded, its id: GET /questions/{id} has the error and, when the model
     # failed, the passages found without it.
-    recorded = {}
-    if exc.question:
-        recorded = {"question": exc.question, "conversation": Question.objects.filter(id=exc.question)
-                    .values_list("conversation_id", flat=True).first()}
+    recorded = {"question": exc.question, "conversation": exc.conversation} if exc.question else {}
     return api.create_response(request, {"detail": str(exc), **recorded}, status=status)
 
 

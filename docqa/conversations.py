@@ -184,12 +184,10 @@ def ask_in_background(matter: Matter, question: str, **ask: Any) -> queue.Queue[
             outcome = actions.do_ask(matter, question, on_event=lambda kind, data: events.put((kind, data)), **ask)
             events.put(("done", {"question": outcome.question.id, "conversation": outcome.question.conversation_id}))
         except DocqaError as exc:  # every failure the answer path reports, in its own words
-            started = Question.objects.filter(id=exc.question, matter=matter, user=ask.get("user")).first() \
-                if exc.question else None
-            thread = conversation.id if conversation else started.conversation_id if started else None
             # With the question's id the page shows the recorded turn: the error, and the passages
-            # found when it was the model that failed.
-            events.put(("error", {"message": str(exc), "conversation": thread, "question": exc.question}))
+            # kept when it was the model that failed.
+            events.put(("error", {"message": str(exc), "conversation": exc.conversation or
+                                  (conversation.id if conversation else None), "question": exc.question}))
         except Exception:
             logger.exception("answering a question failed")
             events.put(("error", {"message": "docqa failed while answering; the error was logged for the operator"}))

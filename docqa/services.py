@@ -11,9 +11,11 @@ import fcntl
 import json
 import os
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import IO
+from typing import IO, Any
 
 from django.conf import settings
 
@@ -107,6 +109,18 @@ class BrokerHoldings:
     delivered: set[int]
 
 
+@contextmanager
+def broker_redis(timeout: float) -> Iterator[Any]:
+    """A short-lived client of the broker's Redis (its errors are the caller's to catch)."""
+    import redis
+
+    client = redis.Redis.from_url(settings.CELERY_BROKER_URL, socket_timeout=timeout, socket_connect_timeout=2)
+    try:
+        yield client
+    finally:
+        client.close()
+
+
 def broker_holdings() -> BrokerHoldings | None:
     """None when the broker is not Redis, cannot be read just now, or names its keys otherwise
     than kombu's defaults (a key prefix, another separator or priorities): a wrong key would read
@@ -123,15 +137,11 @@ def broker_holdings() -> BrokerHoldings | None:
     queues = [getattr(settings, "CELERY_TASK_DEFAULT_QUEUE", "celery")] + ([settings.EMBED_QUEUE] if settings.SPLIT_QUEUES else [])
     lists = [name + suffix for name in queues for suffix in ("", *(f"{_PRIORITY_SEP}{p}" for p in (3, 6, 9)))]
     try:
-        client = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=2)
-        try:
-            with client.pipeline(transaction=False) as pipe:
-                for name in lists:
-                    pipe.llen(name)
-                pipe.hvals(_UNACKED_KEY)
-                *lengths, unacked = pipe.execute()
-        finally:
-            client.close()
+        with broker_redis(5) as client, client.pipeline(transaction=False) as pipe:
+            for name in lists:
+                pipe.llen(name)
+            pipe.hvals(_UNACKED_KEY)
+            *lengths, unacked = pipe.execute()
     except redis.RedisError:
         return None
     delivered = set()
@@ -152,11 +162,8 @@ def claim_resend(run_id: int, seconds: int) -> bool:
     import redis
 
     try:
-        client = redis.Redis.from_url(settings.CELERY_BROKER_URL, socket_timeout=5, socket_connect_timeout=2)
-        try:
+        with broker_redis(5) as client:
             return bool(client.set(f"docqa:resend:{run_id}", "1", nx=True, ex=seconds))
-        finally:
-            client.close()
     except redis.RedisError:
         return False
 
@@ -191,10 +198,7 @@ def broker_epoch() -> str:
     import redis
 
     try:
-        client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
-        try:
+        with broker_redis(2) as client:
             return str(client.info("server")["run_id"])
-        finally:
-            client.close()
     except redis.RedisError:
         return ""

@@ -15,7 +15,7 @@ from django.views.decorators.http import require_GET, require_POST
 from docqa import actions
 from docqa.conversations import own_conversation, page_context, scope_of
 from docqa.forms import AskForm
-from docqa.models import FINAL_STATES, Document, IngestRun, ItemState, Question, Role, RunStatus, path_starts
+from docqa.models import FINAL_STATES, Document, IngestRun, ItemState, Role, RunStatus, path_starts
 from docqa.permissions import matter_for, readable_matters, role_in
 from docqa.sources import upload_folder
 from docqa.templatetags.docqa_tags import quote_spans
@@ -57,13 +57,11 @@ def ask(request: HttpRequest, slug: str) -> HttpResponse:
             conversation = outcome.question.conversation
             form = AskForm(initial={"conversation": conversation.id if conversation else None})
         except DocqaError as exc:
-            asked = Question.objects.filter(id=exc.question, matter=matter, user=request.user) \
-                .select_related("conversation").first() if exc.question else None
-            if asked is None:
+            if exc.conversation is None:
                 error = str(exc)
-            else:  # recorded: its turn in the thread shows the error (and any passages found)
-                conversation = asked.conversation
-                form = AskForm(initial={**form.cleaned_data, "conversation": conversation.id})
+            else:  # recorded: its turn in the thread shows the error (and any passages kept)
+                conversation = own_conversation(request, matter, exc.conversation)
+                form = AskForm(initial={**form.cleaned_data, "conversation": exc.conversation})
     context = page_context(request, matter, conversation, form)
     context["error"] = error
     return render(request, "docqa/ask.html", context)

@@ -4,9 +4,10 @@
 class DocqaError(Exception):
     """Base of every error docqa raises on purpose."""
 
-    # The question recorded with this failure, when one was (set by docqa's ask): its stored
-    # answer holds the error and, when the model failed, the passages found without it.
+    # The question recorded with this failure, and its conversation, when one was (set by
+    # docqa's ask): its stored answer holds the error and, when the model failed, the passages.
     question: int | None = None
+    conversation: int | None = None
 
 
 class UnsupportedFile(DocqaError):
