@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -43,7 +44,7 @@ from docqa.models import (
     Source,
     path_starts,
 )
-from inference.answer import AnswerResult, answer_question
+from inference.answer import AnswerResult, Stopped, answer_question
 from inference.llm import LlmError, VllmClient
 from inference.pack import Packing, best_first
 from ingest.discover import plan_sync, walk_folder
@@ -645,12 +646,20 @@ def do_ask(
     conversation: Conversation | None = None,
     scope: list[str] | None = None,
     history: list[tuple[str, str]] | None = None,
+    watch: StopWatch | None = None,
 ) -> AskOutcome:
     """Answer `text` from `matter` only, and record question, answer, citations and audit.
 
     With a `conversation` of the same matter, its earlier answers go to the model as context;
-    without one a new conversation starts.
+    without one a new conversation starts. Every event passes `watch` (by default one that
+    looks for `do_stop`), which stops the answer when asked: it is then recorded as it stood.
     """
+    watch = watch or StopWatch()
+
+    def emit(kind: str, data: Any) -> None:
+        watch.check(kind, data)  # raises Stopped when it is time to stop
+        on_event(kind, data)
+
     if conversation is not None and conversation.matter_id != matter.id:
         raise DocqaError("that conversation belongs to another matter")
     if budget is not None and not MIN_BUDGET <= budget <= MAX_BUDGET:
@@ -664,7 +673,7 @@ def do_ask(
     # budget asked for, else search-only's.
     used = asked or settings.SEARCH_ONLY_BUDGET
     if llm is not None:
-        on_event("status", "contacting the language model")  # a server that hangs is not "sending" for minutes
+        emit("status", "contacting the language model")  # a server that hangs is not "sending" for minutes
     try:
         ceiling = default_budget(effort)  # asks the model for its window: the first contact with the server
     except DocqaError as exc:  # down, not ready, or refusing the key or model: recorded below, then raised
@@ -697,7 +706,7 @@ def do_ask(
     started = time.monotonic()
     sent: list[Packing] = []  # what the model is sent, should it then fail
 
-    def answer(model: VllmClient | None, on_event: Any = on_event) -> AnswerResult:
+    def answer(model: VllmClient | None, on_event: Any = emit) -> AnswerResult:
         return answer_question(
             text, matter_ids=[matter.id], embedder=services.get_embedder(), store=services.get_store(),
             llm=model, budget=used, effort=effort,
@@ -709,9 +718,16 @@ def do_ask(
         )
 
     try:
+        # The first event that names the question: the asker can stop it from here on.
+        emit("asked", {"question": question.id, "conversation": conversation.id})
         if failure is not None:
             raise failure
         result = answer(llm)
+    except Stopped as stop:  # the asker's choice, not a failure: recorded as it stood, and returned
+        result = stop.result or stopped_early(stop, sent[-1] if sent else None, used)
+        result.notes += notes
+        record_answer(question, result, started, was_sent=stop.result is not None)
+        return AskOutcome(question, result)
     except Exception as exc:  # recorded and audited, then re-raised for the caller to show
         # The passages were sent unless no connection to the model server was ever made (an
         # auditor must not read "not sent" where they may have left).
@@ -740,6 +756,56 @@ NOT_ANSWERED_NOTE = (
     "The model did not answer (any text it had begun was discarded), so below are the passages it was sent, as it "
     "was sent them. No answer or citation was drawn from them."
 )
+
+
+def stopped_early(stop: Stopped, packing: Packing | None, budget: int) -> AnswerResult:
+    """A question stopped before the model was sent anything: the passages packed by then, if any,
+    best first and marked as not sent."""
+    packing = packing or Packing([], [], 0, budget)
+    best_first(packing.sources)
+    return AnswerResult("stopped", "", packing, notes=[f"{stop} before the model was asked: nothing was sent to it."],
+                        usage={"budget": budget, "source_tokens": packing.tokens})
+
+
+def do_stop(question: Question, actor: str) -> bool:
+    """Ask for `question`'s answer to stop (the Stop button, the API's stop call): the thread
+    answering it, in whichever web process, sees the request within STOP_POLL_S and hangs up on
+    the model. False when it has already been answered (nothing to stop)."""
+    with transaction.atomic():
+        asked = (Question.objects.filter(id=question.id, answer__isnull=True, stop_requested_at__isnull=True)
+                 .update(stop_requested_at=timezone.now()))
+        if asked:
+            record_audit(actor, "question.stop", question.matter, {"question": question.id,
+                                                                   "conversation": question.conversation_id})
+    return bool(asked)
+
+
+STOP_POLL_S = 0.5  # how often an answering thread looks for a stop request in the database
+
+
+class StopWatch:
+    """Tells an answering thread when to stop: its client left (`leave`, the same process), or
+    the asker asked for it (`do_stop`, any process; looked up at most every STOP_POLL_S)."""
+
+    def __init__(self) -> None:
+        self.left = threading.Event()
+        self.question: int | None = None
+        self.looked = 0.0
+
+    def leave(self) -> None:
+        self.left.set()
+
+    def check(self, kind: str, data: Any) -> None:
+        """Called with every event of the answer: raises Stopped when it is time to stop."""
+        if kind == "asked":  # the question is recorded: from now on it can be stopped (looked up from the next poll)
+            self.question, self.looked = data["question"], time.monotonic()
+        if self.left.is_set():
+            raise Stopped("Stopped because the client left (the page was closed or the connection was lost)")
+        now = time.monotonic()
+        if self.question is not None and now - self.looked >= STOP_POLL_S:
+            self.looked = now
+            if Question.objects.filter(id=self.question, stop_requested_at__isnull=False).exists():
+                raise Stopped("Stopped by the asker")
 
 
 def kept_passages(packing: Packing, budget: int, model: str) -> AnswerResult:
@@ -854,7 +920,8 @@ def record_answer(question: Question, result: AnswerResult | None, started: floa
                 ],
                 "citations": [{"label": c.label, "quote": c.quote, "status": c.status, "verified": c.verified,
                                "reason": c.reason} for c in citations],
-                # A failed answer's passages: sent to the model before it failed, or found without it.
-                **({"sources_sent": was_sent} if error and answer.sources else {}),
+                # A failed or stopped answer's passages: sent to the model before it failed (or was
+                # stopped), or found without it.
+                **({"sources_sent": was_sent} if (error or answer.mode == "stopped") and answer.sources else {}),
             },
         )

@@ -372,7 +372,8 @@ def ask(request: HttpRequest, slug: str, body: AskIn) -> dict[str, Any]:
 
 
 @api.post("/matters/{slug}/questions/stream", tags=["questions"],
-          openapi_extra={"responses": {200: {"description": "server-sent events: status, reasoning, token, then "
+          openapi_extra={"responses": {200: {"description": "server-sent events: asked (the question's id, "
+                                             "for the stop call), status, reasoning, token, then "
                                              "done (with the question's id) or error",
                                              "content": {"text/event-stream": {"schema": {"type": "string"}}}}}})
 def ask_stream(request: HttpRequest, slug: str, body: AskIn) -> StreamingHttpResponse:
@@ -393,6 +394,21 @@ def question(request: HttpRequest, slug: str, question_id: Id) -> dict[str, Any]
     if found is None:
         raise Http404("no such question")
     return answer_out(found)
+
+
+@api.post("/matters/{slug}/questions/{question_id}/stop", response={202: Message, 409: Message}, tags=["questions"])
+def stop_question(request: HttpRequest, slug: str, question_id: Id) -> tuple[int, dict[str, Any]]:
+    """Stop one of your questions while it is answered (its id comes first in the stream, as
+    `asked`): the model is hung up on within a moment, and what it wrote is recorded with mode
+    `stopped`. 409 when it has already been answered or stopped."""
+    matter = matter_for(request.user, slug)
+    found = Question.objects.filter(id=question_id, matter=matter, user=request.user).first()
+    if found is None:
+        raise Http404("no such question")
+    if actions.do_stop(found, actor=actor(request)):
+        return 202, {"detail": "stopping", "question": found.id, "conversation": found.conversation_id}
+    return 409, {"detail": "that question has already been answered or stopped", "question": found.id,
+                 "conversation": found.conversation_id}
 
 
 # --- Audit (auditors) -----------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """Asking in the web UI: conversations, the answer streamed over server-sent events, follow-ups.
 
 The ask form posts to `ask_stream` from a few lines of JavaScript and reads the response as a
-stream of server-sent events: `status` (retrieving, packed N sources / T tokens, generating),
+stream of server-sent events: `asked` (the recorded question's id: from here on the page's Stop
+button can stop it), `status` (retrieving, packed N sources / T tokens, generating),
 `reasoning` and `token` (text as the model writes it), then `done` with the question's id (the
 page then fetches the answer's rendered block) or `error` with a message for the user. Without
 JavaScript the same form posts to the ask page and gets the whole page back.
@@ -29,7 +30,7 @@ from docqa.permissions import matter_for
 from ingest.errors import DocqaError
 
 logger = logging.getLogger(__name__)
-STREAMED = {"status": "status", "reasoning": "reasoning", "content": "token"}
+STREAMED = {"asked": "asked", "status": "status", "reasoning": "reasoning", "content": "token"}
 HEARTBEAT_S = 15  # a comment line this often keeps proxies from closing a quiet stream
 
 
@@ -140,6 +141,20 @@ def answer_block(request: HttpRequest, slug: str, question_id: int) -> HttpRespo
 
 @login_required
 @require_POST
+def stop(request: HttpRequest, slug: str, question_id: int) -> JsonResponse:
+    """The Stop button: the question's answering thread hangs up on the model within a moment
+    and records what was written. Only the asker may stop their own question."""
+    matter = matter_for(request.user, slug)
+    question = Question.objects.filter(id=question_id, matter=matter, user=request.user).first()
+    if question is None:
+        raise Http404("no such question")
+    if actions.do_stop(question, actor=f"web:{request.user.get_username()}"):
+        return JsonResponse({"detail": "stopping"}, status=202)
+    return JsonResponse({"detail": "that question has already been answered or stopped"}, status=409)
+
+
+@login_required
+@require_POST
 def ask_stream(request: HttpRequest, slug: str) -> HttpResponse:
     matter = matter_for(request.user, slug)
     form = AskForm(request.POST)
@@ -169,20 +184,54 @@ def release_connection() -> None:
         connection.close()
 
 
-def ask_in_background(matter: Matter, question: str, **ask: Any) -> queue.Queue[tuple[str, Any] | None]:
-    """Answer in a thread of its own; its events (then `done` or `error`, then None) come through the queue.
+class Answering:
+    """A question being answered in a thread of its own: its events (then `done` or `error`, then
+    None) come through `events`; `watch` stops it when its client leaves or its asker says so."""
+
+    def __init__(self) -> None:
+        self.events: queue.Queue[tuple[str, Any] | None] = queue.Queue()
+        self.watch = actions.StopWatch()
+
+    def emit(self, kind: str, data: Any) -> None:
+        self.events.put((kind, data))
+
+    def items(self) -> Iterator[tuple[str, Any] | None]:
+        """The events as they come, and None after each quiet HEARTBEAT_S. A client that stops
+        reading (it left: the server closes this generator) stops the answer, and so the model."""
+        finished = False
+        try:
+            while True:
+                try:
+                    item = self.events.get(timeout=HEARTBEAT_S)
+                except queue.Empty:
+                    yield None
+                    continue
+                if item is None:
+                    finished = True
+                    return
+                yield item
+        finally:
+            if not finished:
+                self.watch.leave()
+
+
+def ask_in_background(matter: Matter, question: str, **ask: Any) -> Answering:
+    """Answer in a thread of its own, streaming its events through the returned `Answering`.
 
     The web UI, the API and the OpenAI-compatible endpoint stream from here; a failure the answer
-    path reports arrives as `error` with its message, never as a stack trace.
+    path reports arrives as `error` with its message, never as a stack trace. A question stopped
+    (by its asker, or because its client left) ends with `done`, its answer recorded as it stood.
     """
-    events: queue.Queue[tuple[str, Any] | None] = queue.Queue()
+    answering = Answering()
+    events = answering.events
     conversation = ask.get("conversation")
 
     def work() -> None:
         close_old_connections()
         try:
-            outcome = actions.do_ask(matter, question, on_event=lambda kind, data: events.put((kind, data)), **ask)
-            events.put(("done", {"question": outcome.question.id, "conversation": outcome.question.conversation_id}))
+            outcome = actions.do_ask(matter, question, on_event=answering.emit, watch=answering.watch, **ask)
+            events.put(("done", {"question": outcome.question.id, "conversation": outcome.question.conversation_id,
+                                 "mode": outcome.result.mode if outcome.result else ""}))
         except DocqaError as exc:  # every failure the answer path reports, in its own words
             # With the question's id the page shows the recorded turn: the error, and the passages
             # kept when it was the model that failed.
@@ -197,19 +246,15 @@ def ask_in_background(matter: Matter, question: str, **ask: Any) -> queue.Queue[
 
     threading.Thread(target=work, name="docqa-ask", daemon=True).start()
     release_connection()
-    return events
+    return answering
 
 
-def sse(events: queue.Queue[tuple[str, Any] | None]) -> Iterator[str]:
+def sse(answering: Answering) -> Iterator[str]:
     yield ": answering\n\n"
-    while True:
-        try:
-            item = events.get(timeout=HEARTBEAT_S)
-        except queue.Empty:
+    for item in answering.items():
+        if item is None:
             yield ": still working\n\n"
             continue
-        if item is None:
-            return
         kind, data = item
         name = STREAMED.get(kind, kind if kind in ("done", "error") else "")
         if not name:

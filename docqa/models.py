@@ -233,11 +233,14 @@ class Question(models.Model):
     # Set when retention replaced the question, its answer, reasoning, quotes and the packed
     # source text by their hashes ("sha256:<hex>"); see docqa/retention.py.
     expired_at = models.DateTimeField(null=True, blank=True)
+    # Set when the asker pressed Stop (or called the API's stop) while it was being answered;
+    # the answering thread, in whichever web process, looks for it (actions.StopWatch).
+    stop_requested_at = models.DateTimeField(null=True, blank=True)
 
 
 class Answer(models.Model):
     question = models.OneToOneField(Question, on_delete=models.CASCADE, related_name="answer")
-    mode = models.CharField(max_length=8)  # "llm" or "search"
+    mode = models.CharField(max_length=8)  # "llm", "search", "error", or "stopped" (by the asker, mid-answer)
     text = models.TextField(blank=True)
     model = models.CharField(max_length=100, blank=True)
     sources = models.JSONField(default=list)  # what was packed, text as sent

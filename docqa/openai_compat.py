@@ -13,7 +13,6 @@ bearer token (`manage.py token create`), the matter's viewer role, `question.ask
 from __future__ import annotations
 
 import json
-import queue
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -25,14 +24,13 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
 from docqa import actions
-from docqa.conversations import ask_in_background, event_stream
+from docqa.conversations import Answering, ask_in_background, event_stream
 from docqa.models import Matter, Question
 from docqa.permissions import readable_matters, role_in
 from inference.llm import LlmError
 from ingest.errors import DocqaError
 
 PREFIX = "docqa/"
-HEARTBEAT_S = 15
 
 
 def error(status: int, message: str, kind: str = "invalid_request_error", code: str | None = None) -> JsonResponse:
@@ -156,7 +154,7 @@ def stream(matter: Matter, text: str, ask: dict[str, Any], model: str) -> Stream
     return event_stream(chunks(ask_in_background(matter, text, **ask), model))
 
 
-def chunks(events: queue.Queue[tuple[str, Any] | None], model: str) -> Iterator[str]:
+def chunks(answering: Answering, model: str) -> Iterator[str]:
     created = int(time.time())
 
     def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> str:
@@ -165,14 +163,10 @@ def chunks(events: queue.Queue[tuple[str, Any] | None], model: str) -> Iterator[
         return f"data: {json.dumps(body)}\n\n"
 
     yield chunk({"role": "assistant", "content": ""})
-    while True:
-        try:
-            item = events.get(timeout=HEARTBEAT_S)
-        except queue.Empty:  # reasoning can run for minutes with no content: keep proxies from closing
+    for item in answering.items():  # a client that hangs up stops the answer (and the model)
+        if item is None:  # reasoning can run for minutes with no content: keep proxies from closing
             yield ": keep-alive\n\n"
             continue
-        if item is None:
-            break
         kind, data = item
         if kind == "content":
             yield chunk({"content": str(data)})

@@ -33,6 +33,7 @@ urlpatterns = [
     path("m/<slug:slug>/ask/stream", conversations.ask_stream, name="ask_stream"),
     path("m/<slug:slug>/c/<id:conversation_id>/", conversations.conversation_page, name="conversation"),
     path("m/<slug:slug>/q/<id:question_id>/", conversations.answer_block, name="answer_block"),
+    path("m/<slug:slug>/q/<id:question_id>/stop", conversations.stop, name="stop_question"),
     path("m/<slug:slug>/documents/", views.documents, name="documents"),
     path("m/<slug:slug>/documents/<id:doc_id>/", views.document, name="document"),
     path("m/<slug:slug>/documents/<id:doc_id>/file", views.document_file, name="document_file"),

@@ -35,6 +35,17 @@ class ReasoningExhausted(GenerationFailed):
     """finish_reason "length" with no content: reasoning used the whole output budget."""
 
 
+class Stopped(DocqaError):
+    """The asker stopped the answer (the Stop button, the API's stop call, or a client that left).
+
+    Raised by the caller's event sink; when it comes while the model writes, the request to the
+    model is closed (vLLM then aborts it and frees the GPU) and `result` holds what was written."""
+
+    def __init__(self, message: str = "Stopped by the asker") -> None:
+        super().__init__(message)
+        self.result: AnswerResult | None = None
+
+
 SEARCH_ONLY_NOTE = (
     "No language model is connected, so this is a search-only result: the passages below, best "
     "first, are exactly those that would have been sent to the model. (An administrator connects "
@@ -45,7 +56,7 @@ EventSink = Callable[[str, Any], None]
 
 @dataclass
 class AnswerResult:
-    mode: str  # "llm" or "search"
+    mode: str  # "llm", "search", or "stopped" (the asker stopped the model mid-answer)
     answer: str
     packing: Packing
     citations: list[CheckedCitation] = field(default_factory=list)
@@ -130,8 +141,8 @@ def answer_question(
         raise DocqaError(f"no passage fits a budget of {budget:,} tokens: the instructions and the question leave "
                          f"{room:,} tokens for sources, and the smallest passage found needs about {smallest:,}; "
                          "give a larger budget")
-    on_event("status", f"packed {len(packing.sources)} sources / {packing.tokens} tokens")
     on_packed(packing)
+    on_event("status", f"packed {len(packing.sources)} sources / {packing.tokens} tokens")
     usage: dict[str, Any] = {"budget": budget, "source_tokens": packing.tokens}
     if llm is None:
         # Read by a person, not a model: best first (the model gets them in the canonical order).
@@ -163,6 +174,17 @@ def out_of_room(exc: ReasoningExhausted, tried: str) -> ReasoningExhausted:
                               "or ask a narrower question")
 
 
+def finish(result: AnswerResult, content: list[str], reasoning: list[str], first_token_ms: int | None,
+           started: float) -> None:
+    result.answer = "".join(content).strip()
+    result.reasoning = "".join(reasoning)
+    details = result.usage.get("prompt_tokens_details") or {}
+    # vLLM's prefix cache: prompt tokens served from cache (with --enable-prompt-tokens-details).
+    result.usage["cached_tokens"] = int(details.get("cached_tokens") or 0)
+    result.usage["first_token_ms"] = first_token_ms
+    result.usage["latency_ms"] = int((time.monotonic() - started) * 1000)
+
+
 def generate(
     question: str,
     packing: Packing,
@@ -182,25 +204,30 @@ def generate(
         messages, max_completion_tokens=max_completion_tokens, effort=effort, cache_salt=cache_salt
     )
     first_token_ms = None
-    for event in stream:
-        if event.kind in ("content", "reasoning") and first_token_ms is None:
-            first_token_ms = int((time.monotonic() - started) * 1000)
-        if event.kind == "content":
-            content.append(event.text)
-        elif event.kind == "reasoning":
-            reasoning.append(event.text)
-        elif event.kind == "finish":
-            result.finish_reason = event.text
-        elif event.kind == "usage":
-            result.usage = dict(event.data)
-        on_event(event.kind, event.text or event.data)
-    result.answer = "".join(content).strip()
-    result.reasoning = "".join(reasoning)
-    details = result.usage.get("prompt_tokens_details") or {}
-    # vLLM's prefix cache: prompt tokens served from cache (with --enable-prompt-tokens-details).
-    result.usage["cached_tokens"] = int(details.get("cached_tokens") or 0)
-    result.usage["first_token_ms"] = first_token_ms
-    result.usage["latency_ms"] = int((time.monotonic() - started) * 1000)
+    try:
+        for event in stream:
+            if event.kind in ("content", "reasoning") and first_token_ms is None:
+                first_token_ms = int((time.monotonic() - started) * 1000)
+            # Handed on first: on a stop the answer kept is what the asker was shown, no more.
+            on_event(event.kind, event.text or event.data)
+            if event.kind == "content":
+                content.append(event.text)
+            elif event.kind == "reasoning":
+                reasoning.append(event.text)
+            elif event.kind == "finish":
+                result.finish_reason = event.text
+            elif event.kind == "usage":
+                result.usage = dict(event.data)
+    except Stopped as stop:
+        stream.close()  # hangs up on the model server, which aborts the request
+        result.mode, result.finish_reason = "stopped", "stopped"
+        finish(result, content, reasoning, first_token_ms, started)
+        # What was written is kept and checked like any answer: a quote cut off by the stop fails.
+        result.citations = check_citations(result.answer, {s.label: s.text for s in packing.sources})
+        result.notes.append(f"{stop} before the model finished: the answer is incomplete.")
+        stop.result = result
+        raise
+    finish(result, content, reasoning, first_token_ms, started)
     if not result.answer:
         if result.finish_reason == "length":
             raise ReasoningExhausted("the model used its whole output budget on reasoning and wrote no answer")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -144,7 +144,7 @@ class VllmClient:
         max_completion_tokens: int,
         effort: str = "medium",
         cache_salt: str | None = None,
-    ) -> Iterator[StreamEvent]:
+    ) -> Generator[StreamEvent, None, None]:
         """Yield reasoning and content deltas, then finish and usage events."""
         body: dict[str, Any] = {
             "model": self.model,

@@ -57,6 +57,7 @@ MATRIX = [
     ("GET", "/api/v1/matters/acme/documents", READ),
     ("GET", "/api/v1/matters/acme/documents/{acme_doc}", READ),
     ("GET", "/api/v1/matters/acme/questions/999999", {**READ, "viewer": GONE, "editor": GONE, "manager": GONE}),
+    ("POST", "/api/v1/matters/acme/questions/999999/stop", {**READ, "viewer": GONE, "editor": GONE, "manager": GONE}),
     ("GET", "/api/v1/audit/events", AUDIT),
     ("GET", "/api/v1/audit/export.jsonl", AUDIT),
     # Ids of one matter asked for under another the user may read: nothing.
@@ -154,6 +155,47 @@ def test_ask_through_the_api_with_citations_and_private_answers(lease: dict[str,
     assert "sixty (60) days" in text["text"]
     assert AuditEvent.objects.filter(action="document.view", actor="api:ann").exists()
     assert AuditEvent.objects.filter(action="question.answer", actor="api:ann").count() == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_question_is_stopped_through_the_api_by_its_asker_only(lease: dict[str, Any], standin: Any) -> None:
+    """The stop call reaches an answer in another request (here the whole-answer POST, waiting in
+    a thread): it hangs up on the model and comes back with what was written, mode `stopped`."""
+    import threading
+    import time
+
+    from django.db import connections
+
+    from docqa.models import Question
+
+    standin.mode, standin.delay = "slow", 0.2
+    answered: list[Any] = []
+
+    def ask() -> None:
+        try:
+            answered.append(Client().post("/api/v1/matters/lease/questions",
+                                          json.dumps({"question": QUESTION, "effort": "low"}),
+                                          content_type="application/json", **bearer(lease["ann"])))
+        finally:
+            connections.close_all()  # this thread's own
+
+    asking = threading.Thread(target=ask)
+    asking.start()
+    deadline = time.monotonic() + 20
+    while not standin.requests and time.monotonic() < deadline:  # the model is writing
+        time.sleep(0.05)
+    asked = Question.objects.get(text=QUESTION)
+    client = Client()
+    path = f"/api/v1/matters/lease/questions/{asked.id}/stop"
+    assert client.post(path, **bearer(lease["bob"])).status_code == 404  # not bob's question
+    assert client.post(path, **bearer(lease["ann"])).json() == {
+        "detail": "stopping", "question": asked.id, "conversation": asked.conversation_id}
+    asking.join(20)
+    stopped = answered[0].json()
+    assert answered[0].status_code == 200 and stopped["mode"] == "stopped" and stopped["sources"]
+    assert stopped["notes"] == ["Stopped by the asker before the model finished: the answer is incomplete."]
+    assert client.post(path, **bearer(lease["ann"])).status_code == 409  # nothing left to stop
+    assert AuditEvent.objects.get(action="question.stop").actor == "api:ann"
 
 
 @pytest.mark.django_db(transaction=True)

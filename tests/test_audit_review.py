@@ -98,21 +98,32 @@ def test_replay_shows_what_the_model_was_given_and_checks_it(trail: dict) -> Non
     assert AuditEvent.objects.filter(action="audit.replay", actor="web:aud").count() == 3
 
 
-@pytest.mark.parametrize("sent", [True, False])
-def test_replay_of_a_failed_answer_says_whether_the_model_was_sent_its_passages(trail: dict, sent: bool) -> None:
+def replayed(trail: dict) -> tuple[AuditEvent, str, str]:
+    """The latest answer's audit event, its replay page and the audit list of answers, as the auditor sees them."""
+    event = AuditEvent.objects.filter(action="question.answer").latest("id")
+    auditor = client_for(trail["aud"])
+    return (event, auditor.get(f"/audit/{event.id}/").content.decode(),
+            auditor.get("/audit/", {"action": "question.answer"}).content.decode())
+
+
+def second_question(trail: dict) -> tuple[Question, PackedSource]:
+    """Another question of ann's, and the passage its answer is packed with."""
     question = Question.objects.create(matter=trail["acme"], user=trail["ann"], actor="web:ann",
                                        text="Who may terminate?", effort="low", budget=16384)
-    source = PackedSource(label="S1", document_id=7, path="msa.txt", page=None, start=0, end=len(PASSAGE),
-                          text=PASSAGE, score=1.0, tokens=15, version="v1")
+    return question, PackedSource(label="S1", document_id=7, path="msa.txt", page=None, start=0, end=len(PASSAGE),
+                                  text=PASSAGE, score=1.0, tokens=15, version="v1")
+
+
+@pytest.mark.parametrize("sent", [True, False])
+def test_replay_of_a_failed_answer_says_whether_the_model_was_sent_its_passages(trail: dict, sent: bool) -> None:
+    question, source = second_question(trail)
     found = AnswerResult("error", "", Packing([source], [], 20, 16000), model="gpt-oss-120b" if sent else "",
                          notes=["The model did not answer"])
     record_answer(question, None, time.monotonic(), error="the language model timed out", found=found, was_sent=sent)
 
-    event = AuditEvent.objects.filter(action="question.answer").latest("id")
-    page = client_for(trail["aud"]).get(f"/audit/{event.id}/").content.decode()
+    event, page, listed = replayed(trail)
 
     assert event.detail["sources_sent"] is sent and event.detail["sources"][0]["path"] == "msa.txt"
-    listed = client_for(trail["aud"]).get("/audit/", {"action": "question.answer"}).content.decode()
     assert listed.count('class="badge bad" title="the language model timed out">failed</span>') == 1  # not the answered one
     assert "Failed:</strong> the language model timed out" in page and "text matches its SHA-256" in page
     if sent:
@@ -120,6 +131,28 @@ def test_replay_of_a_failed_answer_says_whether_the_model_was_sent_its_passages(
     else:
         assert "Passages found, not sent to the model (shown in place of an answer)" in page
         assert "no connection to the model" in page
+
+
+@pytest.mark.parametrize("sent", [True, False])
+def test_replay_of_a_stopped_answer_shows_what_was_written_and_what_was_sent(trail: dict, sent: bool) -> None:
+    question, source = second_question(trail)
+    note = ("Stopped by the asker before the model finished: the answer is incomplete." if sent else
+            "Stopped by the asker before the model was asked: nothing was sent to it.")
+    stopped = AnswerResult("stopped", "Either party may" if sent else "", Packing([source], [], 20, 16000),
+                           model="gpt-oss-120b" if sent else "", notes=[note])
+    record_answer(question, stopped, time.monotonic(), was_sent=sent)
+
+    event, page, listed = replayed(trail)
+
+    assert event.detail["mode"] == "stopped" and event.detail["sources_sent"] is sent and not event.detail["error"]
+    assert listed.count(f'class="badge" title="{note}">stopped</span>') == 1 and "failed</span>" not in listed
+    assert f'<span class="badge">stopped</span> {note}' in page and "Failed:" not in page
+    assert "matches the stored answer" in page and "text matches its SHA-256" in page
+    if sent:
+        assert "What the model was sent before it was stopped" in page and "model gpt-oss-120b" in page
+    else:
+        assert "Passages found, not sent to the model (shown in place of an answer)" in page
+        assert "nothing sent to the model" in page
 
 
 def test_exports_stream_the_filtered_rows_and_are_audited(trail: dict) -> None:

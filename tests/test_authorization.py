@@ -93,6 +93,7 @@ MATRIX = [
     ("POST", "/m/acme/ask/stream", {**READERS, "viewer": 400, "editor": 400, "manager": 400}),
     ("GET", "/m/acme/c/999999/", {**READERS, "viewer": GONE, "editor": GONE, "manager": GONE}),
     ("GET", "/m/acme/q/999999/", {**READERS, "viewer": GONE, "editor": GONE, "manager": GONE}),
+    ("POST", "/m/acme/q/999999/stop", {**READERS, "viewer": GONE, "editor": GONE, "manager": GONE}),
     ("GET", "/m/acme/documents/{acme_doc}/", READERS),
     ("GET", "/m/acme/documents/{acme_doc}/?start=0&end=20", READERS),
     ("GET", "/m/acme/documents/{acme_doc}/file", READERS),

@@ -147,7 +147,28 @@ def test_ask_watch_it_stream_check_a_citation_follow_up_and_sync(browser: Any, s
     assert page.get_by_label("Follow-up question").input_value() == "Which law governs it?"
     failed.scroll_into_view_if_needed()
     shot(page, "06c-model-failed")
-    site["standin"].mode = "slow"
+
+    # Asked again, the answer heads the wrong way: Stop hangs up on the model and keeps what was
+    # written, said to be incomplete; the question stays in the box.
+    site["standin"].mode, site["standin"].delay = "slow", 0.3
+    page.get_by_role("button", name="Ask").click()
+    page.locator("#live-answer").filter(has_text=re.compile(r"\w")).wait_for()
+    shot(page, "06d-streaming-with-stop")
+    page.get_by_role("button", name="Stop").click()
+    stopped = page.locator("#turns .turn").nth(3)
+    stopped.wait_for()
+    assert "Stopped by the asker" in stopped.locator(".note").inner_text() and stopped.locator(".error").count() == 0
+    assert stopped.locator(".answer").inner_text().strip() and page.locator("#live").is_hidden()
+    assert page.get_by_label("Follow-up question").input_value() == "Which law governs it?"
+    assert page.get_by_role("button", name="Stop").is_hidden()
+    for _ in range(50):  # the model server notices the hang-up at its next write or two
+        if site["standin"].hangups:
+            break
+        page.wait_for_timeout(100)
+    assert site["standin"].hangups == 1
+    stopped.scroll_into_view_if_needed()
+    shot(page, "06e-stopped")
+    site["standin"].delay = 0.05
 
     # An editor uploads a file and watches the sync finish on the run page.
     page.get_by_role("link", name="Runs").click()

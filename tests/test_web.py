@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,33 @@ def test_anonymous_users_are_sent_to_sign_in(indexed: Matter) -> None:
     for url in ("/", "/m/lease/", "/m/lease/documents/"):
         response = Client().get(url)
         assert response.status_code == 302 and response.url.startswith("/login/")
+
+
+def test_every_page_sends_strangers_to_sign_in(indexed: Matter) -> None:
+    """Each route of the site, asked for by GET and by POST without signing in, gives away nothing:
+    a page sends the visitor to sign in, the API and the OpenAI-compatible endpoint answer 401
+    (they take a token). A route added later is covered without naming it here."""
+    from django.urls import URLPattern, get_resolver
+
+    public = {"healthz", "login", "logout"}  # the liveness probe and signing in/out
+    values = {"slug": "lease", "fmt": "csv", "action": "cancel"}  # any other part is an id
+    checked = 0
+    for route in get_resolver().url_patterns:
+        if not isinstance(route, URLPattern) or route.name in public:
+            continue  # admin/ and api/v1/ include their own routes, checked below
+        path = "/" + re.sub(r"<(?:\w+:)?(\w+)>", lambda m: values.get(m.group(1), "1"), str(route.pattern))
+        for method in (Client().get, Client().post):
+            response = method(path)
+            checked += 1
+            if path.startswith("/v1/") or route.name == "metrics":
+                assert response.status_code in (401, 403, 404, 405), (path, response.status_code)  # metrics: 404 without its token
+            else:
+                assert response.status_code in (302, 405) and (response.status_code == 405 or
+                                                               response.url.startswith("/login/")), (path, method)
+    assert checked >= 40  # 24 routes today, each by GET and POST
+    for path in ("/api/v1/matters", "/api/v1/matters/lease/questions/1/stop", "/api/v1/audit/events"):
+        assert Client().post(path).status_code in (401, 405) and Client().get(path).status_code in (401, 405)
+    assert Client().get("/admin/").status_code == 302
 
 
 def test_sign_in_page_logs_a_member_in(indexed: Matter) -> None:
@@ -390,6 +418,98 @@ def test_stream_reports_failures_as_messages(indexed: Matter, standin: Any, monk
     # The model hears the whole thread, failed turns included, so "it" in a follow-up means something.
     sent = [m["content"] for m in standin.requests[-1]["messages"][2:]]
     assert "(No answer was given to this question.)" in sent and sent.count("Question: And the notice?") == 2
+
+
+def events_of(response: Any) -> Iterator[tuple[str, dict[str, Any]]]:
+    """A server-sent-events response's events as they arrive."""
+    import json
+
+    for part in response.streaming_content:
+        for block in part.decode().split("\n\n"):
+            lines = dict(line.split(": ", 1) for line in block.splitlines() if not line.startswith(":"))
+            if "event" in lines:
+                yield lines["event"], json.loads(lines["data"])
+
+
+def wait_for(check: Any, seconds: float = 10.0) -> Any:
+    import time
+
+    deadline = time.monotonic() + seconds
+    while not (found := check()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return found
+
+
+def test_stop_hangs_up_on_the_model_and_keeps_what_was_written(indexed: Matter, standin: Any) -> None:
+    from docqa.models import Answer
+
+    standin.mode, standin.delay = "slow", 0.2
+    ann = member(indexed, "ann")
+    response = ann.post("/m/lease/ask/stream", {"question": "What is the monthly rent?", "effort": "low"})
+    asked, written, stopped = None, "", None
+    for kind, data in events_of(response):
+        if kind == "asked":  # the question's id comes first: from here on it can be stopped
+            asked = data["question"]
+            bob = member(indexed, "bob")  # another member of the matter may not stop it
+            assert bob.post(f"/m/lease/q/{asked}/stop").status_code == 404
+        elif kind == "token":
+            written += data["text"]
+            if stopped is None:
+                stopped = ann.post(f"/m/lease/q/{asked}/stop")
+                assert stopped.status_code == 202
+                assert ann.post(f"/m/lease/q/{asked}/stop").status_code == 409  # once is enough
+        elif kind == "done":
+            assert data == {"question": asked, "conversation": data["conversation"], "mode": "stopped"}
+    assert wait_for(lambda: standin.hangups == 1)  # the model server saw the client go: vLLM aborts there
+    answer = Answer.objects.get(question_id=asked)
+    assert answer.mode == "stopped" and not answer.error and answer.text and answer.sources and answer.model
+    assert written.strip().startswith(answer.text)
+    assert answer.notes == ["Stopped by the asker before the model finished: the answer is incomplete."]
+    block = ann.get(f"/m/lease/q/{asked}/").content.decode()
+    assert "Stopped by the asker" in block and "<h4>Cited sources</h4>" in block and 'class="error"' not in block
+    stop_event = AuditEvent.objects.get(action="question.stop")
+    assert stop_event.actor == "web:ann" and stop_event.detail["question"] == asked
+    recorded = AuditEvent.objects.filter(action="question.answer").latest("id").detail
+    assert recorded["mode"] == "stopped" and recorded["sources_sent"] is True and recorded["answer"] == answer.text
+    assert ann.post(f"/m/lease/q/{asked}/stop").status_code == 409  # answered: nothing left to stop
+    # A follow-up tells the model the stopped turn had no answer, rather than half of one.
+    standin.mode = "normal"
+    stream(ann, "/m/lease/ask/stream", {"question": "And the notice?", "effort": "low",
+                                        "conversation": answer.question.conversation_id})
+    assert "(No answer was given to this question.)" in [m["content"] for m in standin.requests[-1]["messages"]]
+    whole = stream(ann, "/m/lease/ask/stream", {"question": "What is the monthly rent?", "effort": "low"})[-1][1]
+    full = Answer.objects.get(question_id=whole["question"]).text
+    assert full.startswith(answer.text) and len(answer.text) < len(full)  # what was written, and no more
+
+
+def test_a_client_that_leaves_mid_answer_stops_the_model(indexed: Matter, standin: Any) -> None:
+    from docqa.models import Answer
+
+    standin.mode, standin.delay = "slow", 0.2
+    response = member(indexed).post("/m/lease/ask/stream", {"question": "What is the monthly rent?", "effort": "low"})
+    events = events_of(response)
+    asked = next(data["question"] for kind, data in events if kind == "asked")
+    next(data for kind, data in events if kind == "token")
+    response.close()  # the page was closed: the server closes the stream's generator
+    assert wait_for(lambda: standin.hangups == 1)
+    answer = wait_for(lambda: Answer.objects.filter(question_id=asked).first())
+    assert answer.mode == "stopped" and answer.notes[0].startswith("Stopped because the client left")
+
+
+def test_a_question_stopped_before_the_model_was_asked_sends_it_nothing(indexed: Matter, standin: Any) -> None:
+    from docqa import actions
+    from docqa.models import Answer
+    from inference.answer import Stopped
+
+    def stop_once_packed(kind: str, data: Any) -> None:
+        if kind == "status" and str(data).startswith("packed"):
+            raise Stopped()
+
+    outcome = actions.do_ask(indexed, "What is the monthly rent?", actor="test", on_event=stop_once_packed)
+    answer = Answer.objects.get(question=outcome.question)
+    assert answer.mode == "stopped" and not answer.model and answer.sources and not standin.requests
+    assert answer.notes == ["Stopped by the asker before the model was asked: nothing was sent to it."]
+    assert AuditEvent.objects.filter(action="question.answer").latest("id").detail["sources_sent"] is False
 
 
 def test_conversations_and_answers_are_private_to_their_user(indexed: Matter, standin: Any) -> None:

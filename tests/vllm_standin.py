@@ -8,7 +8,8 @@ sentence that best matches the question and cites its label, so tests can check 
 
 Modes (set `server.mode`): normal, error (HTTP 500), mid_stream_error, length (reasoning uses
 the whole budget; content null), length_unless_low (the same except at low effort), empty (stop
-with no content), slow (`delay` s between chunks),
+with no content), slow (`delay` s between chunks; `hangups` counts the answers whose client hung
+up before the end, which vLLM aborts),
 dead (accepts the request and never answers). `reasoning_field` is "reasoning",
 "reasoning_content" or "both", like the vLLM versions that emit them.
 
@@ -79,6 +80,7 @@ class VllmStandin:
         self.append = ""  # added to every answer, to script what a model might also write
         self.requests: list[dict[str, Any]] = []
         self.received_at: list[float] = []  # perf_counter() as each POST's body had fully arrived
+        self.hangups = 0  # answers whose client hung up before the end (vLLM aborts those requests)
         self._prompts: list[list[int]] = []
         self._stop = threading.Event()
         self._httpd = StandinServer(("127.0.0.1", 0), self._handler())
@@ -286,8 +288,12 @@ class VllmStandin:
 
         def emit(payload: Any) -> None:
             data = payload if isinstance(payload, str) else json.dumps(payload, separators=(",", ":"))
-            handler.wfile.write(f"data: {data}\n\n".encode())
-            handler.wfile.flush()
+            try:
+                handler.wfile.write(f"data: {data}\n\n".encode())
+                handler.wfile.flush()
+            except (BrokenPipeError, ConnectionResetError):
+                self.hangups += 1  # the client went away: vLLM aborts the request here
+                raise
             if self.mode == "slow":
                 time.sleep(self.delay)
 

@@ -11,6 +11,8 @@
   var button = document.getElementById("ask-button");
   var conversation = document.getElementById("id_conversation");
   var question = document.getElementById("id_question");
+  var stopButton = document.getElementById("stop-button");
+  var asked = null, stopWanted = false;  // the question being answered (its id), and whether to stop it
 
   function copyButtons(root) {
     root.querySelectorAll("[data-copy]").forEach(function (b) {
@@ -36,7 +38,35 @@
     if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) { e.preventDefault(); form.requestSubmit(); }
   });
 
+  function stop() {  // the server hangs up on the model and records what was written; the stream then ends
+    if (stopButton.hidden || stopWanted) return;
+    stopWanted = true;
+    stopButton.disabled = true;
+    stopButton.textContent = "Stopping…";
+    statusLine.textContent = "Stopping…";
+    if (asked !== null) sendStop();  // else it is not recorded yet: stopped as soon as its id comes
+  }
+
+  function sendStop() {
+    var token = form.querySelector("[name=csrfmiddlewaretoken]").value;
+    fetch(form.getAttribute("data-block") + asked + "/stop", {method: "POST", credentials: "same-origin",
+                                                             headers: {"X-CSRFToken": token}})
+      .then(function (r) {
+        if (r.status === 409) statusLine.textContent = "Finishing (it was already done)…";
+        else if (!r.ok) throw new Error("the server answered " + r.status);
+      })
+      .catch(function (err) {
+        statusLine.textContent = "Could not stop: " + err.message + ".";
+        stopWanted = false;
+        stopButton.disabled = false;
+        stopButton.textContent = "Stop";
+      });
+  }
+  stopButton.addEventListener("click", stop);
+  document.addEventListener("keydown", function (e) { if (e.key === "Escape") stop(); });
+
   function finish(ok) {
+    stopButton.hidden = true;
     button.disabled = false;
     button.textContent = "Ask";
     if (ok) { question.value = ""; }
@@ -44,15 +74,18 @@
   }
 
   function handle(name, data) {
-    if (name === "status") {
-      statusLine.textContent = data.text.charAt(0).toUpperCase() + data.text.slice(1) + "…";
+    if (name === "asked") {
+      asked = data.question;
+      if (stopWanted) sendStop();
+    } else if (name === "status") {
+      if (!stopWanted) statusLine.textContent = data.text.charAt(0).toUpperCase() + data.text.slice(1) + "…";
     } else if (name === "token") {
       answer.textContent += data.text;
-      statusLine.textContent = "Generating…";
+      if (!stopWanted) statusLine.textContent = "Generating…";
     } else if (name === "reasoning") {
       reasoning.textContent += data.text;
       reasoningBox.hidden = false;
-      statusLine.textContent = "Reasoning…";
+      if (!stopWanted) statusLine.textContent = "Reasoning…";
     } else if (name === "error") {
       // The question was recorded in a thread: a follow-up continues it.
       if (data.conversation) enterConversation(data.conversation);
@@ -114,7 +147,10 @@
     document.getElementById("live-question").textContent = question.value;
     answer.textContent = ""; reasoning.textContent = ""; reasoningBox.hidden = true; reasoningBox.open = false;
     errorLine.hidden = true; statusLine.textContent = "Sending…";
+    asked = null; stopWanted = false;
+    stopButton.hidden = false; stopButton.disabled = false; stopButton.textContent = "Stop";
     live.hidden = false;
+    live.scrollIntoView({block: "nearest"});  // the answer is watched as it comes
     var ok = false;
     fetch(form.getAttribute("data-stream"), {method: "POST", body: new FormData(form), credentials: "same-origin",
                                             headers: {"Accept": "text/event-stream"}})
@@ -134,7 +170,7 @@
                 else if (line.indexOf("data: ") === 0) data += line.slice(6);
               });
               if (!data) return;
-              if (name === "done") ok = true;
+              if (name === "done") ok = JSON.parse(data).mode !== "stopped";  // a stopped question stays in the box
               var p = handle(name, JSON.parse(data));
               if (p) pending.push(p);
             });
