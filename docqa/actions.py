@@ -780,12 +780,13 @@ def do_stop(question: Question, actor: str) -> bool:
     return bool(asked)
 
 
-STOP_POLL_S = 0.5  # how often an answering thread looks for a stop request in the database
+STOP_POLL_S = 0.5  # how often an answering thread looks for a stop request while the model writes
 
 
 class StopWatch:
     """Tells an answering thread when to stop: its client left (`leave`, the same process), or
-    the asker asked for it (`do_stop`, any process; looked up at most every STOP_POLL_S)."""
+    the asker asked for it (`do_stop`, any process; looked up in the database at each step of
+    the search and at most every STOP_POLL_S while the model writes)."""
 
     def __init__(self) -> None:
         self.left = threading.Event()
@@ -802,7 +803,9 @@ class StopWatch:
         if self.left.is_set():
             raise Stopped("Stopped because the client left (the page was closed or the connection was lost)")
         now = time.monotonic()
-        if self.question is not None and now - self.looked >= STOP_POLL_S:
+        # At each step of the search (a few per question), so a stop pressed while searching is
+        # seen before the model is asked; while the model writes, at most every STOP_POLL_S.
+        if self.question is not None and (kind == "status" or now - self.looked >= STOP_POLL_S):
             self.looked = now
             if Question.objects.filter(id=self.question, stop_requested_at__isnull=False).exists():
                 raise Stopped("Stopped by the asker")

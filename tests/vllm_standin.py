@@ -13,7 +13,7 @@ up before the end, which vLLM aborts),
 dead (accepts the request and never answers). `reasoning_field` is "reasoning",
 "reasoning_content" or "both", like the vLLM versions that emit them.
 
-Run alone:  python -m tests.vllm_standin --port 8001
+Run alone:  python -m tests.vllm_standin --port 8001 [--mode slow --delay 0.2]
 """
 
 from __future__ import annotations
@@ -342,8 +342,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=8001)
     parser.add_argument("--api-key", default="")
+    parser.add_argument("--mode", default="normal", help="normal, slow, error, ... (the modes above)")
+    parser.add_argument("--delay", type=float, default=0.2, help="seconds between chunks in slow mode")
     args = parser.parse_args()
     server = VllmStandin(api_key=args.api_key)
+    server.mode, server.delay = args.mode, args.delay
     server._httpd.server_close()
     server._httpd = StandinServer(("127.0.0.1", args.port), server._handler())
     print(f"vLLM stand-in on {server.url}", flush=True)
