@@ -43,8 +43,9 @@ from docqa.models import (
     RunStatus,
     Source,
     path_starts,
+    sha256_text,
 )
-from inference.answer import AnswerResult, Stopped, answer_question
+from inference.answer import AnswerResult, Stopped, answer_question, fitting_history
 from inference.llm import LlmError, VllmClient
 from inference.pack import Packing, best_first
 from ingest.discover import plan_sync, walk_folder
@@ -613,13 +614,31 @@ NO_ANSWER = "(No answer was given to this question.)"
 
 def conversation_history(conversation: Conversation | None) -> list[tuple[str, str]]:
     """The conversation's earlier turns for the model, oldest first: each question with the
-    model's answer, or with NO_ANSWER when it failed or was answered by search alone, so that a
-    follow-up ("and can it be extended?") still has what "it" refers to."""
+    model's answer, or with NO_ANSWER when it failed, was stopped or was answered by search
+    alone, so that a follow-up ("and can it be extended?") still has what "it" refers to."""
+    return [(text, answer) for _, text, answer in conversation_turns(conversation)]
+
+
+def conversation_turns(conversation: Conversation | None) -> list[tuple[int, str, str]]:
+    """conversation_history with each turn's question id."""
     if conversation is None:
         return []
     turns = (Question.objects.filter(conversation=conversation, expired_at__isnull=True)
-             .order_by("-id").values_list("text", "answer__mode", "answer__text")[:HISTORY_TURNS])
-    return [(text, answer if mode == "llm" and answer else NO_ANSWER) for text, mode, answer in reversed(list(turns))]
+             .order_by("-id").values_list("id", "text", "answer__mode", "answer__text")[:HISTORY_TURNS])
+    return [(id_, text, answer_as_sent(mode, answer)) for id_, text, mode, answer in reversed(list(turns))]
+
+
+def answer_as_sent(mode: str | None, text: str | None) -> str:
+    """An earlier answer as a follow-up sends it to the model: the model's own, else NO_ANSWER."""
+    return text if mode == "llm" and text else NO_ANSWER
+
+
+def turns_sent(ids: list[int | None], history: list[tuple[str, str]]) -> list[dict[str, Any]]:
+    """The earlier turns that went with a question, for its answer's audit record: each one's
+    question id (None when the client sent the turn) and the sha256 of its question and of its
+    answer as sent, so a replay can prove them against what is stored."""
+    return [{"question": id_, "question_sha256": sha256_text(q), "answer_sha256": sha256_text(a)}
+            for id_, (q, a) in zip(ids, history, strict=True)]
 
 
 def previous_question(conversation: Conversation | None, text: str = "") -> str | None:
@@ -693,7 +712,15 @@ def do_ask(
     # The conversation's own earlier question, when the client did not send the turns itself
     # (a search-only turn has no answer for the model, but the follow-up still needs its words).
     previous = previous_question(conversation, text) if history is None else None
-    history = history if history is not None else conversation_history(conversation)
+    if history is None:
+        turns = conversation_turns(conversation)
+        history = [(q, a) for _, q, a in turns]
+        ids: list[int | None] = [id_ for id_, _, _ in turns]
+    else:
+        ids = [None] * len(history)
+    # Those that fit beside the sources, exactly as they go to the model (and into the trail).
+    history = fitting_history(history, used, text)
+    sent_turns = turns_sent(ids[len(ids) - len(history):], history)
     if conversation is None:
         conversation = Conversation.objects.create(matter=matter, user=user, actor=actor)
     question = Question.objects.create(matter=matter, user=user, actor=actor, text=text, effort=effort, budget=used,
@@ -726,7 +753,7 @@ def do_ask(
     except Stopped as stop:  # the asker's choice, not a failure: recorded as it stood, and returned
         result = stop.result or stopped_early(stop, sent[-1] if sent else None, used)
         result.notes += notes
-        record_answer(question, result, started, was_sent=stop.result is not None)
+        record_answer(question, result, started, was_sent=stop.result is not None, turns=sent_turns)
         return AskOutcome(question, result)
     except Exception as exc:  # recorded and audited, then re-raised for the caller to show
         # The passages were sent unless no connection to the model server was ever made (an
@@ -739,12 +766,12 @@ def do_ask(
                 else search_without_model(answer)
             if found is not None:
                 found.notes += notes
-        record_answer(question, None, started, error=str(exc), found=found, was_sent=was_sent)
+        record_answer(question, None, started, error=str(exc), found=found, was_sent=was_sent, turns=sent_turns)
         if isinstance(exc, DocqaError):
             exc.question, exc.conversation = question.id, conversation.id
         raise
     result.notes += notes
-    record_answer(question, result, started)
+    record_answer(question, result, started, turns=sent_turns)
     return AskOutcome(question, result)
 
 
@@ -864,9 +891,10 @@ def cited_source(source: Any, span: tuple[int, int] | None = None) -> dict[str, 
 
 
 def record_answer(question: Question, result: AnswerResult | None, started: float, error: str = "",
-                  found: AnswerResult | None = None, was_sent: bool = False) -> None:
+                  found: AnswerResult | None = None, was_sent: bool = False,
+                  turns: list[dict[str, Any]] | None = None) -> None:
     """Store the answer, or the `error` with the passages `found` in its place (`was_sent`: the model
-    was sent them before it failed), and audit it."""
+    was sent them before it failed), and audit it with the earlier `turns` sent (turns_sent)."""
     shown = result or found
     with transaction.atomic():
         answer = Answer.objects.create(
@@ -923,6 +951,8 @@ def record_answer(question: Question, result: AnswerResult | None, started: floa
                 ],
                 "citations": [{"label": c.label, "quote": c.quote, "status": c.status, "verified": c.verified,
                                "reason": c.reason} for c in citations],
+                # The earlier turns of the conversation the model was sent with the question.
+                **({"turns_sent": turns} if turns and shown and shown.model else {}),
                 # A failed or stopped answer's passages: sent to the model before it failed (or was
                 # stopped), or found without it.
                 **({"sources_sent": was_sent} if (error or answer.mode == "stopped") and answer.sources else {}),

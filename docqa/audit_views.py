@@ -24,8 +24,8 @@ from django.shortcuts import render
 from django.utils import timezone
 from django.views.decorators.http import require_GET
 
-from docqa.actions import record_audit
-from docqa.models import Answer, AuditEvent, sha256_text
+from docqa.actions import answer_as_sent, record_audit
+from docqa.models import Answer, AuditEvent, Question, sha256_text
 from docqa.permissions import role_in
 from docqa.retention import stored_text_sha256
 
@@ -88,9 +88,46 @@ def replay(request: HttpRequest, event_id: int) -> HttpResponse:
     record_audit(f"web:{request.user.get_username()}", "audit.replay", event.matter, {"event": event.id})
     return render(request, "docqa/audit_replay.html", {
         "event": event, "detail": detail, "sources": sources, "may_read": may_read,
+        "turns": replayed_turns(detail, event.matter, may_read),
         "answer_matches": answer is not None and recorded_sha256(detail.get("answer")) == stored_text_sha256(answer.text, gone),
         "reasoning": answer.reasoning if answer is not None else "",
     })
+
+
+def replayed_turns(detail: dict[str, Any], matter: Any, may_read: bool) -> list[dict[str, Any]]:
+    """The earlier turns the model was sent with the question, each checked against what is
+    stored: a turn of the conversation against its question and answer (as a follow-up sends
+    it), a turn the client sent against the question's `question.ask` event, which holds it."""
+    recorded = detail.get("turns_sent") or []
+    ids = [t["question"] for t in recorded if t.get("question")]
+    stored = {q.id: q for q in Question.objects.filter(id__in=ids, matter=matter).select_related("answer")}
+    events = {e.detail.get("question"): e.id for e in AuditEvent.objects.filter(action="question.answer", matter=matter)
+              .filter(detail__question__in=ids).only("id", "detail")} if ids else {}
+    asked = AuditEvent.objects.filter(action="question.ask", matter=matter, detail__question=detail.get("question")).first()
+    client = (asked.detail.get("history") or []) if asked else []
+    # The turns a client sent that fitted beside the sources: the latest of them.
+    from_client: Iterator[dict[str, Any]] = iter(client[len(client) - (len(recorded) - len(ids)):])
+    turns = []
+    for turn in recorded:
+        question_id = turn.get("question")
+        if question_id:
+            found = stored.get(question_id)
+            answer = getattr(found, "answer", None) if found else None
+            gone = found is not None and found.expired_at is not None
+            text = found.text if found else None
+            said = answer_as_sent(answer.mode, answer.text) if answer else None
+            hashes = (stored_text_sha256(text, gone) if found else None, stored_text_sha256(said, gone) if said else None)
+        else:  # sent by the client (the OpenAI-compatible endpoint), kept with the question
+            entry = next(from_client, {})
+            text, said, gone = entry.get("text"), entry.get("answer"), isinstance(entry.get("text"), dict)
+            hashes = (recorded_sha256(text) if entry else None, recorded_sha256(said) if entry else None)
+        turns.append({
+            "question": question_id, "event": events.get(question_id),
+            "matches": hashes == (turn.get("question_sha256"), turn.get("answer_sha256")),
+            "text": text if may_read and not gone else None, "answer": said if may_read and not gone else None,
+            "expired": gone,
+        })
+    return turns
 
 
 @require_GET

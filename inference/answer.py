@@ -88,6 +88,15 @@ def source_budget(budget: int, question: str) -> int:
     return max(0, budget - fixed - HARMONY_OVERHEAD - SAFETY_MARGIN)
 
 
+def fitting_history(history: Sequence[Turn], budget: int, question: str) -> list[Turn]:
+    """The earlier turns sent with `question`: they may take at most half the room for sources,
+    and the oldest go first."""
+    kept = list(history)
+    while kept and history_tokens(kept, count_tokens) > source_budget(budget, question) // 2:
+        kept.pop(0)
+    return kept
+
+
 def retrieval_limit(tokens: int) -> int:
     # Chunks average ~170 o200k tokens: fetch enough candidates to fill the budget, and a few more.
     return max(20, min(2000, tokens // 120 + 10))
@@ -117,10 +126,7 @@ def answer_question(
     when not given), which a follow-up is searched together with. `on_packed` is given the
     packing before the model is asked (what it was sent, should it then fail)."""
     on_event("status", "retrieving")
-    history = list(history)
-    # Earlier turns may take at most half the room; the oldest go first.
-    while history and history_tokens(history, count_tokens) > source_budget(budget, question) // 2:
-        history.pop(0)
+    history = fitting_history(history, budget, question)
     room = max(0, source_budget(budget, question) - history_tokens(history, count_tokens))
     # A follow-up ("and the notice period?") is searched together with the question before it.
     previous = previous if previous is not None else (history[-1][0] if history else None)

@@ -268,6 +268,16 @@ def test_an_openai_client_asks_a_matter_and_gets_the_citations(lease: dict[str, 
     assert "Sources:" in "".join(c["choices"][0]["delta"].get("content", "") for c in chunks)
     asked = AuditEvent.objects.filter(action="question.ask", actor="api:ann").order_by("-id").first()
     assert asked is not None and asked.detail["history"] == [{"text": QUESTION, "answer": content}]  # what it was sent
+    # The answer's record proves which turns went with it; a replay checks them against that event.
+    from docqa.audit_views import replayed_turns
+    from docqa.models import sha256_text
+
+    answered = AuditEvent.objects.filter(action="question.answer", actor="api:ann").latest("id")
+    assert answered.detail["turns_sent"] == [{"question": None, "question_sha256": sha256_text(QUESTION),
+                                              "answer_sha256": sha256_text(content)}]
+    replayed = replayed_turns(answered.detail, answered.matter, may_read=True)
+    assert replayed == [{"question": None, "event": None, "matches": True, "text": QUESTION, "answer": content,
+                         "expired": False}]
 
     too_long = {**request, "messages": [{"role": "user", "content": "Who pays? " + " " * 20_000 + "; b?"}]}
     for bad, status, code in (({**request, "model": "docqa/nope"}, 404, "model_not_found"),

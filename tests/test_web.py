@@ -512,6 +512,58 @@ def test_a_question_stopped_before_the_model_was_asked_sends_it_nothing(indexed:
     assert AuditEvent.objects.filter(action="question.answer").latest("id").detail["sources_sent"] is False
 
 
+NO_ANSWER_SHOWN = '<div class="answer">(No answer was given to this question.)</div>'
+
+
+def test_a_replay_lists_and_checks_the_earlier_turns_sent_with_the_question(indexed: Matter, standin: Any) -> None:
+    from django.contrib.auth.models import Permission
+
+    from docqa.models import Answer, sha256_text
+
+    ann = member(indexed)
+    first = stream(ann, "/m/lease/ask/stream", {"question": "What is the monthly rent?", "effort": "low"})[-1][1]
+    standin.mode = "error"
+    thread = {"effort": "low", "conversation": first["conversation"]}
+    failed = stream(ann, "/m/lease/ask/stream", {"question": "And the notice?", **thread})[-1][1]
+    standin.mode = "normal"
+    last = stream(ann, "/m/lease/ask/stream", {"question": "Who may terminate?", **thread})[-1][1]
+
+    answered = AuditEvent.objects.filter(action="question.answer").latest("id")
+    said = [m["content"] for m in standin.requests[-1]["messages"] if m["role"] == "assistant"]
+    assert said[1] == "(No answer was given to this question.)"
+    assert answered.detail["question"] == last["question"] and answered.detail["turns_sent"] == [
+        {"question": first["question"], "question_sha256": sha256_text("What is the monthly rent?"),
+         "answer_sha256": sha256_text(said[0])},
+        {"question": failed["question"], "question_sha256": sha256_text("And the notice?"),
+         "answer_sha256": sha256_text(said[1])}]  # exactly what the model was sent
+    # The failed turn's own record names the turn it was sent with (its passages reached the server).
+    assert AuditEvent.objects.filter(action="question.answer").order_by("id")[1].detail["turns_sent"][0]["question"] \
+        == first["question"]
+
+    aud = User.objects.create_user("aud", password="pw-123456", is_staff=True)
+    aud.user_permissions.add(Permission.objects.get(codename="view_auditevent"))
+    Membership.objects.create(matter=indexed, user=aud, role=Role.VIEWER)
+    auditor = Client()
+    auditor.force_login(aud)
+    page = auditor.get(f"/audit/{answered.id}/").content.decode()
+    assert "Earlier turns sent with the question (2)" in page and page.count("matches its SHA-256</span>") == 2 + 1
+    first_event = AuditEvent.objects.filter(action="question.answer").order_by("id")[0]
+    assert f'href="/audit/{first_event.id}/"' in page and NO_ANSWER_SHOWN in page
+    # Retention replaces the texts by their hashes: the turns still check, their texts are gone.
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from docqa.retention import expire_content
+
+    expire_content(days=1, now=timezone.now() + timedelta(days=2))
+    page = auditor.get(f"/audit/{answered.id}/").content.decode()
+    assert page.count("matches its SHA-256</span>") == 3 and "does not match" not in page
+    assert page.count('<span class="badge">expired</span>') == 2 and NO_ANSWER_SHOWN not in page
+    Answer.objects.filter(question_id=first["question"]).update(text="sha256:" + sha256_text("The rent is one dollar."))
+    assert "does not match its SHA-256" in auditor.get(f"/audit/{answered.id}/").content.decode()
+
+
 def test_conversations_and_answers_are_private_to_their_user(indexed: Matter, standin: Any) -> None:
     ann = member(indexed, "ann")
     done = stream(ann, "/m/lease/ask/stream", {"question": "What is the rent?", "effort": "low"})[-1][1]
