@@ -692,7 +692,7 @@ def do_ask(
     # budget asked for, else search-only's.
     used = asked or settings.SEARCH_ONLY_BUDGET
     if llm is not None:
-        emit("status", "contacting the language model")  # a server that hangs is not "sending" for minutes
+        on_event("status", "contacting the language model")  # a server that hangs is not "sending" for minutes
     try:
         ceiling = default_budget(effort)  # asks the model for its window: the first contact with the server
     except DocqaError as exc:  # down, not ready, or refusing the key or model: recorded below, then raised
@@ -751,6 +751,11 @@ def do_ask(
             raise failure
         result = answer(llm)
     except Stopped as stop:  # the asker's choice, not a failure: recorded as it stood, and returned
+        if stop.result is None and watch.generating and sent and llm is not None:
+            # Between the model's attempts (the retry at low effort): it was sent the passages.
+            stop.result = AnswerResult("stopped", "", sent[-1], model=llm.model, notes=[
+                f"{stop} before the model finished: the answer is incomplete."],
+                usage={"budget": used, "source_tokens": sent[-1].tokens})
         result = stop.result or stopped_early(stop, sent[-1] if sent else None, used)
         result.notes += notes
         record_answer(question, result, started, was_sent=stop.result is not None, turns=sent_turns)
@@ -796,15 +801,19 @@ def stopped_early(stop: Stopped, packing: Packing | None, budget: int) -> Answer
 
 def do_stop(question: Question, actor: str) -> bool:
     """Ask for `question`'s answer to stop (the Stop button, the API's stop call): the thread
-    answering it, in whichever web process, sees the request within STOP_POLL_S and hangs up on
-    the model. False when it has already been answered (nothing to stop)."""
+    answering it, in whichever web process, sees the request at its next step of the search, or
+    within STOP_POLL_S of the model's writing, and hangs up on the model (a model still reading
+    the prompt is hung up on at its first token). False when it has already been answered or
+    stopped. The question's row is locked, as record_answer locks it, so a stop is either asked
+    for before the answer is recorded (which then says so) or refused after."""
     with transaction.atomic():
-        asked = (Question.objects.filter(id=question.id, answer__isnull=True, stop_requested_at__isnull=True)
-                 .update(stop_requested_at=timezone.now()))
-        if asked:
-            record_audit(actor, "question.stop", question.matter, {"question": question.id,
-                                                                   "conversation": question.conversation_id})
-    return bool(asked)
+        locked = Question.objects.select_for_update().filter(id=question.id, stop_requested_at__isnull=True).first()
+        if locked is None or Answer.objects.filter(question_id=question.id).exists():
+            return False
+        Question.objects.filter(id=question.id).update(stop_requested_at=timezone.now())
+        record_audit(actor, "question.stop", question.matter, {"question": question.id,
+                                                               "conversation": question.conversation_id})
+    return True
 
 
 STOP_POLL_S = 0.5  # how often an answering thread looks for a stop request while the model writes
@@ -819,6 +828,7 @@ class StopWatch:
         self.left = threading.Event()
         self.question: int | None = None
         self.looked = 0.0
+        self.generating = False  # the model has been asked (it may have been sent the passages)
 
     def leave(self) -> None:
         self.left.set()
@@ -827,6 +837,8 @@ class StopWatch:
         """Called with every event of the answer: raises Stopped when it is time to stop."""
         if kind == "asked":  # the question is recorded: from now on it can be stopped (looked up from the next poll)
             self.question, self.looked = data["question"], time.monotonic()
+        if kind in ("finish", "usage") or self.question is None:
+            return  # the answer is whole by then; before the question is recorded there is nothing to stop
         if self.left.is_set():
             raise Stopped("Stopped because the client left (the page was closed or the connection was lost)")
         now = time.monotonic()
@@ -836,6 +848,8 @@ class StopWatch:
             self.looked = now
             if Question.objects.filter(id=self.question, stop_requested_at__isnull=False).exists():
                 raise Stopped("Stopped by the asker")
+        if kind == "status" and data == "generating":
+            self.generating = True  # from here on the request may reach the model
 
 
 def kept_passages(packing: Packing, budget: int, model: str) -> AnswerResult:
@@ -897,6 +911,11 @@ def record_answer(question: Question, result: AnswerResult | None, started: floa
     was sent them before it failed), and audit it with the earlier `turns` sent (turns_sent)."""
     shown = result or found
     with transaction.atomic():
+        # Locked as do_stop locks it: a stop asked for now, too late to cut the answer, is told.
+        late_stop = Question.objects.select_for_update().filter(id=question.id).values_list(
+            "stop_requested_at", flat=True).first()
+        if late_stop and shown is not None and shown.mode in ("llm", "search"):
+            shown.notes.append("Stop was pressed as the answer was being finished: it is kept whole.")
         answer = Answer.objects.create(
             question=question,
             mode=result.mode if result else "error",

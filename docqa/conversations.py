@@ -91,9 +91,14 @@ def source_line(s: dict[str, Any]) -> str:
     return f"[{s['label']}] {where}" + (f": {checks}" if checks else "")
 
 
+def stopped_lines(answer: Answer) -> list[str]:
+    """A stopped answer's copy says it is incomplete, as the page does."""
+    return [*answer.notes, ""] if answer.mode == "stopped" else []
+
+
 def answer_markdown(question: Question, answer: Answer, sources: list[dict[str, Any]], unknown: list[Any]) -> str:
     cited = [source_line(s) for s in sources if s.get("citations")] + [unknown_line(c) for c in unknown]
-    lines = [f"**Q:** {question.text}", "", answer.text or answer.error, ""]
+    lines = [f"**Q:** {question.text}", "", answer.text or answer.error, "", *stopped_lines(answer)]
     if cited:
         lines += ["**Sources**", ""] + [f"- {line}" for line in cited]
     return "\n".join(lines).strip() + "\n"
@@ -101,7 +106,7 @@ def answer_markdown(question: Question, answer: Answer, sources: list[dict[str, 
 
 def answer_plain(question: Question, answer: Answer, sources: list[dict[str, Any]], unknown: list[Any]) -> str:
     cited = [source_line(s) for s in sources if s.get("citations")] + [unknown_line(c) for c in unknown]
-    lines = [f"Q: {question.text}", "", answer.text or answer.error, ""]
+    lines = [f"Q: {question.text}", "", answer.text or answer.error, "", *stopped_lines(answer)]
     if cited:
         lines += ["Sources:", *cited]
     return "\n".join(lines).strip() + "\n"
@@ -142,8 +147,8 @@ def answer_block(request: HttpRequest, slug: str, question_id: int) -> HttpRespo
 @login_required
 @require_POST
 def stop(request: HttpRequest, slug: str, question_id: int) -> JsonResponse:
-    """The Stop button: the question's answering thread hangs up on the model within a moment
-    and records what was written. Only the asker may stop their own question."""
+    """The Stop button: the question's answering thread hangs up on the model (see do_stop for
+    when) and records what was written. Only the asker may stop their own question."""
     matter = matter_for(request.user, slug)
     question = Question.objects.filter(id=question_id, matter=matter, user=request.user).first()
     if question is None:
@@ -191,28 +196,30 @@ class Answering:
     def __init__(self) -> None:
         self.events: queue.Queue[tuple[str, Any] | None] = queue.Queue()
         self.watch = actions.StopWatch()
+        self.finished = False
 
     def emit(self, kind: str, data: Any) -> None:
         self.events.put((kind, data))
 
     def items(self) -> Iterator[tuple[str, Any] | None]:
-        """The events as they come, and None after each quiet HEARTBEAT_S. A client that stops
-        reading (it left: the server closes this generator) stops the answer, and so the model."""
-        finished = False
-        try:
-            while True:
-                try:
-                    item = self.events.get(timeout=HEARTBEAT_S)
-                except queue.Empty:
-                    yield None
-                    continue
-                if item is None:
-                    finished = True
-                    return
-                yield item
-        finally:
-            if not finished:
-                self.watch.leave()
+        """The events as they come, and None after each quiet HEARTBEAT_S."""
+        while True:
+            try:
+                item = self.events.get(timeout=HEARTBEAT_S)
+            except queue.Empty:
+                yield None
+                continue
+            if item is None:
+                self.finished = True
+                return
+            yield item
+
+    def close(self) -> None:
+        """The response is closed: by the end of the answer, or because its client left (the
+        server closes the stream's generator when a write fails), which stops the answer, and so
+        the model. Called from the stream's own `finally`."""
+        if not self.finished:
+            self.watch.leave()
 
 
 def ask_in_background(matter: Matter, question: str, **ask: Any) -> Answering:
@@ -250,14 +257,17 @@ def ask_in_background(matter: Matter, question: str, **ask: Any) -> Answering:
 
 
 def sse(answering: Answering) -> Iterator[str]:
-    yield ": answering\n\n"
-    for item in answering.items():
-        if item is None:
-            yield ": still working\n\n"
-            continue
-        kind, data = item
-        name = STREAMED.get(kind, kind if kind in ("done", "error") else "")
-        if not name:
-            continue
-        payload = json.dumps(data if isinstance(data, dict) else {"text": str(data)})
-        yield f"event: {name}\ndata: {payload}\n\n"
+    try:
+        yield ": answering\n\n"
+        for item in answering.items():
+            if item is None:
+                yield ": still working\n\n"
+                continue
+            kind, data = item
+            name = STREAMED.get(kind, kind if kind in ("done", "error") else "")
+            if not name:
+                continue
+            payload = json.dumps(data if isinstance(data, dict) else {"text": str(data)})
+            yield f"event: {name}\ndata: {payload}\n\n"
+    finally:
+        answering.close()

@@ -51,13 +51,14 @@ def exposition() -> str:
     lines: list[str] = []
     answers = Answer.objects.aggregate(
         total=Count("id"), llm=Count("id", filter=Q(mode="llm")), search=Count("id", filter=Q(mode="search")),
-        failed=Count("id", filter=Q(mode="error")), latency=Sum("latency_ms"),
+        failed=Count("id", filter=Q(mode="error")), stopped=Count("id", filter=Q(mode="stopped")),
+        latency=Sum("latency_ms"),
         prompt=tokens("prompt_tokens"), completion=tokens("completion_tokens"), cached=tokens("cached_tokens"),
         **{f"le{ms}": Count("id", filter=Q(latency_ms__lte=ms)) for ms in LATENCY_MS},
     )
     lines += metric("docqa_questions_total", "counter", "Questions answered, by how.",
                     [('{mode="llm"}', answers["llm"]), ('{mode="search"}', answers["search"]),
-                     ('{mode="error"}', answers["failed"])])
+                     ('{mode="error"}', answers["failed"]), ('{mode="stopped"}', answers["stopped"])])
     lines += metric("docqa_question_failures_total", "counter", "Questions whose answer path failed.",
                     [("", answers["failed"])])
     lines += histogram("docqa_question_latency_seconds", "Time to answer a question, retrieval to last token.",

@@ -162,20 +162,23 @@ def chunks(answering: Answering, model: str) -> Iterator[str]:
                 "choices": [{"index": 0, "delta": delta, "finish_reason": finish}], **extra}
         return f"data: {json.dumps(body)}\n\n"
 
-    yield chunk({"role": "assistant", "content": ""})
-    for item in answering.items():  # a client that hangs up stops the answer (and the model)
-        if item is None:  # reasoning can run for minutes with no content: keep proxies from closing
-            yield ": keep-alive\n\n"
-            continue
-        kind, data = item
-        if kind == "content":
-            yield chunk({"content": str(data)})
-        elif kind == "error":
-            yield f"data: {json.dumps({'error': {'message': data['message'], 'type': 'api_error'}})}\n\n"
-        elif kind == "done":
-            close_old_connections()
-            question = Question.objects.select_related("answer").get(id=data["question"])
-            extra, citations = sources_text(question)
-            yield chunk({"content": extra}, "stop", citations=citations)
-    yield "data: [DONE]\n\n"
+    try:
+        yield chunk({"role": "assistant", "content": ""})
+        for item in answering.items():
+            if item is None:  # reasoning can run for minutes with no content: keep proxies from closing
+                yield ": keep-alive\n\n"
+                continue
+            kind, data = item
+            if kind == "content":
+                yield chunk({"content": str(data)})
+            elif kind == "error":
+                yield f"data: {json.dumps({'error': {'message': data['message'], 'type': 'api_error'}})}\n\n"
+            elif kind == "done":
+                close_old_connections()
+                question = Question.objects.select_related("answer").get(id=data["question"])
+                extra, citations = sources_text(question)
+                yield chunk({"content": extra}, "stop", citations=citations)
+        yield "data: [DONE]\n\n"
+    finally:
+        answering.close()  # a client that hangs up stops the answer (and the model)
 

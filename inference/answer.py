@@ -155,20 +155,27 @@ def answer_question(
         best_first(packing.sources)
         return AnswerResult("search", SEARCH_ONLY_NOTE, packing, usage=usage)
     on_event("status", "generating")
+    retried = f"At {effort} effort the model spent its whole output budget reasoning, so it was asked again at low effort."
+    notes: list[str] = []
     try:
-        result = generate(question, packing, llm, effort, max_completion_tokens, on_event, cache_salt, history)
-    except ReasoningExhausted as exc:
-        if effort == "low":
-            raise out_of_room(exc, "at low effort already") from exc
-        # VLLM.md: reasoning can eat the whole output budget; retry once with less of it.
-        on_event("status", "reasoning used the whole output budget; retrying with low effort")
         try:
-            result = generate(question, packing, llm, "low", max_completion_tokens, on_event, cache_salt, history)
-        except ReasoningExhausted as again:
-            raise out_of_room(again, f"at {effort} effort and again at low effort") from again
-        result.notes.append(
-            f"At {effort} effort the model spent its whole output budget reasoning, so it was asked again at low effort."
-        )
+            result = generate(question, packing, llm, effort, max_completion_tokens, on_event, cache_salt, history)
+        except ReasoningExhausted as exc:
+            if effort == "low":
+                raise out_of_room(exc, "at low effort already") from exc
+            # VLLM.md: reasoning can eat the whole output budget; retry once with less of it.
+            on_event("status", "reasoning used the whole output budget; retrying with low effort")
+            notes.append(retried)
+            try:
+                result = generate(question, packing, llm, "low", max_completion_tokens, on_event, cache_salt, history)
+            except ReasoningExhausted as again:
+                raise out_of_room(again, f"at {effort} effort and again at low effort") from again
+            result.notes.append(retried)
+    except Stopped as stop:  # what was written is kept with the figures known so far
+        if stop.result is not None:
+            stop.result.usage = {**usage, **stop.result.usage}
+            stop.result.notes[:0] = notes
+        raise
     if result.finish_reason == "length":
         result.notes.append("The answer was cut off: the model reached its output limit before finishing.")
     result.usage = {**usage, **result.usage}

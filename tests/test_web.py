@@ -452,6 +452,9 @@ def test_stop_hangs_up_on_the_model_and_keeps_what_was_written(indexed: Matter, 
             asked = data["question"]
             bob = member(indexed, "bob")  # another member of the matter may not stop it
             assert bob.post(f"/m/lease/q/{asked}/stop").status_code == 404
+            other = Matter.objects.create(slug="other", name="Other")  # nor may ann under another matter
+            Membership.objects.create(matter=other, user=User.objects.get(username="ann"), role=Role.VIEWER)
+            assert ann.post(f"/m/other/q/{asked}/stop").status_code == 404
         elif kind == "token":
             written += data["text"]
             if stopped is None:
@@ -463,7 +466,7 @@ def test_stop_hangs_up_on_the_model_and_keeps_what_was_written(indexed: Matter, 
     assert wait_for(lambda: standin.hangups == 1)  # the model server saw the client go: vLLM aborts there
     answer = Answer.objects.get(question_id=asked)
     assert answer.mode == "stopped" and not answer.error and answer.text and answer.sources and answer.model
-    assert written.strip().startswith(answer.text)
+    assert written.strip() == answer.text  # what the asker was shown, no more and no less
     assert answer.notes == ["Stopped by the asker before the model finished: the answer is incomplete."]
     block = ann.get(f"/m/lease/q/{asked}/").content.decode()
     assert "Stopped by the asker" in block and "<h4>Cited sources</h4>" in block and 'class="error"' not in block
@@ -496,20 +499,46 @@ def test_a_client_that_leaves_mid_answer_stops_the_model(indexed: Matter, standi
     assert answer.mode == "stopped" and answer.notes[0].startswith("Stopped because the client left")
 
 
-def test_a_question_stopped_before_the_model_was_asked_sends_it_nothing(indexed: Matter, standin: Any) -> None:
+def stop_at(matter: Matter, when: Any) -> Any:
+    """Ask, and press Stop (do_stop, as the page's button does) at the first event `when` picks."""
     from docqa import actions
-    from docqa.models import Answer
-    from inference.answer import Stopped
+    from docqa.models import Answer, Question
 
-    def stop_once_packed(kind: str, data: Any) -> None:
-        if kind == "status" and str(data).startswith("packed"):
-            raise Stopped()
+    asked: list[int] = []
 
-    outcome = actions.do_ask(indexed, "What is the monthly rent?", actor="test", on_event=stop_once_packed)
-    answer = Answer.objects.get(question=outcome.question)
+    def hook(kind: str, data: Any) -> None:
+        if kind == "asked":
+            asked.append(data["question"])
+        elif when(kind, data) and len(asked) == 1:
+            asked.append(0)  # once
+            assert actions.do_stop(Question.objects.get(id=asked[0]), actor="web:ann")
+
+    outcome = actions.do_ask(matter, "What is the monthly rent?", actor="web:ann", effort="medium", on_event=hook)
+    return Answer.objects.get(question=outcome.question)
+
+
+def test_a_question_stopped_while_searching_sends_the_model_nothing(indexed: Matter, standin: Any) -> None:
+    answer = stop_at(indexed, lambda kind, data: data == "retrieving")  # seen at the search's next step
     assert answer.mode == "stopped" and not answer.model and answer.sources and not standin.requests
     assert answer.notes == ["Stopped by the asker before the model was asked: nothing was sent to it."]
     assert AuditEvent.objects.filter(action="question.answer").latest("id").detail["sources_sent"] is False
+
+
+def test_a_question_stopped_between_the_models_attempts_keeps_its_passages_as_sent(indexed: Matter,
+                                                                                   standin: Any) -> None:
+    standin.mode = "length_unless_low"  # the first attempt reasons to the end of its budget
+    answer = stop_at(indexed, lambda kind, data: kind == "finish")  # seen at the retry's status
+    assert answer.mode == "stopped" and answer.model and answer.sources and len(standin.requests) == 1
+    assert answer.notes == ["Stopped by the asker before the model finished: the answer is incomplete."]
+    recorded = AuditEvent.objects.filter(action="question.answer").latest("id").detail
+    assert recorded["sources_sent"] is True and recorded["model"] == answer.model
+
+
+def test_a_stop_too_late_to_cut_the_answer_says_so(indexed: Matter, standin: Any) -> None:
+    answer = stop_at(indexed, lambda kind, data: kind == "usage")  # the answer's last event
+    assert answer.mode == "llm" and "According to" in answer.text
+    assert answer.notes == ["Stop was pressed as the answer was being finished: it is kept whole."]
+    assert AuditEvent.objects.filter(action="question.stop").count() == 1
 
 
 NO_ANSWER_SHOWN = '<div class="answer">(No answer was given to this question.)</div>'

@@ -12,7 +12,9 @@
   var conversation = document.getElementById("id_conversation");
   var question = document.getElementById("id_question");
   var stopButton = document.getElementById("stop-button");
+  var scope = document.getElementById("id_scope");  // Esc there closes its list of folders
   var asked = null, stopWanted = false;  // the question being answered (its id), and whether to stop it
+  var answering = false;
 
   function copyButtons(root) {
     root.querySelectorAll("[data-copy]").forEach(function (b) {
@@ -48,14 +50,17 @@
   }
 
   function sendStop() {
-    var token = form.querySelector("[name=csrfmiddlewaretoken]").value;
-    fetch(form.getAttribute("data-block") + asked + "/stop", {method: "POST", credentials: "same-origin",
-                                                             headers: {"X-CSRFToken": token}})
+    var token = form.querySelector("[name=csrfmiddlewaretoken]").value, which = asked;
+    fetch(form.getAttribute("data-block") + which + "/stop", {method: "POST", credentials: "same-origin",
+                                                             headers: {"X-CSRFToken": token}, redirect: "manual"})
       .then(function (r) {
-        if (r.status === 409) statusLine.textContent = "Finishing (it was already done)…";
+        if (which !== asked) return;  // an earlier question's reply
+        if (r.status === 409) statusLine.textContent = "Finishing (it was already complete)…";
+        else if (r.type === "opaqueredirect") throw new Error("you are signed out");
         else if (!r.ok) throw new Error("the server answered " + r.status);
       })
       .catch(function (err) {
+        if (which !== asked) return;
         statusLine.textContent = "Could not stop: " + err.message + ".";
         stopWanted = false;
         stopButton.disabled = false;
@@ -63,9 +68,15 @@
       });
   }
   stopButton.addEventListener("click", stop);
-  document.addEventListener("keydown", function (e) { if (e.key === "Escape") stop(); });
+  document.addEventListener("keydown", function (e) {  // Esc stops, unless it closes something else first
+    if (e.key === "Escape" && !e.isComposing && !e.defaultPrevented && document.activeElement !== scope) stop();
+  });
+  window.addEventListener("beforeunload", function (e) {  // leaving the page stops the answer
+    if (answering) { e.preventDefault(); e.returnValue = ""; }
+  });
 
   function finish(ok) {
+    answering = false;
     stopButton.hidden = true;
     button.disabled = false;
     button.textContent = "Ask";
@@ -87,6 +98,7 @@
       reasoningBox.hidden = false;
       if (!stopWanted) statusLine.textContent = "Reasoning…";
     } else if (name === "error") {
+      stopButton.hidden = true;  // nothing left to stop
       // The question was recorded in a thread: a follow-up continues it.
       if (data.conversation) enterConversation(data.conversation);
       errorLine.textContent = data.message;
@@ -95,6 +107,7 @@
       // Its turn shows the error, and the passages found when it was the model that failed.
       if (data.question) return showTurn(data.question).catch(function () {});  // else the live error stays
     } else if (name === "done") {
+      stopButton.hidden = true;
       enterConversation(data.conversation);
       return showTurn(data.question);
     }
@@ -140,8 +153,10 @@
   }
 
   form.addEventListener("submit", function (e) {
+    if (answering) { e.preventDefault(); return; }  // one answer at a time (Ctrl+Enter while one comes)
     if (!question.value.trim()) return;
     e.preventDefault();
+    answering = true;
     button.disabled = true;
     button.textContent = "Working…";
     document.getElementById("live-question").textContent = question.value;
