@@ -17,7 +17,7 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import Group
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connections, transaction
 from django.db.models import Count, Max, Q, Sum
 from django.utils import timezone
 
@@ -46,7 +46,7 @@ from docqa.models import (
     sha256_text,
 )
 from inference.answer import AnswerResult, Stopped, answer_question, fitting_history
-from inference.llm import LlmError, VllmClient
+from inference.llm import LlmError, StopSignal, VllmClient
 from inference.pack import Packing, best_first
 from ingest.discover import plan_sync, walk_folder
 from ingest.errors import DocqaError
@@ -741,7 +741,7 @@ def do_ask(
             history=history, previous=previous, reranker=get_reranker(), documents=documents,
             # Prefix-cache entries are kept apart per matter, so one matter's cached
             # sources can never shorten (and so reveal) another's prompt timing.
-            cache_salt=f"matter-{matter.id}", on_packed=sent.append,
+            cache_salt=f"matter-{matter.id}", on_packed=sent.append, stop=watch.signal,
         )
 
     try:
@@ -775,6 +775,8 @@ def do_ask(
         if isinstance(exc, DocqaError):
             exc.question, exc.conversation = question.id, conversation.id
         raise
+    finally:
+        watch.close()  # its polling thread ends
     result.notes += notes
     record_answer(question, result, started, turns=sent_turns)
     return AskOutcome(question, result)
@@ -817,39 +819,53 @@ def do_stop(question: Question, actor: str) -> bool:
 
 
 STOP_POLL_S = 0.5  # how often an answering thread looks for a stop request while the model writes
+CLIENT_LEFT = "Stopped because the client left (the page was closed or the connection was lost)"
+ASKER_STOPPED = "Stopped by the asker"
 
 
 class StopWatch:
     """Tells an answering thread when to stop: its client left (`leave`, the same process), or
-    the asker asked for it (`do_stop`, any process; looked up in the database at each step of
-    the search and at most every STOP_POLL_S while the model writes)."""
+    the asker asked for it (`do_stop`, any process). The database is looked at at each step of
+    the search and, once the model is asked, every STOP_POLL_S by a thread of its own, which
+    hangs up on the model through `signal` even while it is still reading the prompt."""
 
     def __init__(self) -> None:
-        self.left = threading.Event()
+        self.signal = StopSignal()
         self.question: int | None = None
-        self.looked = 0.0
         self.generating = False  # the model has been asked (it may have been sent the passages)
+        self.done = threading.Event()
 
     def leave(self) -> None:
-        self.left.set()
+        self.signal.set(CLIENT_LEFT)
+
+    def requested(self) -> bool:
+        return Question.objects.filter(id=self.question, stop_requested_at__isnull=False).exists()
 
     def check(self, kind: str, data: Any) -> None:
         """Called with every event of the answer: raises Stopped when it is time to stop."""
-        if kind == "asked":  # the question is recorded: from now on it can be stopped (looked up from the next poll)
-            self.question, self.looked = data["question"], time.monotonic()
+        if kind == "asked":  # the question is recorded: from now on it can be stopped
+            self.question = data["question"]
         if kind in ("finish", "usage") or self.question is None:
             return  # the answer is whole by then; before the question is recorded there is nothing to stop
-        if self.left.is_set():
-            raise Stopped("Stopped because the client left (the page was closed or the connection was lost)")
-        now = time.monotonic()
-        # At each step of the search (a few per question), so a stop pressed while searching is
-        # seen before the model is asked; while the model writes, at most every STOP_POLL_S.
-        if self.question is not None and (kind == "status" or now - self.looked >= STOP_POLL_S):
-            self.looked = now
-            if Question.objects.filter(id=self.question, stop_requested_at__isnull=False).exists():
-                raise Stopped("Stopped by the asker")
-        if kind == "status" and data == "generating":
+        if kind == "status" and not self.signal.is_set() and self.requested():
+            self.signal.set(ASKER_STOPPED)
+        if self.signal.is_set():
+            raise Stopped(self.signal.reason)
+        if kind == "status" and data == "generating" and not self.generating:
             self.generating = True  # from here on the request may reach the model
+            threading.Thread(target=self.poll, name="docqa-stop-watch", daemon=True).start()
+
+    def poll(self) -> None:
+        """While the model is asked: a stop requested in the database sets the signal."""
+        try:
+            while not self.done.wait(STOP_POLL_S) and not self.signal.is_set():
+                if self.requested():
+                    self.signal.set(ASKER_STOPPED)
+        finally:
+            connections.close_all()  # this thread's own
+
+    def close(self) -> None:
+        self.done.set()
 
 
 def kept_passages(packing: Packing, budget: int, model: str) -> AnswerResult:

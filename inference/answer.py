@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from inference.citations import CheckedCitation, check_citations
-from inference.llm import GenerationFailed, VllmClient
+from inference.llm import Cancelled, GenerationFailed, StopSignal, VllmClient
 from inference.pack import Packing, best_first, pack_sources
 from inference.prompt import (
     HARMONY_OVERHEAD,
@@ -120,11 +120,13 @@ def answer_question(
     reranker: Reranker | None = None,
     documents: list[int] | None = None,
     on_packed: Callable[[Packing], None] = lambda packing: None,
+    stop: StopSignal | None = None,
 ) -> AnswerResult:
     """Retrieve, pack and (with `llm`) generate and check citations. `history` holds the earlier
     turns sent to the model; `previous`, the question asked just before (the last of `history`'s
     when not given), which a follow-up is searched together with. `on_packed` is given the
-    packing before the model is asked (what it was sent, should it then fail)."""
+    packing before the model is asked (what it was sent, should it then fail). Setting `stop`
+    hangs up on the model (see Stopped)."""
     on_event("status", "retrieving")
     history = fitting_history(history, budget, question)
     room = max(0, source_budget(budget, question) - history_tokens(history, count_tokens))
@@ -159,7 +161,8 @@ def answer_question(
     notes: list[str] = []
     try:
         try:
-            result = generate(question, packing, llm, effort, max_completion_tokens, on_event, cache_salt, history)
+            result = generate(question, packing, llm, effort, max_completion_tokens, on_event, cache_salt, history,
+                              stop)
         except ReasoningExhausted as exc:
             if effort == "low":
                 raise out_of_room(exc, "at low effort already") from exc
@@ -167,7 +170,8 @@ def answer_question(
             on_event("status", "reasoning used the whole output budget; retrying with low effort")
             notes.append(retried)
             try:
-                result = generate(question, packing, llm, "low", max_completion_tokens, on_event, cache_salt, history)
+                result = generate(question, packing, llm, "low", max_completion_tokens, on_event, cache_salt, history,
+                                  stop)
             except ReasoningExhausted as again:
                 raise out_of_room(again, f"at {effort} effort and again at low effort") from again
             result.notes.append(retried)
@@ -207,6 +211,7 @@ def generate(
     on_event: EventSink,
     cache_salt: str | None = None,
     history: Sequence[Turn] = (),
+    stop: StopSignal | None = None,
 ) -> AnswerResult:
     started = time.monotonic()
     content: list[str] = []
@@ -214,7 +219,7 @@ def generate(
     result = AnswerResult("llm", "", packing, model=llm.model)
     messages = build_messages(packing.sources, question, history)
     stream = llm.stream_chat(
-        messages, max_completion_tokens=max_completion_tokens, effort=effort, cache_salt=cache_salt
+        messages, max_completion_tokens=max_completion_tokens, effort=effort, cache_salt=cache_salt, stop=stop
     )
     first_token_ms = None
     try:
@@ -231,15 +236,18 @@ def generate(
                 result.finish_reason = event.text
             elif event.kind == "usage":
                 result.usage = dict(event.data)
-    except Stopped as stop:
+    except (Stopped, Cancelled) as exc:  # seen at an event, or hung up on by the signal while none came
         stream.close()  # hangs up on the model server, which aborts the request
+        stopped = exc if isinstance(exc, Stopped) else Stopped(str(exc))
         result.mode, result.finish_reason = "stopped", "stopped"
         finish(result, content, reasoning, first_token_ms, started)
         # What was written is kept and checked like any answer: a quote cut off by the stop fails.
         result.citations = check_citations(result.answer, {s.label: s.text for s in packing.sources})
-        result.notes.append(f"{stop} before the model finished: the answer is incomplete.")
-        stop.result = result
-        raise
+        result.notes.append(f"{stopped} before the model finished: the answer is incomplete.")
+        stopped.result = result
+        if stopped is exc:
+            raise
+        raise stopped from exc
     finish(result, content, reasoning, first_token_ms, started)
     if not result.answer:
         if result.finish_reason == "length":

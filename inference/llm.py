@@ -7,6 +7,8 @@ failure to one `LlmError` subclass with a message a user can act on, and times o
 from __future__ import annotations
 
 import json
+import socket
+import threading
 import time
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
@@ -39,6 +41,42 @@ class ContextTooLong(LlmError):
 
 class GenerationFailed(LlmError):
     """The server answered with an error, or with no answer text."""
+
+
+class Cancelled(LlmError):
+    """The request was hung up on because its `StopSignal` was set (the asker stopped it)."""
+
+
+class StopSignal:
+    """Set from another thread to hang up on a request in flight, even while the model is still
+    reading the prompt and nothing streams: the connection is shut, which wakes the blocked read,
+    and vLLM aborts the request. `reason` says who stopped it."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.reason = ""
+
+    def set(self, reason: str) -> None:
+        if not self.event.is_set():
+            self.reason = reason
+            self.event.set()
+
+    def is_set(self) -> bool:
+        return self.event.is_set()
+
+
+def hang_up_when(signal: StopSignal, response: httpx.Response, done: threading.Event) -> None:
+    """Shut the response's connection once `signal` is set, unless the request is `done` first."""
+    while not done.is_set():
+        if signal.event.wait(0.1):
+            stream = response.extensions.get("network_stream")
+            sock = stream.get_extra_info("socket") if stream is not None else None
+            if sock is not None and not done.is_set():
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:  # closed meanwhile
+                    pass
+            return
 
 
 @dataclass(frozen=True)
@@ -144,8 +182,10 @@ class VllmClient:
         max_completion_tokens: int,
         effort: str = "medium",
         cache_salt: str | None = None,
+        stop: StopSignal | None = None,
     ) -> Generator[StreamEvent, None, None]:
-        """Yield reasoning and content deltas, then finish and usage events."""
+        """Yield reasoning and content deltas, then finish and usage events. Setting `stop`
+        hangs up on the request (raising Cancelled), whether or not anything streams."""
         body: dict[str, Any] = {
             "model": self.model,
             "messages": messages,
@@ -160,27 +200,46 @@ class VllmClient:
             body["cache_salt"] = cache_salt
         url = self.root + "/v1/chat/completions"
         answering = False
+        done = threading.Event()
         try:
             with self.http.stream("POST", url, json=body, headers=self._headers()) as response:
                 if response.status_code >= 400:
                     raise self._http_error(response.status_code, response.read().decode("utf-8", "replace"))
                 answering = True
+                if stop is not None:
+                    threading.Thread(target=hang_up_when, args=(stop, response, done), name="docqa-hang-up",
+                                     daemon=True).start()
                 deadline = time.monotonic() + self.total_timeout
                 for event in parse_sse(response.iter_lines()):
+                    if stop is not None and stop.is_set():
+                        break
                     yield event
                     if time.monotonic() > deadline:
                         raise LlmTimeout(f"the language model at {self.root} did not finish its answer within "
                                          f"{self.total_timeout:g} s; DOCQA_LLM_TIMEOUT sets the limit")
-        except httpx.TimeoutException as exc:
+                if stop is not None and stop.is_set():
+                    raise Cancelled(stop.reason)
+        except (httpx.TransportError, LlmError) as exc:
+            if stop is not None and stop.is_set() and not isinstance(exc, Cancelled):
+                # The connection was shut on purpose: the body ends early, or mid-chunk.
+                raise Cancelled(stop.reason) from exc
+            if isinstance(exc, LlmError):
+                raise
+            raise self._transport_failure(exc, answering) from exc
+        finally:
+            done.set()
+
+    def _transport_failure(self, exc: httpx.TransportError, answering: bool) -> LlmError:
+        """The LlmError for a transport failure of a chat request (`answering`: its answer had begun)."""
+        if isinstance(exc, httpx.TimeoutException):
             late = LlmTimeout(f"the language model at {self.root} stopped answering in time ({self._limits(exc)})")
             late.delivered = not isinstance(exc, (httpx.ConnectTimeout, httpx.PoolTimeout))
-            raise late from exc
-        except httpx.TransportError as exc:
-            if answering:  # the server went away after it began: a failed answer, not a server never reached
-                raise GenerationFailed(f"the connection to the language model broke mid-answer ({exc})") from exc
-            down = LlmUnavailable(unreachable(self.root, exc))
-            down.delivered = not isinstance(exc, httpx.ConnectError)
-            raise down from exc
+            return late
+        if answering:  # the server went away after it began: a failed answer, not a server never reached
+            return GenerationFailed(f"the connection to the language model broke mid-answer ({exc})")
+        down = LlmUnavailable(unreachable(self.root, exc))
+        down.delivered = not isinstance(exc, httpx.ConnectError)
+        return down
 
 
 def unreachable(root: str, exc: Exception) -> str:

@@ -485,6 +485,29 @@ def test_stop_hangs_up_on_the_model_and_keeps_what_was_written(indexed: Matter, 
     assert full.startswith(answer.text) and len(answer.text) < len(full)  # what was written, and no more
 
 
+def test_stop_hangs_up_on_a_model_still_reading_the_prompt(indexed: Matter, standin: Any) -> None:
+    """Nothing streams while vLLM reads a long prompt (or queues it): the stop still hangs up at once."""
+    import time
+
+    from docqa.models import Answer
+
+    standin.mode, standin.delay = "slow_start", 6.0
+    ann = member(indexed)
+    response = ann.post("/m/lease/ask/stream", {"question": "What is the monthly rent?", "effort": "low"})
+    events = events_of(response)
+    asked = next(data["question"] for kind, data in events if kind == "asked")
+    next(data for kind, data in events if kind == "status" and data["text"] == "generating")
+    assert wait_for(lambda: standin.requests)  # the model has the request and is "reading"
+    pressed = time.monotonic()
+    assert ann.post(f"/m/lease/q/{asked}/stop").status_code == 202
+    done = next(data for kind, data in events if kind == "done")
+    assert done["mode"] == "stopped" and time.monotonic() - pressed < 3  # not the 6 s the model would take
+    answer = Answer.objects.get(question_id=asked)
+    assert answer.text == "" and answer.model and answer.sources
+    assert answer.notes == ["Stopped by the asker before the model finished: the answer is incomplete."]
+    assert wait_for(lambda: standin.hangups == 1)  # the model server saw the hang-up when it wrote
+
+
 def test_a_client_that_leaves_mid_answer_stops_the_model(indexed: Matter, standin: Any) -> None:
     from docqa.models import Answer
 

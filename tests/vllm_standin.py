@@ -9,7 +9,8 @@ sentence that best matches the question and cites its label, so tests can check 
 Modes (set `server.mode`): normal, error (HTTP 500), mid_stream_error, length (reasoning uses
 the whole budget; content null), length_unless_low (the same except at low effort), empty (stop
 with no content), slow (`delay` s between chunks; `hangups` counts the answers whose client hung
-up before the end, which vLLM aborts),
+up before the end, which vLLM aborts), slow_start (the headers, then `delay` s before the first
+chunk, as while vLLM reads a long prompt),
 dead (accepts the request and never answers). `reasoning_field` is "reasoning",
 "reasoning_content" or "both", like the vLLM versions that emit them.
 
@@ -285,6 +286,8 @@ class VllmStandin:
             handler.send_header("Content-Length", "1000000")
         handler.end_headers()
         handler.close_connection = True
+        if self.mode == "slow_start":  # a long prompt being read (or a queue): headers, then nothing for a while
+            time.sleep(self.delay)
 
         def emit(payload: Any) -> None:
             data = payload if isinstance(payload, str) else json.dumps(payload, separators=(",", ":"))
