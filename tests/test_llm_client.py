@@ -130,6 +130,30 @@ def test_client_times_out_on_a_stream_that_trickles_past_the_total(server: VllmS
         collect(server, timeout=0.5)
 
 
+@pytest.mark.parametrize("mode", ["slow_start", "slow"])
+def test_a_stop_signal_hangs_up_whether_or_not_anything_streams(server: VllmStandin, mode: str) -> None:
+    """Set from another thread, the signal shuts the connection: the model server sees the client
+    go (vLLM aborts the request), and the client raises Cancelled with the reason given."""
+    import threading
+    import time
+
+    from inference.llm import Cancelled, StopSignal
+
+    server.mode, server.delay = mode, 0.3 if mode == "slow" else 5.0
+    stop = StopSignal()
+    threading.Timer(0.5, stop.set, args=("Stopped by the asker",)).start()
+    started, seen = time.monotonic(), []
+    with pytest.raises(Cancelled, match="Stopped by the asker"):
+        for event in client(server).stream_chat(PROMPT, max_completion_tokens=1024, stop=stop):
+            seen.append(event.kind)
+    assert time.monotonic() - started < 2 and "finish" not in seen
+    assert bool(seen) is (mode == "slow")  # a model still "reading" had sent nothing
+    deadline = time.monotonic() + 10
+    while not server.hangups and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.hangups == 1
+
+
 def test_client_times_out_on_a_dead_server(server: VllmStandin) -> None:
     server.mode = "dead"
 
