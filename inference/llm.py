@@ -65,18 +65,35 @@ class StopSignal:
         return self.event.is_set()
 
 
-def hang_up_when(signal: StopSignal, response: httpx.Response, done: threading.Event) -> None:
-    """Shut the response's connection once `signal` is set, unless the request is `done` first."""
-    while not done.is_set():
-        if signal.event.wait(0.1):
-            stream = response.extensions.get("network_stream")
-            sock = stream.get_extra_info("socket") if stream is not None else None
-            if sock is not None and not done.is_set():
-                try:
-                    sock.shutdown(socket.SHUT_RDWR)
-                except OSError:  # closed meanwhile
-                    pass
-            return
+class HangUp:
+    """Shuts a streaming response's connection once `signal` is set, from a thread of its own,
+    until `finish` (called before the response is closed, so a connection handed back to the
+    pool, and perhaps to another request, is never shut)."""
+
+    def __init__(self, signal: StopSignal, response: httpx.Response) -> None:
+        self.signal, self.response = signal, response
+        self.lock = threading.Lock()
+        self.done = False
+        threading.Thread(target=self.watch, name="docqa-hang-up", daemon=True).start()
+
+    def watch(self) -> None:
+        while not self.done:
+            if self.signal.event.wait(0.1):
+                with self.lock:
+                    if self.done:
+                        return
+                    stream = self.response.extensions.get("network_stream")
+                    sock = stream.get_extra_info("socket") if stream is not None else None
+                    if sock is not None:
+                        try:
+                            sock.shutdown(socket.SHUT_RDWR)  # wakes the blocked read; the server sees us go
+                        except OSError:  # closed meanwhile
+                            pass
+                return
+
+    def finish(self) -> None:
+        with self.lock:
+            self.done = True
 
 
 @dataclass(frozen=True)
@@ -200,25 +217,26 @@ class VllmClient:
             body["cache_salt"] = cache_salt
         url = self.root + "/v1/chat/completions"
         answering = False
-        done = threading.Event()
         try:
             with self.http.stream("POST", url, json=body, headers=self._headers()) as response:
                 if response.status_code >= 400:
                     raise self._http_error(response.status_code, response.read().decode("utf-8", "replace"))
                 answering = True
-                if stop is not None:
-                    threading.Thread(target=hang_up_when, args=(stop, response, done), name="docqa-hang-up",
-                                     daemon=True).start()
-                deadline = time.monotonic() + self.total_timeout
-                for event in parse_sse(response.iter_lines()):
+                hang_up = HangUp(stop, response) if stop is not None else None
+                try:
+                    deadline = time.monotonic() + self.total_timeout
+                    for event in parse_sse(response.iter_lines()):
+                        if stop is not None and stop.is_set():
+                            break
+                        yield event
+                        if time.monotonic() > deadline:
+                            raise LlmTimeout(f"the language model at {self.root} did not finish its answer within "
+                                             f"{self.total_timeout:g} s; DOCQA_LLM_TIMEOUT sets the limit")
                     if stop is not None and stop.is_set():
-                        break
-                    yield event
-                    if time.monotonic() > deadline:
-                        raise LlmTimeout(f"the language model at {self.root} did not finish its answer within "
-                                         f"{self.total_timeout:g} s; DOCQA_LLM_TIMEOUT sets the limit")
-                if stop is not None and stop.is_set():
-                    raise Cancelled(stop.reason)
+                        raise Cancelled(stop.reason)
+                finally:
+                    if hang_up is not None:
+                        hang_up.finish()  # before the connection goes back to the pool
         except (httpx.TransportError, LlmError) as exc:
             if stop is not None and stop.is_set() and not isinstance(exc, Cancelled):
                 # The connection was shut on purpose: the body ends early, or mid-chunk.
@@ -226,8 +244,6 @@ class VllmClient:
             if isinstance(exc, LlmError):
                 raise
             raise self._transport_failure(exc, answering) from exc
-        finally:
-            done.set()
 
     def _transport_failure(self, exc: httpx.TransportError, answering: bool) -> LlmError:
         """The LlmError for a transport failure of a chat request (`answering`: its answer had begun)."""
