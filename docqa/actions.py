@@ -17,7 +17,7 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import Group
-from django.db import IntegrityError, connections, transaction
+from django.db import DatabaseError, IntegrityError, connections, transaction
 from django.db.models import Count, Max, Q, Sum
 from django.utils import timezone
 
@@ -763,7 +763,9 @@ def do_ask(
     except Exception as exc:  # recorded and audited, then re-raised for the caller to show
         # The passages were sent unless no connection to the model server was ever made (an
         # auditor must not read "not sent" where they may have left).
-        found, was_sent = None, bool(sent) and llm is not None and getattr(exc, "delivered", True)
+        found = None
+        # An earlier attempt that was answered (the retry at low effort) was sent them too.
+        was_sent = bool(sent) and llm is not None and (getattr(exc, "delivered", True) or watch.delivered)
         if isinstance(exc, LlmError) or exc is failure:
             # The model failed, not the search: the passages are kept and shown without an answer,
             # as sent, or (never sent) best first, as in search-only mode.
@@ -804,9 +806,8 @@ def stopped_early(stop: Stopped, packing: Packing | None, budget: int) -> Answer
 def do_stop(question: Question, actor: str) -> bool:
     """Ask for `question`'s answer to stop (the Stop button, the API's stop call): the thread
     answering it, in whichever web process, sees the request at its next step of the search, or
-    within STOP_POLL_S of the model's writing, and hangs up on the model (a model still reading
-    the prompt is hung up on at its first token). False when it has already been answered or
-    stopped. The question's row is locked, as record_answer locks it, so a stop is either asked
+    within STOP_POLL_S once the model is asked (writing, or still reading the prompt), and hangs
+    up on the model. False when it has already been answered or stopped. The question's row is locked, as record_answer locks it, so a stop is either asked
     for before the answer is recorded (which then says so) or refused after."""
     with transaction.atomic():
         locked = Question.objects.select_for_update().filter(id=question.id, stop_requested_at__isnull=True).first()
@@ -826,46 +827,85 @@ ASKER_STOPPED = "Stopped by the asker"
 class StopWatch:
     """Tells an answering thread when to stop: its client left (`leave`, the same process), or
     the asker asked for it (`do_stop`, any process). The database is looked at at each step of
-    the search and, once the model is asked, every STOP_POLL_S by a thread of its own, which
-    hangs up on the model through `signal` even while it is still reading the prompt."""
+    the search and, once the model is asked, every STOP_POLL_S by the process's one watcher
+    (STOP_WATCHER), which hangs up on the model through `signal` even while it is still reading
+    the prompt."""
 
     def __init__(self) -> None:
         self.signal = StopSignal()
         self.question: int | None = None
         self.generating = False  # the model has been asked (it may have been sent the passages)
-        self.done = threading.Event()
+        self.delivered = False  # the model has answered something (so it was sent the prompt)
 
     def leave(self) -> None:
         self.signal.set(CLIENT_LEFT)
-
-    def requested(self) -> bool:
-        return Question.objects.filter(id=self.question, stop_requested_at__isnull=False).exists()
 
     def check(self, kind: str, data: Any) -> None:
         """Called with every event of the answer: raises Stopped when it is time to stop."""
         if kind == "asked":  # the question is recorded: from now on it can be stopped
             self.question = data["question"]
+        if kind in ("reasoning", "content", "finish", "usage"):
+            self.delivered = True
         if kind in ("finish", "usage") or self.question is None:
             return  # the answer is whole by then; before the question is recorded there is nothing to stop
-        if kind == "status" and not self.signal.is_set() and self.requested():
+        if kind == "status" and not self.signal.is_set() and stop_requested([self.question]):
             self.signal.set(ASKER_STOPPED)
         if self.signal.is_set():
             raise Stopped(self.signal.reason)
         if kind == "status" and data == "generating" and not self.generating:
             self.generating = True  # from here on the request may reach the model
-            threading.Thread(target=self.poll, name="docqa-stop-watch", daemon=True).start()
+            STOP_WATCHER.watch(self.question, self.signal)
 
-    def poll(self) -> None:
-        """While the model is asked: a stop requested in the database sets the signal."""
+    def close(self) -> None:
+        if self.generating and self.question is not None:
+            STOP_WATCHER.forget(self.question)
+
+
+def stop_requested(ids: list[int]) -> set[int]:
+    return set(Question.objects.filter(id__in=ids, stop_requested_at__isnull=False).values_list("id", flat=True))
+
+
+class StopWatcher:
+    """One thread per process looks, every STOP_POLL_S and in one query, for stops requested for
+    the questions whose model is being asked here, and sets their signals: one database
+    connection for all of them, held only while there is something to watch."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.watched: dict[int, StopSignal] = {}
+        self.running = False
+
+    def watch(self, question: int, signal: StopSignal) -> None:
+        with self.lock:
+            self.watched[question] = signal
+            if not self.running:
+                self.running = True
+                threading.Thread(target=self.run, name="docqa-stop-watcher", daemon=True).start()
+
+    def forget(self, question: int) -> None:
+        with self.lock:
+            self.watched.pop(question, None)
+
+    def run(self) -> None:
         try:
-            while not self.done.wait(STOP_POLL_S) and not self.signal.is_set():
-                if self.requested():
-                    self.signal.set(ASKER_STOPPED)
+            while True:
+                time.sleep(STOP_POLL_S)
+                with self.lock:
+                    if not self.watched:
+                        self.running = False
+                        return
+                    watched = dict(self.watched)
+                try:
+                    for question in stop_requested(list(watched)):
+                        watched[question].set(ASKER_STOPPED)
+                except DatabaseError:  # a dropped connection or a failover: tried again at the next look
+                    logger.warning("could not look for stop requests", exc_info=True)
+                    connections.close_all()
         finally:
             connections.close_all()  # this thread's own
 
-    def close(self) -> None:
-        self.done.set()
+
+STOP_WATCHER = StopWatcher()
 
 
 def kept_passages(packing: Packing, budget: int, model: str) -> AnswerResult:

@@ -399,9 +399,9 @@ def question(request: HttpRequest, slug: str, question_id: Id) -> dict[str, Any]
 @api.post("/matters/{slug}/questions/{question_id}/stop", response={202: Message, 409: Message}, tags=["questions"])
 def stop_question(request: HttpRequest, slug: str, question_id: Id) -> tuple[int, dict[str, Any]]:
     """Stop one of your questions while it is answered (its id comes first in the stream, as
-    `asked`): the model is hung up on at the next step of the search or within half a second of
-    its writing (a model still reading the prompt, at its first token), and what it wrote is
-    recorded with mode `stopped`. 409 when it has already been answered or stopped."""
+    `asked`): the model is hung up on at the next step of the search, or within half a second
+    once it is asked (writing, or still reading the prompt), and what it wrote is recorded with
+    mode `stopped`. 409 when it has already been answered or stopped."""
     matter = matter_for(request.user, slug)
     found = Question.objects.filter(id=question_id, matter=matter, user=request.user).first()
     if found is None:

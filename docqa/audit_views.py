@@ -103,7 +103,8 @@ def replayed_turns(detail: dict[str, Any], matter: Any, may_read: bool) -> list[
     stored = {q.id: q for q in Question.objects.filter(id__in=ids, matter=matter).select_related("answer")}
     events = {e.detail.get("question"): e.id for e in AuditEvent.objects.filter(action="question.answer", matter=matter)
               .filter(detail__question__in=ids).only("id", "detail")} if ids else {}
-    asked = AuditEvent.objects.filter(action="question.ask", matter=matter, detail__question=detail.get("question")).first()
+    asked = AuditEvent.objects.filter(action="question.ask", matter=matter, detail__question=detail.get("question")
+                                      ).first() if len(ids) < len(recorded) else None
     client = (asked.detail.get("history") or []) if asked else []
     # The turns a client sent that fitted beside the sources: the latest of them.
     from_client: Iterator[dict[str, Any]] = iter(client[len(client) - (len(recorded) - len(ids)):])
@@ -115,7 +116,9 @@ def replayed_turns(detail: dict[str, Any], matter: Any, may_read: bool) -> list[
             answer = getattr(found, "answer", None) if found else None
             gone = found is not None and found.expired_at is not None
             text = found.text if found else None
-            said = answer_as_sent(answer.mode, answer.text) if answer else None
+            # Without an answer (still being answered when the follow-up came, or never finished)
+            # it went as NO_ANSWER, as the follow-up sent it.
+            said = answer_as_sent(answer.mode if answer else None, answer.text if answer else None) if found else None
             hashes = (stored_text_sha256(text, gone) if found else None, stored_text_sha256(said, gone) if said else None)
         else:  # sent by the client (the OpenAI-compatible endpoint), kept with the question
             entry = next(from_client, {})
@@ -125,7 +128,7 @@ def replayed_turns(detail: dict[str, Any], matter: Any, may_read: bool) -> list[
             "question": question_id, "event": events.get(question_id),
             "matches": hashes == (turn.get("question_sha256"), turn.get("answer_sha256")),
             "text": text if may_read and not gone else None, "answer": said if may_read and not gone else None,
-            "expired": gone,
+            "expired": gone, "missing": bool(question_id) and found is None,
         })
     return turns
 

@@ -175,10 +175,10 @@ def answer_question(
             except ReasoningExhausted as again:
                 raise out_of_room(again, f"at {effort} effort and again at low effort") from again
             result.notes.append(retried)
-    except Stopped as stop:  # what was written is kept with the figures known so far
-        if stop.result is not None:
-            stop.result.usage = {**usage, **stop.result.usage}
-            stop.result.notes[:0] = notes
+    except Stopped as stopped:  # what was written is kept with the figures known so far
+        if stopped.result is not None:
+            stopped.result.usage = {**usage, **stopped.result.usage}
+            stopped.result.notes[:0] = notes
         raise
     if result.finish_reason == "length":
         result.notes.append("The answer was cut off: the model reached its output limit before finishing.")
@@ -223,21 +223,23 @@ def generate(
     )
     first_token_ms = None
     try:
-        for event in stream:
-            if event.kind in ("content", "reasoning") and first_token_ms is None:
-                first_token_ms = int((time.monotonic() - started) * 1000)
-            # Handed on first: on a stop the answer kept is what the asker was shown, no more.
-            on_event(event.kind, event.text or event.data)
-            if event.kind == "content":
-                content.append(event.text)
-            elif event.kind == "reasoning":
-                reasoning.append(event.text)
-            elif event.kind == "finish":
-                result.finish_reason = event.text
-            elif event.kind == "usage":
-                result.usage = dict(event.data)
+        try:
+            for event in stream:
+                if event.kind in ("content", "reasoning") and first_token_ms is None:
+                    first_token_ms = int((time.monotonic() - started) * 1000)
+                # Handed on first: on a stop the answer kept is what the asker was shown, no more.
+                on_event(event.kind, event.text or event.data)
+                if event.kind == "content":
+                    content.append(event.text)
+                elif event.kind == "reasoning":
+                    reasoning.append(event.text)
+                elif event.kind == "finish":
+                    result.finish_reason = event.text
+                elif event.kind == "usage":
+                    result.usage = dict(event.data)
+        finally:
+            stream.close()  # hangs up on the model server whatever happened (vLLM aborts the request)
     except (Stopped, Cancelled) as exc:  # seen at an event, or hung up on by the signal while none came
-        stream.close()  # hangs up on the model server, which aborts the request
         stopped = exc if isinstance(exc, Stopped) else Stopped(str(exc))
         result.mode, result.finish_reason = "stopped", "stopped"
         finish(result, content, reasoning, first_token_ms, started)

@@ -55,11 +55,13 @@ class StopSignal:
     def __init__(self) -> None:
         self.event = threading.Event()
         self.reason = ""
+        self.lock = threading.Lock()
 
     def set(self, reason: str) -> None:
-        if not self.event.is_set():
-            self.reason = reason
-            self.event.set()
+        with self.lock:  # the first reason stays
+            if not self.event.is_set():
+                self.reason = reason
+                self.event.set()
 
     def is_set(self) -> bool:
         return self.event.is_set()
@@ -67,8 +69,9 @@ class StopSignal:
 
 class HangUp:
     """Shuts a streaming response's connection once `signal` is set, from a thread of its own,
-    until `finish` (called before the response is closed, so a connection handed back to the
-    pool, and perhaps to another request, is never shut)."""
+    until `finish` (once the answer is whole, and before the response is closed). The request
+    asks the server to close the connection after it (`Connection: close`), so the connection
+    is never handed back to the pool, where another request could meet the shut socket."""
 
     def __init__(self, signal: StopSignal, response: httpx.Response) -> None:
         self.signal, self.response = signal, response
@@ -86,7 +89,9 @@ class HangUp:
                     sock = stream.get_extra_info("socket") if stream is not None else None
                     if sock is not None:
                         try:
-                            sock.shutdown(socket.SHUT_RDWR)  # wakes the blocked read; the server sees us go
+                            # The plain socket's own shutdown, TLS or not: wakes the blocked read,
+                            # and the server sees the client go.
+                            socket.socket.shutdown(sock, socket.SHUT_RDWR)
                         except OSError:  # closed meanwhile
                             pass
                 return
@@ -216,9 +221,12 @@ class VllmClient:
         if cache_salt:
             body["cache_salt"] = cache_salt
         url = self.root + "/v1/chat/completions"
-        answering = False
+        answering = whole = False
+        if stop is not None and stop.is_set():  # stopped already (between two attempts): nothing is sent
+            raise Cancelled(stop.reason)
+        headers = {**self._headers(), **({"Connection": "close"} if stop is not None else {})}
         try:
-            with self.http.stream("POST", url, json=body, headers=self._headers()) as response:
+            with self.http.stream("POST", url, json=body, headers=headers) as response:
                 if response.status_code >= 400:
                     raise self._http_error(response.status_code, response.read().decode("utf-8", "replace"))
                 answering = True
@@ -226,19 +234,22 @@ class VllmClient:
                 try:
                     deadline = time.monotonic() + self.total_timeout
                     for event in parse_sse(response.iter_lines()):
-                        if stop is not None and stop.is_set():
+                        if stop is not None and stop.is_set() and not whole:
                             break
+                        if event.kind == "finish" and hang_up is not None:
+                            whole = True  # the answer is whole: a stop now comes too late to cut it
+                            hang_up.finish()
                         yield event
                         if time.monotonic() > deadline:
                             raise LlmTimeout(f"the language model at {self.root} did not finish its answer within "
                                              f"{self.total_timeout:g} s; DOCQA_LLM_TIMEOUT sets the limit")
-                    if stop is not None and stop.is_set():
+                    if stop is not None and stop.is_set() and not whole:
                         raise Cancelled(stop.reason)
                 finally:
                     if hang_up is not None:
-                        hang_up.finish()  # before the connection goes back to the pool
+                        hang_up.finish()
         except (httpx.TransportError, LlmError) as exc:
-            if stop is not None and stop.is_set() and not isinstance(exc, Cancelled):
+            if stop is not None and stop.is_set() and answering and not whole and not isinstance(exc, Cancelled):
                 # The connection was shut on purpose: the body ends early, or mid-chunk.
                 raise Cancelled(stop.reason) from exc
             if isinstance(exc, LlmError):

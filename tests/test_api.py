@@ -277,7 +277,7 @@ def test_an_openai_client_asks_a_matter_and_gets_the_citations(lease: dict[str, 
                                               "answer_sha256": sha256_text(content)}]
     replayed = replayed_turns(answered.detail, answered.matter, may_read=True)
     assert replayed == [{"question": None, "event": None, "matches": True, "text": QUESTION, "answer": content,
-                         "expired": False}]
+                         "expired": False, "missing": False}]
 
     too_long = {**request, "messages": [{"role": "user", "content": "Who pays? " + " " * 20_000 + "; b?"}]}
     for bad, status, code in (({**request, "model": "docqa/nope"}, 404, "model_not_found"),

@@ -155,6 +155,24 @@ def test_replay_of_a_stopped_answer_shows_what_was_written_and_what_was_sent(tra
         assert "nothing sent to the model" in page
 
 
+def test_replay_checks_a_turn_sent_before_it_had_an_answer_and_names_one_gone(trail: dict) -> None:
+    from docqa.actions import NO_ANSWER
+    from docqa.models import sha256_text
+
+    earlier, source = second_question(trail)  # never answered: a follow-up sent it as NO_ANSWER
+    later = Question.objects.create(matter=trail["acme"], user=trail["ann"], actor="web:ann", text="And then?",
+                                    effort="low", budget=16384)
+    result = AnswerResult("llm", "Either party may [S1].", Packing([source], [], 20, 16000), model="gpt-oss-120b")
+    turns = [{"question": earlier.id, "question_sha256": sha256_text(earlier.text), "answer_sha256": sha256_text(NO_ANSWER)},
+             {"question": 999999, "question_sha256": "0" * 64, "answer_sha256": "0" * 64}]
+    record_answer(later, result, time.monotonic(), turns=turns)
+
+    event, page, _ = replayed(trail)
+    assert event.detail["turns_sent"] == turns and "Earlier turns sent with the question (2)" in page
+    assert "question 999999" in page and page.count("no longer stored</span>") == 1
+    assert "does not match its SHA-256" not in page and page.count("matches its SHA-256</span>") == 2  # + the source
+
+
 def test_exports_stream_the_filtered_rows_and_are_audited(trail: dict) -> None:
     auditor = client_for(trail["aud"])
 

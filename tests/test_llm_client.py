@@ -154,6 +154,20 @@ def test_a_stop_signal_hangs_up_whether_or_not_anything_streams(server: VllmStan
     assert server.hangups == 1
 
 
+def test_a_stop_signal_set_once_the_answer_is_whole_or_before_it_is_asked(server: VllmStandin) -> None:
+    from inference.llm import Cancelled, StopSignal
+
+    stop, kinds = StopSignal(), []
+    for event in client(server).stream_chat(PROMPT, max_completion_tokens=1024, stop=stop):
+        kinds.append(event.kind)
+        if event.kind == "finish":
+            stop.set("Stopped by the asker")  # too late to cut it: the rest comes, no Cancelled
+    assert kinds[-2:] == ["finish", "usage"] and server.hangups == 0
+    with pytest.raises(Cancelled):  # set before the request: nothing is sent
+        next(client(server).stream_chat(PROMPT, max_completion_tokens=1024, stop=stop))
+    assert len(server.requests) == 1
+
+
 def test_client_times_out_on_a_dead_server(server: VllmStandin) -> None:
     server.mode = "dead"
 
