@@ -807,8 +807,9 @@ def do_stop(question: Question, actor: str) -> bool:
     """Ask for `question`'s answer to stop (the Stop button, the API's stop call): the thread
     answering it, in whichever web process, sees the request at its next step of the search, or
     within STOP_POLL_S once the model is asked (writing, or still reading the prompt), and hangs
-    up on the model. False when it has already been answered or stopped. The question's row is locked, as record_answer locks it, so a stop is either asked
-    for before the answer is recorded (which then says so) or refused after."""
+    up on the model. False when it has already been answered or stopped. The question's row is
+    locked, as record_answer locks it, so a stop is either asked for before the answer is
+    recorded (which then says so) or refused after."""
     with transaction.atomic():
         locked = Question.objects.select_for_update().filter(id=question.id, stop_requested_at__isnull=True).first()
         if locked is None or Answer.objects.filter(question_id=question.id).exists():

@@ -118,7 +118,7 @@ def replayed_turns(detail: dict[str, Any], matter: Any, may_read: bool) -> list[
             text = found.text if found else None
             # Without an answer (still being answered when the follow-up came, or never finished)
             # it went as NO_ANSWER, as the follow-up sent it.
-            said = answer_as_sent(answer.mode if answer else None, answer.text if answer else None) if found else None
+            said = answer_as_sent(getattr(answer, "mode", None), getattr(answer, "text", None)) if found else None
             hashes = (stored_text_sha256(text, gone) if found else None, stored_text_sha256(said, gone) if said else None)
         else:  # sent by the client (the OpenAI-compatible endpoint), kept with the question
             entry = next(from_client, {})
