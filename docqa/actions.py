@@ -5,6 +5,7 @@ Views, management commands and tasks share these paths.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import threading
@@ -22,6 +23,7 @@ from django.db.models import Count, Max, Q, Sum
 from django.utils import timezone
 
 from docqa import services
+from docqa.faults import kind_of
 from docqa.llm import get_llm, get_reranker
 from docqa.models import (
     FINAL_STATES,
@@ -46,7 +48,7 @@ from docqa.models import (
     sha256_text,
 )
 from inference.answer import AnswerResult, Stopped, answer_question, fitting_history
-from inference.llm import LlmError, StopSignal, VllmClient
+from inference.llm import LlmError, LlmMisconfigured, StopSignal, VllmClient
 from inference.pack import Packing, best_first
 from ingest.discover import plan_sync, walk_folder
 from ingest.errors import DocqaError
@@ -699,8 +701,8 @@ def do_ask(
         failure = exc
     else:
         if llm and ceiling < MIN_BUDGET:
-            failure = DocqaError(f"the model's window leaves {ceiling:,} tokens for the prompt once the output is "
-                                 f"reserved at {effort} effort: lower DOCQA_LLM_RESERVED_OUTPUT or the effort")
+            failure = LlmMisconfigured(f"the model's window leaves {ceiling:,} tokens for the prompt once the output "
+                                       f"is reserved at {effort} effort: lower DOCQA_LLM_RESERVED_OUTPUT or the effort")
         elif llm:
             used = min(asked or ceiling, ceiling)
     notes = [] if asked is None or used >= asked else [
@@ -773,9 +775,10 @@ def do_ask(
                 else search_without_model(answer)
             if found is not None:
                 found.notes += notes
-        record_answer(question, None, started, error=str(exc), found=found, was_sent=was_sent, turns=sent_turns)
-        if isinstance(exc, DocqaError):
-            exc.question, exc.conversation = question.id, conversation.id
+        record_answer(question, None, started, error=str(exc), error_kind=kind_of(exc), found=found,
+                      was_sent=was_sent, turns=sent_turns)
+        with contextlib.suppress(AttributeError):  # any error: the page then shows the recorded turn
+            exc.question, exc.conversation = question.id, conversation.id  # type: ignore[attr-defined]
         raise
     finally:
         watch.close()  # its polling thread ends
@@ -963,9 +966,10 @@ def cited_source(source: Any, span: tuple[int, int] | None = None) -> dict[str, 
 
 def record_answer(question: Question, result: AnswerResult | None, started: float, error: str = "",
                   found: AnswerResult | None = None, was_sent: bool = False,
-                  turns: list[dict[str, Any]] | None = None) -> None:
-    """Store the answer, or the `error` with the passages `found` in its place (`was_sent`: the model
-    was sent them before it failed), and audit it with the earlier `turns` sent (turns_sent)."""
+                  turns: list[dict[str, Any]] | None = None, error_kind: str = "") -> None:
+    """Store the answer, or the `error` (of `error_kind`, docqa.faults) with the passages `found`
+    in its place (`was_sent`: the model was sent them before it failed), and audit it with the
+    earlier `turns` sent (turns_sent)."""
     shown = result or found
     with transaction.atomic():
         # Locked as do_stop locks it: a stop asked for now, too late to cut the answer, is told.
@@ -982,6 +986,7 @@ def record_answer(question: Question, result: AnswerResult | None, started: floa
             dropped=shown.packing.dropped if shown else [],
             usage=shown.usage if shown else {},
             error=error,
+            error_kind=error_kind if error else "",
             latency_ms=int((time.monotonic() - started) * 1000),
             reasoning=result.reasoning if result and settings.STORE_REASONING else "",
             notes=list(shown.notes) if shown else [],
@@ -1008,6 +1013,7 @@ def record_answer(question: Question, result: AnswerResult | None, started: floa
                 "text": question.text,
                 "mode": answer.mode,
                 "error": error,
+                **({"error_kind": answer.error_kind} if error else {}),
                 "notes": answer.notes,
                 "model": answer.model,
                 "effort": question.effort,

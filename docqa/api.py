@@ -18,6 +18,7 @@ from ninja.security import HttpBearer
 
 from docqa import actions
 from docqa.conversations import ask_in_background, event_stream, own_conversation, sse
+from docqa.faults import plain
 from docqa.models import (
     Answer,
     Document,
@@ -30,7 +31,7 @@ from docqa.models import (
 )
 from docqa.permissions import matter_for, readable_matters, role_in
 from docqa.views import document_for, run_for
-from inference.llm import ContextTooLong, LlmError, LlmTimeout
+from inference.llm import ContextTooLong, LlmError, LlmMisconfigured, LlmTimeout
 from ingest.errors import DocqaError
 
 MAX_PAGE = 500
@@ -54,11 +55,13 @@ api = NinjaAPI(title="docqa API", version="1", urls_namespace="api", auth=TokenA
 @api.exception_handler(DocqaError)
 def docqa_error(request: HttpRequest, exc: DocqaError) -> HttpResponse:
     status = 504 if isinstance(exc, LlmTimeout) else 502 if isinstance(exc, LlmError) and not isinstance(
-        exc, ContextTooLong) else 400
+        exc, (ContextTooLong, LlmMisconfigured)) else 400
     # When the question was recorded, its id: GET /questions/{id} has the error and, when the model
     # failed, the passages found without it.
     recorded = {"question": exc.question, "conversation": exc.conversation} if exc.question else {}
-    return api.create_response(request, {"detail": str(exc), **recorded}, status=status)
+    # `detail` is the operator's message; `plain` says it in words for the asker (docqa.faults).
+    return api.create_response(request, {"detail": str(exc), **recorded, "kind": exc.kind,
+                                         "plain": plain(exc.kind, str(exc))}, status=status)
 
 
 def actor(request: HttpRequest) -> str:
@@ -66,6 +69,14 @@ def actor(request: HttpRequest) -> str:
 
 
 # --- Shapes ---------------------------------------------------------------------------------------
+
+class AskFailure(Schema):
+    detail: str  # for the operator
+    question: int | None = None  # a failed question's id, when it was recorded
+    conversation: int | None = None  # ... and its conversation
+    kind: str = ""  # its kind of fault (docqa.faults), "" when `detail` is the asker's own to act on
+    plain: str = ""  # ... and what the asker is told, in plain words
+
 
 class Message(Schema):
     detail: str
@@ -190,7 +201,10 @@ class AnswerOut(Schema):
     asked_at: datetime
     mode: str
     answer: str
-    error: str
+    error: str = Field("", description="why the question failed, written for the operator")
+    error_kind: str = Field("", description="its kind of fault: unavailable, setup, timeout, too_long, reasoning, "
+                                            "failed, store, internal; \"\" when `error` is the asker's own to act on")
+    error_plain: str = Field("", description="what the asker is told, in plain words (as the web page says it)")
     model: str
     citations: list[CitationOut]
     sources: list[SourceSent]
@@ -241,6 +255,8 @@ def answer_out(question: Question) -> dict[str, Any]:
         "effort": question.effort, "asked_at": question.created_at,
         "mode": answer.mode if answer else "pending", "answer": answer.text if answer else "",
         "error": answer.error if answer else "", "model": answer.model if answer else "",
+        "error_kind": answer.error_kind if answer and answer.error else "",
+        "error_plain": plain(answer.error_kind, answer.error) if answer and answer.error else "",
         "citations": [{"label": c.label, "quote": c.quote, "status": c.status, "verified": c.verified,
                        "reason": c.reason, "document": c.document_id, "version": c.version, "path": c.path,
                        "page": c.page, "section": c.section, "start": c.start, "end": c.end}
@@ -358,7 +374,7 @@ def checked_effort(body: AskIn) -> str:
     return effort
 
 
-@api.post("/matters/{slug}/questions", response={200: AnswerOut, 400: Message, 502: Message, 504: Message},
+@api.post("/matters/{slug}/questions", response={200: AnswerOut, 400: AskFailure, 502: AskFailure, 504: AskFailure},
           tags=["questions"])
 def ask(request: HttpRequest, slug: str, body: AskIn) -> dict[str, Any]:
     """Ask; the answer comes back whole, with its citations checked and the sources as sent."""

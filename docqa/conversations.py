@@ -24,6 +24,7 @@ from django.shortcuts import render
 from django.views.decorators.http import require_GET, require_POST
 
 from docqa import actions
+from docqa.faults import kind_of, plain, sees_detail
 from docqa.forms import AskForm
 from docqa.models import Answer, Conversation, Matter, Question
 from docqa.permissions import matter_for
@@ -70,8 +71,11 @@ def turn(question: Question) -> dict[str, Any]:
     sources = [{**s, "citations": by_label.get(s["label"], [])} for s in answer.sources]
     sent = {s["label"] for s in answer.sources}
     unknown = [c for c in citations if c.label not in sent]  # markers naming no source: shown, never dropped
+    said = told(answer)
     return {
         "question": question, "answer": answer, "citations": citations,
+        # A failure in plain words, and the operator's own message when it says more (shown to staff).
+        "error": said, "detail": answer.error if answer.error != said else "",
         "used": [s for s in sources if s["label"] in cited],
         "unused": [s for s in sources if s["label"] not in cited],
         "unknown": unknown,
@@ -96,9 +100,14 @@ def stopped_lines(answer: Answer) -> list[str]:
     return [*answer.notes, ""] if answer.mode == "stopped" else []
 
 
+def told(answer: Answer) -> str:
+    """A failed answer's copy says what the page says (the operator's message stays out of it)."""
+    return plain(answer.error_kind, answer.error) if answer.error else ""
+
+
 def answer_markdown(question: Question, answer: Answer, sources: list[dict[str, Any]], unknown: list[Any]) -> str:
     cited = [source_line(s) for s in sources if s.get("citations")] + [unknown_line(c) for c in unknown]
-    lines = [f"**Q:** {question.text}", "", answer.text or answer.error, "", *stopped_lines(answer)]
+    lines = [f"**Q:** {question.text}", "", answer.text or told(answer), "", *stopped_lines(answer)]
     if cited:
         lines += ["**Sources**", ""] + [f"- {line}" for line in cited]
     return "\n".join(lines).strip() + "\n"
@@ -106,7 +115,7 @@ def answer_markdown(question: Question, answer: Answer, sources: list[dict[str, 
 
 def answer_plain(question: Question, answer: Answer, sources: list[dict[str, Any]], unknown: list[Any]) -> str:
     cited = [source_line(s) for s in sources if s.get("citations")] + [unknown_line(c) for c in unknown]
-    lines = [f"Q: {question.text}", "", answer.text or answer.error, "", *stopped_lines(answer)]
+    lines = [f"Q: {question.text}", "", answer.text or told(answer), "", *stopped_lines(answer)]
     if cited:
         lines += ["Sources:", *cited]
     return "\n".join(lines).strip() + "\n"
@@ -121,7 +130,7 @@ def page_context(request: HttpRequest, matter: Matter, conversation: Conversatio
     return {
         "matter": matter, "conversation": conversation, "turns": turns(conversation),
         "form": form or AskForm(initial={"conversation": conversation.id if conversation else None}),
-        "history": history, "folders": folders,
+        "history": history, "folders": folders, "operator": sees_detail(request.user),
     }
 
 
@@ -141,7 +150,8 @@ def answer_block(request: HttpRequest, slug: str, question_id: int) -> HttpRespo
                 .select_related("answer").first())
     if question is None:
         raise Http404("no such question")
-    return render(request, "docqa/_turn.html", {"matter": matter, "t": turn(question)})
+    return render(request, "docqa/_turn.html", {"matter": matter, "t": turn(question),
+                                                "operator": sees_detail(request.user)})
 
 
 @login_required
@@ -167,7 +177,8 @@ def ask_stream(request: HttpRequest, slug: str) -> HttpResponse:
         return JsonResponse({"errors": form.errors}, status=400)
     conversation = own_conversation(request, matter, form.cleaned_data.get("conversation"))
     events = ask_in_background(
-        matter, form.cleaned_data["question"], actor=f"web:{request.user.get_username()}", user=request.user,
+        matter, form.cleaned_data["question"], detail=False, actor=f"web:{request.user.get_username()}",
+        user=request.user,
         budget=form.cleaned_data["budget"], effort=form.cleaned_data["effort"], conversation=conversation,
         scope=scope_of(form),
     )
@@ -222,16 +233,20 @@ class Answering:
             self.watch.leave()
 
 
-def ask_in_background(matter: Matter, question: str, **ask: Any) -> Answering:
+def ask_in_background(matter: Matter, question: str, *, detail: bool = True, **ask: Any) -> Answering:
     """Answer in a thread of its own, streaming its events through the returned `Answering`.
 
     The web UI, the API and the OpenAI-compatible endpoint stream from here; a failure the answer
-    path reports arrives as `error` with its message, never as a stack trace. A question stopped
-    (by its asker, or because its client left) ends with `done`, its answer recorded as it stood.
+    path reports arrives as `error` with its message, never as a stack trace: the operator's
+    message with `detail` (the API), else the plain words of docqa.faults, with the operator's
+    as `detail` only for staff. It also names the fault's `kind` and its `plain` words. A question
+    stopped (by its asker, or because its client left) ends with `done`, its answer recorded as
+    it stood.
     """
     answering = Answering()
     events = answering.events
     conversation = ask.get("conversation")
+    staff = sees_detail(ask.get("user"))
 
     def work() -> None:
         close_old_connections()
@@ -239,14 +254,19 @@ def ask_in_background(matter: Matter, question: str, **ask: Any) -> Answering:
             outcome = actions.do_ask(matter, question, on_event=answering.emit, watch=answering.watch, **ask)
             events.put(("done", {"question": outcome.question.id, "conversation": outcome.question.conversation_id,
                                  "mode": outcome.result.mode if outcome.result else ""}))
-        except DocqaError as exc:  # every failure the answer path reports, in its own words
+        except Exception as exc:  # every failure the answer path reports, in its own words
+            if not isinstance(exc, DocqaError):
+                logger.exception("answering a question failed")
+            kind, question_id = kind_of(exc), getattr(exc, "question", None)
+            said = plain(kind, str(exc))
+            # An error docqa did not raise on purpose never shows its own words but to staff.
+            told = str(exc) if detail and isinstance(exc, DocqaError) else said
             # With the question's id the page shows the recorded turn: the error, and the passages
             # kept when it was the model that failed.
-            events.put(("error", {"message": str(exc), "conversation": exc.conversation or
-                                  (conversation.id if conversation else None), "question": exc.question}))
-        except Exception:
-            logger.exception("answering a question failed")
-            events.put(("error", {"message": "docqa failed while answering; the error was logged for the operator"}))
+            events.put(("error", {
+                "message": told, "kind": kind, "plain": said, "question": question_id,
+                "conversation": getattr(exc, "conversation", None) or (conversation.id if conversation else None),
+                **({"detail": str(exc)} if staff and told != str(exc) else {})}))
         finally:
             events.put(None)
             connections.close_all()  # this thread's own database connection

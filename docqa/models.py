@@ -246,7 +246,8 @@ class Answer(models.Model):
     sources = models.JSONField(default=list)  # what was packed, text as sent
     dropped = models.JSONField(default=list)
     usage = models.JSONField(default=dict)
-    error = models.TextField(blank=True)
+    error = models.TextField(blank=True)  # for the operator: the asker is told it plainly (docqa.faults)
+    error_kind = models.CharField(max_length=16, blank=True, default="")  # DocqaError.kind
     latency_ms = models.IntegerField(default=0)
     # The model's reasoning, kept only when DOCQA_STORE_REASONING allows; never in the audit
     # trail or its exports, never shown to anyone but the asker (on request) and auditors.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from pathlib import Path
 
@@ -20,6 +21,8 @@ from docqa.permissions import matter_for, readable_matters, role_in
 from docqa.sources import upload_folder
 from docqa.templatetags.docqa_tags import quote_spans
 from ingest.errors import DocqaError
+
+logger = logging.getLogger(__name__)
 
 
 @require_GET
@@ -56,12 +59,17 @@ def ask(request: HttpRequest, slug: str) -> HttpResponse:
             )
             conversation = outcome.question.conversation
             form = AskForm(initial={"conversation": conversation.id if conversation else None})
-        except DocqaError as exc:
-            if exc.conversation is None:
+        except Exception as exc:
+            recorded = getattr(exc, "conversation", None)
+            if not isinstance(exc, DocqaError):
+                if recorded is None:
+                    raise
+                logger.exception("answering a question failed")  # the page says so in plain words
+            if recorded is None:  # the asker's own to act on (docqa.faults)
                 error = str(exc)
             else:  # recorded: its turn in the thread shows the error (and any passages kept)
-                conversation = own_conversation(request, matter, exc.conversation)
-                form = AskForm(initial={**form.cleaned_data, "conversation": exc.conversation})
+                conversation = own_conversation(request, matter, recorded)
+                form = AskForm(initial={**form.cleaned_data, "conversation": recorded})
     context = page_context(request, matter, conversation, form)
     context["error"] = error
     return render(request, "docqa/ask.html", context)

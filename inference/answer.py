@@ -34,6 +34,8 @@ from ingest.tokens import count_tokens
 class ReasoningExhausted(GenerationFailed):
     """finish_reason "length" with no content: reasoning used the whole output budget."""
 
+    kind = "reasoning"
+
 
 class Stopped(DocqaError):
     """The asker stopped the answer (the Stop button, the API's stop call, or a client that left).

@@ -25,26 +25,44 @@ class LlmError(DocqaError):
     # Whether the request may have reached the model server (with the passages it carried).
     # False only when no connection was made: refused, or not made in time.
     delivered: bool = True
+    kind = "failed"
 
 
 class LlmUnavailable(LlmError):
     """The server could not be reached or is not ready."""
 
+    kind = "unavailable"
+
+
+class LlmMisconfigured(LlmUnavailable):
+    """The served model cannot answer as docqa is set up (its window leaves too little room)."""
+
+    kind = "setup"
+    delivered = False
+
 
 class LlmTimeout(LlmError):
     """The server stopped answering within the time limit."""
+
+    kind = "timeout"
 
 
 class ContextTooLong(LlmError):
     """The prompt does not fit the model's context window."""
 
+    kind = "too_long"
+
 
 class GenerationFailed(LlmError):
     """The server answered with an error, or with no answer text."""
 
+    kind = "failed"
+
 
 class Cancelled(LlmError):
     """The request was hung up on because its `StopSignal` was set (the asker stopped it)."""
+
+    kind = "stopped"
 
 
 class StopSignal:

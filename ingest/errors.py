@@ -8,6 +8,10 @@ class DocqaError(Exception):
     # docqa's ask): its stored answer holds the error and, when the model failed, the passages.
     question: int | None = None
     conversation: int | None = None
+    # What kind of fault it is, for the reader who did not cause it (docqa.faults words it for
+    # them; the message itself is for the operator). "" when the message is the reader's own
+    # to act on (a budget out of range, no document indexed yet), and is shown as it is.
+    kind: str = ""
 
 
 class UnsupportedFile(DocqaError):
@@ -24,6 +28,8 @@ class StoreLocked(DocqaError):
 
 class StoreError(DocqaError):
     """The vector store refused or failed an operation."""
+
+    kind = "store"
 
 
 def is_time_limit(exc: BaseException) -> bool:

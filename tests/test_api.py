@@ -13,6 +13,7 @@ from django.core.management import CommandError, call_command
 from django.test import Client
 
 from docqa.actions import do_create_token
+from docqa.faults import PLAIN
 from docqa.models import AuditEvent, Matter, Membership, Role
 from tests.test_authorization import USERS, build_world
 
@@ -219,6 +220,9 @@ def test_when_the_model_fails_the_passages_found_come_with_the_error(lease: dict
     assert failed["question"] and failed["conversation"]
     stored = client.get(f"/api/v1/matters/lease/questions/{failed['question']}", **bearer(lease["ann"])).json()
     assert stored["mode"] == "error" and stored["error"] == failed["detail"] and stored["answer"] == ""
+    # The operator's message, and the plain words the web page shows its asker, by kind of fault.
+    kind = "unavailable" if fault == "down" else "timeout"
+    assert failed["kind"] == stored["error_kind"] == kind and failed["plain"] == stored["error_plain"] == PLAIN[kind]
     assert stored["sources"][0]["path"] == "lease.txt" and "sixty (60) days" in stored["sources"][0]["text"]
     assert stored["citations"] == [] and stored["notes"][0].startswith(
         "The model could not be asked" if fault == "down" else "The model did not answer")
@@ -229,6 +233,7 @@ def test_when_the_model_fails_the_passages_found_come_with_the_error(lease: dict
         call_command("ask", "--matter", "lease", "--json", "--budget", "2000", QUESTION, stdout=out)
     shown = json.loads(out.getvalue())
     assert shown["error"] and shown["mode"] == "error" and shown["sources"][0]["label"] == "S1"
+    assert shown["error_kind"] == kind
     assert shown["usage"]["budget"] == 2000 and shown["conversation"]
     text = io.StringIO()
     with pytest.raises(CommandError):

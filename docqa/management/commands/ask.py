@@ -68,7 +68,8 @@ class Command(BaseCommand):
         except DocqaError as exc:
             found = found_for(exc)
             if options["json"]:  # a script reading standard output gets the reason too (and the exit status)
-                self.stdout.write(json.dumps({"question": options["question"], "error": str(exc), **(found or {})}))
+                self.stdout.write(json.dumps({"question": options["question"], "error": str(exc), **kind_of_fault(exc),
+                                             **(found or {})}))
             elif found:  # the model failed: the passages found are shown all the same
                 self.stdout.write(render_text({"answer": "", "citations": [], **found}))
             raise CommandError(str(exc)) from exc
@@ -93,11 +94,17 @@ class Command(BaseCommand):
                 result = {"id": qid, "question": text, **self.ask(matter, text, options)}
             except DocqaError as exc:
                 failed += 1
-                result = {"id": qid, "question": text, "error": str(exc), **(found_for(exc) or {})}
+                result = {"id": qid, "question": text, "error": str(exc), **kind_of_fault(exc),
+                          **(found_for(exc) or {})}
             self.stdout.write(json.dumps(result))
             self.stdout.flush()
         if failed:  # every line is written first; a script still learns from the exit status
             raise CommandError(f"{failed} of {asked} questions failed: their lines carry \"error\"")
+
+
+def kind_of_fault(exc: DocqaError) -> dict[str, str]:
+    """A fault's kind (docqa.faults), as the API names it; nothing when the message is the asker's own."""
+    return {"error_kind": exc.kind} if exc.kind else {}
 
 
 def found_for(exc: DocqaError) -> dict[str, Any] | None:
