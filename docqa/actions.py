@@ -23,7 +23,7 @@ from django.db.models import Count, Max, Q, Sum
 from django.utils import timezone
 
 from docqa import services
-from docqa.faults import kind_of
+from docqa.faults import kind_of, recorded_error
 from docqa.llm import get_llm, get_reranker
 from docqa.models import (
     FINAL_STATES,
@@ -775,7 +775,7 @@ def do_ask(
                 else search_without_model(answer)
             if found is not None:
                 found.notes += notes
-        record_answer(question, None, started, error=str(exc), error_kind=kind_of(exc), found=found,
+        record_answer(question, None, started, error=recorded_error(exc), error_kind=kind_of(exc), found=found,
                       was_sent=was_sent, turns=sent_turns)
         with contextlib.suppress(AttributeError):  # any error: the page then shows the recorded turn
             exc.question, exc.conversation = question.id, conversation.id  # type: ignore[attr-defined]

@@ -431,8 +431,8 @@ def stop_question(request: HttpRequest, slug: str, question_id: Id) -> tuple[int
 # --- Audit (auditors) -----------------------------------------------------------------------------
 
 @api.get("/audit/events", response={200: AuditPage, 403: Message}, tags=["audit"])
-def audit_events(request: HttpRequest, actor: str = "", matter: str = "", action: str = "", since: str = "",
-                 until: str = "", q: str = "", limit: int = Query(100, ge=1, le=MAX_PAGE),
+def audit_events(request: HttpRequest, actor: str = "", matter: str = "", action: str = "", question: str = "",
+                 since: str = "", until: str = "", q: str = "", limit: int = Query(100, ge=1, le=MAX_PAGE),
                  offset: int = Query(0, ge=0, le=MAX_ID)) -> dict[str, Any]:
     """The audit trail, newest first, filtered as on the review page (auditors)."""
     from docqa.audit_views import filtered
@@ -448,8 +448,8 @@ def audit_events(request: HttpRequest, actor: str = "", matter: str = "", action
 @api.get("/audit/export.jsonl", tags=["audit"], response={403: Message},
          openapi_extra={"responses": {200: {"description": "the filtered events as JSON Lines, streamed",
                                             "content": {"application/x-ndjson": {"schema": {"type": "string"}}}}}})
-def audit_export(request: HttpRequest, actor: str = "", matter: str = "", action: str = "", since: str = "",
-                 until: str = "", q: str = "") -> Any:
+def audit_export(request: HttpRequest, actor: str = "", matter: str = "", action: str = "", question: str = "",
+                 since: str = "", until: str = "", q: str = "") -> Any:
     """Export the filtered trail as JSON Lines, streamed (auditors). The export is itself audited."""
     from docqa.audit_views import export_rows, filtered, json_lines
 

@@ -30,7 +30,7 @@ from docqa.permissions import role_in
 from docqa.retention import stored_text_sha256
 
 AUDITOR = "docqa.view_auditevent"
-FILTERS = ("actor", "matter", "action", "since", "until", "q")
+FILTERS = ("actor", "matter", "action", "question", "since", "until", "q")
 
 
 def filtered(request: HttpRequest) -> tuple[QuerySet[AuditEvent], dict[str, str]]:
@@ -43,6 +43,8 @@ def filtered(request: HttpRequest) -> tuple[QuerySet[AuditEvent], dict[str, str]
         events = events.filter(matter__slug=given["matter"])
     if given["action"]:
         events = events.filter(action__startswith=given["action"])
+    if given["question"].isdigit():  # every event of one question: asked, stopped, answered (or failed)
+        events = events.filter(detail__question=int(given["question"]))
     for key, lookup, clock in (("since", "created_at__gte", time.min), ("until", "created_at__lte", time.max)):
         if given[key]:
             try:

@@ -24,7 +24,7 @@ from django.shortcuts import render
 from django.views.decorators.http import require_GET, require_POST
 
 from docqa import actions
-from docqa.faults import kind_of, plain, sees_detail
+from docqa.faults import kind_of, plain, recorded_error, sees_detail
 from docqa.forms import AskForm
 from docqa.models import Answer, Conversation, Matter, Question
 from docqa.permissions import matter_for
@@ -258,15 +258,15 @@ def ask_in_background(matter: Matter, question: str, *, detail: bool = True, **a
             if not isinstance(exc, DocqaError):
                 logger.exception("answering a question failed")
             kind, question_id = kind_of(exc), getattr(exc, "question", None)
-            said = plain(kind, str(exc))
+            said, operators = plain(kind, str(exc)), recorded_error(exc)
             # An error docqa did not raise on purpose never shows its own words but to staff.
-            told = str(exc) if detail and isinstance(exc, DocqaError) else said
+            message = operators if detail and isinstance(exc, DocqaError) else said
             # With the question's id the page shows the recorded turn: the error, and the passages
             # kept when it was the model that failed.
             events.put(("error", {
-                "message": told, "kind": kind, "plain": said, "question": question_id,
+                "message": message, "kind": kind, "plain": said, "question": question_id,
                 "conversation": getattr(exc, "conversation", None) or (conversation.id if conversation else None),
-                **({"detail": str(exc)} if staff and told != str(exc) else {})}))
+                **({"detail": operators} if staff and message != operators else {})}))
         finally:
             events.put(None)
             connections.close_all()  # this thread's own database connection

@@ -21,8 +21,8 @@ TRY_LATER = "Try again later; if it keeps happening, tell your administrator."
 
 PLAIN = {
     "unavailable": f"The language model is not available at the moment, so no answer was written. {TRY_LATER}",
-    "setup": ("The language model is not set up to answer at this effort level, so no answer was written. "
-              "Try a lower effort; if that fails too, tell your administrator."),
+    "setup": ("The language model leaves too little room for an answer at this effort level, so no answer was "
+              "written. Try a lower effort; if it fails at low effort too, tell your administrator."),
     "timeout": ("The language model took too long to answer, so no answer was written. Try again, at a lower "
                 "effort or with a narrower question; if it keeps happening, tell your administrator."),
     "too_long": ("The question and its passages were too long for the language model, so no answer was written. "
@@ -32,6 +32,8 @@ PLAIN = {
     "failed": f"The language model failed while answering, so no answer was written. {TRY_LATER}",
     "stopped": "The answer was stopped.",
     "store": f"The search index is not available at the moment, so the question could not be searched. {TRY_LATER}",
+    "search_setup": ("docqa is not set up correctly to search this matter, so the question could not be answered. "
+                     "Tell your administrator."),
     "internal": "docqa failed while answering, so no answer was written. The error was logged for your administrator.",
 }
 
@@ -43,8 +45,19 @@ def kind_of(exc: BaseException) -> str:
 
 def plain(kind: str, error: str) -> str:
     """What the asker is told: the plain words for the kind, or the error itself when it is theirs
-    (kind "", and answers recorded before kinds were)."""
-    return PLAIN.get(kind, error)
+    (kind ""). A kind without words of its own is told as an internal failure, never in the
+    operator's words."""
+    if not kind:
+        return error
+    return PLAIN.get(kind, PLAIN["internal"])
+
+
+def recorded_error(exc: BaseException) -> str:
+    """The operator's message for `exc` as it is recorded: an error docqa did not raise on purpose
+    is named by its class too ("KeyError: 'text'"), and none is ever empty."""
+    if isinstance(exc, DocqaError):
+        return str(exc) or type(exc).__name__
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
 def sees_detail(user: Any) -> bool:

@@ -27,7 +27,7 @@ from docqa import actions
 from docqa.conversations import Answering, ask_in_background, event_stream
 from docqa.models import Matter, Question
 from docqa.permissions import readable_matters, role_in
-from inference.llm import LlmError
+from inference.llm import LlmError, LlmMisconfigured
 from ingest.errors import DocqaError
 
 PREFIX = "docqa/"
@@ -143,6 +143,8 @@ def chat_completions(request: HttpRequest) -> HttpResponse:
         return stream(matter, text, ask, model)
     try:
         outcome = actions.do_ask(matter, text, **ask)
+    except LlmMisconfigured as exc:  # the window is too small for the effort: as the REST API, a 400
+        return error(400, str(exc))
     except LlmError as exc:
         return error(502, str(exc), kind="api_error")
     except DocqaError as exc:

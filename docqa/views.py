@@ -15,6 +15,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from docqa import actions
 from docqa.conversations import own_conversation, page_context, scope_of
+from docqa.faults import kind_of, plain
 from docqa.forms import AskForm
 from docqa.models import FINAL_STATES, Document, IngestRun, ItemState, Role, RunStatus, path_starts
 from docqa.permissions import matter_for, readable_matters, role_in
@@ -66,7 +67,7 @@ def ask(request: HttpRequest, slug: str) -> HttpResponse:
                     raise
                 logger.exception("answering a question failed")  # the page says so in plain words
             if recorded is None:  # the asker's own to act on (docqa.faults)
-                error = str(exc)
+                error = plain(kind_of(exc), str(exc))
             else:  # recorded: its turn in the thread shows the error (and any passages kept)
                 conversation = own_conversation(request, matter, recorded)
                 form = AskForm(initial={**form.cleaned_data, "conversation": recorded})

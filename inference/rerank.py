@@ -18,6 +18,8 @@ from ingest.store import Hit
 class RerankerMissing(DocqaError):
     """The configured reranker folder holds no model."""
 
+    kind = "search_setup"
+
 
 class Reranker:
     def __init__(self, path: Path | str, top: int = 30, batch_size: int = 16) -> None:

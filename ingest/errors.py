@@ -25,6 +25,8 @@ class ParseError(DocqaError):
 class StoreLocked(DocqaError):
     """The embedded vector store's folder is held by another process."""
 
+    kind = "store"
+
 
 class StoreError(DocqaError):
     """The vector store refused or failed an operation."""

@@ -322,3 +322,28 @@ def test_nul_characters_are_refused_clearly(world: dict[str, Any]) -> None:
     huge = call(world, "viewer", "GET", "/api/v1/matters/acme/runs/99999999999999999999999")
     assert huge.status_code in (404, 422)
     assert Client().get("/m/acme/runs/99999999999999999999999/").status_code in (302, 404)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_window_too_small_for_the_effort_is_a_400_in_both_apis(lease: dict[str, Any], standin: Any) -> None:
+    """The model's window leaves no room for the output reserved at that effort: a request the
+    asker can change (a lower effort), so 400 in the REST API and the OpenAI-compatible one alike,
+    with its kind and plain words beside the operator's message."""
+    standin.max_model_len = 6000  # medium effort reserves 8,192 tokens for the output
+    client = Client()
+    rest = client.post("/api/v1/matters/lease/questions", json.dumps({"question": QUESTION, "effort": "medium"}),
+                       content_type="application/json", **bearer(lease["ann"]))
+    assert rest.status_code == 400 and rest.json()["kind"] == "setup" and rest.json()["plain"] == PLAIN["setup"]
+    assert "DOCQA_LLM_RESERVED_OUTPUT" in rest.json()["detail"]
+    openai = client.post("/v1/chat/completions", json.dumps({"model": "docqa/lease", "reasoning_effort": "medium",
+                                                             "messages": [{"role": "user", "content": QUESTION}]}),
+                         content_type="application/json", **bearer(lease["ann"]))
+    assert openai.status_code == 400 and "window leaves" in openai.json()["error"]["message"]
+    # The API's stream names the kind and the plain words too, with the operator's message.
+    streamed = client.post("/api/v1/matters/lease/questions/stream",
+                           json.dumps({"question": QUESTION, "effort": "medium"}),
+                           content_type="application/json", **bearer(lease["ann"]))
+    body = b"".join(streamed.streaming_content).decode()
+    error = json.loads(body.split("event: error\ndata: ", 1)[1].split("\n", 1)[0])
+    assert error["kind"] == "setup" and error["plain"] == PLAIN["setup"] and "window leaves" in error["message"]
+    assert "detail" not in error  # ann is not staff: the message already is the operator's, and nothing more

@@ -79,6 +79,10 @@ def test_filters_and_full_text_search(trail: dict) -> None:
     assert answer not in ids(q="assignment")
     assert ids(until="2001-01-01") == set()
     assert answer in ids(since="2001-01-01")
+    # One question's events, as its asker names it ("under question 42"): asked, answered, stopped.
+    question = trail["event"].detail["question"]
+    assert ids(question=str(question)) == {answer} and ids(question=str(question + 1)) == set()
+    assert answer in ids(question="not a number")  # ignored, as a date that is not one
 
 
 def test_replay_shows_what_the_model_was_given_and_checks_it(trail: dict) -> None:

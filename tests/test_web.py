@@ -164,7 +164,7 @@ def test_what_the_user_is_told_beside_the_answer_is_shown_and_kept(indexed: Matt
     assert Answer.objects.get().notes == [note]
     standin.mode, standin.max_model_len = "normal", 6000  # medium effort reserves 8,192 for the output
     html = client.post("/m/lease/", {"question": "Who pays the rent?", "effort": "medium"}).content.decode()
-    assert "not set up to answer at this effort level" in html and "Try a lower effort" in html
+    assert told("setup") in html and "Try a lower effort" in html
     assert "DOCQA_LLM_RESERVED_OUTPUT" not in html
     failed = Answer.objects.get(error__contains="window")
     assert failed.error_kind == "setup" and "DOCQA_LLM_RESERVED_OUTPUT" in failed.error
@@ -836,3 +836,48 @@ def test_an_error_docqa_did_not_raise_on_purpose_is_told_plainly_and_shown_to_st
     assert events[-1][1]["message"] == PLAIN["internal"] and "10.0.0.7" in events[-1][1]["detail"]
     block = client.get(f"/m/lease/q/{events[-1][1]['question']}/").content.decode()
     assert told("internal") in block and "For the administrator" in block and "10.0.0.7" in block
+
+
+def test_a_reranker_set_up_wrong_is_told_plainly_and_an_auditor_sees_why(
+        indexed: Matter, standin: Any, settings: Any, tmp_path: Path) -> None:
+    """A setting for the operator (a reranker folder holding no model) fails the question: the
+    lawyer is not shown the server's paths; an auditor, staff or not, is shown the reason."""
+    from django.contrib.auth.models import Group, Permission
+
+    from docqa.llm import get_reranker
+    from docqa.models import Answer
+
+    settings.RERANK_MODEL = str(tmp_path / "srv-secret-models")
+    get_reranker.cache_clear()
+    try:
+        client = member(indexed)
+        html = client.post("/m/lease/", {"question": "What is the rent?", "effort": "low"}).content.decode()
+        assert told("search_setup") in html and "srv-secret-models" not in html
+        assert Answer.objects.get().error_kind == "search_setup"
+        auditors = Group.objects.create(name="auditors")
+        auditors.permissions.add(Permission.objects.get(codename="view_auditevent"))
+        aud = User.objects.create_user("aud", password="pw-123456")  # not staff
+        aud.groups.add(auditors)
+        Membership.objects.create(matter=indexed, user=aud, role=Role.VIEWER)
+        client.force_login(aud)
+        html = client.post("/m/lease/", {"question": "What is the rent?", "effort": "low"}).content.decode()
+        assert told("search_setup") in html and "For the administrator" in html and "srv-secret-models" in html
+    finally:
+        settings.RERANK_MODEL = ""
+        get_reranker.cache_clear()
+
+
+def test_an_error_with_no_message_is_still_a_failure_told_plainly(indexed: Matter, standin: Any,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from docqa import actions
+    from docqa.models import Answer
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError
+
+    monkeypatch.setattr(actions, "answer_question", broken)
+    html = member(indexed).post("/m/lease/", {"question": "What is the rent?", "effort": "low"}).content.decode()
+
+    failed = Answer.objects.get()
+    assert failed.error == "AssertionError" and failed.error_kind == "internal" and failed.mode == "error"
+    assert told("internal") in html and "The answer cites no source" not in html

@@ -2,6 +2,44 @@
 
 from django.db import migrations, models
 
+# Failed answers recorded before kinds were get one from their message, so that their asker is
+# told plainly too (docqa.faults). The asker's own stay "" (shown as they are); anything not
+# recognised is "internal", told as docqa failing, never in the operator's words.
+ASKERS_OWN = ("nothing to answer from", "nothing matched", "no passage fits a budget")
+BY_MESSAGE = (
+    ("the model's window leaves", "setup"),
+    ("did not answer in time", "timeout"),
+    ("did not finish its answer within", "timeout"),
+    ("stopped answering in time", "timeout"),
+    ("the question and sources are too long", "too_long"),
+    ("whole output budget on reasoning", "reasoning"),
+    ("broke mid-answer", "failed"),
+    ("malformed stream data", "failed"),
+    ("failed mid-answer", "failed"),
+    ("stream ended without [DONE]", "failed"),
+    ("rejected the request", "failed"),
+    ("returned no answer text", "failed"),
+    ("the language model", "unavailable"),
+    ("/v1/models", "unavailable"),
+    ("vector store", "store"),
+    ("Qdrant", "store"),
+    ("DOCQA_RERANK_MODEL", "search_setup"),
+)
+
+
+def kind_of_message(error):
+    if error.startswith(ASKERS_OWN):
+        return ""
+    return next((kind for words, kind in BY_MESSAGE if words in error), "internal")
+
+
+def backfill(apps, schema_editor):
+    Answer = apps.get_model("docqa", "Answer")
+    for answer in Answer.objects.exclude(error="").filter(error_kind="").only("id", "error").iterator():
+        kind = kind_of_message(answer.error)
+        if kind:
+            Answer.objects.filter(id=answer.id).update(error_kind=kind)
+
 
 class Migration(migrations.Migration):
 
@@ -15,4 +53,5 @@ class Migration(migrations.Migration):
             name='error_kind',
             field=models.CharField(blank=True, default='', max_length=16),
         ),
+        migrations.RunPython(backfill, migrations.RunPython.noop),
     ]
