@@ -11,14 +11,16 @@ import threading
 from typing import Any
 
 from django.conf import settings
+from django.db import connections
 
 _worker: Any = None
+_thread: threading.Thread | None = None
 _guard = threading.Lock()
 
 
 def ensure_worker() -> None:
     """Start the in-process worker once (no-op in services mode, where workers are processes)."""
-    global _worker
+    global _worker, _thread
     if not settings.EMBEDDED_WORKER:
         return
     with _guard:
@@ -36,16 +38,27 @@ def ensure_worker() -> None:
             without_gossip=True,
             ready_callback=lambda consumer: ready.set(),
         )
-        thread = threading.Thread(target=worker.start, name="docqa-embedded-worker", daemon=True)
+
+        def run() -> None:
+            try:
+                worker.start()
+            finally:  # its database connection goes with it, not left open after a stop
+                connections.close_all()
+
+        thread = threading.Thread(target=run, name="docqa-embedded-worker", daemon=True)
         thread.start()
         if not ready.wait(timeout=60):
             raise RuntimeError("the in-process Celery worker did not start within 60 s")
-        _worker = worker
+        _worker, _thread = worker, thread
 
 
 def stop_worker() -> None:
-    global _worker
+    """Stop the in-process worker and wait (a while) for its thread to end and close its
+    database connection."""
+    global _worker, _thread
     with _guard:
         if _worker is not None:
             _worker.stop(in_sighandler=False)
-            _worker = None
+            if _thread is not None:
+                _thread.join(timeout=30)
+            _worker, _thread = None, None

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from django.contrib.auth.models import Group, Permission, User
 from django.core.management import call_command
+from django.db import connections
 
 from docqa.models import Matter, Membership, Role
 from tests.conftest import REPO, SHARED
@@ -57,6 +58,9 @@ def site(data_dir: Path, tmp_path: Path, standin: Any, live_server: Any) -> Iter
     SHOTS.mkdir(parents=True, exist_ok=True)
     yield {"url": live_server.url, "folder": folder, "standin": standin}
     embedded.stop_worker()
+    # A connection the test body opened while Playwright ran (do_ask in the auditor's test) was
+    # found still open when the test database was dropped ("being accessed by other users").
+    connections.close_all()
 
 
 @pytest.fixture
