@@ -215,6 +215,23 @@ class AnswerOut(Schema):
     latency_ms: int
 
 
+class QuestionOut(Schema):
+    question: int
+    conversation: int | None
+    text: str
+    effort: str
+    asked_at: datetime
+    mode: str = Field(description="llm, search, error, stopped, or pending: no answer recorded yet (being "
+                                  "answered, or its process ended first)")
+    stop_requested: bool = Field(description="a stop was asked for (it may not have been in time)")
+    error_kind: str = ""
+
+
+class QuestionPage(Schema):
+    count: int
+    items: list[QuestionOut]
+
+
 class AuditOut(Schema):
     id: int
     created_at: datetime
@@ -400,6 +417,29 @@ def ask_stream(request: HttpRequest, slug: str, body: AskIn) -> StreamingHttpRes
                                effort=effort, conversation=own_conversation(request, matter, body.conversation),
                                scope=[s for s in body.scope if s.strip()] or None)
     return event_stream(sse(events))
+
+
+@api.get("/matters/{slug}/questions", response=QuestionPage, tags=["questions"])
+def questions(request: HttpRequest, slug: str, conversation: int = Query(0, ge=0, le=MAX_ID), pending: bool = False,
+              limit: int = Query(50, ge=1, le=MAX_PAGE), offset: int = Query(0, ge=0, le=MAX_ID)) -> dict[str, Any]:
+    """Your questions in the matter, newest first: `conversation` keeps one conversation's,
+    `pending` those still being answered (a whole-answer POST in another request can be found
+    here, and stopped). Each in full at GET /questions/{id}."""
+    matter = matter_for(request.user, slug)
+    asked = Question.objects.filter(matter=matter, user=request.user).select_related("answer").order_by("-id")
+    if conversation:
+        asked = asked.filter(conversation_id=conversation)
+    if pending:
+        asked = asked.filter(answer__isnull=True)
+    return {"count": asked.count(), "items": [question_out(q) for q in asked[offset:offset + limit]]}
+
+
+def question_out(question: Question) -> dict[str, Any]:
+    answer: Answer | None = getattr(question, "answer", None)
+    return {"question": question.id, "conversation": question.conversation_id, "text": question.text,
+            "effort": question.effort, "asked_at": question.created_at,
+            "mode": answer.mode if answer else "pending", "stop_requested": question.stop_requested_at is not None,
+            "error_kind": answer.error_kind if answer and answer.error else ""}
 
 
 @api.get("/matters/{slug}/questions/{question_id}", response=AnswerOut, tags=["questions"])

@@ -57,6 +57,7 @@ MATRIX = [
     ("POST", "/api/v1/matters/acme/runs/{acme_run}/retry", EDIT),
     ("GET", "/api/v1/matters/acme/documents", READ),
     ("GET", "/api/v1/matters/acme/documents/{acme_doc}", READ),
+    ("GET", "/api/v1/matters/acme/questions", READ),  # each reader's own questions only
     ("GET", "/api/v1/matters/acme/questions/999999", {**READ, "viewer": GONE, "editor": GONE, "manager": GONE}),
     ("POST", "/api/v1/matters/acme/questions/999999/stop", {**READ, "viewer": GONE, "editor": GONE, "manager": GONE}),
     ("GET", "/api/v1/audit/events", AUDIT),
@@ -106,6 +107,9 @@ def test_tokens_are_created_listed_and_revoked_by_command(world: dict[str, Any])
 def test_the_audit_api_filters_and_exports(world: dict[str, Any]) -> None:
     page = call(world, "auditor", "GET", "/api/v1/audit/events?action=question&limit=5").json()
     assert page["count"] == 1 and page["items"][0]["action"] == "question.answer"
+    one = call(world, "auditor", "GET", f"/api/v1/audit/events?question={page['items'][0]['detail']['question']}")
+    assert one.json()["count"] == 1 and call(world, "auditor", "GET", "/api/v1/audit/events?question=1234567").json()[
+        "count"] == 0
     export = call(world, "auditor", "GET", "/api/v1/audit/export.jsonl?action=question")
     lines = b"".join(export.streaming_content).decode().splitlines()
     assert len(lines) == 1 and json.loads(lines[0])["action"] == "question.answer"
@@ -187,6 +191,11 @@ def test_a_question_is_stopped_through_the_api_by_its_asker_only(lease: dict[str
         time.sleep(0.05)
     asked = Question.objects.get(text=QUESTION)
     client = Client()
+    # The asker finds it from another connection, as the whole-answer POST has not returned its id.
+    pending = client.get("/api/v1/matters/lease/questions?pending=true", **bearer(lease["ann"])).json()
+    assert pending["count"] == 1 and pending["items"][0]["question"] == asked.id
+    assert pending["items"][0]["mode"] == "pending" and not pending["items"][0]["stop_requested"]
+    assert client.get("/api/v1/matters/lease/questions", **bearer(lease["bob"])).json() == {"count": 0, "items": []}
     path = f"/api/v1/matters/lease/questions/{asked.id}/stop"
     assert client.post(path, **bearer(lease["bob"])).status_code == 404  # not bob's question
     assert client.post(path, **bearer(lease["ann"])).json() == {
@@ -197,6 +206,10 @@ def test_a_question_is_stopped_through_the_api_by_its_asker_only(lease: dict[str
     assert stopped["notes"] == ["Stopped by the asker before the model finished: the answer is incomplete."]
     assert client.post(path, **bearer(lease["ann"])).status_code == 409  # nothing left to stop
     assert AuditEvent.objects.get(action="question.stop").actor == "api:ann"
+    listed = client.get(f"/api/v1/matters/lease/questions?conversation={asked.conversation_id}",
+                        **bearer(lease["ann"])).json()
+    assert [(q["question"], q["mode"], q["stop_requested"]) for q in listed["items"]] == [(asked.id, "stopped", True)]
+    assert client.get("/api/v1/matters/lease/questions?pending=true", **bearer(lease["ann"])).json()["count"] == 0
 
 
 @pytest.mark.django_db(transaction=True)
