@@ -48,7 +48,7 @@ from docqa.models import (
     sha256_text,
 )
 from inference.answer import AnswerResult, Stopped, answer_question, fitting_history
-from inference.llm import LlmError, LlmMisconfigured, StopSignal, VllmClient
+from inference.llm import LlmError, LlmMisconfigured, LlmTimeout, StopSignal, VllmClient
 from inference.pack import Packing, best_first
 from ingest.discover import plan_sync, walk_folder
 from ingest.errors import DocqaError
@@ -698,6 +698,8 @@ def do_ask(
     try:
         ceiling = default_budget(effort)  # asks the model for its window: the first contact with the server
     except DocqaError as exc:  # down, not ready, or refusing the key or model: recorded below, then raised
+        if isinstance(exc, LlmTimeout):  # no answer to the first contact: told as a server not available
+            exc.kind = "unavailable"  # (a lower effort or a narrower question cannot help)
         failure = exc
     else:
         if llm and ceiling < MIN_BUDGET:

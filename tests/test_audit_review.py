@@ -82,7 +82,8 @@ def test_filters_and_full_text_search(trail: dict) -> None:
     # One question's events, as its asker names it ("under question 42"): asked, answered, stopped.
     question = trail["event"].detail["question"]
     assert ids(question=str(question)) == {answer} and ids(question=str(question + 1)) == set()
-    assert answer in ids(question="not a number")  # ignored, as a date that is not one
+    assert ids(question=f"#{question}") == {answer} and ids(question=f"question {question}") == {answer}
+    assert ids(question="not a number") == set()  # no number: no question's events, not the whole trail
 
 
 def test_replay_shows_what_the_model_was_given_and_checks_it(trail: dict) -> None:

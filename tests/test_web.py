@@ -862,6 +862,8 @@ def test_a_reranker_set_up_wrong_is_told_plainly_and_an_auditor_sees_why(
         client.force_login(aud)
         html = client.post("/m/lease/", {"question": "What is the rent?", "effort": "low"}).content.decode()
         assert told("search_setup") in html and "For the administrator" in html and "srv-secret-models" in html
+        failed = Answer.objects.latest("id")
+        assert f'href="/audit/?question={failed.question_id}"' in html  # an auditor goes straight to its events
     finally:
         settings.RERANK_MODEL = ""
         get_reranker.cache_clear()
@@ -881,3 +883,17 @@ def test_an_error_with_no_message_is_still_a_failure_told_plainly(indexed: Matte
     failed = Answer.objects.get()
     assert failed.error == "AssertionError" and failed.error_kind == "internal" and failed.mode == "error"
     assert told("internal") in html and "The answer cites no source" not in html
+
+
+def test_a_server_that_never_answers_its_first_contact_is_told_as_not_available(indexed: Matter, standin: Any,
+                                                                                 settings: Any) -> None:
+    """No reply even to /v1/models: nothing was asked of the model, so the lawyer is not advised
+    to lower the effort or narrow the question (the timeout is the operator's to read)."""
+    from docqa.models import Answer
+
+    standin.mode, settings.LLM_TIMEOUT = "dead", 1
+    html = member(indexed).post("/m/lease/", {"question": "What is the rent?", "effort": "low"}).content.decode()
+
+    failed = Answer.objects.get()
+    assert failed.error_kind == "unavailable" and "time" in failed.error
+    assert told("unavailable") in html and told("timeout") not in html
