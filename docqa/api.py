@@ -17,7 +17,7 @@ from ninja import Field, NinjaAPI, Path, Query, Schema
 from ninja.security import HttpBearer
 
 from docqa import actions
-from docqa.conversations import ask_in_background, event_stream, own_conversation, sse
+from docqa.conversations import ask_in_background, event_stream, own_conversation, sse, told
 from docqa.faults import plain
 from docqa.models import (
     Answer,
@@ -272,8 +272,7 @@ def answer_out(question: Question) -> dict[str, Any]:
         "effort": question.effort, "asked_at": question.created_at,
         "mode": answer.mode if answer else "pending", "answer": answer.text if answer else "",
         "error": answer.error if answer else "", "model": answer.model if answer else "",
-        "error_kind": answer.error_kind if answer and answer.error else "",
-        "error_plain": plain(answer.error_kind, answer.error) if answer and answer.error else "",
+        "error_kind": answer.error_kind if answer else "", "error_plain": told(answer) if answer else "",
         "citations": [{"label": c.label, "quote": c.quote, "status": c.status, "verified": c.verified,
                        "reason": c.reason, "document": c.document_id, "version": c.version, "path": c.path,
                        "page": c.page, "section": c.section, "start": c.start, "end": c.end}
@@ -439,7 +438,7 @@ def question_out(question: Question) -> dict[str, Any]:
     return {"question": question.id, "conversation": question.conversation_id, "text": question.text,
             "effort": question.effort, "asked_at": question.created_at,
             "mode": answer.mode if answer else "pending", "stop_requested": question.stop_requested_at is not None,
-            "error_kind": answer.error_kind if answer and answer.error else ""}
+            "error_kind": answer.error_kind if answer else ""}
 
 
 @api.get("/matters/{slug}/questions/{question_id}", response=AnswerOut, tags=["questions"])

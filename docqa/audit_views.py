@@ -44,8 +44,8 @@ def filtered(request: HttpRequest) -> tuple[QuerySet[AuditEvent], dict[str, str]
         events = events.filter(matter__slug=given["matter"])
     if given["action"]:
         events = events.filter(action__startswith=given["action"])
-    number = re.search(r"\d+", given["question"])  # "42", "#42", "question 42"
     if given["question"]:  # every event of one question: asked, stopped, answered (or failed)
+        number = re.search(r"\d+", given["question"])  # "42", "#42", "question 42"
         events = events.filter(detail__question=int(number.group()[:18])) if number else events.none()
     for key, lookup, clock in (("since", "created_at__gte", time.min), ("until", "created_at__lte", time.max)):
         if given[key]:
