@@ -48,7 +48,7 @@ from docqa.models import (
     sha256_text,
 )
 from inference.answer import AnswerResult, Stopped, answer_question, fitting_history
-from inference.llm import LlmError, LlmMisconfigured, LlmTimeout, StopSignal, VllmClient
+from inference.llm import Cancelled, LlmError, LlmMisconfigured, LlmTimeout, StopSignal, VllmClient
 from inference.pack import Packing, best_first
 from ingest.discover import plan_sync, walk_folder
 from ingest.errors import DocqaError
@@ -599,11 +599,13 @@ def reserved_output(effort: str) -> int:
     )
 
 
-def default_budget(effort: str = "medium") -> int:
+def default_budget(effort: str = "medium", stop: StopSignal | None = None) -> int:
+    """The prompt tokens the served model's window leaves at `effort` (search-only's budget
+    without a model). Setting `stop` gives up waiting for the server (Cancelled)."""
     llm = get_llm()
     if llm is None:
         return settings.SEARCH_ONLY_BUDGET
-    return llm.max_model_len() - reserved_output(effort)
+    return llm.max_model_len(stop) - reserved_output(effort)
 
 
 HISTORY_TURNS = 6  # earlier questions and answers sent with a follow-up
@@ -689,27 +691,9 @@ def do_ask(
     asked = budget
     documents = scope_documents(matter, scope) if scope else None
     llm = get_llm()
-    failure: DocqaError | None = None
-    # Without the model (it failed before it was asked), the passages found are packed at the
-    # budget asked for, else search-only's.
+    # Until the model's window is known: the budget asked for, else search-only's (also what the
+    # passages found are packed at when the model fails before it is asked).
     used = asked or settings.SEARCH_ONLY_BUDGET
-    if llm is not None:
-        on_event("status", "contacting the language model")  # a server that hangs is not "sending" for minutes
-    try:
-        ceiling = default_budget(effort)  # asks the model for its window: the first contact with the server
-    except DocqaError as exc:  # down, not ready, or refusing the key or model: recorded below, then raised
-        if isinstance(exc, LlmTimeout):  # no answer to the first contact: told as a server not available
-            exc.kind = "unavailable"  # (a lower effort or a narrower question cannot help)
-        failure = exc
-    else:
-        if llm and ceiling < MIN_BUDGET:
-            failure = LlmMisconfigured(f"the model's window leaves {ceiling:,} tokens for the prompt once the output "
-                                       f"is reserved at {effort} effort: lower DOCQA_LLM_RESERVED_OUTPUT or the effort")
-        elif llm:
-            used = min(asked or ceiling, ceiling)
-    notes = [] if asked is None or used >= asked else [
-        f"A budget of {asked:,} tokens is more than the model's window leaves for the prompt at {effort} effort; "
-        f"{used:,} was used."]
     # Earlier turns: the conversation's, or as a client sent them (the OpenAI-compatible endpoint);
     # those a client sent go into the trail too, as content (retention expires them with the rest).
     sent_history = history
@@ -722,18 +706,21 @@ def do_ask(
         ids: list[int | None] = [id_ for id_, _, _ in turns]
     else:
         ids = [None] * len(history)
-    # Those that fit beside the sources, exactly as they go to the model (and into the trail).
-    history = fitting_history(history, used, text)
-    sent_turns = turns_sent(ids[len(ids) - len(history):], history)
+    earlier = list(history)  # cut below to those that fit beside the sources
     if conversation is None:
         conversation = Conversation.objects.create(matter=matter, user=user, actor=actor)
+    # Recorded before the model server is first contacted, so a server that hangs can be stopped
+    # (and the question is listed as pending) while it is waited for. The trail holds the budget
+    # asked for (None: the model's window); the answer's record holds the budget used.
     question = Question.objects.create(matter=matter, user=user, actor=actor, text=text, effort=effort, budget=used,
                                        conversation=conversation)
     record_audit(actor, "question.ask", matter, {"question": question.id, "conversation": conversation.id,
-                                                 "text": text, "effort": effort, "budget": used,
+                                                 "text": text, "effort": effort, "budget": asked,
                                                  **({"scope": scope, "documents": len(documents)} if documents else {}),
                                                  **({"history": [{"text": q, "answer": a} for q, a in sent_history]}
                                                     if sent_history else {})})
+    notes: list[str] = []
+    sent_turns: list[dict[str, Any]] = []
     started = time.monotonic()
     sent: list[Packing] = []  # what the model is sent, should it then fail
 
@@ -742,15 +729,44 @@ def do_ask(
             text, matter_ids=[matter.id], embedder=services.get_embedder(), store=services.get_store(),
             llm=model, budget=used, effort=effort,
             max_completion_tokens=reserved_output(effort), on_event=on_event, retrieval=settings.RETRIEVAL,
-            history=history, previous=previous, reranker=get_reranker(), documents=documents,
+            history=earlier, previous=previous, reranker=get_reranker(), documents=documents,
             # Prefix-cache entries are kept apart per matter, so one matter's cached
             # sources can never shorten (and so reveal) another's prompt timing.
             cache_salt=f"matter-{matter.id}", on_packed=sent.append, stop=watch.signal,
         )
 
+    failure: DocqaError | None = None
     try:
         # The first event that names the question: the asker can stop it from here on.
         emit("asked", {"question": question.id, "conversation": conversation.id})
+        if llm is not None:
+            emit("status", "contacting the language model")  # a server that hangs is not "sending" for minutes
+            watch.listen()  # a stop asked for while the server is waited for is seen at once
+        try:
+            # Asks the model for its window: the first contact with the server.
+            ceiling = default_budget(effort, watch.signal)
+        except Cancelled as exc:  # the asker stopped the wait
+            raise Stopped(str(exc)) from exc
+        except DocqaError as exc:  # down, not ready, or refusing the key or model: recorded below, then raised
+            if isinstance(exc, LlmTimeout):  # no answer to the first contact: told as a server not available
+                exc.kind = "unavailable"  # (a lower effort or a narrower question cannot help)
+            failure = exc
+        else:
+            if llm and ceiling < MIN_BUDGET:
+                failure = LlmMisconfigured(f"the model's window leaves {ceiling:,} tokens for the prompt once the "
+                                           f"output is reserved at {effort} effort: lower DOCQA_LLM_RESERVED_OUTPUT "
+                                           "or the effort")
+            elif llm:
+                used = min(asked or ceiling, ceiling)
+                if used != question.budget:
+                    question.budget = used
+                    Question.objects.filter(id=question.id).update(budget=used)
+        if asked is not None and used < asked:
+            notes.append(f"A budget of {asked:,} tokens is more than the model's window leaves for the prompt at "
+                         f"{effort} effort; {used:,} was used.")
+        # Those earlier turns that fit beside the sources, exactly as they go to the model (and into the trail).
+        earlier = fitting_history(earlier, used, text)
+        sent_turns = turns_sent(ids[len(ids) - len(earlier):], earlier)
         if failure is not None:
             raise failure
         result = answer(llm)
@@ -842,6 +858,7 @@ class StopWatch:
         self.question: int | None = None
         self.generating = False  # the model has been asked (it may have been sent the passages)
         self.delivered = False  # the model has answered something (so it was sent the prompt)
+        self.listening = False  # the process's watcher looks for a stop for this question
 
     def leave(self) -> None:
         self.signal.set(CLIENT_LEFT)
@@ -860,10 +877,17 @@ class StopWatch:
             raise Stopped(self.signal.reason)
         if kind == "status" and data == "generating" and not self.generating:
             self.generating = True  # from here on the request may reach the model
+            self.listen()
+
+    def listen(self) -> None:
+        """Have the process's watcher set `signal` when a stop is asked for (while the model
+        server is waited for, and no event comes to look)."""
+        if not self.listening and self.question is not None:
+            self.listening = True
             STOP_WATCHER.watch(self.question, self.signal)
 
     def close(self) -> None:
-        if self.generating and self.question is not None:
+        if self.listening and self.question is not None:
             STOP_WATCHER.forget(self.question)
 
 

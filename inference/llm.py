@@ -199,8 +199,34 @@ class VllmClient:
             return f"nothing came for {self.timeout.read:g} s; DOCQA_LLM_TIMEOUT sets the limit"
         return f"{type(exc).__name__} after {self.timeout.read:g} s; DOCQA_LLM_TIMEOUT sets the limit"
 
-    def max_model_len(self) -> int:
-        """The served model's context window, from /v1/models."""
+    def max_model_len(self, stop: StopSignal | None = None) -> int:
+        """The served model's context window, from /v1/models. Setting `stop` gives up waiting
+        (raising Cancelled) even while the server has not answered at all: the request is left to
+        end on its own timeout in a thread of its own, and its answer is not used."""
+        if stop is None:
+            return self._max_model_len()
+        if stop.is_set():
+            raise Cancelled(stop.reason)
+        outcome: dict[str, Any] = {}
+        finished = threading.Event()
+
+        def ask() -> None:
+            try:
+                outcome["window"] = self._max_model_len()
+            except Exception as exc:  # handed to the waiting thread, which raises it
+                outcome["error"] = exc
+            finally:
+                finished.set()
+
+        threading.Thread(target=ask, name="docqa-first-contact", daemon=True).start()
+        while not finished.wait(0.05):
+            if stop.is_set():
+                raise Cancelled(stop.reason)
+        if "error" in outcome:
+            raise outcome["error"]
+        return int(outcome["window"])
+
+    def _max_model_len(self) -> int:
         try:
             cards = self._request("GET", "/v1/models").json().get("data", [])
         except ValueError as exc:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+import time
 
 import httpx
 import pytest
@@ -173,6 +174,26 @@ def test_client_times_out_on_a_dead_server(server: VllmStandin) -> None:
 
     with pytest.raises(LlmTimeout, match=r"did not answer in time \(nothing came for 0.5 s; DOCQA_LLM_TIMEOUT"):
         client(server, timeout=0.5).max_model_len()
+
+
+def test_a_stop_signal_gives_up_waiting_for_a_server_that_never_answers_its_first_contact(
+        server: VllmStandin) -> None:
+    """/v1/models hangs (no headers at all): the stop ends the wait at once, where the timeout
+    would take its whole length; with the stop not set, the window and the faults come as ever."""
+    import threading
+
+    from inference.llm import Cancelled, StopSignal
+
+    assert client(server).max_model_len(StopSignal()) == 131072
+    server.mode = "dead"
+    stop = StopSignal()
+    threading.Timer(0.3, stop.set, ["Stopped by the asker"]).start()
+    began = time.monotonic()
+    with pytest.raises(Cancelled, match="Stopped by the asker"):
+        client(server, timeout=30).max_model_len(stop)
+    assert time.monotonic() - began < 2
+    with pytest.raises(LlmTimeout):  # not stopped: the server's own fault, raised in the asking thread
+        client(server, timeout=0.5).max_model_len(StopSignal())
 
 
 def test_client_reports_an_unreachable_server() -> None:

@@ -260,7 +260,9 @@ def test_a_model_server_that_is_down_is_a_message_and_an_audit_record(indexed: M
     assert "lease.txt" in panel and "two thousand dollars" in panel and "verified" not in panel
     assert answered.detail["mode"] == "error" and answered.detail["sources"][0]["path"] == "lease.txt"
     assert answered.detail["sources_sent"] is False and answered.detail["model"] == ""
-    assert asked.detail["budget"] == answered.detail["budget"] == answered.detail["usage"]["budget"] == 16384
+    # Asked for: the model's window (None); used, with no window known: search-only's budget.
+    assert asked.detail["budget"] is None
+    assert answered.detail["budget"] == answered.detail["usage"]["budget"] == 16384
     assert 'name="conversation" value="' in html and "Follow-up question" in html
 
 
@@ -541,6 +543,34 @@ def test_stop_hangs_up_on_a_model_still_reading_the_prompt(indexed: Matter, stan
     assert answer.text == "" and answer.model and answer.sources
     assert answer.notes == ["Stopped by the asker before the model finished: the answer is incomplete."]
     assert wait_for(lambda: standin.hangups == 1)  # the model server saw the hang-up when it wrote
+
+
+def test_stop_ends_the_wait_for_a_model_server_that_never_answers(indexed: Matter, standin: Any,
+                                                                   settings: Any) -> None:
+    """The server hangs at the first contact (/v1/models): the question is recorded before it, so
+    it is named at once, listed as pending, and Stop ends the wait, where the timeout would not."""
+    import time
+
+    from docqa.models import Answer
+
+    standin.mode, settings.LLM_TIMEOUT = "dead", 30
+    ann = member(indexed)
+    response = ann.post("/m/lease/ask/stream", {"question": "What is the monthly rent?", "effort": "low"})
+    events = events_of(response)
+    asked = next(data["question"] for kind, data in events if kind == "asked")
+    assert next(data for kind, data in events if kind == "status")["text"] == "contacting the language model"
+    assert AuditEvent.objects.filter(action="question.ask").latest("id").detail["budget"] is None  # the model's window
+    time.sleep(0.5)  # the server is being waited for
+    pressed = time.monotonic()
+    assert ann.post(f"/m/lease/q/{asked}/stop").status_code == 202
+    done = next(data for kind, data in events if kind == "done")
+    assert done["mode"] == "stopped" and time.monotonic() - pressed < 3  # not the 30 s of the timeout
+    answer = Answer.objects.get(question_id=asked)
+    assert answer.notes == ["Stopped by the asker before the model was asked: nothing was sent to it."]
+    assert answer.text == "" and not answer.model and not standin.requests
+    trail = list(AuditEvent.objects.filter(detail__question=asked).order_by("id").values_list("action", flat=True))
+    assert trail == ["question.ask", "question.stop", "question.answer"]
+    assert ann.post(f"/m/lease/q/{asked}/stop").status_code == 409
 
 
 def test_a_client_that_leaves_mid_answer_stops_the_model(indexed: Matter, standin: Any) -> None:
