@@ -26,6 +26,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET
 
 from docqa.actions import answer_as_sent, record_audit
+from docqa.faults import plain
 from docqa.models import Answer, AuditEvent, Question, sha256_text
 from docqa.permissions import role_in
 from docqa.retention import stored_text_sha256
@@ -95,6 +96,8 @@ def replay(request: HttpRequest, event_id: int) -> HttpResponse:
         "turns": replayed_turns(detail, event.matter, may_read),
         "answer_matches": answer is not None and recorded_sha256(detail.get("answer")) == stored_text_sha256(answer.text, gone),
         "reasoning": answer.reasoning if answer is not None else "",
+        # What the asker was shown for a failure (docqa.faults), beside the operator's message.
+        "told": plain(str(detail.get("error_kind") or ""), str(detail["error"])) if detail.get("error") else "",
     })
 
 

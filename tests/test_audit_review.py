@@ -12,6 +12,7 @@ from django.contrib.auth.models import Group, Permission, User
 from django.test import Client
 
 from docqa.actions import record_answer, record_audit
+from docqa.faults import PLAIN
 from docqa.models import Answer, AuditEvent, Matter, Membership, Question, Role
 from inference.answer import AnswerResult
 from inference.citations import CheckedCitation
@@ -124,13 +125,18 @@ def test_replay_of_a_failed_answer_says_whether_the_model_was_sent_its_passages(
     question, source = second_question(trail)
     found = AnswerResult("error", "", Packing([source], [], 20, 16000), model="gpt-oss-120b" if sent else "",
                          notes=["The model did not answer"])
-    record_answer(question, None, time.monotonic(), error="the language model timed out", found=found, was_sent=sent)
+    record_answer(question, None, time.monotonic(), error="the language model timed out", found=found, was_sent=sent,
+                  error_kind="timeout")
 
     event, page, listed = replayed(trail)
 
     assert event.detail["sources_sent"] is sent and event.detail["sources"][0]["path"] == "msa.txt"
     assert listed.count('class="badge bad" title="the language model timed out">failed</span>') == 1  # not the answered one
-    assert "Failed:</strong> the language model timed out" in page and "text matches its SHA-256" in page
+    assert listed.count('<span class="muted">timeout: the language model timed out</span>') == 1  # not only on hover
+    assert "Failed (timeout):</strong> the language model timed out" in page and "text matches its SHA-256" in page
+    assert f"The asker was told: “{PLAIN['timeout']}”" in page  # the plain words beside the operator's
+    assert "<strong>Answer</strong> none was written" in page and "none is stored either" in page
+    assert f'question {question.id} (<a href="/audit/?question={question.id}">all its events</a>)' in page
     if sent:
         assert "What the model was sent before it failed" in page and "model gpt-oss-120b" in page
     else:
@@ -152,7 +158,8 @@ def test_replay_of_a_stopped_answer_shows_what_was_written_and_what_was_sent(tra
     assert event.detail["mode"] == "stopped" and event.detail["sources_sent"] is sent and not event.detail["error"]
     assert listed.count(f'class="badge" title="{note}">stopped</span>') == 1 and "failed</span>" not in listed
     assert f'<span class="badge">stopped</span> {note}' in page and "Failed:" not in page
-    assert "matches the stored answer" in page and "text matches its SHA-256" in page
+    assert ("matches the stored answer" if sent else "none is stored either") in page
+    assert "text matches its SHA-256" in page and "The asker was told" not in page
     if sent:
         assert "What the model was sent before it was stopped" in page and "model gpt-oss-120b" in page
     else:

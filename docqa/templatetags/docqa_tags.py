@@ -51,6 +51,15 @@ def mark_quotes(text: str, citations: list) -> SafeString:
 
 
 @register.filter
+def thousands(value: object) -> str:
+    """A count as people read it ("32,182"); anything not a number as it is."""
+    try:
+        return f"{int(str(value)):,}"
+    except ValueError:
+        return "" if value is None else str(value)
+
+
+@register.filter
 def content(value: object) -> str:
     """A recorded content field: its text, or, once retention expired it, what is left of it."""
     if isinstance(value, dict) and set(value) == {"sha256"}:
