@@ -810,8 +810,8 @@ NOT_REACHED_NOTE = (
     "the question; they were not sent to it. No answer or citation was drawn from them."
 )
 NOT_ANSWERED_NOTE = (
-    "The model did not answer (any text it had begun was discarded), so below are the passages it was sent, as it "
-    "was sent them. No answer or citation was drawn from them."
+    "The model gave no answer that could be kept, so below are the passages it was sent, as it was sent them. No "
+    "answer or citation was drawn from them."
 )
 
 

@@ -32,9 +32,10 @@ PLAIN = {
     "failed": f"The language model failed while answering, so no answer was written. {TRY_LATER}",
     "stopped": "The answer was stopped.",
     "store": f"The search index is not available at the moment, so the question could not be searched. {TRY_LATER}",
-    "search_setup": ("docqa is not set up correctly to search this matter, so the question could not be answered. "
+    "search_setup": ("The search is not set up correctly for this matter, so the question could not be answered. "
                      "Tell your administrator."),
-    "internal": "docqa failed while answering, so no answer was written. The error was logged for your administrator.",
+    "internal": ("Something went wrong in docqa while answering, so no answer was written. The error was logged for "
+                 "your administrator."),
 }
 
 

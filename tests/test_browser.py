@@ -98,7 +98,7 @@ def test_ask_watch_it_stream_check_a_citation_follow_up_and_sync(browser: Any, s
     page.evaluate("""() => { window.shifts = 0; new PerformanceObserver(list => { for (const e of list.getEntries())
         if (!e.hadRecentInput) window.shifts += e.value; }).observe({type: "layout-shift", buffered: true}); }""")
     page.get_by_role("button", name="Ask").click()
-    page.locator("#live-status").filter(has_text=re.compile("Retrieving|Packed|Generating|Reasoning")).wait_for()
+    page.locator("#live-status").filter(has_text=re.compile("Searching|Found|Waiting for the model|Writing|thinking")).wait_for()
     live = page.locator("#live-answer")
     live.filter(has_text=re.compile(r"\w")).wait_for()  # the first tokens are in
     before = len(live.inner_text())
@@ -112,6 +112,9 @@ def test_ask_watch_it_stream_check_a_citation_follow_up_and_sync(browser: Any, s
     assert re.search(r"/m/golf/c/\d+/$", page.url)  # the address is the conversation's
     assert streamed_shift < 0.05, streamed_shift  # nothing moved while the answer streamed (CLS)
     assert page.get_by_label("Follow-up question").count() == 1  # the box now continues the thread
+    listed = page.locator("#history-list li").first  # the new conversation is listed, dated as on a reload
+    assert listed.locator("a[aria-current]").count() == 1
+    assert re.fullmatch(r"\d\d-\d\d \d\d:\d\d", listed.locator(".muted").inner_text())
     shot(page, "03-answer")
 
     answer.locator("a.cite").first.click()  # [S1] in the answer opens its source in the panel

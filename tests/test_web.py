@@ -116,8 +116,9 @@ def test_search_only_lists_passages_best_first_and_links_what_was_left_out(data_
                                       "budget": "1024"}).content.decode()
 
     assert "No language model is connected" in html and "passages, best first (no model was asked)" in html
-    assert "Left out for lack of room" in html
-    left_out = html.split("Left out for lack of room")[1]
+    # No model was asked, so nothing was left out "for lack of room": found beyond the budget.
+    assert "Also found, beyond the 1,024-token budget" in html and "Left out for lack of room" not in html
+    left_out = html.split("Also found, beyond the 1,024-token budget")[1]
     link = re.search(r'<a href="(/m/supply/documents/\d+/\?start=(\d+)&amp;end=(\d+))#hit">supply.txt</a>', left_out)
     assert link is not None and "characters " in left_out and " tokens" in left_out
     page = client.get(link.group(1).replace("&amp;", "&")).content.decode()
@@ -236,7 +237,7 @@ def test_a_broken_stream_is_a_message_and_an_audit_record(indexed: Matter, stand
     assert message in event.detail["error"] and event.detail["answer"] == ""
     assert event.detail["error_kind"] == "failed"
     # The model had its passages when the stream broke: they are kept as it was sent them.
-    assert "<h4>Passages the model was sent</h4>" in html and "The model did not answer (any text it had begun" in html
+    assert "<h4>Passages the model was sent</h4>" in html and "The model gave no answer that could be kept" in html
     assert event.detail["sources_sent"] is True and event.detail["model"]
 
 
@@ -432,7 +433,7 @@ def test_stream_reports_failures_as_messages(indexed: Matter, standin: Any, monk
     block = member_client.get(f"/m/lease/q/{failed['question']}/").content.decode()
     assert told("unavailable") in block and "<h4>Passages the model was sent</h4>" in block and "monthly rent" in block
     assert "HTTP 500" not in block
-    assert "The model did not answer (any text it had begun was discarded)" in block and failed["conversation"]
+    assert "The model gave no answer that could be kept, so below" in block and failed["conversation"]
     answered = AuditEvent.objects.filter(action="question.answer").latest("id")
     assert answered.detail["sources_sent"] is True and answered.detail["model"]
     # Asked again in the same thread, the question is not searched twice over (as a follow-up would be).

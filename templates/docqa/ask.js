@@ -84,19 +84,30 @@
     question.focus();
   }
 
+  function said(status) {  // the stream's status in the asker's words
+    var packed = /^packed (\d+) sources \/ (\d+) tokens$/.exec(status);
+    if (packed) return "Found " + Number(packed[1]).toLocaleString() + " passages (" +
+                       Number(packed[2]).toLocaleString() + " tokens); sending them to the model…";
+    if (status === "retrieving") return "Searching the matter…";
+    if (status === "generating") return "Waiting for the model to begin (it reads the passages first)…";
+    if (status.indexOf("retrying with low effort") !== -1)
+      return "The model ran out of room while thinking; asking it again at low effort…";
+    return status.charAt(0).toUpperCase() + status.slice(1) + "…";
+  }
+
   function handle(name, data) {
     if (name === "asked") {
       asked = data.question;
       if (stopWanted) sendStop();
     } else if (name === "status") {
-      if (!stopWanted) statusLine.textContent = data.text.charAt(0).toUpperCase() + data.text.slice(1) + "…";
+      if (!stopWanted) statusLine.textContent = said(data.text);
     } else if (name === "token") {
       answer.textContent += data.text;
-      if (!stopWanted) statusLine.textContent = "Generating…";
+      if (!stopWanted) statusLine.textContent = "Writing…";
     } else if (name === "reasoning") {
       reasoning.textContent += data.text;
       reasoningBox.hidden = false;
-      if (!stopWanted) statusLine.textContent = "Reasoning…";
+      if (!stopWanted) statusLine.textContent = "The model is thinking…";
     } else if (name === "error") {
       stopButton.hidden = true;  // nothing left to stop
       // The question was recorded in a thread: a follow-up continues it.
@@ -118,9 +129,15 @@
       var list = document.getElementById("history-list"), item = document.createElement("li"),
           link = document.createElement("a");
       link.href = form.getAttribute("data-conversation-base") + id + "/";
-      link.textContent = document.getElementById("live-question").textContent.slice(0, 60);
+      var asked = document.getElementById("live-question").textContent;
+      link.textContent = asked.length > 60 ? asked.slice(0, 59) + "…" : asked;  // as the server cuts it
       link.setAttribute("aria-current", "page");
       item.appendChild(link);
+      var when = document.createElement("span");  // as the server writes it: month-day hour:minute, UTC
+      when.className = "muted";
+      when.textContent = new Date().toISOString().slice(5, 16).replace("T", " ");
+      item.appendChild(document.createTextNode(" "));
+      item.appendChild(when);
       list.querySelectorAll(".muted:only-child").forEach(function (n) { n.remove(); });
       list.querySelectorAll("[aria-current]").forEach(function (n) { n.removeAttribute("aria-current"); });
       list.insertBefore(item, list.firstChild);
