@@ -112,10 +112,15 @@ def completion(question: Question, model: str) -> dict[str, Any]:
     answer = question.answer
     extra, citations = sources_text(question)
     usage = answer.usage or {}
+    # A stopped answer (its asker stopped it through the REST API, found as pending there) says
+    # so in its text, as the page does: an OpenAI client has no other field that would.
+    said = "\n\n".join([answer.text, *answer.notes] if answer.mode == "stopped" else [answer.text]).strip()
     return {
         "id": f"chatcmpl-docqa-{question.id}", "object": "chat.completion", "created": int(time.time()),
         "model": model, "citations": citations,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": answer.text + extra},
+        # docqa's own: the question's id (to find it in the REST API and the audit) and its mode.
+        "docqa": {"question": question.id, "conversation": question.conversation_id, "mode": answer.mode},
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": said + extra},
                      "finish_reason": "stop"}],
         "usage": {"prompt_tokens": usage.get("prompt_tokens", 0), "completion_tokens": usage.get("completion_tokens", 0),
                   "total_tokens": usage.get("prompt_tokens", 0) + usage.get("completion_tokens", 0)},

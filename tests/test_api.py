@@ -262,6 +262,47 @@ def test_when_the_model_fails_the_passages_found_come_with_the_error(lease: dict
 
 
 @pytest.mark.django_db(transaction=True)
+def test_a_whole_openai_answer_is_found_as_pending_and_stopped_through_the_api(lease: dict[str, Any],
+                                                                               standin: Any) -> None:
+    """A non-streaming OpenAI-compatible call returns nothing until the answer is whole: its asker
+    finds it with the REST API's pending list and stops it there; the reply says it was stopped."""
+    import threading
+    import time
+
+    from django.db import connections
+
+    standin.mode, standin.delay = "slow", 0.2
+    replies: list[Any] = []
+
+    def ask() -> None:
+        try:
+            replies.append(Client().post("/v1/chat/completions", json.dumps(
+                {"model": "docqa/lease", "messages": [{"role": "user", "content": QUESTION}],
+                 "reasoning_effort": "low"}), content_type="application/json", **bearer(lease["ann"])))
+        finally:
+            connections.close_all()  # this thread's own
+
+    asking = threading.Thread(target=ask)
+    asking.start()
+    deadline = time.monotonic() + 20
+    while not standin.requests and time.monotonic() < deadline:  # the model is writing
+        time.sleep(0.05)
+    pending = Client().get("/api/v1/matters/lease/questions?pending=true", **bearer(lease["ann"])).json()
+    assert pending["count"] == 1
+    asked = pending["items"][0]["question"]
+    assert Client().post(f"/api/v1/matters/lease/questions/{asked}/stop", **bearer(lease["ann"])).status_code == 202
+    asking.join(20)
+    reply = replies[0].json()
+    content = reply["choices"][0]["message"]["content"]
+    assert replies[0].status_code == 200 and reply["docqa"]["question"] == asked and reply["docqa"]["mode"] == "stopped"
+    assert "Stopped by the asker before the model finished: the answer is incomplete." in content
+    deadline = time.monotonic() + 10
+    while not standin.hangups and time.monotonic() < deadline:  # the model server sees the hang-up when it writes
+        time.sleep(0.05)
+    assert standin.hangups == 1
+
+
+@pytest.mark.django_db(transaction=True)
 def test_an_openai_client_asks_a_matter_and_gets_the_citations(lease: dict[str, Any], standin: Any) -> None:
     client = Client()
     request = {"model": "docqa/lease", "messages": [{"role": "user", "content": QUESTION}],
@@ -272,6 +313,7 @@ def test_an_openai_client_asks_a_matter_and_gets_the_citations(lease: dict[str, 
     assert reply["object"] == "chat.completion" and reply["model"] == "docqa/lease"
     assert "sixty (60) days" in content and "\n\nSources:\n[S1] lease.txt: “" in content and "(quote verified)" in content
     assert reply["citations"][0]["verified"] and reply["usage"]["total_tokens"] > 0
+    assert reply["docqa"]["mode"] == "llm" and reply["id"] == f"chatcmpl-docqa-{reply['docqa']['question']}"
 
     streamed = client.post("/v1/chat/completions", json.dumps({**request, "stream": True,
                                                                 "messages": [*request["messages"],
