@@ -162,25 +162,19 @@ def test_ask_through_the_api_with_citations_and_private_answers(lease: dict[str,
     assert AuditEvent.objects.filter(action="question.answer", actor="api:ann").count() == 2
 
 
-@pytest.mark.django_db(transaction=True)
-def test_a_question_is_stopped_through_the_api_by_its_asker_only(lease: dict[str, Any], standin: Any) -> None:
-    """The stop call reaches an answer in another request (here the whole-answer POST, waiting in
-    a thread): it hangs up on the model and comes back with what was written, mode `stopped`."""
+def asked_in_a_thread(path: str, body: dict[str, Any], token: str, standin: Any) -> tuple[Any, list[Any]]:
+    """POST a whole-answer question from a thread of its own, and wait until the model writes:
+    the thread, and the list its reply lands in."""
     import threading
     import time
 
     from django.db import connections
 
-    from docqa.models import Question
-
-    standin.mode, standin.delay = "slow", 0.2
-    answered: list[Any] = []
+    replies: list[Any] = []
 
     def ask() -> None:
         try:
-            answered.append(Client().post("/api/v1/matters/lease/questions",
-                                          json.dumps({"question": QUESTION, "effort": "low"}),
-                                          content_type="application/json", **bearer(lease["ann"])))
+            replies.append(Client().post(path, json.dumps(body), content_type="application/json", **bearer(token)))
         finally:
             connections.close_all()  # this thread's own
 
@@ -189,6 +183,18 @@ def test_a_question_is_stopped_through_the_api_by_its_asker_only(lease: dict[str
     deadline = time.monotonic() + 20
     while not standin.requests and time.monotonic() < deadline:  # the model is writing
         time.sleep(0.05)
+    return asking, replies
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_question_is_stopped_through_the_api_by_its_asker_only(lease: dict[str, Any], standin: Any) -> None:
+    """The stop call reaches an answer in another request (here the whole-answer POST, waiting in
+    a thread): it hangs up on the model and comes back with what was written, mode `stopped`."""
+    from docqa.models import Question
+
+    standin.mode, standin.delay = "slow", 0.2
+    asking, answered = asked_in_a_thread("/api/v1/matters/lease/questions", {"question": QUESTION, "effort": "low"},
+                                         lease["ann"], standin)
     asked = Question.objects.get(text=QUESTION)
     client = Client()
     # The asker finds it from another connection, as the whole-answer POST has not returned its id.
@@ -266,27 +272,12 @@ def test_a_whole_openai_answer_is_found_as_pending_and_stopped_through_the_api(l
                                                                                standin: Any) -> None:
     """A non-streaming OpenAI-compatible call returns nothing until the answer is whole: its asker
     finds it with the REST API's pending list and stops it there; the reply says it was stopped."""
-    import threading
     import time
 
-    from django.db import connections
-
     standin.mode, standin.delay = "slow", 0.2
-    replies: list[Any] = []
-
-    def ask() -> None:
-        try:
-            replies.append(Client().post("/v1/chat/completions", json.dumps(
-                {"model": "docqa/lease", "messages": [{"role": "user", "content": QUESTION}],
-                 "reasoning_effort": "low"}), content_type="application/json", **bearer(lease["ann"])))
-        finally:
-            connections.close_all()  # this thread's own
-
-    asking = threading.Thread(target=ask)
-    asking.start()
-    deadline = time.monotonic() + 20
-    while not standin.requests and time.monotonic() < deadline:  # the model is writing
-        time.sleep(0.05)
+    asking, replies = asked_in_a_thread("/v1/chat/completions", {
+        "model": "docqa/lease", "messages": [{"role": "user", "content": QUESTION}], "reasoning_effort": "low"},
+        lease["ann"], standin)
     pending = Client().get("/api/v1/matters/lease/questions?pending=true", **bearer(lease["ann"])).json()
     assert pending["count"] == 1
     asked = pending["items"][0]["question"]
