@@ -47,7 +47,7 @@ from docqa.models import (
     path_starts,
     sha256_text,
 )
-from inference.answer import AnswerResult, Stopped, answer_question, fitting_history
+from inference.answer import AnswerResult, Stopped, answer_question, fitting_history, stopped_note
 from inference.llm import Cancelled, LlmError, LlmMisconfigured, LlmTimeout, StopSignal, VllmClient
 from inference.pack import Packing, best_first
 from ingest.discover import plan_sync, walk_folder
@@ -738,7 +738,8 @@ def do_ask(
     failure: DocqaError | None = None
     try:
         # The first event that names the question: the asker can stop it from here on.
-        emit("asked", {"question": question.id, "conversation": conversation.id})
+        emit("asked", {"question": question.id, "conversation": conversation.id,
+                       "asked_at": question.created_at.isoformat()})
         if llm is not None:
             emit("status", "contacting the language model")  # a server that hangs is not "sending" for minutes
             watch.listen()  # a stop asked for while the server is waited for is seen at once
@@ -773,8 +774,7 @@ def do_ask(
     except Stopped as stop:  # the asker's choice, not a failure: recorded as it stood, and returned
         if stop.result is None and watch.generating and sent and llm is not None:
             # Between the model's attempts (the retry at low effort): it was sent the passages.
-            stop.result = AnswerResult("stopped", "", sent[-1], model=llm.model, notes=[
-                f"{stop} before the model finished: the answer is incomplete."],
+            stop.result = AnswerResult("stopped", "", sent[-1], model=llm.model, notes=[stopped_note(str(stop), False)],
                 usage={"budget": used, "source_tokens": sent[-1].tokens})
         result = stop.result or stopped_early(stop, sent[-1] if sent else None, used)
         result.notes += notes
@@ -806,12 +806,12 @@ def do_ask(
 
 
 NOT_REACHED_NOTE = (
-    "The model could not be asked, so this is a search-only result: below, best first, are the passages found for "
-    "the question; they were not sent to it. No answer or citation was drawn from them."
+    "The model could not be asked, so this is a search-only result: the passages found for the question are listed "
+    "with it, best first; they were not sent to it. No answer or citation was drawn from them."
 )
 NOT_ANSWERED_NOTE = (
-    "The model gave no answer that could be kept, so below are the passages it was sent, as it was sent them. No "
-    "answer or citation was drawn from them."
+    "The model gave no answer that could be kept, so the passages it was sent are listed with the question, as it "
+    "was sent them. No answer or citation was drawn from them."
 )
 
 

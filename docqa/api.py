@@ -405,7 +405,7 @@ def ask(request: HttpRequest, slug: str, body: AskIn) -> dict[str, Any]:
 
 @api.post("/matters/{slug}/questions/stream", tags=["questions"],
           openapi_extra={"responses": {200: {"description": "server-sent events: asked (the question's id, "
-                                             "for the stop call), status, reasoning, token, then "
+                                             "for the stop call, its conversation and asked_at), status, reasoning, token, then "
                                              "done (with the question's id) or error",
                                              "content": {"text/event-stream": {"schema": {"type": "string"}}}}}})
 def ask_stream(request: HttpRequest, slug: str, body: AskIn) -> StreamingHttpResponse:

@@ -49,11 +49,19 @@ class Stopped(DocqaError):
 
 
 SEARCH_ONLY_NOTE = (
-    "No language model is connected, so this is a search-only result: the passages below, best "
+    "No language model is connected, so this is a search-only result: the passages listed with it, best "
     "first, are exactly those that would have been sent to the model. (An administrator connects "
     "one with DOCQA_LLM_BASE_URL.)"
 )
 EventSink = Callable[[str, Any], None]
+
+
+def stopped_note(reason: str, written: bool) -> str:
+    """What a stopped answer says of itself, once the model was sent the passages (`written`:
+    it had begun the answer)."""
+    if written:
+        return f"{reason} before the model finished: the answer is incomplete."
+    return f"{reason} before the model wrote any of its answer: the passages it was sent are kept."
 
 
 @dataclass
@@ -247,7 +255,7 @@ def generate(
         finish(result, content, reasoning, first_token_ms, started)
         # What was written is kept and checked like any answer: a quote cut off by the stop fails.
         result.citations = check_citations(result.answer, {s.label: s.text for s in packing.sources})
-        result.notes.append(f"{stopped} before the model finished: the answer is incomplete.")
+        result.notes.append(stopped_note(str(stopped), bool(result.answer)))
         stopped.result = result
         if stopped is exc:
             raise

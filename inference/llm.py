@@ -177,7 +177,9 @@ class VllmClient:
             raise self._http_error(response.status_code, response.text)
         return response
 
-    def _http_error(self, status: int, body: str) -> LlmError:
+    def _http_error(self, status: int, body: str, chat: bool = False) -> LlmError:
+        """The LlmError for an HTTP error status (`chat`: to the chat request, which the server
+        was reached with: a 500 there is the model failing on it, not a server away)."""
         message = error_message(body)
         if status == 400 and is_context_error(message):
             return ContextTooLong(f"the question and sources are too long for the model: {message}")
@@ -188,6 +190,8 @@ class VllmClient:
             return LlmUnavailable(f"the language model refused the API key (HTTP {status}): check DOCQA_LLM_API_KEY")
         if status == 404:
             return LlmUnavailable(f"the language model server does not serve {self.model!r}: {message}")
+        if status == 500 and chat:
+            return GenerationFailed(f"the language model failed on the request (HTTP 500): {message}")
         if status >= 500:
             return LlmUnavailable(f"the language model server failed (HTTP {status}): {message}")
         return GenerationFailed(f"the language model rejected the request (HTTP {status}): {message}")
@@ -272,7 +276,7 @@ class VllmClient:
         try:
             with self.http.stream("POST", url, json=body, headers=headers) as response:
                 if response.status_code >= 400:
-                    raise self._http_error(response.status_code, response.read().decode("utf-8", "replace"))
+                    raise self._http_error(response.status_code, response.read().decode("utf-8", "replace"), chat=True)
                 answering = True
                 hang_up = HangUp(stop, response) if stop is not None else None
                 try:

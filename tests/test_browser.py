@@ -98,7 +98,7 @@ def test_ask_watch_it_stream_check_a_citation_follow_up_and_sync(browser: Any, s
     page.evaluate("""() => { window.shifts = 0; new PerformanceObserver(list => { for (const e of list.getEntries())
         if (!e.hadRecentInput) window.shifts += e.value; }).observe({type: "layout-shift", buffered: true}); }""")
     page.get_by_role("button", name="Ask").click()
-    page.locator("#live-status").filter(has_text=re.compile("Searching|Found|Waiting for the model|Writing|thinking")).wait_for()
+    page.locator("#live-status").filter(has_text=re.compile("Searching|Found|Sent|Waiting|Writing|thinking")).wait_for()
     live = page.locator("#live-answer")
     live.filter(has_text=re.compile(r"\w")).wait_for()  # the first tokens are in
     before = len(live.inner_text())
@@ -149,7 +149,7 @@ def test_ask_watch_it_stream_check_a_citation_follow_up_and_sync(browser: Any, s
     failed = page.locator("#turns .turn").nth(2)
     failed.wait_for()
     # In plain words for the lawyer, naming the question for an administrator (not HTTP 500).
-    assert failed.locator(".error").inner_text().startswith("The language model is not available at the moment")
+    assert failed.locator(".error").inner_text().startswith("The language model failed while answering")
     assert "under question" in failed.locator(".fault").inner_text() and "HTTP 500" not in failed.inner_text()
     assert page.locator("#live").is_hidden()
     assert failed.locator(".panel h4").inner_text() == "Passages the model was sent"  # it answered HTTP 500

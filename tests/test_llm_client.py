@@ -97,11 +97,14 @@ def test_client_maps_too_long_prompt_to_context_too_long(server: VllmStandin) ->
         collect(server)
 
 
-def test_client_maps_server_error_to_unavailable(server: VllmStandin) -> None:
-    server.mode = "error"
-
-    with pytest.raises(LlmUnavailable, match="HTTP 500"):
+def test_client_maps_a_server_error_to_a_failed_answer_and_a_gateway_error_to_unavailable(
+        server: VllmStandin) -> None:
+    server.mode = "error"  # vLLM's engine failed on the request: the server is there
+    with pytest.raises(GenerationFailed, match="HTTP 500"):
         collect(server)
+    client_ = client(server)
+    assert isinstance(client_._http_error(503, "{}", chat=True), LlmUnavailable)  # a proxy with vLLM away
+    assert isinstance(client_._http_error(500, "{}"), LlmUnavailable)  # to the first contact, /v1/models
 
 
 @pytest.mark.parametrize("mode, message", [
@@ -214,7 +217,7 @@ def test_a_failure_says_whether_the_request_may_have_reached_the_server(server: 
                                                                                           max_completion_tokens=64))
     assert refused.value.delivered is False
     server.mode = "error"  # the server had the whole request when it answered 500
-    with pytest.raises(LlmUnavailable) as failed:
+    with pytest.raises(GenerationFailed) as failed:
         collect(server)
     assert failed.value.delivered is True
     server.mode, server.delay = "slow", 1.0  # sent, then no answer in time

@@ -13,8 +13,9 @@
   var question = document.getElementById("id_question");
   var stopButton = document.getElementById("stop-button");
   var scope = document.getElementById("id_scope");  // Esc there closes its list of folders
-  var asked = null, stopWanted = false;  // the question being answered (its id), and whether to stop it
+  var asked = null, askedAt = null, stopWanted = false;  // the question being answered (its id), and whether to stop it
   var answering = false;
+  var found = "";  // the passages packed for the question being answered, as the status line says them
 
   function copyButtons(root) {
     root.querySelectorAll("[data-copy]").forEach(function (b) {
@@ -84,12 +85,18 @@
     question.focus();
   }
 
+  function passages(n) { return Number(n).toLocaleString() + (Number(n) === 1 ? " passage" : " passages"); }
+
   function said(status) {  // the stream's status in the asker's words
     var packed = /^packed (\d+) sources \/ (\d+) tokens$/.exec(status);
-    if (packed) return "Found " + Number(packed[1]).toLocaleString() + " passages (" +
-                       Number(packed[2]).toLocaleString() + " tokens); sending them to the model…";
+    if (packed) {  // the last word without a model; with one, followed at once by "generating"
+      found = passages(packed[1]) + " (" + Number(packed[2]).toLocaleString() + " tokens)";
+      return "Found " + found + "…";
+    }
     if (status === "retrieving") return "Searching the matter…";
-    if (status === "generating") return "Waiting for the model to begin (it reads the passages first)…";
+    if (status === "generating")
+      return (found ? "Sent " + found + " to the model; waiting for it" : "Waiting for the model") +
+             " to begin (it reads the passages first)…";
     if (status.indexOf("retrying with low effort") !== -1)
       return "The model ran out of room while thinking; asking it again at low effort…";
     return status.charAt(0).toUpperCase() + status.slice(1) + "…";
@@ -98,6 +105,7 @@
   function handle(name, data) {
     if (name === "asked") {
       asked = data.question;
+      askedAt = data.asked_at || null;
       if (stopWanted) sendStop();
     } else if (name === "status") {
       if (!stopWanted) statusLine.textContent = said(data.text);
@@ -133,9 +141,9 @@
       link.textContent = asked.length > 60 ? asked.slice(0, 59) + "…" : asked;  // as the server cuts it
       link.setAttribute("aria-current", "page");
       item.appendChild(link);
-      var when = document.createElement("span");  // as the server writes it: month-day hour:minute, UTC
+      var when = document.createElement("span");  // when it was asked, as the server writes it (UTC)
       when.className = "muted";
-      when.textContent = new Date().toISOString().slice(5, 16).replace("T", " ");
+      when.textContent = (askedAt || new Date().toISOString()).slice(5, 16).replace("T", " ");
       item.appendChild(document.createTextNode(" "));
       item.appendChild(when);
       list.querySelectorAll(".muted:only-child").forEach(function (n) { n.remove(); });
@@ -179,7 +187,7 @@
     document.getElementById("live-question").textContent = question.value;
     answer.textContent = ""; reasoning.textContent = ""; reasoningBox.hidden = true; reasoningBox.open = false;
     errorLine.hidden = true; statusLine.textContent = "Sending…";
-    asked = null; stopWanted = false;
+    asked = null; stopWanted = false; found = ""; askedAt = null;
     stopButton.hidden = false; stopButton.disabled = false; stopButton.textContent = "Stop";
     live.hidden = false;
     live.scrollIntoView({block: "nearest"});  // the answer is watched as it comes
