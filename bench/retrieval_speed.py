@@ -127,7 +127,7 @@ def main() -> None:
         embedder, store, _ = build_store(folder / "edge", args.chunks)
 
     from inference.answer import answer_question, retrieval_limit, source_budget
-    from inference.llm import VllmClient
+    from inference.llm import StopSignal, VllmClient
     from inference.pack import pack_sources
     from inference.retrieve import retrieve
     from ingest.tokens import count_tokens
@@ -177,11 +177,13 @@ def main() -> None:
     overhead = []
     for question in questions[:60]:
         started = time.perf_counter()
-        # As `ask` does: the model's window from /v1/models, then retrieval, packing, the prompt,
-        # its JSON and the HTTP request, timed until the stand-in holds the whole request body.
-        window = client.max_model_len()
+        # As `ask` does: the model's window from /v1/models (waited for stoppably, from a thread),
+        # then retrieval, packing, the prompt, its JSON and the HTTP request (with its stop signal),
+        # timed until the stand-in holds the whole request body.
+        signal = StopSignal()
+        window = client.max_model_len(signal)
         answer_question(question, matter_ids=matters, embedder=embedder, store=store, llm=client,
-                        budget=window - 8192, effort="low", max_completion_tokens=8192)
+                        budget=window - 8192, effort="low", max_completion_tokens=8192, stop=signal)
         overhead.append(standin.received_at[-1] - started)
     standin.stop()
     report("docqa's time before the request leaves (full 123k window)", overhead, 150)

@@ -798,6 +798,17 @@ def do_ask(
         with contextlib.suppress(AttributeError):  # any error: the page then shows the recorded turn
             exc.question, exc.conversation = question.id, conversation.id  # type: ignore[attr-defined]
         raise
+    except BaseException:  # Ctrl-C on `ask`, a worker shut down: recorded as stopped, never left pending
+        interrupted = Stopped(INTERRUPTED)
+        if watch.generating and sent and llm is not None:  # the model may have been sent the passages
+            kept = AnswerResult("stopped", "", sent[-1], model=llm.model, usage={"budget": used,
+                                "source_tokens": sent[-1].tokens},
+                                notes=[f"{INTERRUPTED} while the model was answering: nothing it wrote was kept."])
+        else:
+            kept = stopped_early(interrupted, sent[-1] if sent else None, used)
+        with contextlib.suppress(Exception):  # on the way out: the interruption is what is raised
+            record_answer(question, kept, started, was_sent=kept.model != "", turns=sent_turns)
+        raise
     finally:
         watch.close()  # its polling thread ends
     result.notes += notes
@@ -844,6 +855,7 @@ def do_stop(question: Question, actor: str) -> bool:
 STOP_POLL_S = 0.5  # how often an answering thread looks for a stop request while the model writes
 CLIENT_LEFT = "Stopped because the client left (the page was closed or the connection was lost)"
 ASKER_STOPPED = "Stopped by the asker"
+INTERRUPTED = "Stopped because docqa was interrupted (the command was cancelled, or the process shut down)"
 
 
 class StopWatch:

@@ -33,8 +33,19 @@ from ingest.errors import DocqaError
 PREFIX = "docqa/"
 
 
-def error(status: int, message: str, kind: str = "invalid_request_error", code: str | None = None) -> JsonResponse:
-    return JsonResponse({"error": {"message": message, "type": kind, "param": None, "code": code}}, status=status)
+def error(status: int, message: str, kind: str = "invalid_request_error", code: str | None = None,
+          failed: Exception | None = None) -> JsonResponse:
+    """OpenAI's error envelope; for a question that was recorded before it `failed`, docqa's own
+    field names it (its stored answer holds the error and any passages kept)."""
+    return JsonResponse({"error": {"message": message, "type": kind, "param": None, "code": code},
+                         **recorded(failed)}, status=status)
+
+
+def recorded(failed: Any) -> dict[str, Any]:
+    question = getattr(failed, "question", None) if failed is not None else None
+    if not question:
+        return {}
+    return {"docqa": {"question": question, "conversation": getattr(failed, "conversation", None), "mode": "error"}}
 
 
 def token_user(request: HttpRequest) -> Any:
@@ -149,11 +160,11 @@ def chat_completions(request: HttpRequest) -> HttpResponse:
     try:
         outcome = actions.do_ask(matter, text, **ask)
     except LlmMisconfigured as exc:  # the window is too small for the effort: as the REST API, a 400
-        return error(400, str(exc))
+        return error(400, str(exc), failed=exc)
     except LlmError as exc:
-        return error(502, str(exc), kind="api_error")
+        return error(502, str(exc), kind="api_error", failed=exc)
     except DocqaError as exc:
-        return error(400, str(exc))
+        return error(400, str(exc), failed=exc)
     return JsonResponse(completion(Question.objects.select_related("answer").get(id=outcome.question.id), model))
 
 
@@ -179,12 +190,19 @@ def chunks(answering: Answering, model: str) -> Iterator[str]:
             if kind == "content":
                 yield chunk({"content": str(data)})
             elif kind == "error":
-                yield f"data: {json.dumps({'error': {'message': data['message'], 'type': 'api_error'}})}\n\n"
+                failed = {"question": data.get("question"), "conversation": data.get("conversation"), "mode": "error"}
+                body = {"error": {"message": data["message"], "type": "api_error"},
+                        **({"docqa": failed} if failed["question"] else {})}
+                yield f"data: {json.dumps(body)}\n\n"
             elif kind == "done":
                 close_old_connections()
                 question = Question.objects.select_related("answer").get(id=data["question"])
                 extra, citations = sources_text(question)
-                yield chunk({"content": extra}, "stop", citations=citations)
+                answer = question.answer
+                # A stop asked for through the REST API ends the stream with the note, as a whole reply has it.
+                said = "".join(f"\n\n{note}" for note in answer.notes) if answer.mode == "stopped" else ""
+                yield chunk({"content": said + extra}, "stop", citations=citations, docqa={
+                    "question": question.id, "conversation": question.conversation_id, "mode": answer.mode})
         yield "data: [DONE]\n\n"
     finally:
         answering.close()  # a client that hangs up stops the answer (and the model)

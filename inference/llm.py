@@ -6,6 +6,7 @@ failure to one `LlmError` subclass with a message a user can act on, and times o
 
 from __future__ import annotations
 
+import copy
 import json
 import socket
 import threading
@@ -119,6 +120,15 @@ class HangUp:
             self.done = True
 
 
+@dataclass
+class Probe:
+    """One request for the model's window, as the threads waiting for it see it."""
+
+    finished: threading.Event = field(default_factory=threading.Event)
+    window: int = 0
+    error: Exception | None = None
+
+
 @dataclass(frozen=True)
 class StreamEvent:
     kind: str  # "reasoning" | "content" | "finish" | "usage"
@@ -162,6 +172,8 @@ class VllmClient:
         # One connection pool for the client's life: a new httpx client per request costs ~50 ms
         # here (its TLS context is built even for plain http), on every question's critical path.
         self.http = httpx.Client(timeout=self.timeout)
+        self.probe_lock = threading.Lock()
+        self.probe: Probe | None = None  # the request to /v1/models in flight, when it is asked stoppably
 
     def _headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
@@ -211,24 +223,29 @@ class VllmClient:
             return self._max_model_len()
         if stop.is_set():
             raise Cancelled(stop.reason)
-        outcome: dict[str, Any] = {}
-        finished = threading.Event()
-
-        def ask() -> None:
-            try:
-                outcome["window"] = self._max_model_len()
-            except Exception as exc:  # handed to the waiting thread, which raises it
-                outcome["error"] = exc
-            finally:
-                finished.set()
-
-        threading.Thread(target=ask, name="docqa-first-contact", daemon=True).start()
-        while not finished.wait(0.05):
+        with self.probe_lock:  # one request in flight at a time, shared by all who wait for it,
+            probe = self.probe  # so questions stopped against a server that hangs pile up no threads
+            if probe is None:
+                probe = self.probe = Probe()
+                threading.Thread(target=self._run_probe, args=(probe,), name="docqa-first-contact",
+                                 daemon=True).start()
+        while not probe.finished.wait(0.05):
             if stop.is_set():
                 raise Cancelled(stop.reason)
-        if "error" in outcome:
-            raise outcome["error"]
-        return int(outcome["window"])
+        if probe.error is not None:
+            raise copy.copy(probe.error)  # each waiter its own, as callers add to the error they catch
+        return probe.window
+
+    def _run_probe(self, probe: Probe) -> None:
+        try:
+            probe.window = self._max_model_len()
+        except Exception as exc:  # handed to the waiting threads, which raise it
+            probe.error = exc
+        finally:
+            with self.probe_lock:
+                if self.probe is probe:
+                    self.probe = None
+            probe.finished.set()
 
     def _max_model_len(self) -> int:
         try:

@@ -14,7 +14,7 @@ from django.test import Client
 
 from docqa.actions import do_create_token
 from docqa.faults import PLAIN
-from docqa.models import AuditEvent, Matter, Membership, Role
+from docqa.models import Answer, AuditEvent, Matter, Membership, Role
 from inference.answer import stopped_note
 from tests.test_authorization import USERS, build_world
 
@@ -318,6 +318,7 @@ def test_an_openai_client_asks_a_matter_and_gets_the_citations(lease: dict[str, 
     chunks = [json.loads(e) for e in events[:-1]]
     assert all(c["object"] == "chat.completion.chunk" for c in chunks) and len(chunks) > 4
     assert chunks[-1]["choices"][0]["finish_reason"] == "stop" and "citations" in chunks[-1]
+    assert chunks[-1]["docqa"]["mode"] == "llm" and chunks[-1]["docqa"]["question"]
     assert "Sources:" in "".join(c["choices"][0]["delta"].get("content", "") for c in chunks)
     asked = AuditEvent.objects.filter(action="question.ask", actor="api:ann").order_by("-id").first()
     assert asked is not None and asked.detail["history"] == [{"text": QUESTION, "answer": content}]  # what it was sent
@@ -387,6 +388,15 @@ def test_a_window_too_small_for_the_effort_is_a_400_in_both_apis(lease: dict[str
                                                              "messages": [{"role": "user", "content": QUESTION}]}),
                          content_type="application/json", **bearer(lease["ann"]))
     assert openai.status_code == 400 and "window leaves" in openai.json()["error"]["message"]
+    named = openai.json()["docqa"]  # the recorded question, whose stored answer holds the error
+    assert named["mode"] == "error" and Answer.objects.get(question_id=named["question"]).error_kind == "setup"
+    streamed = client.post("/v1/chat/completions", json.dumps({"model": "docqa/lease", "reasoning_effort": "medium",
+                                                               "stream": True, "messages": [
+                                                                   {"role": "user", "content": QUESTION}]}),
+                           content_type="application/json", **bearer(lease["ann"]))
+    failed = [json.loads(line[6:]) for line in b"".join(streamed.streaming_content).decode().splitlines()
+              if line.startswith("data: {")][-1]
+    assert "window leaves" in failed["error"]["message"] and failed["docqa"]["question"] > named["question"]
     # The API's stream names the kind and the plain words too, with the operator's message.
     streamed = client.post("/api/v1/matters/lease/questions/stream",
                            json.dumps({"question": QUESTION, "effort": "medium"}),

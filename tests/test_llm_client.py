@@ -189,12 +189,17 @@ def test_a_stop_signal_gives_up_waiting_for_a_server_that_never_answers_its_firs
 
     assert client(server).max_model_len(StopSignal()) == 131072
     server.mode = "dead"
-    stop = StopSignal()
-    threading.Timer(0.3, stop.set, ["Stopped by the asker"]).start()
-    began = time.monotonic()
-    with pytest.raises(Cancelled, match="Stopped by the asker"):
-        client(server, timeout=30).max_model_len(stop)
-    assert time.monotonic() - began < 2
+    hung = client(server, timeout=30)
+    probes = set()
+    for _ in range(3):  # asked and stopped again and again: one request waits on the server, not three
+        stop = StopSignal()
+        threading.Timer(0.3, stop.set, ["Stopped by the asker"]).start()
+        began = time.monotonic()
+        with pytest.raises(Cancelled, match="Stopped by the asker"):
+            hung.max_model_len(stop)
+        assert time.monotonic() - began < 2
+        probes.add(id(hung.probe))
+    assert len(probes) == 1 and hung.probe is not None  # the one request still in flight
     with pytest.raises(LlmTimeout):  # not stopped: the server's own fault, raised in the asking thread
         client(server, timeout=0.5).max_model_len(StopSignal())
 

@@ -579,6 +579,29 @@ def test_stop_ends_the_wait_for_a_model_server_that_never_answers(indexed: Matte
     assert ann.post(f"/m/lease/q/{asked}/stop").status_code == 409
 
 
+@pytest.mark.parametrize("when", ["first contact", "generating"])
+def test_an_interrupted_ask_is_recorded_as_stopped_not_left_pending(indexed: Matter, standin: Any,
+                                                                     monkeypatch: pytest.MonkeyPatch,
+                                                                     when: str) -> None:
+    """Ctrl-C on `ask` (or a worker shutting down) while the server is waited for or the model
+    writes: the question is recorded as stopped on the way out, so it is never pending forever."""
+    from docqa import actions
+    from docqa.models import Answer
+
+    def interrupt(kind: str, data: Any) -> None:
+        if kind == "status" and data == ("contacting the language model" if when == "first contact" else "generating"):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        actions.do_ask(indexed, "What is the monthly rent?", actor="cli", effort="low", on_event=interrupt)
+
+    answer = Answer.objects.get()
+    assert answer.mode == "stopped" and not answer.error and answer.notes[0].startswith(actions.INTERRUPTED)
+    assert bool(answer.model) is (when == "generating")  # passages as sent once the model was asked
+    recorded = AuditEvent.objects.filter(action="question.answer").latest("id").detail
+    assert recorded["mode"] == "stopped" and bool(recorded.get("sources_sent")) is (when == "generating")
+
+
 def test_a_client_that_leaves_mid_answer_stops_the_model(indexed: Matter, standin: Any) -> None:
     from docqa.models import Answer
 
