@@ -774,8 +774,7 @@ def do_ask(
     except Stopped as stop:  # the asker's choice, not a failure: recorded as it stood, and returned
         if stop.result is None and watch.generating and sent and llm is not None:
             # Between the model's attempts (the retry at low effort): it was sent the passages.
-            stop.result = AnswerResult("stopped", "", sent[-1], model=llm.model, notes=[stopped_note(str(stop), False)],
-                usage={"budget": used, "source_tokens": sent[-1].tokens})
+            stop.result = stopped_as_sent(sent[-1], llm.model, used, stopped_note(str(stop), False))
         result = stop.result or stopped_early(stop, sent[-1] if sent else None, used)
         result.notes += notes
         record_answer(question, result, started, was_sent=stop.result is not None, turns=sent_turns)
@@ -799,13 +798,11 @@ def do_ask(
             exc.question, exc.conversation = question.id, conversation.id  # type: ignore[attr-defined]
         raise
     except BaseException:  # Ctrl-C on `ask`, a worker shut down: recorded as stopped, never left pending
-        interrupted = Stopped(INTERRUPTED)
         if watch.generating and sent and llm is not None:  # the model may have been sent the passages
-            kept = AnswerResult("stopped", "", sent[-1], model=llm.model, usage={"budget": used,
-                                "source_tokens": sent[-1].tokens},
-                                notes=[f"{INTERRUPTED} while the model was answering: nothing it wrote was kept."])
+            kept = stopped_as_sent(sent[-1], llm.model, used,
+                                   f"{INTERRUPTED} while the model was answering: nothing it wrote was kept.")
         else:
-            kept = stopped_early(interrupted, sent[-1] if sent else None, used)
+            kept = stopped_early(Stopped(INTERRUPTED), sent[-1] if sent else None, used)
         with contextlib.suppress(Exception):  # on the way out: the interruption is what is raised
             record_answer(question, kept, started, was_sent=kept.model != "", turns=sent_turns)
         raise
@@ -824,6 +821,12 @@ NOT_ANSWERED_NOTE = (
     "The model gave no answer that could be kept, so the passages it was sent are listed with the question, as it "
     "was sent them. No answer or citation was drawn from them."
 )
+
+
+def stopped_as_sent(packing: Packing, model: str, budget: int, note: str) -> AnswerResult:
+    """A question stopped with nothing of its answer kept, once `model` may have been sent the passages."""
+    return AnswerResult("stopped", "", packing, model=model, notes=[note],
+                        usage={"budget": budget, "source_tokens": packing.tokens})
 
 
 def stopped_early(stop: Stopped, packing: Packing | None, budget: int) -> AnswerResult:

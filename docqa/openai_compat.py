@@ -42,10 +42,18 @@ def error(status: int, message: str, kind: str = "invalid_request_error", code: 
 
 
 def recorded(failed: Any) -> dict[str, Any]:
-    question = getattr(failed, "question", None) if failed is not None else None
-    if not question:
-        return {}
-    return {"docqa": {"question": question, "conversation": getattr(failed, "conversation", None), "mode": "error"}}
+    return named(getattr(failed, "question", None), getattr(failed, "conversation", None), "error")
+
+
+def named(question: int | None, conversation: int | None, mode: str) -> dict[str, Any]:
+    """docqa's own field: the recorded question (to find it in the REST API and the audit), its
+    conversation and mode; nothing when no question was recorded."""
+    return {"docqa": {"question": question, "conversation": conversation, "mode": mode}} if question else {}
+
+
+def stopped_notes(answer: Any) -> str:
+    """A stopped answer's notes, to follow its text: an OpenAI client has no field that would say so."""
+    return "".join(f"\n\n{note}" for note in answer.notes) if answer.mode == "stopped" else ""
 
 
 def token_user(request: HttpRequest) -> Any:
@@ -123,14 +131,11 @@ def completion(question: Question, model: str) -> dict[str, Any]:
     answer = question.answer
     extra, citations = sources_text(question)
     usage = answer.usage or {}
-    # A stopped answer (its asker stopped it through the REST API, found as pending there) says
-    # so in its text, as the page does: an OpenAI client has no other field that would.
-    said = "\n\n".join([answer.text, *answer.notes] if answer.mode == "stopped" else [answer.text]).strip()
+    # A stopped answer (its asker stopped it through the REST API, found as pending there) says so.
+    said = (answer.text + stopped_notes(answer)).strip()
     return {
         "id": f"chatcmpl-docqa-{question.id}", "object": "chat.completion", "created": int(time.time()),
-        "model": model, "citations": citations,
-        # docqa's own: the question's id (to find it in the REST API and the audit) and its mode.
-        "docqa": {"question": question.id, "conversation": question.conversation_id, "mode": answer.mode},
+        "model": model, "citations": citations, **named(question.id, question.conversation_id, answer.mode),
         "choices": [{"index": 0, "message": {"role": "assistant", "content": said + extra},
                      "finish_reason": "stop"}],
         "usage": {"prompt_tokens": usage.get("prompt_tokens", 0), "completion_tokens": usage.get("completion_tokens", 0),
@@ -190,19 +195,16 @@ def chunks(answering: Answering, model: str) -> Iterator[str]:
             if kind == "content":
                 yield chunk({"content": str(data)})
             elif kind == "error":
-                failed = {"question": data.get("question"), "conversation": data.get("conversation"), "mode": "error"}
                 body = {"error": {"message": data["message"], "type": "api_error"},
-                        **({"docqa": failed} if failed["question"] else {})}
+                        **named(data.get("question"), data.get("conversation"), "error")}
                 yield f"data: {json.dumps(body)}\n\n"
             elif kind == "done":
                 close_old_connections()
                 question = Question.objects.select_related("answer").get(id=data["question"])
                 extra, citations = sources_text(question)
-                answer = question.answer
                 # A stop asked for through the REST API ends the stream with the note, as a whole reply has it.
-                said = "".join(f"\n\n{note}" for note in answer.notes) if answer.mode == "stopped" else ""
-                yield chunk({"content": said + extra}, "stop", citations=citations, docqa={
-                    "question": question.id, "conversation": question.conversation_id, "mode": answer.mode})
+                yield chunk({"content": stopped_notes(question.answer) + extra}, "stop", citations=citations,
+                            **named(question.id, question.conversation_id, question.answer.mode))
         yield "data: [DONE]\n\n"
     finally:
         answering.close()  # a client that hangs up stops the answer (and the model)

@@ -137,8 +137,8 @@
       var list = document.getElementById("history-list"), item = document.createElement("li"),
           link = document.createElement("a");
       link.href = form.getAttribute("data-conversation-base") + id + "/";
-      var asked = document.getElementById("live-question").textContent;
-      link.textContent = asked.length > 60 ? asked.slice(0, 59) + "…" : asked;  // as the server cuts it
+      var text = document.getElementById("live-question").textContent;
+      link.textContent = text.length > 60 ? text.slice(0, 59) + "…" : text;  // as the server cuts it
       link.setAttribute("aria-current", "page");
       item.appendChild(link);
       var when = document.createElement("span");  // when it was asked, as the server writes it (UTC)
