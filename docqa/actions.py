@@ -711,9 +711,10 @@ def do_ask(
         conversation = Conversation.objects.create(matter=matter, user=user, actor=actor)
     # Recorded before the model server is first contacted, so a server that hangs can be stopped
     # (and the question is listed as pending) while it is waited for. The trail holds the budget
-    # asked for (None: the model's window); the answer's record holds the budget used.
-    question = Question.objects.create(matter=matter, user=user, actor=actor, text=text, effort=effort, budget=used,
-                                       conversation=conversation)
+    # asked for (None: the model's window); the row holds it too until the window is known, then
+    # the budget used, which the answer's record holds (None: stopped before the window was known).
+    question = Question.objects.create(matter=matter, user=user, actor=actor, text=text, effort=effort,
+                                       budget=used if llm is None else asked, conversation=conversation)
     record_audit(actor, "question.ask", matter, {"question": question.id, "conversation": conversation.id,
                                                  "text": text, "effort": effort, "budget": asked,
                                                  **({"scope": scope, "documents": len(documents)} if documents else {}),
@@ -752,6 +753,7 @@ def do_ask(
             if isinstance(exc, LlmTimeout):  # no answer to the first contact: told as a server not available
                 exc.kind = "unavailable"  # (a lower effort or a narrower question cannot help)
             failure = exc
+            set_budget(question, used)  # the passages found are shown, packed at this budget
         else:
             if llm and ceiling < MIN_BUDGET:
                 failure = LlmMisconfigured(f"the model's window leaves {ceiling:,} tokens for the prompt once the "
@@ -759,9 +761,7 @@ def do_ask(
                                            "or the effort")
             elif llm:
                 used = min(asked or ceiling, ceiling)
-                if used != question.budget:
-                    question.budget = used
-                    Question.objects.filter(id=question.id).update(budget=used)
+                set_budget(question, used)
         if asked is not None and used < asked:
             notes.append(f"A budget of {asked:,} tokens is more than the model's window leaves for the prompt at "
                          f"{effort} effort; {used:,} was used.")
@@ -772,10 +772,11 @@ def do_ask(
             raise failure
         result = answer(llm)
     except Stopped as stop:  # the asker's choice, not a failure: recorded as it stood, and returned
-        if stop.result is None and watch.generating and sent and llm is not None:
-            # Between the model's attempts (the retry at low effort): it was sent the passages.
+        if stop.result is None and watch.generating and watch.delivered and sent and llm is not None:
+            # Between the model's attempts (the retry at low effort): it was sent the passages. (Stopped
+            # between the "generating" step and the request, nothing was sent: told as stopped early.)
             stop.result = stopped_as_sent(sent[-1], llm.model, used, stopped_note(str(stop), False))
-        result = stop.result or stopped_early(stop, sent[-1] if sent else None, used)
+        result = stop.result or stopped_early(stop, sent[-1] if sent else None, question.budget)
         result.notes += notes
         record_answer(question, result, started, was_sent=stop.result is not None, turns=sent_turns)
         return AskOutcome(question, result)
@@ -802,7 +803,7 @@ def do_ask(
             kept = stopped_as_sent(sent[-1], llm.model, used,
                                    f"{INTERRUPTED} while the model was answering: nothing it wrote was kept.")
         else:
-            kept = stopped_early(Stopped(INTERRUPTED), sent[-1] if sent else None, used)
+            kept = stopped_early(Stopped(INTERRUPTED), sent[-1] if sent else None, question.budget)
         with contextlib.suppress(Exception):  # on the way out: the interruption is what is raised
             record_answer(question, kept, started, was_sent=kept.model != "", turns=sent_turns)
         raise
@@ -829,10 +830,17 @@ def stopped_as_sent(packing: Packing, model: str, budget: int, note: str) -> Ans
                         usage={"budget": budget, "source_tokens": packing.tokens})
 
 
-def stopped_early(stop: Stopped, packing: Packing | None, budget: int) -> AnswerResult:
+def set_budget(question: Question, budget: int) -> None:
+    if question.budget != budget:
+        question.budget = budget
+        Question.objects.filter(id=question.id).update(budget=budget)
+
+
+def stopped_early(stop: Stopped, packing: Packing | None, budget: int | None) -> AnswerResult:
     """A question stopped before the model was sent anything: the passages packed by then, if any,
-    best first and marked as not sent."""
-    packing = packing or Packing([], [], 0, budget)
+    best first and marked as not sent. `budget` is None when it was stopped before the model's
+    window was known (nothing was packed)."""
+    packing = packing or Packing([], [], 0, budget or 0)
     best_first(packing.sources)
     return AnswerResult("stopped", "", packing, notes=[f"{stop} before the model was asked: nothing was sent to it."],
                         usage={"budget": budget, "source_tokens": packing.tokens})

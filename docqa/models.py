@@ -228,7 +228,9 @@ class Question(models.Model):
     actor = models.CharField(max_length=150)
     text = models.TextField()
     effort = models.CharField(max_length=8, default="medium")
-    budget = models.IntegerField()
+    # The prompt tokens the answer was packed for: null while the model's window is not yet known,
+    # and for good when the question was stopped before the model server told it (nothing packed).
+    budget = models.IntegerField(null=True)
     created_at = models.DateTimeField(auto_now_add=True)
     # Set when retention replaced the question, its answer, reasoning, quotes and the packed
     # source text by their hashes ("sha256:<hex>"); see docqa/retention.py.

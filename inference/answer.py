@@ -250,6 +250,10 @@ def generate(
         finally:
             stream.close()  # hangs up on the model server whatever happened (vLLM aborts the request)
     except (Stopped, Cancelled) as exc:  # seen at an event, or hung up on by the signal while none came
+        if isinstance(exc, Cancelled) and not exc.delivered:
+            # Stopped before this request was sent: the model was not asked by it (the caller
+            # knows whether an earlier attempt was).
+            raise Stopped(str(exc)) from exc
         stopped = exc if isinstance(exc, Stopped) else Stopped(str(exc))
         result.mode, result.finish_reason = "stopped", "stopped"
         finish(result, content, reasoning, first_token_ms, started)

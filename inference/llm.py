@@ -287,8 +287,10 @@ class VllmClient:
             body["cache_salt"] = cache_salt
         url = self.root + "/v1/chat/completions"
         answering = whole = False
-        if stop is not None and stop.is_set():  # stopped already (between two attempts): nothing is sent
-            raise Cancelled(stop.reason)
+        if stop is not None and stop.is_set():  # stopped already: this request is never sent
+            unsent = Cancelled(stop.reason)
+            unsent.delivered = False
+            raise unsent
         headers = {**self._headers(), **({"Connection": "close"} if stop is not None else {})}
         try:
             with self.http.stream("POST", url, json=body, headers=headers) as response:

@@ -574,6 +574,14 @@ def test_stop_ends_the_wait_for_a_model_server_that_never_answers(indexed: Matte
     assert answer.text == "" and not answer.model and not standin.requests
     trail = list(AuditEvent.objects.filter(detail__question=asked).order_by("id").values_list("action", flat=True))
     assert trail == ["question.ask", "question.stop", "question.answer"]
+    # The model's window was never learned and nothing was packed: no budget is claimed.
+    answered = AuditEvent.objects.filter(action="question.answer").latest("id")
+    assert Question.objects.get(id=asked).budget is None
+    assert answered.detail["budget"] is None and answered.detail["usage"]["budget"] is None
+    auditor = Client()
+    auditor.force_login(User.objects.create_superuser("aud", password="pw-123456"))
+    replay = auditor.get(f"/audit/{answered.id}/").content.decode()
+    assert "no budget (stopped before the model's window was known)" in replay and "None" not in replay
     block = ann.get(f"/m/lease/q/{asked}/").content.decode()  # nothing was searched: no panel claims otherwise
     assert "nothing was sent to the model" in block and "<aside" not in block and "matched" not in block
     assert ann.post(f"/m/lease/q/{asked}/stop").status_code == 409
@@ -649,6 +657,28 @@ def test_a_question_stopped_between_the_models_attempts_keeps_its_passages_as_se
     assert answer.notes == ["Stopped by the asker before the model wrote any of its answer: the passages it was sent are kept."]
     recorded = AuditEvent.objects.filter(action="question.answer").latest("id").detail
     assert recorded["sources_sent"] is True and recorded["model"] == answer.model
+
+
+def test_a_stop_as_the_request_is_about_to_leave_claims_nothing_was_sent(indexed: Matter, standin: Any) -> None:
+    """The stop lands after the "generating" step was looked at and before the request leaves:
+    the client never sends it, so the passages are not claimed as sent."""
+    from docqa import actions
+    from docqa.models import Answer
+
+    watch = actions.StopWatch()
+
+    def leave_at_the_last_moment(kind: str, data: Any) -> None:
+        if kind == "status" and data == "generating":  # handed on after the watch looked at it
+            watch.leave()
+
+    outcome = actions.do_ask(indexed, "What is the monthly rent?", actor="web:ann", effort="low",
+                             on_event=leave_at_the_last_moment, watch=watch)
+    answer = Answer.objects.get(question=outcome.question)
+    assert not standin.requests  # the request never left
+    assert answer.mode == "stopped" and not answer.model and answer.sources
+    assert answer.notes == ["Stopped because the client left (the page was closed or the connection was lost) "
+                            "before the model was asked: nothing was sent to it."]
+    assert AuditEvent.objects.filter(action="question.answer").latest("id").detail["sources_sent"] is False
 
 
 def test_a_stop_too_late_to_cut_the_answer_says_so(indexed: Matter, standin: Any) -> None:
