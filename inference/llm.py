@@ -87,33 +87,50 @@ class StopSignal:
 
 
 class HangUp:
-    """Shuts a streaming response's connection once `signal` is set, from a thread of its own,
-    until `finish` (once the answer is whole, and before the response is closed). The request
-    asks the server to close the connection after it (`Connection: close`), so the connection
-    is never handed back to the pool, where another request could meet the shut socket."""
+    """Shuts a request's connection once `signal` is set, from a thread of its own, until
+    `finish` (once the answer is whole, and before the response is closed): while the server has
+    not even answered the request's headers, and while the answer streams or the model reads the
+    prompt with nothing streaming. The connection is the one httpcore makes for the request (its
+    `trace` extension hands it over as it is made), so the request must get a new one (a client
+    that keeps none idle), and asks the server to close it after the answer (`Connection: close`),
+    so it is never handed to another request, which could meet the shut socket."""
 
-    def __init__(self, signal: StopSignal, response: httpx.Response) -> None:
-        self.signal, self.response = signal, response
+    CONNECTED = ("connection.connect_tcp.complete", "connection.connect_unix_socket.complete",
+                 "connection.start_tls.complete")
+
+    def __init__(self, signal: StopSignal) -> None:
+        self.signal = signal
         self.lock = threading.Lock()
         self.done = False
+        self.stream: Any = None
         threading.Thread(target=self.watch, name="docqa-hang-up", daemon=True).start()
+
+    def trace(self, event: str, info: dict[str, Any]) -> None:
+        """httpcore's trace extension: keeps the connection as it is made (a stop that came
+        while it was being made shuts it at once)."""
+        if event in self.CONNECTED and info.get("return_value") is not None:
+            with self.lock:
+                self.stream = info["return_value"]
+                if self.signal.is_set() and not self.done:
+                    self._shut()
 
     def watch(self) -> None:
         while not self.done:
             if self.signal.event.wait(0.1):
                 with self.lock:
-                    if self.done:
-                        return
-                    stream = self.response.extensions.get("network_stream")
-                    sock = stream.get_extra_info("socket") if stream is not None else None
-                    if sock is not None:
-                        try:
-                            # The plain socket's own shutdown, TLS or not: wakes the blocked read,
-                            # and the server sees the client go.
-                            socket.socket.shutdown(sock, socket.SHUT_RDWR)
-                        except OSError:  # closed meanwhile
-                            pass
+                    if not self.done:
+                        self._shut()  # with no connection yet, `trace` shuts it once it is made
                 return
+
+    def _shut(self) -> None:
+        sock = self.stream.get_extra_info("socket") if self.stream is not None else None
+        if sock is not None:
+            try:
+                # The plain socket's own shutdown, TLS or not: wakes the blocked read, and the
+                # server sees the client go.
+                socket.socket.shutdown(sock, socket.SHUT_RDWR)
+            except OSError:  # closed meanwhile
+                pass
 
     def finish(self) -> None:
         with self.lock:
@@ -171,7 +188,12 @@ class VllmClient:
         self.total_timeout = timeout  # and for a whole answer, however steadily it trickles in
         # One connection pool for the client's life: a new httpx client per request costs ~50 ms
         # here (its TLS context is built even for plain http), on every question's critical path.
-        self.http = httpx.Client(timeout=self.timeout)
+        tls = httpx.create_ssl_context()
+        self.http = httpx.Client(timeout=self.timeout, verify=tls)
+        # Stoppable chat requests each get a connection of their own (HangUp shuts it), from a
+        # client that keeps none idle.
+        self.stoppable_http = httpx.Client(timeout=self.timeout, verify=tls,
+                                           limits=httpx.Limits(max_keepalive_connections=0))
         self.probe_lock = threading.Lock()
         self.probe: Probe | None = None  # the request to /v1/models in flight, when it is asked stoppably
 
@@ -291,37 +313,43 @@ class VllmClient:
             unsent = Cancelled(stop.reason)
             unsent.delivered = False
             raise unsent
-        headers = {**self._headers(), **({"Connection": "close"} if stop is not None else {})}
+        http, headers, hang_up = self.http, self._headers(), None
+        if stop is not None:
+            http, hang_up = self.stoppable_http, HangUp(stop)
+            headers["Connection"] = "close"
         try:
-            with self.http.stream("POST", url, json=body, headers=headers) as response:
+            with http.stream("POST", url, json=body, headers=headers,
+                             extensions={"trace": hang_up.trace} if hang_up is not None else None) as response:
                 if response.status_code >= 400:
                     raise self._http_error(response.status_code, response.read().decode("utf-8", "replace"), chat=True)
                 answering = True
-                hang_up = HangUp(stop, response) if stop is not None else None
-                try:
-                    deadline = time.monotonic() + self.total_timeout
-                    for event in parse_sse(response.iter_lines()):
-                        if stop is not None and stop.is_set() and not whole:
-                            break
-                        if event.kind == "finish" and hang_up is not None:
-                            whole = True  # the answer is whole: a stop now comes too late to cut it
-                            hang_up.finish()
-                        yield event
-                        if time.monotonic() > deadline:
-                            raise LlmTimeout(f"the language model at {self.root} did not finish its answer within "
-                                             f"{self.total_timeout:g} s; DOCQA_LLM_TIMEOUT sets the limit")
+                deadline = time.monotonic() + self.total_timeout
+                for event in parse_sse(response.iter_lines()):
                     if stop is not None and stop.is_set() and not whole:
-                        raise Cancelled(stop.reason)
-                finally:
-                    if hang_up is not None:
+                        break
+                    if event.kind == "finish" and hang_up is not None:
+                        whole = True  # the answer is whole: a stop now comes too late to cut it
                         hang_up.finish()
+                    yield event
+                    if time.monotonic() > deadline:
+                        raise LlmTimeout(f"the language model at {self.root} did not finish its answer within "
+                                         f"{self.total_timeout:g} s; DOCQA_LLM_TIMEOUT sets the limit")
+                if stop is not None and stop.is_set() and not whole:
+                    raise Cancelled(stop.reason)
         except (httpx.TransportError, LlmError) as exc:
-            if stop is not None and stop.is_set() and answering and not whole and not isinstance(exc, Cancelled):
-                # The connection was shut on purpose: the body ends early, or mid-chunk.
-                raise Cancelled(stop.reason) from exc
+            if stop is not None and stop.is_set() and not whole and not isinstance(exc, Cancelled):
+                # The connection was shut on purpose: before the server answered the request (it
+                # had it, unless no connection was made), or with the body ending early or mid-chunk.
+                cancelled = Cancelled(stop.reason)
+                cancelled.delivered = answering or not isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout,
+                                                                        httpx.PoolTimeout))
+                raise cancelled from exc
             if isinstance(exc, LlmError):
                 raise
             raise self._transport_failure(exc, answering) from exc
+        finally:
+            if hang_up is not None:
+                hang_up.finish()  # its thread ends
 
     def _transport_failure(self, exc: httpx.TransportError, answering: bool) -> LlmError:
         """The LlmError for a transport failure of a chat request (`answering`: its answer had begun)."""

@@ -134,10 +134,12 @@ def test_client_times_out_on_a_stream_that_trickles_past_the_total(server: VllmS
         collect(server, timeout=0.5)
 
 
-@pytest.mark.parametrize("mode", ["slow_start", "slow"])
+@pytest.mark.parametrize("mode", ["no_headers", "slow_start", "slow"])
 def test_a_stop_signal_hangs_up_whether_or_not_anything_streams(server: VllmStandin, mode: str) -> None:
     """Set from another thread, the signal shuts the connection: the model server sees the client
-    go (vLLM aborts the request), and the client raises Cancelled with the reason given."""
+    go (vLLM aborts the request), and the client raises Cancelled with the reason given, whether
+    the server has not yet answered the request at all (no headers), is reading the prompt, or
+    is writing."""
     import threading
     import time
 
@@ -147,10 +149,11 @@ def test_a_stop_signal_hangs_up_whether_or_not_anything_streams(server: VllmStan
     stop = StopSignal()
     threading.Timer(0.5, stop.set, args=("Stopped by the asker",)).start()
     started, seen = time.monotonic(), []
-    with pytest.raises(Cancelled, match="Stopped by the asker"):
-        for event in client(server).stream_chat(PROMPT, max_completion_tokens=1024, stop=stop):
+    with pytest.raises(Cancelled, match="Stopped by the asker") as stopped:
+        for event in client(server, timeout=30).stream_chat(PROMPT, max_completion_tokens=1024, stop=stop):
             seen.append(event.kind)
     assert time.monotonic() - started < 2 and "finish" not in seen
+    assert stopped.value.delivered and len(server.requests) == 1  # the server had the request
     assert bool(seen) is (mode == "slow")  # a model still "reading" had sent nothing
     deadline = time.monotonic() + 10
     while not server.hangups and time.monotonic() < deadline:

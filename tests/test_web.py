@@ -524,13 +524,16 @@ def test_stop_hangs_up_on_the_model_and_keeps_what_was_written(indexed: Matter, 
     assert full.startswith(answer.text) and len(answer.text) < len(full)  # what was written, and no more
 
 
-def test_stop_hangs_up_on_a_model_still_reading_the_prompt(indexed: Matter, standin: Any) -> None:
-    """Nothing streams while vLLM reads a long prompt (or queues it): the stop still hangs up at once."""
+@pytest.mark.parametrize("mode", ["slow_start", "no_headers"])
+def test_stop_hangs_up_on_a_model_still_reading_the_prompt(indexed: Matter, standin: Any, settings: Any,
+                                                           mode: str) -> None:
+    """Nothing streams while vLLM reads a long prompt (or queues it), nor while a server that is
+    overloaded has not even answered the request (no headers): the stop still hangs up at once."""
     import time
 
     from docqa.models import Answer
 
-    standin.mode, standin.delay = "slow_start", 6.0
+    standin.mode, standin.delay, settings.LLM_TIMEOUT = mode, 6.0, 30
     ann = member(indexed)
     response = ann.post("/m/lease/ask/stream", {"question": "What is the monthly rent?", "effort": "low"})
     events = events_of(response)
@@ -544,7 +547,7 @@ def test_stop_hangs_up_on_a_model_still_reading_the_prompt(indexed: Matter, stan
     answer = Answer.objects.get(question_id=asked)
     assert answer.text == "" and answer.model and answer.sources
     assert answer.notes == ["Stopped by the asker before the model wrote any of its answer: the passages it was sent are kept."]
-    assert wait_for(lambda: standin.hangups == 1)  # the model server saw the hang-up when it wrote
+    assert wait_for(lambda: standin.hangups == 1)  # the model server saw the hang-up
 
 
 def test_stop_ends_the_wait_for_a_model_server_that_never_answers(indexed: Matter, standin: Any,

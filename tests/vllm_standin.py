@@ -10,7 +10,9 @@ Modes (set `server.mode`): normal, error (HTTP 500), mid_stream_error, length (r
 the whole budget; content null), length_unless_low (the same except at low effort), empty (stop
 with no content), slow (`delay` s between chunks; `hangups` counts the answers whose client hung
 up before the end, which vLLM aborts), slow_start (the headers, then `delay` s before the first
-chunk, as while vLLM reads a long prompt),
+chunk, as while vLLM reads a long prompt), no_headers (answers /v1/models, but takes a chat request
+and sends nothing back, not even its headers, as an overloaded server or a proxy holding it may;
+a client that hangs up is counted in `hangups`),
 dead (accepts the request and never answers). `reasoning_field` is "reasoning",
 "reasoning_content" or "both", like the vLLM versions that emit them.
 
@@ -22,6 +24,8 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import select
+import socket
 import sys
 import threading
 import time
@@ -171,9 +175,26 @@ class VllmStandin:
                 elif self.path == "/v1/chat/completions":
                     if self._authorized():
                         server.requests.append(body)
-                        server.chat(self, body)
+                        if server.mode == "no_headers":
+                            self._hold()
+                        else:
+                            server.chat(self, body)
                 else:
                     self._json(404, {"detail": "Not Found"})
+
+            def _hold(self) -> None:
+                """Send nothing until the client hangs up (counted) or the stand-in stops."""
+                while not server._stop.is_set():
+                    readable, _, _ = select.select([self.connection], [], [], 0.05)
+                    if readable:
+                        try:
+                            gone = not self.connection.recv(1, socket.MSG_PEEK)
+                        except OSError:
+                            gone = True
+                        if gone:
+                            server.hangups += 1
+                            break
+                self.close_connection = True
 
             def _authorized(self) -> bool:
                 if server.api_key and self.headers.get("Authorization") != f"Bearer {server.api_key}":
