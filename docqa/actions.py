@@ -753,7 +753,6 @@ def do_ask(
             if isinstance(exc, LlmTimeout):  # no answer to the first contact: told as a server not available
                 exc.kind = "unavailable"  # (a lower effort or a narrower question cannot help)
             failure = exc
-            set_budget(question, used)  # the passages found are shown, packed at this budget
         else:
             if llm and ceiling < MIN_BUDGET:
                 failure = LlmMisconfigured(f"the model's window leaves {ceiling:,} tokens for the prompt once the "
@@ -762,6 +761,8 @@ def do_ask(
             elif llm:
                 used = min(asked or ceiling, ceiling)
                 set_budget(question, used)
+        if failure is not None:
+            set_budget(question, used)  # the passages found are shown, packed at this budget
         if asked is not None and used < asked:
             notes.append(f"A budget of {asked:,} tokens is more than the model's window leaves for the prompt at "
                          f"{effort} effort; {used:,} was used.")

@@ -170,6 +170,8 @@ def test_what_the_user_is_told_beside_the_answer_is_shown_and_kept(indexed: Matt
     failed = Answer.objects.get(error__contains="window")
     assert failed.error_kind == "setup" and "DOCQA_LLM_RESERVED_OUTPUT" in failed.error
     assert f"under question {failed.question_id}" in html
+    # The passages found are shown packed at search-only's budget, which the record names.
+    assert failed.question.budget == 16384 and failed.usage["budget"] == 16384
 
 
 def test_a_marker_naming_no_source_is_shown_unverified_and_copied(indexed: Matter, standin: Any) -> None:
