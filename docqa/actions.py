@@ -1014,6 +1014,25 @@ def cited_source(source: Any, span: tuple[int, int] | None = None) -> dict[str, 
             "section": section or "", "start": start, "end": end}
 
 
+def quote_sections(cited: list[dict[str, Any]], citations: list[Any]) -> None:
+    """Give each verified quote the section heading in force where the quote itself starts, read
+    from its document's layout: a chunk knows only the heading it opens under, and the quote may
+    stand past the next one ("5. Termination" half-way down a chunk that opened in "4. Limitation
+    of Liability"). Left as the chunk's when the layout is not that version's."""
+    from ingest.parse import ParsedDocument
+
+    wanted = {(w["document_id"], w["version"]) for w, c in zip(cited, citations, strict=True) if c.span and w}
+    layouts: dict[tuple[Any, Any], ParsedDocument] = {}
+    for doc_id, version, layout in Document.objects.filter(id__in={d for d, _ in wanted}).values_list(
+            "id", "text__sha256", "text__layout"):
+        if (doc_id, version) in wanted and layout and layout.get("sections"):
+            layouts[doc_id, version] = ParsedDocument.from_layout("", "", layout)
+    for where, citation in zip(cited, citations, strict=True):
+        parsed = layouts.get((where.get("document_id"), where.get("version"))) if citation.span else None
+        if parsed is not None:
+            where["section"] = parsed.section_at(where["start"])
+
+
 def record_answer(question: Question, result: AnswerResult | None, started: float, error: str = "",
                   found: AnswerResult | None = None, was_sent: bool = False,
                   turns: list[dict[str, Any]] | None = None, error_kind: str = "") -> None:
@@ -1043,10 +1062,12 @@ def record_answer(question: Question, result: AnswerResult | None, started: floa
         )
         citations = result.citations if result else []
         sent = {s.label: s for s in result.packing.sources} if result else {}
+        cited = [cited_source(sent.get(c.label), c.span) for c in citations]
+        quote_sections(cited, citations)
         Citation.objects.bulk_create(
             Citation(answer=answer, label=c.label, quote=c.quote, status=c.status, verified=c.verified, reason=c.reason,
-                     **cited_source(sent.get(c.label), c.span))
-            for c in citations
+                     **where)
+            for c, where in zip(citations, cited, strict=True)
         )
         if error:  # an operator sees why, not only that a request failed
             logger.warning("question %s in %s failed: %s", question.id, question.matter.slug, error,

@@ -109,6 +109,21 @@ def quote_parts(quote: str) -> list[str]:
     return [p.strip(" ,.;:") for p in ELLIPSIS.split(normalize(quote)) if p.strip(" ,.;:")]
 
 
+def quote_locations(text: str, quote: str) -> list[tuple[int, int]]:
+    """Where each part of `quote` stands in `text`, in `text`'s own offsets, found by the very
+    rules that verify a quote (so a verified quote is always the one marked): "twenty-four" in
+    the quote finds "twenty- four" or "twentyfour" in the text, and the reverse."""
+    source = NormalizedSource(text)
+    spans, position = [], 0
+    for part in quote_parts(quote):
+        found = part_pattern(part).search(source.text, position)
+        if found is None:
+            continue  # a part that is not there is not marked; the rest still are
+        spans.append((source.original(found.start()), source.original(found.end() - 1) + 1))
+        position = found.end()
+    return spans
+
+
 def find_quote(parts: list[str], source: NormalizedSource) -> tuple[str, tuple[int, int] | None]:
     """("", where it stands in the source's text) when the parts stand in the source as quoted;
     otherwise (why not, None)."""

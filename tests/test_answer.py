@@ -127,6 +127,33 @@ def test_a_verified_quote_knows_where_it_stands_in_the_source() -> None:
     assert source[checked.span[0] : checked.span[1]] == "a non-\n  compete covenant of\u00ad two years,\n“payable”"
 
 
+@pytest.mark.parametrize("quote", [
+    "twenty-four (24) months after the Effective Date.",  # the hyphen kept, the full stop too
+    "twentyfour (24) months after the Effective Date",
+    "This Agreement ... twenty-four (24) months",  # each part marked on its own
+])
+def test_the_words_marked_in_a_passage_are_the_ones_the_verifier_found(quote: str) -> None:
+    from docqa.templatetags.docqa_tags import mark_quotes, quote_spans
+    from inference.citations import quote_locations
+
+    passage = "1. Term. This Agreement shall last for a term of twenty-\nfour (24) months after the Effective Date."
+    [checked] = check_citations(f'"{quote}" [S1]', {"S1": passage})
+
+    spans = quote_spans(passage, quote)
+    assert checked.status == "quote verified" and spans == quote_locations(passage, quote)
+    assert spans[-1][1] == checked.span[1] and passage[spans[-1][0]:spans[-1][1]].startswith("twenty-\nfour")
+    html = mark_quotes(passage, [type("C", (), {"quote": quote})()])
+    assert "<mark>twenty-\nfour (24) months" in html and html.count("<mark>") == len(spans)
+
+
+def test_a_quote_that_is_not_in_the_passage_marks_nothing() -> None:
+    from docqa.templatetags.docqa_tags import quote_spans
+
+    assert quote_spans("Either party may end it upon 30 days' notice.", "upon thirty days' notice") == []
+    # Case is forgiven for the first letter only, as in verification.
+    assert quote_spans("Either party may END it.", "either party may end it") == []
+
+
 def test_citations_treat_a_one_word_quote_as_no_quote() -> None:
     [checked] = check_citations('It is "irrevocable" [S1].', {"S1": "The license is irrevocable."})
 

@@ -148,6 +148,29 @@ def test_a_citation_knows_the_section_its_quote_stands_in(data_dir: Path, tmp_pa
     assert "in § 3. Indemnity" in html
 
 
+def test_a_quote_past_a_heading_inside_its_chunk_is_labelled_by_that_heading(
+        data_dir: Path, tmp_path: Path, standin: Any) -> None:
+    """A chunk knows the heading it opens under; a quote standing after the next heading in the
+    same chunk ("... 5. Termination. Either party ...") is labelled by that heading, read from
+    the document's layout, and the label is set apart from the verification text."""
+    from docqa.models import Citation
+
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    (folder / "terms.txt").write_text(
+        "TERMS OF SUPPLY\n\n4. Limitation of Liability. Neither party is liable for indirect loss of profit. "
+        "5. Termination. Either party may terminate this agreement upon ninety days written notice to the other.\n")
+    call_command("ingest", str(folder), "--matter", "terms", stdout=io.StringIO())
+    client = member(Matter.objects.get(slug="terms"))
+
+    html = client.post("/m/terms/", {"question": "How much notice is needed to terminate this agreement?",
+                                     "effort": "low"}).content.decode()
+
+    cited = Citation.objects.get(status="quote verified")
+    assert "ninety days" in cited.quote and cited.section == "5. Termination", cited.section
+    assert "in § 5. Termination</span> <span class=\"muted\">· quote found word for word" in html
+
+
 def test_what_the_user_is_told_beside_the_answer_is_shown_and_kept(indexed: Matter, standin: Any) -> None:
     """A retry at low effort is said on the page and in the API, not only in the terminal; a model
     whose window cannot hold the reserved output fails with a reason a user can act on (and the

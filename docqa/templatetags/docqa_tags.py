@@ -6,8 +6,6 @@ from django.utils.safestring import SafeString, mark_safe
 
 register = template.Library()
 MARKER = re.compile(r"\[(S\d+)\]")
-QUOTES = re.compile("[\"“”'‘’]")
-QUOTE_CLASS = {**dict.fromkeys("\"“”", "[\"“”]"), **dict.fromkeys("'‘’", "['‘’]")}
 
 
 @register.filter
@@ -19,16 +17,10 @@ def link_citations(answer: str, question: int | None = None) -> SafeString:
 
 
 def quote_spans(text: str, quote: str) -> list[tuple[int, int]]:
-    """Where the parts of `quote` (split at ellipses) occur in `text`, whitespace and quotes forgiven."""
-    from inference.citations import quote_parts
+    """Where the parts of `quote` (split at ellipses) occur in `text`, by the verifier's own rules."""
+    from inference.citations import quote_locations
 
-    spans = []
-    for part in quote_parts(quote):
-        pattern = r"\s+".join(QUOTES.sub(lambda m: QUOTE_CLASS[m.group(0)], re.escape(w)) for w in part.split())
-        found = re.search(pattern, text, re.IGNORECASE)
-        if found:
-            spans.append(found.span())
-    return sorted(spans)
+    return sorted(quote_locations(text, quote))
 
 
 @register.filter
