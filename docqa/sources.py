@@ -13,6 +13,7 @@ import zipfile
 from pathlib import Path, PurePosixPath
 
 from django.conf import settings
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.files.uploadedfile import UploadedFile
 from django.http import HttpRequest, HttpResponse
@@ -178,7 +179,7 @@ def sync(request: HttpRequest, slug: str) -> HttpResponse:
         folder = checked_folder(matter, request.POST.get("root", ""))
         run = actions.do_start_ingest(matter, folder, f"web:{request.user.get_username()}")
     except DocqaError as exc:
-        return redirect_with_error(slug, str(exc))
+        return redirect_with_error(request, slug, str(exc))
     return redirect("run", slug=slug, run_id=run.id)
 
 
@@ -191,13 +192,12 @@ def upload(request: HttpRequest, slug: str) -> HttpResponse:
         save_uploads(matter, request.FILES.getlist("files"))
         run = actions.do_start_ingest(matter, upload_folder(matter), f"web:{request.user.get_username()}")
     except DocqaError as exc:
-        return redirect_with_error(slug, str(exc))
+        return redirect_with_error(request, slug, str(exc))
     return redirect("run", slug=slug, run_id=run.id)
 
 
-def redirect_with_error(slug: str, message: str) -> HttpResponse:
-    from urllib.parse import urlencode
-
-    response = redirect("runs", slug=slug)
-    response["Location"] += "?" + urlencode({"error": message})
-    return response
+def redirect_with_error(request: HttpRequest, slug: str, message: str) -> HttpResponse:
+    """Back to the runs page, the message kept in the session for it: never in the address,
+    where any link could carry words of its own into the page's error box."""
+    messages.error(request, message)
+    return redirect("runs", slug=slug)

@@ -208,7 +208,7 @@ def runs(request: HttpRequest, slug: str) -> HttpResponse:
     return render(request, "docqa/runs.html", {
         "matter": matter, "runs": latest, "sources": matter.sources.order_by("root"),
         "can_edit": role_in(request.user, matter) in (Role.EDITOR, Role.MANAGER),
-        "roots": matter.roots(), "uploads": upload_folder(matter), "error": request.GET.get("error", "")[:500],
+        "roots": matter.roots(), "uploads": upload_folder(matter),
     })
 
 

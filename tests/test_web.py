@@ -865,6 +865,21 @@ def test_uploads_cannot_escape_their_folder_or_exceed_the_caps(indexed: Matter, 
     assert not list(tmp_path.rglob("big.txt"))  # refused before a byte was written
 
 
+def test_the_runs_page_shows_no_error_a_link_brings_with_it(indexed: Matter) -> None:
+    """An error box shows what the server said, kept in the session; words in the address
+    ("?error=Your account is locked, call ...") are not shown."""
+    editor = member(indexed, "ed", Role.EDITOR)
+
+    page = editor.get("/m/lease/runs/?error=Your+account+is+locked.+Call+555-0100").content.decode()
+    assert "Your account is locked" not in page and 'role="alert"' not in page
+
+    response = editor.post("/m/lease/sync", {"root": "/nowhere/at/all"})
+    assert response.status_code == 302 and "?" not in response["Location"]
+    page = editor.get(response["Location"]).content.decode()
+    assert 'class="error" role="alert"' in page
+    assert 'role="alert"' not in editor.get(response["Location"]).content.decode()  # said once
+
+
 def test_a_folder_syncs_only_under_the_matters_own_roots(indexed: Matter, worker: None, settings: Any,
                                                          tmp_path: Path) -> None:
     share = tmp_path / "share"
