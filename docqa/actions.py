@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -96,8 +97,22 @@ def verify_audit_chain() -> tuple[int, list[str]]:
     return count, problems
 
 
+SLUG = re.compile(r"[-a-zA-Z0-9_]+")  # as Django's <slug:...> in the URLs
+
+
+def checked_slug(slug: str) -> str:
+    """A new matter's short name, refused unless it can stand in an address (/m/SLUG/)."""
+    if not SLUG.fullmatch(slug or "") or len(slug) > 100:
+        raise DocqaError(f"{slug!r} cannot name a matter: use up to 100 letters, digits, hyphens and "
+                         "underscores, e.g. acme-v-beta (the display name can be anything: --name)")
+    return slug
+
+
 def get_or_create_matter(slug: str, actor: str) -> Matter:
-    matter, created = Matter.objects.get_or_create(slug=slug, defaults={"name": slug})
+    matter = Matter.objects.filter(slug=slug).first()
+    created = matter is None
+    if matter is None:
+        matter, created = Matter.objects.get_or_create(slug=checked_slug(slug), defaults={"name": slug})
     if created:
         record_audit(actor, "matter.create", matter, {"slug": slug})
     return matter
@@ -109,7 +124,7 @@ def get_or_create_matter(slug: str, actor: str) -> Matter:
 def do_create_matter(slug: str, name: str, actor: str) -> Matter:
     if Matter.objects.filter(slug=slug).exists():
         raise DocqaError(f"matter {slug!r} already exists")
-    matter = Matter.objects.create(slug=slug, name=name or slug)
+    matter = Matter.objects.create(slug=checked_slug(slug), name=name or slug)
     record_audit(actor, "matter.create", matter, {"slug": slug, "name": matter.name})
     return matter
 

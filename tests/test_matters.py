@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from typing import Any
 
 import pytest
 from django.contrib.auth.models import Group, User
@@ -179,3 +180,20 @@ def test_every_admin_change_is_audited_including_users_groups_and_legal_holds(pe
     for url in ("/admin/docqa/document/add/", "/admin/docqa/ingestrun/add/", "/admin/docqa/auditevent/add/"):
         assert client.get(url).status_code == 403
     assert verify_audit_chain()[1] == []
+
+
+@pytest.mark.parametrize("name", ["Bad Slug!", "acme/beta", "smith v jones", "x" * 101])
+def test_a_matter_name_that_cannot_stand_in_an_address_is_refused(name: str, tmp_path: Any) -> None:
+    """/m/SLUG/ links are built from the name: one that is not a slug would break every page
+    listing the matter, so create, ingest and bootstrap refuse it before anything is made."""
+    (tmp_path / "a.txt").write_text("A short note about nothing in particular.\n")
+
+    for command in (("matter", "create", name), ("ingest", str(tmp_path), "--matter", name),
+                    ("bootstrap", "--matter", name, "--username", "someone")):
+        with pytest.raises(CommandError, match="cannot name a matter"):
+            call_command(*command, stdout=io.StringIO())
+
+    assert not Matter.objects.exists() and not User.objects.filter(username="someone").exists()
+    out = io.StringIO()
+    call_command("matter", "create", "smith-v-jones_2024", "--name", "Smith v Jones (2024)", stdout=out)
+    assert out.getvalue() == "matter smith-v-jones_2024 created\n"

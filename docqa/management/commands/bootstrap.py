@@ -11,10 +11,11 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from docqa import actions
-from docqa.models import Membership, Role
+from docqa.models import Matter, Membership, Role
+from ingest.errors import DocqaError
 
 
 class Command(BaseCommand):
@@ -25,6 +26,11 @@ class Command(BaseCommand):
         parser.add_argument("--username", default="admin")
 
     def handle(self, *args: Any, **options: Any) -> None:
+        if not Matter.objects.filter(slug=options["matter"]).exists():
+            try:  # before any login is made
+                actions.checked_slug(options["matter"])
+            except DocqaError as exc:
+                raise CommandError(str(exc)) from exc
         login_file = settings.DATA_DIR / "login.txt"
         user_model = get_user_model()
         user = user_model.objects.filter(username=options["username"]).first()

@@ -39,9 +39,12 @@ class Command(BaseCommand):
                 checked_folder(matter, str(root))
             except DocqaError as exc:
                 raise CommandError(str(exc)) from exc
-        start_local_work("ingest command")
         try:
             matter = actions.get_or_create_matter(options["matter"], actor)
+        except DocqaError as exc:  # a name that cannot stand in an address
+            raise CommandError(str(exc)) from exc
+        start_local_work("ingest command")
+        try:
             run = actions.do_start_ingest(matter, root, actor)
             run = actions.wait_for_run(run, timeout=options["timeout"], on_progress=self.progress)
             if run.counts.get("indexed") and sys.stderr.isatty():
