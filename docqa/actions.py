@@ -535,12 +535,20 @@ def do_finish_run(run: IngestRun) -> IngestRun:
 def do_cancel_run(run: IngestRun, actor: str) -> int:
     """Stop a run: queued items are cancelled (their tasks will find nothing to claim); files
     already being processed finish. Returns how many items were cancelled."""
-    cancelled = run.items.filter(state=ItemState.QUEUED).update(state=ItemState.CANCELLED)
-    IngestRun.objects.filter(id=run.id, status=RunStatus.RUNNING).update(
-        status=RunStatus.CANCELLED, finished_at=timezone.now()
-    )
+    with transaction.atomic():
+        if not IngestRun.objects.filter(id=run.id, status=RunStatus.RUNNING).update(
+                status=RunStatus.CANCELLED, finished_at=timezone.now()):
+            run.refresh_from_db(fields=["status"])
+            raise DocqaError(f"run {run.id} is {run.status}, not running: there is nothing to cancel")
+        cancelled = run.items.filter(state=ItemState.QUEUED).update(state=ItemState.CANCELLED)
     record_audit(actor, "ingest.cancel", run.matter, {"run": run.id, "cancelled": cancelled})
     return cancelled
+
+
+NOTHING_TO_REQUEUE = {
+    "ingest.resume": "run {run} has nothing left to resume: every file in it was finished",
+    "ingest.retry": "run {run} has no failed files to retry",
+}
 
 
 def do_requeue(run: IngestRun, actor: str, states: tuple[str, ...], action: str) -> int:
@@ -553,12 +561,17 @@ def do_requeue(run: IngestRun, actor: str, states: tuple[str, ...], action: str)
     refuse_overlapping_run(run.source, besides=run)
     with transaction.atomic():
         items = list(run.items.filter(state__in=states))
-        run.items.filter(id__in=[i.id for i in items]).update(state=ItemState.QUEUED, error="", error_class="")
-        IngestRun.objects.filter(id=run.id).update(
-            status=RunStatus.RUNNING, finished_at=None, broker_epoch=services.broker_epoch()
-        )
-        record_audit(actor, action, run.matter, {"run": run.id, "items": len(items)})
-        transaction.on_commit(lambda: enqueue_items(items))
+        if items:
+            run.items.filter(id__in=[i.id for i in items]).update(state=ItemState.QUEUED, error="", error_class="")
+            IngestRun.objects.filter(id=run.id).update(
+                status=RunStatus.RUNNING, finished_at=None, broker_epoch=services.broker_epoch()
+            )
+            record_audit(actor, action, run.matter, {"run": run.id, "items": len(items)})
+            transaction.on_commit(lambda: enqueue_items(items))
+    if not items:
+        if action == "ingest.resume" and run.status == RunStatus.RUNNING:
+            do_finish_run(run)  # a crashed run whose files had all finished: closed, not left "running"
+        raise DocqaError(NOTHING_TO_REQUEUE[action].format(run=run.id))
     run.refresh_from_db()
     return len(items)
 

@@ -93,6 +93,36 @@ def test_a_cancelled_run_resumes_and_blocks_a_new_sync_while_its_files_are_in_ha
         command("runs", "retry", str(run_id))  # an older run's work could undo the newer one's
 
 
+def test_a_finished_run_has_nothing_to_cancel_resume_or_retry(data_dir: Path, folder: Path) -> None:
+    """Each says so and exits non-zero; none reopens the run or writes to the audit trail."""
+    from django.core.management.base import CommandError
+
+    (folder / "broken.pdf").unlink()
+    run_id = json.loads(command("ingest", str(folder), "--matter", "ops", "--json"))["run"]
+    before = AuditEvent.objects.count()
+
+    for action, said in (("cancel", "is finished, not running: there is nothing to cancel"),
+                         ("resume", "has nothing left to resume: every file in it was finished"),
+                         ("retry", "has no failed files to retry")):
+        with pytest.raises(CommandError, match=f"run {run_id} {said}"):
+            command("runs", action, str(run_id))
+
+    assert IngestRun.objects.get(id=run_id).status == RunStatus.FINISHED
+    assert AuditEvent.objects.count() == before
+
+
+def test_resuming_a_crashed_run_whose_files_all_finished_closes_it(data_dir: Path, folder: Path) -> None:
+    from django.core.management.base import CommandError
+
+    run_id = json.loads(command("ingest", str(folder), "--matter", "ops", "--json"))["run"]
+    IngestRun.objects.filter(id=run_id).update(status=RunStatus.RUNNING, finished_at=None)  # the worker died late
+
+    with pytest.raises(CommandError, match="nothing left to resume"):
+        command("runs", "resume", str(run_id))
+
+    assert IngestRun.objects.get(id=run_id).status == RunStatus.FINISHED
+
+
 def test_failures_export_as_csv(data_dir: Path, folder: Path) -> None:
     (folder / "notes.xyz").write_text("unsupported")
     run_id = json.loads(command("ingest", str(folder), "--matter", "ops", "--json"))["run"]

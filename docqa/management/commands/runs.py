@@ -47,7 +47,10 @@ class Command(BaseCommand):
         if options["action"] == "failures":
             self.stdout.write(actions.failures_csv(run), ending="")
         elif options["action"] == "cancel":
-            cancelled = actions.do_cancel_run(run, actor)
+            try:
+                cancelled = actions.do_cancel_run(run, actor)
+            except DocqaError as exc:  # a finished or already cancelled run
+                raise CommandError(str(exc)) from exc
             self.stdout.write(f"run {run.id} cancelled: {cancelled} queued files will not be processed")
         else:
             self.requeue(run, actor, options)
