@@ -211,6 +211,18 @@ def test_eval_reports_recall_packing_and_verified_answers(data_dir: Path, docs_f
     assert sum(line["packed@4096"] for line in lines[:len(questions)]) == round(hybrid["packed@4096"] * len(questions))
 
 
+@pytest.mark.parametrize("option, value", [("--budget", "511"), ("--budget", "0"), ("--answer-budget", "100"),
+                                           ("--budget", "2000000")])
+def test_eval_refuses_a_budget_out_of_range_before_it_indexes_anything(tmp_path: Path, option: str,
+                                                                       value: str) -> None:
+    path = tmp_path / "questions.jsonl"
+    path.write_text(json.dumps({"id": "q", "question": "Who?", "answers": []}) + "\n")
+
+    with pytest.raises(CommandError, match=f"{option} {int(value):,} is out of range: give 512 to 1,000,000 tokens"):
+        call_command("eval", "--questions", str(path), "--docs", str(tmp_path), "--matter", "gold", option, value,
+                     stdout=io.StringIO())
+
+
 @pytest.mark.django_db(transaction=True)
 def test_eval_names_the_gold_files_it_did_not_index_and_why(data_dir: Path, tmp_path: Path) -> None:
     """A golden set whose files are not indexed does not quietly score zero: each missing gold
@@ -235,6 +247,13 @@ def test_eval_names_the_gold_files_it_did_not_index_and_why(data_dir: Path, tmp_
     assert report["missing_gold_files"] == {"linked.txt": "link points outside the folder", "tax.txt": "not in the folder"}
     assert "warning: gold file linked.txt is not indexed (link points outside the folder)" in err.getvalue()
     assert report["results"]["sparse"]["all"]["document_recall@1"] == pytest.approx(1 / 3)
+    # The ranks do not depend on the budgets asked for; a budget not a whole number of k reads as given.
+    again = io.StringIO()
+    call_command("eval", "--questions", str(path), "--docs", str(folder), "--matter", "gold", "--modes", "sparse",
+                 "--budget", "8000", "--budget", "512", "--budget", "8000", stdout=again, stderr=io.StringIO())
+    header, row = again.getvalue().splitlines()[:2]
+    assert header.split()[-4:] == ["in", "8,000", "in", "512"]  # each budget once, as given (not "7k", "0k")
+    assert row.split()[3] == f"{1 / 3:.3f}"  # doc@1 as with --budget 4096
     path.write_text("".join(json.dumps(q) + "\n" for q in questions[1:]))
     with pytest.raises(CommandError, match="none of the questions' gold files is indexed"):
         call_command("eval", "--questions", str(path), "--docs", str(folder), "--matter", "gold", "--modes", "sparse",

@@ -43,7 +43,11 @@ class Command(BaseCommand):
                             help="with a language model configured: budget of the answers checked (default 16k)")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        budgets = tuple(options["budget"] or BUDGETS)
+        budgets = tuple(dict.fromkeys(options["budget"] or BUDGETS))  # each once, in the order given
+        low, high = actions.MIN_BUDGET, actions.MAX_BUDGET
+        for name, value in [*(("--budget", b) for b in budgets), ("--answer-budget", options["answer_budget"])]:
+            if not low <= value <= high:  # below 512 the instructions and the question leave no room
+                raise CommandError(f"{name} {value:,} is out of range: give {low:,} to {high:,} tokens")
         modes = [m.strip() for m in options["modes"].split(",") if m.strip()]
         known = [*MODES, *(f"{m}+rerank" for m in MODES)]
         if unknown := [m for m in modes if m not in known]:
@@ -134,8 +138,10 @@ def evaluate(questions: list[dict[str, Any]], documents: dict[str, int], matter_
     for question in questions:
         text = question["question"]
         gold = [GoldSpan(documents.get(a["file"], -1), a["start"], a["end"]) for a in question["answers"]]
+        # The ranks (doc@k, span@k) come from one fixed candidate list, whatever budgets were
+        # asked for: fusion ranks the top a little differently as the lists fused grow.
         found = retrieve(text, matter_ids=[matter_id], embedder=embedder, store=store, mode=mode,
-                         limit=retrieval_limit(source_budget(max(budgets), text)), reranker=reranker)
+                         limit=retrieval_limit(source_budget(max(BUDGETS), text)), reranker=reranker)
         ranked = found.ranked
         score = QuestionScore(str(question.get("id", "")), str(question.get("source", "")), document_rank(ranked, gold))
         score.span_recall = {k: span_recall(ranked, gold, k) for k in KS}
@@ -180,10 +186,15 @@ def by_source(scores: list[QuestionScore], budgets: tuple[int, ...]) -> dict[str
     return result
 
 
+def budget_label(budget: int) -> str:
+    """"16k" for 16,384 tokens; a budget that is not a whole number of k as it is ("8,000")."""
+    return f"{budget // 1024}k" if budget % 1024 == 0 else f"{budget:,}"
+
+
 def table(report: dict[str, Any], budgets: tuple[int, ...]) -> str:
     columns = ["document_recall@1", "document_recall@5", "document_recall@10", *(f"span_recall@{k}" for k in KS),
                *(f"packed@{b}" for b in budgets)]
-    heads = ["doc@1", "doc@5", "doc@10", *(f"span@{k}" for k in KS), *(f"in {b // 1024}k" for b in budgets)]
+    heads = ["doc@1", "doc@5", "doc@10", *(f"span@{k}" for k in KS), *(f"in {budget_label(b)}" for b in budgets)]
     rows = [(mode, f"{group} ({figures['questions']})", figures)
             for mode, groups in report.items() for group, figures in groups.items()]
     width = max([len("questions"), *(len(label) for _, label, _ in rows)])
