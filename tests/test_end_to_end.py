@@ -137,6 +137,57 @@ def test_follow_up_sends_the_earlier_answer_without_reasoning(data_dir: Path, do
     assert again["reasoning"] and "reasoning" not in first
 
 
+class Terminal(io.StringIO):
+    """Standard output that keeps each write apart, and can be interrupted (Ctrl-C) at the Nth."""
+
+    def __init__(self, interrupt_at: int | None = None):
+        super().__init__()
+        self.writes: list[str] = []
+        self.interrupt_at = interrupt_at
+
+    def write(self, text: str) -> int:
+        self.writes.append(text)
+        if self.interrupt_at is not None and len(self.writes) == self.interrupt_at:
+            raise KeyboardInterrupt
+        return super().write(text)
+
+
+def test_ask_writes_the_answer_as_it_streams_and_names_the_question(data_dir: Path, docs_folder: Path,
+                                                                      standin: Any) -> None:
+    from docqa.models import Answer
+
+    ingest(docs_folder)
+    question = subset_questions()[0]["question"]
+    out = Terminal()
+
+    call_command("ask", "--matter", "acme", "--effort", "low", question, stdout=out)
+
+    asked = Question.objects.latest("id")
+    answer = Answer.objects.get(question=asked).text
+    text = out.getvalue()
+    assert text.startswith(answer) and text.count(answer) == 1  # written as it came, not again at the end
+    streamed = out.writes[:out.writes.index(next(w for w in out.writes if "Citations:" in w))]
+    assert len(streamed) > 3 and "".join(streamed).strip() == answer
+    assert f"Question {asked.id} in conversation {asked.conversation_id}: ask a follow-up" in text
+    assert ask(question, "--effort", "low")["question_id"] == Question.objects.latest("id").id
+
+
+def test_ctrl_c_on_ask_says_in_one_line_which_question_was_recorded_as_stopped(data_dir: Path, docs_folder: Path,
+                                                                              standin: Any) -> None:
+    from docqa.models import Answer
+
+    ingest(docs_folder)
+    out = Terminal(interrupt_at=3)  # Ctrl-C while the answer streams
+
+    with pytest.raises(CommandError) as raised:
+        call_command("ask", "--matter", "acme", "--effort", "low", subset_questions()[0]["question"], stdout=out)
+
+    asked = Question.objects.latest("id")
+    assert raised.value.returncode == 130
+    assert str(raised.value).startswith(f"interrupted: question {asked.id} is recorded as stopped")
+    assert Answer.objects.get(question=asked).mode == "stopped"
+
+
 def test_a_search_only_follow_up_is_searched_with_the_question_before_it(data_dir: Path, docs_folder: Path) -> None:
     ingest(docs_folder)
     first = subset_questions()[0]  # the Holiday RV endorsement agreement
@@ -202,8 +253,8 @@ def test_ask_budget_limits_sources_and_reports_what_was_left_out(data_dir: Path,
     out = io.StringIO()
     with pytest.raises(CommandError, match="nothing to answer from: no document is indexed in this matter yet"):
         call_command("ask", "--matter", "empty", "--json", question, stdout=out)
-    assert json.loads(out.getvalue()) == {"question": question, "error": "nothing to answer from: no document is "
-                                                                          "indexed in this matter yet"}
+    assert json.loads(out.getvalue()) == {"question": question, "question_id": Question.objects.latest("id").id,
+                                          "error": "nothing to answer from: no document is indexed in this matter yet"}
     settings.RETRIEVAL = "sparse"  # a question of stopwords alone has no lexical vector
     with pytest.raises(CommandError, match="nothing matched: the question has no words to search for in sparse"):
         ask("What is it and who are they?")

@@ -56,50 +56,74 @@ class Command(BaseCommand):
                 raise DocqaError(f"no conversation {options['conversation']} in matter {matter.slug}")
         outcome = actions.do_ask(
             matter, text, actor=options["actor"], user=options["account"], budget=options["budget"],
-            effort=options["effort"], conversation=conversation,
+            effort=options["effort"], conversation=conversation, on_event=options.get("on_event") or ignore,
         )
         assert outcome.result is not None
         shown = outcome.result.with_reasoning() if options["show_reasoning"] else outcome.result.as_dict()
-        return {**shown, "conversation": outcome.question.conversation_id}
+        return {**shown, "question_id": outcome.question.id, "conversation": outcome.question.conversation_id}
 
     def run_one(self, matter: Matter, options: dict[str, Any]) -> None:
+        # Plain text: the answer is written as the model streams it; JSON waits for the whole.
+        live = None if options["json"] else LiveAnswer(self.stdout, options["show_reasoning"])
+        options["on_event"] = live or AskedWatch()
         try:
             result = self.ask(matter, options["question"], options)
         except DocqaError as exc:
             found = found_for(exc)
+            if live is not None and live.wrote_answer:
+                live.end()
+                self.stdout.write("(The model failed before it finished: the text above is not kept as an answer.)")
+            elif live is not None:
+                live.end()
             if options["json"]:  # a script reading standard output gets the reason too (and the exit status)
-                self.stdout.write(json.dumps({"question": options["question"], "error": str(exc), **kind_of_fault(exc),
-                                             **(found or {})}))
+                self.stdout.write(json.dumps({"question": options["question"], **question_id(exc),
+                                              "error": str(exc), **kind_of_fault(exc), **(found or {})}))
             elif found:  # the model failed: the passages found are shown all the same
                 self.stdout.write(render_text({"answer": "", "citations": [], **found}))
             raise CommandError(str(exc)) from exc
+        except KeyboardInterrupt:  # Ctrl-C: do_ask has recorded the question as stopped; one line says so
+            if live is not None:
+                live.end()
+            raise CommandError(interrupted((live or options["on_event"]).question), returncode=130) from None
         if options["json"]:
             self.stdout.write(json.dumps(result))
         else:
-            self.stdout.write(render_text(result))
+            assert live is not None
+            live.end()
+            self.stdout.write(render_text(result, answer_shown=live.wrote_answer))
 
     def run_batch(self, matter: Matter, options: dict[str, Any]) -> None:
         asked = failed = 0
-        for number, line in enumerate(sys.stdin, start=1):
-            line = line.strip()
-            if not line:
-                continue
-            asked += 1
-            qid, text = parse_batch_line(line, number)
-            if not text:
-                failed += 1
-                self.stdout.write(json.dumps({"id": qid, "error": "no question on this line"}))
-                continue
-            try:
-                result = {"id": qid, "question": text, **self.ask(matter, text, options)}
-            except DocqaError as exc:
-                failed += 1
-                result = {"id": qid, "question": text, "error": str(exc), **kind_of_fault(exc),
-                          **(found_for(exc) or {})}
-            self.stdout.write(json.dumps(result))
-            self.stdout.flush()
+        watch = options["on_event"] = AskedWatch()
+        try:
+            for number, line in enumerate(sys.stdin, start=1):
+                line = line.strip()
+                if not line:
+                    continue
+                asked += 1
+                qid, text = parse_batch_line(line, number)
+                if not text:
+                    failed += 1
+                    self.stdout.write(json.dumps({"id": qid, "error": "no question on this line"}))
+                    continue
+                try:
+                    result = {"id": qid, "question": text, **self.ask(matter, text, options)}
+                except DocqaError as exc:
+                    failed += 1
+                    result = {"id": qid, "question": text, **question_id(exc), "error": str(exc),
+                              **kind_of_fault(exc), **(found_for(exc) or {})}
+                self.stdout.write(json.dumps(result))
+                self.stdout.flush()
+        except KeyboardInterrupt:  # the lines written so far stand; the one being answered is recorded as stopped
+            raise CommandError(interrupted(watch.question) + "; the lines written before it stand",
+                               returncode=130) from None
         if failed:  # every line is written first; a script still learns from the exit status
             raise CommandError(f"{failed} of {asked} questions failed: their lines carry \"error\"")
+
+
+def question_id(exc: DocqaError) -> dict[str, int]:
+    """The recorded question a failure belongs to; nothing when it failed before one was recorded."""
+    return {"question_id": exc.question} if exc.question else {}
 
 
 def kind_of_fault(exc: DocqaError) -> dict[str, str]:
@@ -115,7 +139,7 @@ def found_for(exc: DocqaError) -> dict[str, Any] | None:
     if answer is None or not answer.sources:
         return None
     return {"mode": answer.mode, "sources": answer.sources, "dropped": answer.dropped, "notes": answer.notes,
-            "usage": answer.usage, "conversation": answer.question.conversation_id}
+            "usage": answer.usage, "question_id": answer.question_id, "conversation": answer.question.conversation_id}
 
 
 def parse_batch_line(line: str, number: int) -> tuple[Any, str]:
@@ -130,13 +154,78 @@ def parse_batch_line(line: str, number: int) -> tuple[Any, str]:
     return number, line
 
 
+def ignore(kind: str, data: Any) -> None:
+    pass
+
+
+class AskedWatch:
+    """Keeps the id of the question being answered (do_ask's "asked" event), to name it on Ctrl-C."""
+
+    def __init__(self) -> None:
+        self.question: int | None = None
+
+    def __call__(self, kind: str, data: Any) -> None:
+        if kind == "asked":
+            self.question = data["question"]
+
+
+class LiveAnswer(AskedWatch):
+    """Writes the answer (and, when asked for, the reasoning) as the model streams it."""
+
+    def __init__(self, out: Any, show_reasoning: bool):
+        super().__init__()
+        self.out, self.show_reasoning = out, show_reasoning
+        self.wrote_answer = self.wrote_reasoning = False
+        self.at_line_start = True
+
+    def __call__(self, kind: str, data: Any) -> None:
+        super().__call__(kind, data)
+        if kind == "status" and "retrying" in str(data) and (self.wrote_reasoning or self.wrote_answer):
+            self.end()  # the model is asked again: its second reasoning starts under its own head
+            self.write(f"({data})\n")
+            self.wrote_reasoning = self.wrote_answer = False
+        elif kind == "reasoning" and self.show_reasoning and data:
+            if not self.wrote_reasoning:
+                self.write(f"{REASONING_HEAD}\n")
+                self.wrote_reasoning = True
+            self.write(data)
+        elif kind == "content" and data:
+            if not self.wrote_answer:
+                if self.wrote_reasoning:
+                    self.write("\n\n")
+                data = data.lstrip()  # as the answer kept is stripped
+                if not data:
+                    return
+                self.wrote_answer = True
+            self.write(data)
+
+    def write(self, text: str) -> None:
+        self.out.write(text, ending="")
+        self.out.flush()
+        self.at_line_start = text.endswith("\n")
+
+    def end(self) -> None:
+        """Close the streamed text with a blank line, so what follows starts on its own."""
+        if self.wrote_answer or self.wrote_reasoning:
+            self.write("\n" if self.at_line_start else "\n\n")
+
+
+def interrupted(question: int | None) -> str:
+    if question is None:
+        return "interrupted before the question was recorded"
+    return (f"interrupted: question {question} is recorded as stopped "
+            f"with what was kept (the audit page shows it: /audit/?question={question})")
+
+
+REASONING_HEAD = "Reasoning (the model's own notes, not checked like the answer):"
 DROPPED_SHOWN = 10  # passages left out, listed best first
 
 
-def render_text(result: dict[str, Any]) -> str:
-    lines = [result["answer"], ""] if result["answer"] else []  # none when the model failed
-    if result.get("reasoning"):
-        lines = ["Reasoning (the model's own notes, not checked like the answer):", result["reasoning"], "", *lines]
+def render_text(result: dict[str, Any], answer_shown: bool = False) -> str:
+    """The result as text; without the answer and reasoning when they were written as they streamed."""
+    lines = [result["answer"], ""] if result["answer"] and not answer_shown else []  # none when the model failed
+    if result.get("reasoning") and not answer_shown:
+        lines = [REASONING_HEAD, result["reasoning"], "", *lines]
     lines += [f"Note: {note}" for note in result.get("notes", [])]
     if result["citations"]:
         lines.append("Citations:")
@@ -161,5 +250,6 @@ def render_text(result: dict[str, Any]) -> str:
     if any(len(" ".join(s["text"].split())) > 160 for s in result["sources"]) or len(result["dropped"]) > DROPPED_SHOWN:
         lines.append("(Passages are shown cut short here; --json gives their whole text and every passage left out.)")
     if result.get("conversation"):
-        lines.append(f"Conversation {result['conversation']}: ask a follow-up with --conversation {result['conversation']}")
+        lines.append(f"Question {result.get('question_id')} in conversation {result['conversation']}: "
+                     f"ask a follow-up with --conversation {result['conversation']}")
     return "\n".join(lines)
