@@ -27,6 +27,7 @@ from docqa import services
 from docqa.faults import kind_of, recorded_error
 from docqa.llm import get_llm, get_reranker
 from docqa.models import (
+    COUNT_KEYS,
     FINAL_STATES,
     Answer,
     AuditEvent,
@@ -269,7 +270,7 @@ def do_start_ingest(matter: Matter, root: Path, actor: str) -> IngestRun:
     found = walk_folder(root, max_bytes=settings.MAX_FILE_BYTES)
     # Attachments follow their message; only the files on disk are diffed against the tree.
     documents = {d.path: d for d in source.documents.filter(parent__isnull=True)}
-    # Files that failed or never finished count as changed, so every sync retries them.
+    # Files that failed or never finished have no indexed version, so every sync tries them again.
     known = {
         path: (d.sha256 if d.status == DocumentStatus.INDEXED else "")
         for path, d in documents.items()
@@ -279,7 +280,11 @@ def do_start_ingest(matter: Matter, root: Path, actor: str) -> IngestRun:
     with transaction.atomic():
         run = IngestRun.objects.create(matter=matter, source=source, actor=actor, broker_epoch=services.broker_epoch())
         work: list[IngestItem] = []
-        for change, files in ((Change.NEW, plan.new), (Change.CHANGED, plan.changed)):
+        # A file that failed (or never finished) before is tried again at every sync, told apart from
+        # an indexed file whose content changed: an encrypted PDF is not "changed" sync after sync.
+        retried = [f for f in plan.changed if documents[f.path].status != DocumentStatus.INDEXED]
+        changed = [f for f in plan.changed if documents[f.path].status == DocumentStatus.INDEXED]
+        for change, files in ((Change.NEW, plan.new), (Change.CHANGED, changed), (Change.RETRIED, retried)):
             for f in files:
                 doc = documents.get(f.path) or Document(matter=matter, source=source, path=f.path)
                 doc.kind, doc.size, doc.status = f.kind, f.size, DocumentStatus.PENDING
@@ -418,7 +423,7 @@ class RunStats:
         return (self.work - self.done) / self.rate if self.rate else None
 
 
-WORK_CHANGES = (Change.NEW, Change.CHANGED, Change.DELETED, Change.MOVED)
+WORK_CHANGES = (Change.NEW, Change.CHANGED, Change.RETRIED, Change.DELETED, Change.MOVED)
 
 
 def run_stats(run: IngestRun) -> RunStats:
@@ -512,10 +517,9 @@ def finish_completed_runs(runs: Any = None) -> int:
 def do_finish_run(run: IngestRun) -> IngestRun:
     """Close the run (once) with its counts, and audit it."""
     items = run.items.all()
-    keys = ("new", "changed", "unchanged", "deleted", "moved", "indexed", "skipped", "failed", "cancelled")
-    counts = dict.fromkeys(keys, 0)
+    counts = dict.fromkeys(COUNT_KEYS, 0)
     for change, state in items.values_list("change", "state"):
-        if change in (Change.NEW, Change.CHANGED, Change.UNCHANGED, Change.DELETED, Change.MOVED):
+        if change in (Change.NEW, Change.CHANGED, Change.RETRIED, Change.UNCHANGED, Change.DELETED, Change.MOVED):
             counts[change] += 1
         if state in (ItemState.INDEXED, ItemState.SKIPPED, ItemState.FAILED, ItemState.CANCELLED):
             counts[state] += 1
@@ -604,7 +608,7 @@ def run_report(run: IngestRun) -> dict[str, Any]:
     skipped = run.items.filter(state=ItemState.SKIPPED).order_by("path").values_list("path", "error")
     return {
         "run": run.id,
-        "counts": run.counts,
+        "counts": run.counts_in_order,
         "failures": [{"path": path, "error": error, "error_class": kind} for path, error, kind in failed],
         "skipped": [{"path": path, "reason": reason} for path, reason in skipped],
     }

@@ -253,7 +253,7 @@ class AuditPage(Schema):
 def run_out(run: IngestRun) -> dict[str, Any]:
     stats = actions.run_stats(run)
     return {"id": run.id, "status": run.status, "root": run.source.root, "actor": run.actor,
-            "started_at": run.started_at, "finished_at": run.finished_at, "counts": run.counts,
+            "started_at": run.started_at, "finished_at": run.finished_at, "counts": run.counts_in_order,
             "progress": {"work": stats.work, "done": stats.done, "failed": stats.failed, "pages": stats.pages,
                          "chunks": stats.chunks, "files_per_second": round(stats.rate, 3),
                          "eta_seconds": round(stats.eta, 1) if stats.eta is not None else None}}

@@ -164,10 +164,20 @@ class IngestRun(models.Model):
     # the broker restarted and lost them (Redis here keeps nothing on disk): they are sent again.
     broker_epoch = models.CharField(max_length=64, blank=True, default="")
 
+    @property
+    def counts_in_order(self) -> dict[str, int]:
+        """The counts in the order people read them (PostgreSQL's jsonb keeps keys in its own order)."""
+        return {**{k: self.counts[k] for k in COUNT_KEYS if k in self.counts}, **self.counts}
+
+
+# A finished run's counts: what the sync found each file to be, then what became of it.
+COUNT_KEYS = ("new", "changed", "retried", "unchanged", "deleted", "moved", "indexed", "skipped", "failed", "cancelled")
+
 
 class Change(models.TextChoices):
     NEW = "new"
     CHANGED = "changed"
+    RETRIED = "retried"  # failed or never finished before: tried again, whether or not its content changed
     UNCHANGED = "unchanged"
     DELETED = "deleted"
     MOVED = "moved"

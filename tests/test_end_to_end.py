@@ -37,7 +37,7 @@ def test_ingest_indexes_every_format_of_the_folder(data_dir: Path, docs_folder: 
     report = ingest(docs_folder)
 
     assert report["counts"] == {
-        "new": 9, "changed": 0, "unchanged": 0, "deleted": 0, "moved": 0,
+        "new": 9, "changed": 0, "retried": 0, "unchanged": 0, "deleted": 0, "moved": 0,
         "indexed": 9, "skipped": 0, "failed": 0, "cancelled": 0,
     }
     assert report["failures"] == []
@@ -261,6 +261,7 @@ def test_ask_budget_limits_sources_and_reports_what_was_left_out(data_dir: Path,
 
 
 def test_resync_skips_unchanged_and_follows_changes_and_deletions(data_dir: Path, docs_folder: Path) -> None:
+    (docs_folder / "locked.pdf").write_bytes(b"%PDF-1.7 not a real PDF")  # fails, and fails again
     ingest(docs_folder)
     (docs_folder / "generated" / "notes.md").write_text("# Notes\n\nThe pump is rated for 350 bar.\n")
     (docs_folder / "generated" / "policy.html").unlink()
@@ -269,6 +270,11 @@ def test_resync_skips_unchanged_and_follows_changes_and_deletions(data_dir: Path
 
     assert report["counts"]["unchanged"] == 7
     assert report["counts"]["changed"] == 1 and report["counts"]["deleted"] == 1
+    # The file that failed is tried again, and said to be: it did not change.
+    assert report["counts"]["retried"] == 1 and report["counts"]["failed"] == 1
+    text = run_command("ingest", str(docs_folder), "--matter", "acme")
+    assert "changed 0, retried 1, unchanged 8" in text and "  failed: locked.pdf: " in text
+    assert "1 files failed; `manage.py runs retry" in text
     assert Document.objects.get(path="generated/policy.html").status == DocumentStatus.DELETED
     paths = {s["path"] for s in ask("How long are engineering drawings retained?")["sources"]}
     assert "generated/policy.html" not in paths

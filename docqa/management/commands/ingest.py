@@ -64,7 +64,12 @@ class Command(BaseCommand):
         counts = ", ".join(f"{k} {v}" for k, v in report["counts"].items())
         self.stdout.write(f"run {run.id} on matter {matter.slug}: {counts}")
         for failure in report["failures"]:
-            self.stdout.write(f"  {failure['path']}: {failure['error']}")
+            self.stdout.write(f"  failed: {failure['path']}: {failure['error']}")
+        for skipped in report["skipped"]:
+            self.stdout.write(f"  passed over: {skipped['path']}: {skipped['reason']}")
+        if report["failures"]:  # the run itself completed (exit 0); what failed is tried again at the next sync
+            self.stdout.write(f"{len(report['failures'])} files failed; `manage.py runs retry {run.id}` or the "
+                              "next sync tries them again")
 
     def progress(self, stats: actions.RunStats) -> None:
         if sys.stderr.isatty():

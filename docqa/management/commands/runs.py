@@ -68,7 +68,7 @@ class Command(BaseCommand):
             raise CommandError(str(exc)) from exc
         finally:
             shutdown()
-        self.stdout.write(f"run {run.id} {run.status}: " + ", ".join(f"{k} {v}" for k, v in run.counts.items()))
+        self.stdout.write(f"run {run.id} {run.status}: " + ", ".join(f"{k} {v}" for k, v in run.counts_in_order.items()))
 
     def list_runs(self, matter: str | None, account: Any) -> None:
         runs = IngestRun.objects.select_related("matter", "source").order_by("-id")
@@ -77,6 +77,6 @@ class Command(BaseCommand):
         if matter:
             runs = runs.filter(matter__slug=matter)
         for run in runs[:50]:
-            counts = ", ".join(f"{k} {v}" for k, v in run.counts.items() if v) or "-"
+            counts = ", ".join(f"{k} {v}" for k, v in run.counts_in_order.items() if v) or "-"
             self.stdout.write(f"{run.id:>5}  {run.status:<9}  {run.matter.slug:<16}  {run.started_at:%Y-%m-%d %H:%M}  "
                               f"{run.source.root}  {counts}")
