@@ -442,8 +442,11 @@ def poll_run(run: IngestRun) -> tuple[tuple[int, ...], RunStats]:
         failed=Count("id", filter=work & Q(state=ItemState.FAILED)),
         pages=Sum("pages", filter=work),
         chunks=Sum("chunks", filter=work),
+        last=Max("finished_at", filter=work),
     )
-    elapsed = (timezone.now() - run.started_at).total_seconds()
+    # Until the last file finished, not until now: a run read the next day did not slow down overnight.
+    end = figures["last"] if not figures["pending"] and figures["last"] else timezone.now()
+    elapsed = (end - run.started_at).total_seconds()
     stats = RunStats(
         figures["work"], figures["done"], figures["failed"], figures["pages"] or 0, figures["chunks"] or 0, elapsed
     )

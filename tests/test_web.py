@@ -353,6 +353,17 @@ def test_run_page_shows_progress_figures_and_failures(indexed: Matter) -> None:
 
     assert "2/2" in html and "broken.pdf" in html and "corrupt" in html
     assert 'http-equiv="refresh"' not in html  # finished: no more refreshing
+    # A finished run's pace is over the time it took, not up to now: read a day later, it is the same.
+    from datetime import timedelta
+
+    from docqa.actions import run_stats
+
+    start = run.items.order_by("finished_at").first().finished_at - timedelta(seconds=10)
+    IngestRun.objects.filter(id=run.id).update(started_at=start)
+    run.refresh_from_db()
+    last = max(i.finished_at for i in run.items.all() if i.finished_at)
+    assert run_stats(run).elapsed == pytest.approx((last - start).total_seconds())
+    assert "0.2</strong>files/s" in client.get(f"/m/lease/runs/{run.id}/").content.decode()
     assert f'href="/m/lease/runs/{run.id}/"' in client.get("/m/lease/runs/").content.decode()
 
 
