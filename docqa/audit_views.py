@@ -77,10 +77,17 @@ def review(request: HttpRequest) -> HttpResponse:
 @permission_required(AUDITOR, raise_exception=True)
 def replay(request: HttpRequest, event_id: int) -> HttpResponse:
     """An answer as the trail recorded it, checked against the stored answer and sources."""
-    event = AuditEvent.objects.select_related("matter").filter(id=event_id, action="question.answer").first()
+    event = AuditEvent.objects.select_related("matter").filter(id=event_id).first()
     if event is None:
-        raise Http404("no such answer event")
+        raise Http404("no such event")
     detail = event.detail
+    if event.action != "question.answer":  # any other event: what it recorded, field by field
+        record_audit(f"web:{request.user.get_username()}", "audit.replay", event.matter, {"event": event.id})
+        return render(request, "docqa/audit_event.html", {
+            "event": event, "fields": [(k, v if isinstance(v, str) else json.dumps(v, indent=2, ensure_ascii=False))
+                                       for k, v in detail.items()],
+            "verifies": event.verifies(),
+        })
     answer = Answer.objects.select_related("question").filter(question_id=detail.get("question")).first()
     may_read = event.matter is not None and role_in(request.user, event.matter) is not None
     gone = answer is not None and answer.question.expired_at is not None  # retention replaced texts by hashes

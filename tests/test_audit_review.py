@@ -87,6 +87,28 @@ def test_filters_and_full_text_search(trail: dict) -> None:
     assert ids(question="not a number") == set()  # no number: no question's events, not the whole trail
 
 
+def test_every_event_says_what_it_recorded_in_the_list_and_on_its_own_page(trail: dict) -> None:
+    """Not only questions: a document view names the document and the characters read, a run its
+    counts, a sign-in its address; each event's number opens its page, with its fields and hash."""
+    acme = trail["acme"]
+    viewed = record_audit("web:ann", "document.view", acme, {"document": 7, "path": "msa.txt", "version": "v1",
+                                                             "start": 120, "end": 480})
+    record_audit("web:ann", "login.success", None, {"address": "10.1.2.3"})
+    auditor = client_for(trail["aud"])
+
+    listed = auditor.get("/audit/").content.decode()
+
+    assert "path msa.txt · document 7 · chars 120-480" in listed
+    assert "address 10.1.2.3" in listed and "counts indexed 3" in listed
+    assert f'<a href="/audit/{viewed.id}/">{viewed.id}</a>' in listed
+    page = auditor.get(f"/audit/{viewed.id}/").content.decode()
+    assert "document.view (event" in page and "msa.txt" in page and "matches its hash" in page
+    assert "<td>start</td><td><pre class=\"recorded\">120</pre>" in page
+    assert AuditEvent.objects.filter(action="audit.replay", detail__event=viewed.id).exists()
+    assert client_for(trail["ann"]).get(f"/audit/{viewed.id}/").status_code == 403
+    assert auditor.get("/audit/999999/").status_code == 404
+
+
 def test_replay_shows_what_the_model_was_given_and_checks_it(trail: dict) -> None:
     event = trail["event"]
     page = client_for(trail["aud"]).get(f"/audit/{event.id}/").content.decode()

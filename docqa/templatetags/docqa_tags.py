@@ -59,3 +59,31 @@ def content(value: object) -> str:
     if isinstance(value, str) and value.startswith("sha256:") and len(value) == 71:
         return f"[expired; sha256 {value[7:23]}…]"
     return "" if value is None else str(value)
+
+
+# The audit list's "What" for events other than questions: the fields that say what was done, in
+# this order, each as "field value"; bulky content (answers, sources) is for the event's own page.
+SUMMARY_FIELDS = ("path", "root", "slug", "name", "user", "group", "role", "username", "address", "reason",
+                  "roots", "run", "cancelled", "items", "counts", "token", "event", "document", "start", "end")
+
+
+@register.filter
+def audit_summary(detail: object) -> str:
+    """One line saying what an audit event recorded ("path lease.txt · chars 120-480")."""
+    if not isinstance(detail, dict):
+        return ""
+    if detail.get("text"):  # a question: its words say it
+        return content(detail["text"])
+    parts = []
+    for name in SUMMARY_FIELDS:
+        value = detail.get(name)
+        if value in (None, "", [], {}) or name in ("start", "end"):
+            continue
+        if name == "counts" and isinstance(value, dict):
+            value = ", ".join(f"{k} {v}" for k, v in value.items() if v) or "nothing to do"
+        elif isinstance(value, list):
+            value = ", ".join(str(v) for v in value)
+        parts.append(f"{name} {value}")
+    if isinstance(detail.get("start"), int) and isinstance(detail.get("end"), int):
+        parts.append(f"chars {detail['start']}-{detail['end']}")
+    return " · ".join(parts)
