@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import socket
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -246,3 +247,21 @@ def test_client_reports_an_unknown_model(server: VllmStandin) -> None:
         list(VllmClient(server.url, model="gpt-4", api_key="k3y").stream_chat(PROMPT, max_completion_tokens=8))
     with pytest.raises(LlmUnavailable, match=r"does not list 'gpt-4' in /v1/models \(it serves: gpt-oss-120b\)"):
         VllmClient(server.url, model="gpt-4", api_key="k3y").max_model_len()
+
+
+def test_the_standins_help_names_every_mode_it_has_and_refuses_others() -> None:
+    import re
+    import subprocess
+    import sys
+
+    from tests import vllm_standin
+
+    source = Path(vllm_standin.__file__).read_text()
+    used = set(re.findall(r'mode (?:==|in) \(?((?:"[a-z_]+"(?:, )?)+)', source))
+    named = {m for group in used for m in re.findall(r'"([a-z_]+)"', group)}
+    assert named and named <= set(vllm_standin.MODES) and "normal" in vllm_standin.MODES
+    shown = subprocess.run([sys.executable, "-m", "tests.vllm_standin", "--help"], capture_output=True, text=True)
+    assert all(f"  {mode} " in shown.stdout for mode in vllm_standin.MODES)
+    refused = subprocess.run([sys.executable, "-m", "tests.vllm_standin", "--mode", "bogus"], capture_output=True,
+                             text=True)
+    assert refused.returncode == 2 and "invalid choice: 'bogus'" in refused.stderr

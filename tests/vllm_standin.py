@@ -6,7 +6,9 @@ streaming (reasoning deltas before content, a finish chunk, a usage chunk, [DONE
 Its answer is deterministic and built from the sources it was sent: it quotes the source
 sentence that best matches the question and cites its label, so tests can check citations.
 
-Modes (set `server.mode`): normal, error (HTTP 500), mid_stream_error, length (reasoning uses
+Modes (set `server.mode`; MODES below says each in a line, and `--help` lists them): normal,
+error (HTTP 500), mid_stream_error, malformed (a chunk cut short), cut (the connection closes
+mid-answer), broken (a body promised, then the connection closed), length (reasoning uses
 the whole budget; content null), length_unless_low (the same except at low effort), empty (stop
 with no content), slow (`delay` s between chunks; `hangups` counts the answers whose client hung
 up before the end, which vLLM aborts), slow_start (the headers, then `delay` s before the first
@@ -362,12 +364,32 @@ def error_body(message: str, type_: str, code: int, param: str | None = None) ->
     return {"error": {"message": message, "type": type_, "param": param, "code": code}}
 
 
+MODES = {
+    "normal": "answer from the sources sent, quoting the sentence that best matches the question",
+    "slow": "DELAY s between chunks (slow enough to try Stop)",
+    "slow_start": "the headers, then DELAY s before the first chunk (vLLM reading a long prompt)",
+    "no_headers": "answer /v1/models, then hold a chat request without sending a byte back",
+    "dead": "accept every request and never answer",
+    "error": "HTTP 500 to the chat request",
+    "mid_stream_error": "an error event in the stream after the first piece of the answer",
+    "malformed": "a chunk cut short after the first piece of the answer",
+    "cut": "close the connection mid-answer (no finish reason, no [DONE])",
+    "broken": "promise a 1 MB body, then close the connection mid-answer",
+    "length": "reasoning uses the whole output budget: finish_reason length, no content",
+    "length_unless_low": "as length, except at low effort",
+    "empty": "finish with no content",
+}
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--port", type=int, default=8001)
-    parser.add_argument("--api-key", default="")
-    parser.add_argument("--mode", default="normal", help="normal, slow, error, ... (the modes above)")
-    parser.add_argument("--delay", type=float, default=0.2, help="seconds between chunks in slow mode")
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="modes:\n" + "\n".join(f"  {name:18s} {what}" for name, what in MODES.items()))
+    parser.add_argument("--port", type=int, default=8001, help="port on 127.0.0.1 (default 8001)")
+    parser.add_argument("--api-key", default="", help="refuse requests without this bearer key (default: none)")
+    parser.add_argument("--mode", default="normal", choices=MODES, metavar="MODE", help="how it answers (below)")
+    parser.add_argument("--delay", type=float, default=0.2,
+                        help="seconds: between chunks in slow mode, before the first in slow_start (default 0.2)")
     args = parser.parse_args()
     server = VllmStandin(api_key=args.api_key)
     server.mode, server.delay = args.mode, args.delay
