@@ -19,6 +19,7 @@ from typing import Any
 
 from django.contrib.auth.decorators import login_required
 from django.db import close_old_connections, connection, connections
+from django.db.models import Prefetch
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_GET, require_POST
@@ -124,7 +125,7 @@ def answer_plain(question: Question, answer: Answer, sources: list[dict[str, Any
 def page_context(request: HttpRequest, matter: Matter, conversation: Conversation | None,
                  form: AskForm | None = None) -> dict[str, Any]:
     history = (Conversation.objects.filter(matter=matter, user=request.user).order_by("-id")
-               .prefetch_related("questions")[:30])
+               .prefetch_related(Prefetch("questions", Question.objects.order_by("id").select_related("answer")))[:30])
     folders = sorted({d.rsplit("/", 1)[0] for d in matter.documents.filter(status="indexed")
                       .values_list("path", flat=True)[:20000] if "/" in d})
     return {

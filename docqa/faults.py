@@ -48,9 +48,17 @@ def plain(kind: str, error: str) -> str:
     """What the asker is told: the plain words for the kind, or the error itself when it is theirs
     (kind ""). A kind without words of its own is told as an internal failure, never in the
     operator's words."""
-    if not kind:
-        return error
+    if not kind:  # written as a sentence: "A budget of 10 tokens is out of range: ..."
+        return sentence(error)
     return PLAIN.get(kind, PLAIN["internal"])
+
+
+def sentence(text: str) -> str:
+    """`text` with a capital first letter and a full stop, as the page's other messages are."""
+    text = text.strip()
+    if not text:
+        return text
+    return text[0].upper() + text[1:] + ("" if text[-1] in ".!?)" else ".")
 
 
 def recorded_error(exc: BaseException) -> str:

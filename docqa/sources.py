@@ -21,6 +21,7 @@ from django.shortcuts import redirect
 from django.views.decorators.http import require_POST
 
 from docqa import actions
+from docqa.faults import sentence
 from docqa.models import Matter, Role, Source
 from docqa.permissions import matter_for
 from ingest.errors import DocqaError
@@ -109,7 +110,7 @@ def save_uploads(matter: Matter, files: list[UploadedFile]) -> int:
                 for piece in upload.chunks():
                     out.write(piece)
         except OSError as exc:
-            raise DocqaError(f"cannot write {name!r}: {exc.strerror or exc}") from exc
+            raise DocqaError(f"cannot write {name!r}: {exc.strerror or type(exc).__name__}") from exc
         written += 1
     return written
 
@@ -167,7 +168,7 @@ def write_member(archive: zipfile.ZipFile, member: zipfile.ZipInfo, target: Path
                     raise DocqaError(f"refused {member.filename!r} in {zip_name}: it unpacks larger than it says")
                 out.write(piece)
     except OSError as exc:  # e.g. an earlier upload left a file where this needs a folder
-        raise DocqaError(f"cannot write {member.filename!r} from {zip_name}: {exc.strerror or exc}") from exc
+        raise DocqaError(f"cannot write {member.filename!r} from {zip_name}: {exc.strerror or type(exc).__name__}") from exc
 
 
 @login_required
@@ -199,5 +200,5 @@ def upload(request: HttpRequest, slug: str) -> HttpResponse:
 def redirect_with_error(request: HttpRequest, slug: str, message: str) -> HttpResponse:
     """Back to the runs page, the message kept in the session for it: never in the address,
     where any link could carry words of its own into the page's error box."""
-    messages.error(request, message)
+    messages.error(request, sentence(message))
     return redirect("runs", slug=slug)

@@ -15,7 +15,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from docqa import actions
 from docqa.conversations import own_conversation, page_context, scope_of
-from docqa.faults import kind_of, plain
+from docqa.faults import kind_of, plain, sentence
 from docqa.forms import AskForm
 from docqa.models import FINAL_STATES, Document, IngestRun, ItemState, Role, RunStatus, path_starts
 from docqa.permissions import matter_for, readable_matters, role_in
@@ -266,5 +266,5 @@ def run_action(request: HttpRequest, slug: str, run_id: int, action: str) -> Htt
     try:
         RUN_ACTIONS[action](run, request.user.get_username())
     except DocqaError as exc:  # a newer sync of the folder, or files still in a worker's hands
-        messages.error(request, str(exc))
+        messages.error(request, sentence(str(exc)))
     return redirect("run", slug=slug, run_id=run.id)

@@ -66,7 +66,8 @@ def test_a_fault_is_told_by_its_kind_never_in_the_operators_words(error: Excepti
 
 def test_the_askers_own_error_is_shown_as_it_is_and_an_unknown_kind_as_internal() -> None:
     mine = DocqaError("a budget of 10 tokens is out of range: give 1,000 to 200,000")
-    assert kind_of(mine) == "" and plain("", str(mine)) == str(mine)
+    assert kind_of(mine) == "" and plain("", str(mine)) == "A budget of 10 tokens is out of range: give 1,000 to 200,000."
+    assert plain("", "nothing to answer from.") == "Nothing to answer from."
     assert plain("renamed-kind", "HTTP 500 at http://10.0.0.5") == PLAIN["internal"]
 
 

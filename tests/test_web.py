@@ -328,6 +328,9 @@ def test_without_a_search_as_well_a_failed_model_shows_its_error_alone(indexed: 
                                      "effort": "low", "budget": "600"}).content.decode()
 
     assert told("unavailable") in html and "Passages found" not in html and "search-only" not in html
+    # The conversation list says which conversation's last question failed.
+    history = html.split('id="history-list"')[1].split("</ul>")[0]
+    assert 'class="badge bad" title="its last question failed">failed</span>' in history
 
 
 def test_non_members_get_404_for_a_matter(indexed: Matter) -> None:
@@ -337,6 +340,11 @@ def test_non_members_get_404_for_a_matter(indexed: Matter) -> None:
     assert outsider.get("/m/lease/").status_code == 404
     assert outsider.post("/m/lease/", {"question": "rent?", "effort": "low"}).status_code == 404
     assert outsider.get("/m/lease/documents/").status_code == 404
+    # A page in the site's own look, saying no more than that there is nothing for this user.
+    page = outsider.get("/m/lease/").content.decode()
+    assert "<h2>Not found</h2>" in page and "lease" not in page.split("<main")[1] and 'href="/"' in page
+    refused = outsider.get("/audit/")
+    assert refused.status_code == 403 and "<h2>Not allowed</h2>" in refused.content.decode()
 
 
 def test_documents_page_lists_status(indexed: Matter) -> None:
@@ -801,7 +809,7 @@ def test_a_scope_limits_the_search_to_a_folder(indexed: Matter, tmp_path: Path) 
                                        "scope": "annex"}).content.decode()
     assert "annex/parking.txt" in scoped and "two thousand dollars" not in scoped
     nowhere = client.post("/m/lease/", {"question": "rent?", "effort": "low", "scope": "no/such/folder"})
-    assert "no indexed document in lease is under no/such/folder" in nowhere.content.decode()
+    assert "No indexed document in lease is under no/such/folder." in nowhere.content.decode()
     assert '<option value="annex">' in client.get("/m/lease/").content.decode()  # folders offered
     # The documents page walks the tree a level at a time, and filters by state.
     root = client.get("/m/lease/documents/").content.decode()
@@ -857,7 +865,7 @@ def test_editors_upload_files_and_a_zip_and_watch_the_sync(indexed: Matter, work
 @pytest.mark.parametrize("files, message", [
     ({"../evil.txt": b"x"}, "would land outside the upload folder"),
     ({"/etc/evil.txt": b"x"}, None),  # made relative: lands inside
-    ({"big.txt": b"x" * 5000}, "the upload is too large"),
+    ({"big.txt": b"x" * 5000}, "The upload is too large"),
     ({"a": b"x", "a/evil.txt": b"y"}, "needs a folder where the zip also has a file"),
 ])
 def test_uploads_cannot_escape_their_folder_or_exceed_the_caps(indexed: Matter, settings: Any, tmp_path: Path,

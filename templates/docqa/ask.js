@@ -87,6 +87,13 @@
 
   function passages(n) { return Number(n).toLocaleString() + (Number(n) === 1 ? " passage" : " passages"); }
 
+  function fieldErrors(errors) {  // {"budget": ["Ensure this value is ..."]} -> "Budget: Ensure this value is ..."
+    return Object.keys(errors).map(function (field) {
+      var name = field === "__all__" ? "" : field.charAt(0).toUpperCase() + field.slice(1) + ": ";
+      return name + errors[field].join(" ");
+    }).join(" ") || "The question could not be sent as it is.";
+  }
+
   function said(status) {  // the stream's status in the asker's words
     var packed = /^packed (\d+) sources \/ (\d+) tokens$/.exec(status);
     if (packed) {  // the last word without a model; with one, followed at once by "generating"
@@ -195,6 +202,9 @@
     fetch(form.getAttribute("data-stream"), {method: "POST", body: new FormData(form), credentials: "same-origin",
                                             headers: {"Accept": "text/event-stream"}})
       .then(function (response) {
+        if (response.status === 400) {  // the form's own fields: said as the no-JavaScript page says them
+          return response.json().then(function (body) { throw {told: fieldErrors(body.errors || {})}; });
+        }
         if (!response.ok || !response.body) throw new Error("the server answered " + response.status);
         var reader = response.body.getReader(), decoder = new TextDecoder(), buffer = "", pending = [];
         function pump() {
@@ -220,7 +230,7 @@
         return pump();
       })
       .catch(function (err) {
-        errorLine.textContent = "The answer could not be fetched: " + err.message + ". Try again.";
+        errorLine.textContent = err.told || ("The answer could not be fetched: " + err.message + ". Try again.");
         errorLine.hidden = false;
         statusLine.textContent = "";
       })
