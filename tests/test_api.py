@@ -55,7 +55,7 @@ MATRIX = [
     ("GET", "/api/v1/matters/acme/runs/{acme_run}", READ),
     ("GET", "/api/v1/matters/acme/runs/{acme_run}/failures", READ),
     ("POST", "/api/v1/matters/acme/runs/{acme_run}/cancel", EDIT),
-    ("POST", "/api/v1/matters/acme/runs/{acme_run}/retry", EDIT),
+    ("POST", "/api/v1/matters/acme/runs/{acme_run}/retry", {**EDIT, "editor": BAD, "manager": BAD}),  # none failed
     ("GET", "/api/v1/matters/acme/documents", READ),
     ("GET", "/api/v1/matters/acme/documents/{acme_doc}", READ),
     ("GET", "/api/v1/matters/acme/questions", READ),  # each reader's own questions only
