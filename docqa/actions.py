@@ -280,10 +280,11 @@ def do_start_ingest(matter: Matter, root: Path, actor: str) -> IngestRun:
     with transaction.atomic():
         run = IngestRun.objects.create(matter=matter, source=source, actor=actor, broker_epoch=services.broker_epoch())
         work: list[IngestItem] = []
-        # A file that failed (or never finished) before is tried again at every sync, told apart from
-        # an indexed file whose content changed: an encrypted PDF is not "changed" sync after sync.
-        retried = [f for f in plan.changed if documents[f.path].status != DocumentStatus.INDEXED]
-        changed = [f for f in plan.changed if documents[f.path].status == DocumentStatus.INDEXED]
+        # A file that failed before is tried again at every sync, told apart from a file whose
+        # content changed: an encrypted PDF is not "changed" sync after sync. (One still pending,
+        # from a crashed run or `reindex`, is work to do as a changed file is.)
+        retried = [f for f in plan.changed if documents[f.path].status == DocumentStatus.FAILED]
+        changed = [f for f in plan.changed if documents[f.path].status != DocumentStatus.FAILED]
         for change, files in ((Change.NEW, plan.new), (Change.CHANGED, changed), (Change.RETRIED, retried)):
             for f in files:
                 doc = documents.get(f.path) or Document(matter=matter, source=source, path=f.path)

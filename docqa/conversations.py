@@ -124,8 +124,12 @@ def answer_plain(question: Question, answer: Answer, sources: list[dict[str, Any
 
 def page_context(request: HttpRequest, matter: Matter, conversation: Conversation | None,
                  form: AskForm | None = None) -> dict[str, Any]:
-    history = (Conversation.objects.filter(matter=matter, user=request.user).order_by("-id")
-               .prefetch_related(Prefetch("questions", Question.objects.order_by("id").select_related("answer")))[:30])
+    history = list(Conversation.objects.filter(matter=matter, user=request.user).order_by("-id")
+                   .prefetch_related(Prefetch("questions", Question.objects.order_by("id").select_related("answer")))[:30])
+    for listed in history:  # the list badges a conversation whose last question failed or was stopped
+        asked = list(listed.questions.all())
+        last = getattr(asked[-1], "answer", None) if asked else None
+        listed.ended = ("failed" if last.error else "stopped" if last.mode == "stopped" else "") if last else ""  # type: ignore[attr-defined]
     folders = sorted({d.rsplit("/", 1)[0] for d in matter.documents.filter(status="indexed")
                       .values_list("path", flat=True)[:20000] if "/" in d})
     return {

@@ -177,7 +177,7 @@ COUNT_KEYS = ("new", "changed", "retried", "unchanged", "deleted", "moved", "ind
 class Change(models.TextChoices):
     NEW = "new"
     CHANGED = "changed"
-    RETRIED = "retried"  # failed or never finished before: tried again, whether or not its content changed
+    RETRIED = "retried"  # failed before: tried again, whether or not its content changed
     UNCHANGED = "unchanged"
     DELETED = "deleted"
     MOVED = "moved"
