@@ -140,13 +140,14 @@ def test_ask_watch_it_stream_check_a_citation_follow_up_and_sync(browser: Any, s
     assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
     shot(page, "06b-200-percent-zoom")
     page.set_viewport_size({"width": 1440, "height": 1000})
-    phone = page.context.new_page()  # a phone, signed in as the same person: no page scrolls sideways
-    phone.set_viewport_size({"width": 390, "height": 844})
+    handset = browser.new_context(viewport={"width": 390, "height": 844})  # a phone, signed in as the same person
+    handset.add_cookies(page.context.cookies())
+    phone = handset.new_page()  # no page scrolls sideways
     for where in (page.url, f"{site['url']}/m/golf/runs/", f"{site['url']}/m/golf/documents/", f"{site['url']}/nowhere/"):
         phone.goto(where)
         assert phone.evaluate("document.documentElement.scrollWidth <= window.innerWidth"), where
     shot(phone, "06d-phone-not-found")
-    phone.close()
+    handset.close()
 
     # The model fails: the turn says so and shows what the search found, and the question stays
     # in the box to ask again.
