@@ -106,6 +106,9 @@ def checked_slug(slug: str) -> str:
     if not SLUG.fullmatch(slug or "") or len(slug) > 100:
         raise DocqaError(f"{slug!r} cannot name a matter: use up to 100 letters, digits, hyphens and "
                          "underscores, e.g. acme-v-beta (the display name can be anything: --name)")
+    clash = Matter.objects.filter(slug__iexact=slug).exclude(slug=slug).values_list("slug", flat=True).first()
+    if clash:  # two addresses a person cannot tell apart
+        raise DocqaError(f"{slug!r} cannot name a matter: it differs from the matter {clash!r} only in case")
     return slug
 
 

@@ -100,6 +100,10 @@ def test_every_event_says_what_it_recorded_in_the_list_and_on_its_own_page(trail
 
     assert "path msa.txt · document 7 · chars 120-480" in listed
     assert "address 10.1.2.3" in listed and "counts indexed 3" in listed
+    record_audit("retention", "retention.expire", None, {"cutoff": "2026-01-01", "questions": 4})
+    record_audit("web:ann", "question.stop", acme, {"question": 12, "conversation": 3})
+    listed = auditor.get("/audit/").content.decode()
+    assert "cutoff 2026-01-01 · questions 4" in listed and "question 12 · conversation 3" in listed
     assert f'<a href="/audit/{viewed.id}/">{viewed.id}</a>' in listed
     page = auditor.get(f"/audit/{viewed.id}/").content.decode()
     assert "document.view (event" in page and "msa.txt" in page and "matches its hash" in page

@@ -165,6 +165,8 @@ def test_ask_watch_it_stream_check_a_citation_follow_up_and_sync(browser: Any, s
     assert page.get_by_label("Follow-up question").input_value() == "Which law governs it?"
     failed.scroll_into_view_if_needed()
     shot(page, "06c-model-failed")
+    badge = page.locator("#history-list li:has(a[aria-current]) .badge")
+    assert badge.inner_text() == "failed"  # the conversation list says so at once, as after a reload
 
     # Asked again, the answer heads the wrong way: Stop hangs up on the model and keeps what was
     # written, said to be incomplete; the question stays in the box.
@@ -186,6 +188,7 @@ def test_ask_watch_it_stream_check_a_citation_follow_up_and_sync(browser: Any, s
     assert site["standin"].hangups == 1
     stopped.scroll_into_view_if_needed()
     shot(page, "06e-stopped")
+    assert badge.count() == 1 and badge.inner_text() == "stopped"
     site["standin"].delay = 0.05
 
     # An editor uploads a file and watches the sync finish on the run page.
@@ -199,6 +202,19 @@ def test_ask_watch_it_stream_check_a_citation_follow_up_and_sync(browser: Any, s
     page.get_by_text(re.compile(r"\bfinished\b")).first.wait_for(timeout=120_000)  # the page refreshes itself
     shot(page, "08-run-finished")
     assert "1/1" in page.locator(".figures").inner_text() and "indexed 1" in page.locator(".counts").inner_text()
+
+    # Signed out in another tab, the page says so when asked, instead of waiting for ever.
+    page.get_by_role("link", name="Ask").click()
+    elsewhere = browser.new_context()
+    elsewhere.add_cookies(page.context.cookies())
+    tab = elsewhere.new_page()
+    tab.goto(f"{site['url']}/m/golf/")
+    tab.get_by_role("button", name="Sign out").click()
+    elsewhere.close()
+    page.locator("#id_question").fill("Who may assign it?")
+    page.get_by_role("button", name="Ask").click()
+    page.locator("#live-error").filter(has_text="You are signed out").wait_for()
+    shot(page, "08b-signed-out")
 
 
 def test_an_auditor_finds_the_question_and_replays_the_answer(browser: Any, site: dict[str, Any]) -> None:

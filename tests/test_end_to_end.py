@@ -172,6 +172,19 @@ def test_ask_writes_the_answer_as_it_streams_and_names_the_question(data_dir: Pa
     assert ask(question, "--effort", "low")["question_id"] == Question.objects.latest("id").id
 
 
+def test_a_failed_answer_is_told_once_not_also_as_a_log_line_inside_the_streamed_text(
+        data_dir: Path, docs_folder: Path, standin: Any, caplog: Any) -> None:
+    ingest(docs_folder)
+    standin.mode = "mid_stream_error"
+    out = Terminal()
+
+    with pytest.raises(CommandError, match="failed mid-answer"):
+        call_command("ask", "--matter", "acme", "--effort", "low", subset_questions()[0]["question"], stdout=out)
+
+    assert "(The model failed before it finished: the text above is not kept as an answer.)" in out.getvalue()
+    assert not [r for r in caplog.records if getattr(r, "event", "") == "question.failed"]
+
+
 def test_ctrl_c_on_ask_says_in_one_line_which_question_was_recorded_as_stopped(data_dir: Path, docs_folder: Path,
                                                                               standin: Any) -> None:
     from docqa.models import Answer
@@ -274,7 +287,7 @@ def test_resync_skips_unchanged_and_follows_changes_and_deletions(data_dir: Path
     assert report["counts"]["retried"] == 1 and report["counts"]["failed"] == 1
     text = run_command("ingest", str(docs_folder), "--matter", "acme")
     assert "changed 0, retried 1, unchanged 8" in text and "  failed: locked.pdf: " in text
-    assert "1 files failed; `manage.py runs retry" in text
+    assert "1 file failed; `manage.py runs retry" in text
     assert Document.objects.get(path="generated/policy.html").status == DocumentStatus.DELETED
     paths = {s["path"] for s in ask("How long are engineering drawings retained?")["sources"]}
     assert "generated/policy.html" not in paths

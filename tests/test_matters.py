@@ -197,3 +197,6 @@ def test_a_matter_name_that_cannot_stand_in_an_address_is_refused(name: str, tmp
     out = io.StringIO()
     call_command("matter", "create", "smith-v-jones_2024", "--name", "Smith v Jones (2024)", stdout=out)
     assert out.getvalue() == "matter smith-v-jones_2024 created\n"
+    with pytest.raises(CommandError, match="'Smith-V-Jones_2024' cannot name a matter: it differs from the matter "
+                                           "'smith-v-jones_2024' only in case"):
+        call_command("matter", "create", "Smith-V-Jones_2024", stdout=io.StringIO())

@@ -250,9 +250,10 @@ def test_eval_names_the_gold_files_it_did_not_index_and_why(data_dir: Path, tmp_
     # The ranks do not depend on the budgets asked for; a budget not a whole number of k reads as given.
     again = io.StringIO()
     call_command("eval", "--questions", str(path), "--docs", str(folder), "--matter", "gold", "--modes", "sparse",
-                 "--budget", "8000", "--budget", "512", "--budget", "8000", stdout=again, stderr=io.StringIO())
+                 "--budget", "8000", "--budget", "16k", "--budget", "512", "--budget", "8,000", stdout=again,
+                 stderr=io.StringIO())
     header, row = again.getvalue().splitlines()[:2]
-    assert header.split()[-4:] == ["in", "8,000", "in", "512"]  # each budget once, as given (not "7k", "0k")
+    assert header.split()[-6:] == ["in", "512", "in", "8,000", "in", "16k"]  # each once, smallest first (not "7k")
     assert row.split()[3] == f"{1 / 3:.3f}"  # doc@1 as with --budget 4096
     path.write_text("".join(json.dumps(q) + "\n" for q in questions[1:]))
     with pytest.raises(CommandError, match="none of the questions' gold files is indexed"):

@@ -37,7 +37,7 @@ def test_retry_requeues_only_the_failed_files(data_dir: Path, folder: Path) -> N
 
     out = command("runs", "retry", str(run_id))
 
-    assert "1 files queued again" in out
+    assert "1 file queued again" in out
     item = IngestItem.objects.get(run_id=run_id, path="broken.pdf")
     assert item.state == ItemState.FAILED and item.attempts == 2 and item.error_class == "parse"
     assert IngestItem.objects.filter(run_id=run_id, attempts=1, state=ItemState.INDEXED).count() == 3

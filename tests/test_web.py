@@ -345,6 +345,8 @@ def test_non_members_get_404_for_a_matter(indexed: Matter) -> None:
     assert "<h2>Not found</h2>" in page and "lease" not in page.split("<main")[1] and 'href="/"' in page
     refused = outsider.get("/audit/")
     assert refused.status_code == 403 and "<h2>Not allowed</h2>" in refused.content.decode()
+    stale = Client(enforce_csrf_checks=True).post("/login/", {"username": "eve", "password": "x"})  # no token
+    assert stale.status_code == 403 and "<h2>This form has expired</h2>" in stale.content.decode()
 
 
 def test_documents_page_lists_status(indexed: Matter) -> None:

@@ -22,6 +22,22 @@ def cli_actor(username: str | None) -> str:
 # act as that account, with exactly the rights the web UI would give it, and records it.
 
 
+def tokens_arg(text: str) -> int:
+    """A token count as a person writes it: 16384, 16,384 or 16k (16 x 1024, as the tables label it)."""
+    import argparse
+
+    cleaned = text.strip().replace(",", "").replace("_", "").lower()
+    try:
+        return int(cleaned[:-1]) * 1024 if cleaned.endswith("k") else int(cleaned)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a token count (write 16384, 16,384 or 16k)") from None
+
+
+def files(count: int) -> str:
+    """ "1 file", "3 files" """
+    return f"{count:,} file" if count == 1 else f"{count:,} files"
+
+
 def acting_as(name: str | None) -> tuple[str, Any]:
     """(audit actor, the docqa account acted as, or None for the operator)."""
     if not name:

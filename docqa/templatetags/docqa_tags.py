@@ -63,8 +63,9 @@ def content(value: object) -> str:
 
 # The audit list's "What" for events other than questions: the fields that say what was done, in
 # this order, each as "field value"; bulky content (answers, sources) is for the event's own page.
-SUMMARY_FIELDS = ("path", "root", "slug", "name", "user", "group", "role", "username", "address", "reason",
-                  "roots", "run", "cancelled", "items", "counts", "token", "event", "document", "start", "end")
+SUMMARY_FIELDS = ("question", "conversation", "path", "root", "slug", "name", "user", "group", "role", "username",
+                  "address", "reason", "roots", "run", "cancelled", "items", "counts", "token", "event", "document",
+                  "format", "start", "end")
 
 
 @register.filter
@@ -86,4 +87,6 @@ def audit_summary(detail: object) -> str:
         parts.append(f"{name} {value}")
     if isinstance(detail.get("start"), int) and isinstance(detail.get("end"), int):
         parts.append(f"chars {detail['start']}-{detail['end']}")
+    if not parts:  # an action of its own kind (a retention run, say): its first few plain fields
+        parts = [f"{k} {v}" for k, v in detail.items() if isinstance(v, (str, int, float)) and v != ""][:4]
     return " · ".join(parts)

@@ -162,6 +162,21 @@
     document.querySelector('label[for="id_question"]').textContent = "Follow-up question";
   }
 
+  function markConversation(ended) {  // the list's badge for this conversation, as the server writes it
+    var item = document.querySelector("#history-list a[aria-current]");
+    if (!item) return;
+    item.parentNode.querySelectorAll(".badge").forEach(function (n) {
+      if (n.previousSibling && n.previousSibling.nodeType === 3) n.previousSibling.remove();  // its space
+      n.remove();
+    });
+    if (!ended) return;
+    var badge = document.createElement("span");
+    badge.className = ended === "failed" ? "badge bad" : "badge";
+    badge.title = ended === "failed" ? "its last question failed" : "its last question was stopped";
+    badge.textContent = ended;
+    item.after(document.createTextNode(" "), badge);
+  }
+
   function showTurn(id) {  // the recorded turn, rendered by the server, in place of the live one
     return fetch(form.getAttribute("data-block") + id + "/", {credentials: "same-origin"})
         .then(function (r) { if (!r.ok) throw new Error("the server answered " + r.status); return r.text(); })
@@ -178,6 +193,7 @@
             block.querySelector(".turn-main").appendChild(d);
           }
           document.getElementById("turns").appendChild(block);
+          markConversation(block.getAttribute("data-ended"));
           copyButtons(block);
           revealMarks(block);
           live.hidden = true;
@@ -200,8 +216,14 @@
     live.scrollIntoView({block: "nearest"});  // the answer is watched as it comes
     var ok = false;
     fetch(form.getAttribute("data-stream"), {method: "POST", body: new FormData(form), credentials: "same-origin",
-                                            headers: {"Accept": "text/event-stream"}})
+                                            headers: {"Accept": "text/event-stream"}, redirect: "manual"})
       .then(function (response) {
+        if (response.type === "opaqueredirect") {  // sent to the sign-in page: the session ended
+          throw {told: "You are signed out (your session ended): sign in again, then ask."};
+        }
+        if (response.status === 403) {  // the form's security token is stale: signed in again elsewhere
+          throw {told: "This page is out of date (you signed in again since it was opened): reload it, then ask again."};
+        }
         if (response.status === 400) {  // the form's own fields: said as the no-JavaScript page says them
           return response.json().then(function (body) { throw {told: fieldErrors(body.errors || {})}; });
         }

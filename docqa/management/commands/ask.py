@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import os
 import sys
 from typing import Any
 
@@ -10,7 +12,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from docqa import actions
-from docqa.management.base import acting_as, claim_embedded, matter_as, require_database, shutdown
+from docqa.management.base import acting_as, claim_embedded, matter_as, require_database, shutdown, tokens_arg
 from docqa.models import Answer, Conversation, Matter, Role
 from ingest.errors import DocqaError
 
@@ -22,7 +24,8 @@ class Command(BaseCommand):
         parser.add_argument("question", nargs="?", help="the question (omit with --batch)")
         parser.add_argument("--matter", required=True)
         parser.add_argument("--json", action="store_true", help="print the result as JSON")
-        parser.add_argument("--budget", type=int, help="prompt token budget (default: the model's window minus output)")
+        parser.add_argument("--budget", type=tokens_arg,
+                            help="prompt token budget: 16384, 16,384 or 16k (default: the model's window minus output)")
         parser.add_argument("--effort", choices=["low", "medium", "high"], default=settings.LLM_EFFORT,
                             help="reasoning effort (default DOCQA_LLM_EFFORT, medium)")
         parser.add_argument("--batch", action="store_true", help="questions on stdin, one JSON result per line")
@@ -38,12 +41,15 @@ class Command(BaseCommand):
         options["actor"], options["account"] = acting_as(options["user"])
         matter = matter_as(options["account"], options["matter"], Role.VIEWER, doing="ask in")
         claim_embedded("ask command")
+        told = AlreadyTold()
+        logging.getLogger("docqa.actions").addFilter(told)
         try:
             if options["batch"]:
                 self.run_batch(matter, options)
             else:
                 self.run_one(matter, options)
         finally:
+            logging.getLogger("docqa.actions").removeFilter(told)
             shutdown()
 
     def ask(self, matter: Matter, text: str, options: dict[str, Any]) -> dict[str, Any]:
@@ -152,6 +158,15 @@ def parse_batch_line(line: str, number: int) -> tuple[Any, str]:
         if isinstance(record, dict):
             return record.get("id", number), str(record.get("question") or "").strip()
     return number, line
+
+
+class AlreadyTold(logging.Filter):
+    """Keeps a failed question's warning out of the asker's terminal, where it would land in the
+    middle of the streamed text: the command says the same as its error (or in the batch line).
+    With JSON logs (DOCQA_LOG_FORMAT=json, for a log shipper) it is kept."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return os.environ.get("DOCQA_LOG_FORMAT") == "json" or getattr(record, "event", "") != "question.failed"
 
 
 def ignore(kind: str, data: Any) -> None:

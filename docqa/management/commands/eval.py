@@ -11,7 +11,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from docqa import actions, services
 from docqa.llm import get_llm, get_reranker
-from docqa.management.base import cli_actor, shutdown, start_local_work
+from docqa.management.base import cli_actor, shutdown, start_local_work, tokens_arg
 from docqa.models import Document, DocumentStatus
 from inference.answer import answer_question, retrieval_limit, source_budget
 from inference.evaluate import GoldSpan, QuestionScore, document_rank, fully_packed, gold_rank, span_recall, summarize
@@ -31,7 +31,8 @@ class Command(BaseCommand):
         parser.add_argument("--questions", type=Path, required=True, help="questions.jsonl")
         parser.add_argument("--docs", type=Path, required=True, help="the folder the answers' files are in")
         parser.add_argument("--matter", required=True, help="matter to index the folder into (synced first)")
-        parser.add_argument("--budget", type=int, action="append", help="token budget(s) to pack at (repeatable)")
+        parser.add_argument("--budget", type=tokens_arg, action="append",
+                            help="token budget(s) to pack at (repeatable; 16384, 16,384 or 16k)")
         parser.add_argument("--modes", default=",".join(MODES),
                             help="retrieval modes, comma-separated; with DOCQA_RERANK_MODEL set, "
                                  "hybrid+rerank is added by default")
@@ -39,11 +40,11 @@ class Command(BaseCommand):
         parser.add_argument("--details", type=Path,
                             help="also write one JSON line per question and mode to this file: its document's "
                                  "rank, its first gold chunk's rank, span recall and packed or not at each budget")
-        parser.add_argument("--answer-budget", type=int, default=16384,
+        parser.add_argument("--answer-budget", type=tokens_arg, default=16384,
                             help="with a language model configured: budget of the answers checked (default 16k)")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        budgets = tuple(dict.fromkeys(options["budget"] or BUDGETS))  # each once, in the order given
+        budgets = tuple(sorted(set(options["budget"] or BUDGETS)))  # each once, smallest first
         low, high = actions.MIN_BUDGET, actions.MAX_BUDGET
         for name, value in [*(("--budget", b) for b in budgets), ("--answer-budget", options["answer_budget"])]:
             if not low <= value <= high:  # below 512 the instructions and the question leave no room

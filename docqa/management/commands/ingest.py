@@ -10,7 +10,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from docqa import actions
-from docqa.management.base import acting_as, matter_as, require_database, shutdown, start_local_work
+from docqa.management.base import acting_as, files, matter_as, require_database, shutdown, start_local_work
 from docqa.models import Role
 from ingest.errors import DocqaError
 
@@ -68,7 +68,7 @@ class Command(BaseCommand):
         for skipped in report["skipped"]:
             self.stdout.write(f"  passed over: {skipped['path']}: {skipped['reason']}")
         if report["failures"]:  # the run itself completed (exit 0); what failed is tried again at the next sync
-            self.stdout.write(f"{len(report['failures'])} files failed; `manage.py runs retry {run.id}` or the "
+            self.stdout.write(f"{files(len(report['failures']))} failed; `manage.py runs retry {run.id}` or the "
                               "next sync tries them again")
 
     def progress(self, stats: actions.RunStats) -> None:

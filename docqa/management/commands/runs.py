@@ -14,7 +14,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from docqa import actions
-from docqa.management.base import acting_as, matter_as, require_database, shutdown, start_local_work
+from docqa.management.base import acting_as, files, matter_as, require_database, shutdown, start_local_work
 from docqa.models import IngestRun, Role
 from docqa.permissions import readable_matters
 from ingest.errors import DocqaError
@@ -60,7 +60,7 @@ class Command(BaseCommand):
         start_local_work(f"runs {options['action']} command")
         try:
             queued = requeue(run, actor)
-            self.stdout.write(f"run {run.id}: {queued} files queued again")
+            self.stdout.write(f"run {run.id}: {files(queued)} queued again")
             if queued and not options["no_wait"]:
                 run = actions.wait_for_run(run)
                 actions.build_vector_index(after=run)
