@@ -115,11 +115,19 @@ def quote_locations(text: str, quote: str) -> list[tuple[int, int]]:
     the quote finds "twenty- four" or "twentyfour" in the text, and the reverse."""
     source = NormalizedSource(text)
     spans, position = [], 0
-    for part in quote_parts(quote):
+    for raw in ELLIPSIS.split(normalize(quote)):
+        part = raw.strip(" ,.;:")
+        if not part:
+            continue
         found = part_pattern(part).search(source.text, position)
         if found is None:
             continue  # a part that is not there is not marked; the rest still are
-        spans.append((source.original(found.start()), source.original(found.end() - 1) + 1))
+        start, end = source.original(found.start()), source.original(found.end() - 1) + 1
+        # The punctuation the quote closes with ("... written notice.") is marked too when the text has it.
+        closing = raw.rstrip()[len(part) + raw.find(part):]
+        if closing and text.startswith(closing, end):
+            end += len(closing)
+        spans.append((start, end))
         position = found.end()
     return spans
 

@@ -141,7 +141,9 @@ def test_the_words_marked_in_a_passage_are_the_ones_the_verifier_found(quote: st
 
     spans = quote_spans(passage, quote)
     assert checked.status == "quote verified" and spans == quote_locations(passage, quote)
-    assert spans[-1][1] == checked.span[1] and passage[spans[-1][0]:spans[-1][1]].startswith("twenty-\nfour")
+    assert passage[spans[-1][0]:spans[-1][1]].startswith("twenty-\nfour")
+    # The words the verifier found, and the full stop too when the quote closes with it.
+    assert spans[-1][1] == checked.span[1] + quote.endswith(".")
     html = mark_quotes(passage, [type("C", (), {"quote": quote})()])
     assert "<mark>twenty-\nfour (24) months" in html and html.count("<mark>") == len(spans)
 
