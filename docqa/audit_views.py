@@ -26,7 +26,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET
 
 from docqa.actions import answer_as_sent, record_audit
-from docqa.faults import plain
+from docqa.faults import plain, says_more
 from docqa.models import Answer, AuditEvent, Question, sha256_text
 from docqa.permissions import role_in
 from docqa.retention import stored_text_sha256
@@ -83,11 +83,14 @@ def replay(request: HttpRequest, event_id: int) -> HttpResponse:
     detail = event.detail
     if event.action != "question.answer":  # any other event: what it recorded, field by field
         record_audit(f"web:{request.user.get_username()}", "audit.replay", event.matter, {"event": event.id})
-        return render(request, "docqa/audit_event.html", {
-            "event": event, "fields": [(k, v if isinstance(v, str) else json.dumps(v, indent=2, ensure_ascii=False))
-                                       for k, v in detail.items()],
-            "verifies": event.verifies(),
-        })
+        # Earlier turns a client sent with a question hold answers: shown, as on the replay page,
+        # only to an auditor who is a member of the matter (the hash chain proves them either way).
+        member = event.matter is not None and role_in(request.user, event.matter) is not None
+        fields = [(k, "[earlier turns: shown to members of the matter only]" if k == "history" and not member
+                   else v if isinstance(v, str) else json.dumps(v, indent=2, ensure_ascii=False))
+                  for k, v in detail.items()]
+        return render(request, "docqa/audit_event.html", {"event": event, "fields": fields,
+                                                          "verifies": event.verifies()})
     answer = Answer.objects.select_related("question").filter(question_id=detail.get("question")).first()
     may_read = event.matter is not None and role_in(request.user, event.matter) is not None
     gone = answer is not None and answer.question.expired_at is not None  # retention replaced texts by hashes
@@ -104,8 +107,15 @@ def replay(request: HttpRequest, event_id: int) -> HttpResponse:
         "answer_matches": answer is not None and recorded_sha256(detail.get("answer")) == stored_text_sha256(answer.text, gone),
         "reasoning": answer.reasoning if answer is not None else "",
         # What the asker was shown for a failure (docqa.faults), beside the operator's message.
-        "told": plain(str(detail.get("error_kind") or ""), str(detail["error"])) if detail.get("error") else "",
+        "told": told_asker(detail),
     })
+
+
+def told_asker(detail: dict[str, Any]) -> str:
+    """What the asker was told for a failure (docqa.faults), when it is not the operator's message itself."""
+    error = str(detail.get("error") or "")
+    said = plain(str(detail.get("error_kind") or ""), error) if error else ""
+    return said if says_more(error, said) else ""
 
 
 def replayed_turns(detail: dict[str, Any], matter: Any, may_read: bool) -> list[dict[str, Any]]:

@@ -25,7 +25,7 @@ from django.shortcuts import render
 from django.views.decorators.http import require_GET, require_POST
 
 from docqa import actions
-from docqa.faults import kind_of, plain, recorded_error, sees_detail
+from docqa.faults import kind_of, plain, recorded_error, says_more, sees_detail
 from docqa.forms import AskForm
 from docqa.models import Answer, Conversation, Matter, Question
 from docqa.permissions import matter_for
@@ -76,7 +76,7 @@ def turn(question: Question) -> dict[str, Any]:
     return {
         "question": question, "answer": answer, "citations": citations,
         # A failure in plain words, and the operator's own message when it says more (shown to staff).
-        "error": said, "detail": answer.error if answer.error != said else "",
+        "error": said, "detail": answer.error if says_more(answer.error, said) else "",
         "used": [s for s in sources if s["label"] in cited],
         "unused": [s for s in sources if s["label"] not in cited],
         "unknown": unknown,
@@ -125,7 +125,8 @@ def answer_plain(question: Question, answer: Answer, sources: list[dict[str, Any
 def page_context(request: HttpRequest, matter: Matter, conversation: Conversation | None,
                  form: AskForm | None = None) -> dict[str, Any]:
     history = list(Conversation.objects.filter(matter=matter, user=request.user).order_by("-id")
-                   .prefetch_related(Prefetch("questions", Question.objects.order_by("id").select_related("answer")))[:30])
+                   .prefetch_related(Prefetch("questions", Question.objects.order_by("id").select_related("answer").only(
+                       "id", "text", "conversation_id", "answer__error", "answer__mode")))[:30])  # not the passages
     for listed in history:  # the list badges a conversation whose last question failed or was stopped
         asked = list(listed.questions.all())
         last = getattr(asked[-1], "answer", None) if asked else None
@@ -271,7 +272,7 @@ def ask_in_background(matter: Matter, question: str, *, detail: bool = True, **a
             events.put(("error", {
                 "message": message, "kind": kind, "plain": said, "question": question_id,
                 "conversation": getattr(exc, "conversation", None) or (conversation.id if conversation else None),
-                **({"detail": operators} if staff and message != operators else {})}))
+                **({"detail": operators} if staff and message != operators and says_more(operators, said) else {})}))
         finally:
             events.put(None)
             connections.close_all()  # this thread's own database connection

@@ -53,6 +53,12 @@ def plain(kind: str, error: str) -> str:
     return PLAIN.get(kind, PLAIN["internal"])
 
 
+def says_more(error: str, said: str) -> bool:
+    """Whether the operator's message `error` tells more than `said`, the words the asker got (an
+    asker's own error is told as itself, only written as a sentence)."""
+    return bool(error) and sentence(error) != said
+
+
 def sentence(text: str) -> str:
     """`text` with a capital first letter and a full stop, as the page's other messages are."""
     text = text.strip()

@@ -252,6 +252,7 @@ DATA_UPLOAD_MAX_NUMBER_FILES = UPLOAD_MAX_FILES
 RERANK_MODEL = env("RERANK_MODEL", "")
 RERANK_TOP = envint("RERANK_TOP", 30)  # how many of the best chunks the cross-encoder reorders
 
+LOG_FORMAT = env("LOG_FORMAT", "plain")  # "json" for a log shipper
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
@@ -259,10 +260,10 @@ LOGGING = {
                    "json": {"()": "docqa.logs.JsonFormatter"}},
     # DOCQA_LOG_FORMAT=json: one JSON object per line (compose.yaml sets it).
     "handlers": {"console": {"class": "logging.StreamHandler",
-                             "formatter": "json" if env("LOG_FORMAT") == "json" else "plain"}},
+                             "formatter": "json" if LOG_FORMAT == "json" else "plain"}},
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", "WARNING")},
     # Event lines (question answered, run finished) are for log shippers: on by default with JSON
     # logs, and kept out of a person's terminal otherwise (DOCQA_LOG_LEVEL=INFO shows them).
-    "loggers": {"docqa": {"level": env("LOG_LEVEL", "INFO" if env("LOG_FORMAT") == "json" else "WARNING"),
+    "loggers": {"docqa": {"level": env("LOG_LEVEL", "INFO" if LOG_FORMAT == "json" else "WARNING"),
                           "propagate": True}},
 }

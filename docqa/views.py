@@ -20,7 +20,7 @@ from docqa.forms import AskForm
 from docqa.models import FINAL_STATES, Document, IngestRun, ItemState, Role, RunStatus, path_starts
 from docqa.permissions import matter_for, readable_matters, role_in
 from docqa.sources import upload_folder
-from docqa.templatetags.docqa_tags import quote_spans
+from docqa.templatetags.docqa_tags import merged, quote_spans
 from ingest.errors import DocqaError
 
 logger = logging.getLogger(__name__)
@@ -147,14 +147,12 @@ def document(request: HttpRequest, slug: str, doc_id: int) -> HttpResponse:
 
 def marked(passage: str, quote: str) -> list[dict[str, object]]:
     """The cited passage in pieces, the quoted words marked: the first mark is the page's #hit."""
-    spans = quote_spans(passage, quote) if quote else []
+    spans = merged(quote_spans(passage, quote)) if quote else []
     if not spans:
         return [{"text": passage, "mark": True, "hit": True}] if passage else []
     pieces: list[dict[str, object]] = []
     at = 0
     for start, end in spans:
-        if start < at:
-            continue
         pieces += [{"text": passage[at:start], "mark": False}, {"text": passage[start:end], "mark": True}]
         at = end
     pieces.append({"text": passage[at:], "mark": False})

@@ -144,8 +144,22 @@ def test_the_words_marked_in_a_passage_are_the_ones_the_verifier_found(quote: st
     assert passage[spans[-1][0]:spans[-1][1]].startswith("twenty-\nfour")
     # The words the verifier found, and the full stop too when the quote closes with it.
     assert spans[-1][1] == checked.span[1] + quote.endswith(".")
-    html = mark_quotes(passage, [type("C", (), {"quote": quote})()])
+    html = mark_quotes(passage, [type("C", (), {"quote": quote, "status": "quote verified"})()])
     assert "<mark>twenty-\nfour (24) months" in html and html.count("<mark>") == len(spans)
+
+
+def test_only_verified_quotes_are_marked_and_overlapping_ones_as_one() -> None:
+    from docqa.templatetags.docqa_tags import mark_quotes
+
+    passage = "The supplier shall not be liable for indirect loss arising from late delivery."
+
+    def cite(quote: str, status: str = "quote verified") -> object:
+        return type("C", (), {"quote": quote, "status": status})()
+
+    # Its parts are in the passage, but the verifier refused it (the ellipsis leaves out "not").
+    assert "<mark>" not in mark_quotes(passage, [cite("The supplier shall ... be liable", "failed")])
+    html = mark_quotes(passage, [cite("shall not be liable for indirect loss"), cite("indirect loss arising from")])
+    assert html.count("<mark>") == 1 and "<mark>shall not be liable for indirect loss arising from</mark>" in html
 
 
 def test_a_quote_that_is_not_in_the_passage_marks_nothing() -> None:

@@ -68,6 +68,12 @@ def test_the_askers_own_error_is_shown_as_it_is_and_an_unknown_kind_as_internal(
     mine = DocqaError("a budget of 10 tokens is out of range: give 1,000 to 200,000")
     assert kind_of(mine) == "" and plain("", str(mine)) == "A budget of 10 tokens is out of range: give 1,000 to 200,000."
     assert plain("", "nothing to answer from.") == "Nothing to answer from."
+    # The asker's own error told as a sentence says nothing more than its message: no "ask your
+    # administrator", no second box for staff.
+    from docqa.faults import says_more
+
+    assert not says_more(str(mine), plain("", str(mine)))
+    assert says_more("HTTP 500 at http://10.0.0.5", plain("failed", "HTTP 500 at http://10.0.0.5"))
     assert plain("renamed-kind", "HTTP 500 at http://10.0.0.5") == PLAIN["internal"]
 
 

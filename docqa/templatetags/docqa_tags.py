@@ -4,6 +4,8 @@ from django import template
 from django.utils.html import escape
 from django.utils.safestring import SafeString, mark_safe
 
+from docqa.models import COUNT_KEYS
+
 register = template.Library()
 MARKER = re.compile(r"\[(S\d+)\]")
 
@@ -25,21 +27,31 @@ def quote_spans(text: str, quote: str) -> list[tuple[int, int]]:
 
 @register.filter
 def mark_quotes(text: str, citations: list) -> SafeString:
-    """The passage, escaped, with each cited quote's words marked."""
+    """The passage, escaped, with each verified quote's words marked (a quote that failed is not:
+    its words found apart, or with a "not" left out between them, would look proven)."""
     text = str(text)
     spans: list[tuple[int, int]] = []
     for citation in citations or []:
         quote = getattr(citation, "quote", "") or ""
-        if quote and not quote.startswith("sha256:"):
+        if quote and not quote.startswith("sha256:") and getattr(citation, "status", "") == "quote verified":
             spans += quote_spans(text, quote)
     out, at = [], 0
-    for start, end in sorted(spans):
-        if start < at:
-            continue
+    for start, end in merged(spans):
         out += [escape(text[at:start]), mark_safe("<mark>"), escape(text[start:end]), mark_safe("</mark>")]
         at = end
     out.append(escape(text[at:]))
     return mark_safe("".join(str(piece) for piece in out))
+
+
+def merged(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Spans in order, those that overlap or touch joined into one."""
+    joined: list[tuple[int, int]] = []
+    for start, end in sorted(spans):
+        if joined and start <= joined[-1][1]:
+            joined[-1] = (joined[-1][0], max(end, joined[-1][1]))
+        else:
+            joined.append((start, end))
+    return joined
 
 
 @register.filter
@@ -81,7 +93,8 @@ def audit_summary(detail: object) -> str:
         if value in (None, "", [], {}) or name in ("start", "end"):
             continue
         if name == "counts" and isinstance(value, dict):
-            value = ", ".join(f"{k} {v}" for k, v in value.items() if v) or "nothing to do"
+            ordered = {**{k: value[k] for k in COUNT_KEYS if k in value}, **value}  # jsonb keeps its own order
+            value = ", ".join(f"{k} {v}" for k, v in ordered.items() if v) or "nothing to do"
         elif isinstance(value, list):
             value = ", ".join(str(v) for v in value)
         parts.append(f"{name} {value}")

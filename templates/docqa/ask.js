@@ -224,7 +224,8 @@
         if (response.status === 403) {  // the form's security token is stale: signed in again elsewhere
           throw {told: "This page is out of date (you signed in again since it was opened): reload it, then ask again."};
         }
-        if (response.status === 400) {  // the form's own fields: said as the no-JavaScript page says them
+        var json = (response.headers.get("Content-Type") || "").indexOf("application/json") === 0;
+        if (response.status === 400 && json) {  // the form's own fields: said as the no-JavaScript page says them
           return response.json().then(function (body) { throw {told: fieldErrors(body.errors || {})}; });
         }
         if (!response.ok || !response.body) throw new Error("the server answered " + response.status);

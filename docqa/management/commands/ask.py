@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 from typing import Any
 
@@ -74,6 +73,7 @@ class Command(BaseCommand):
         options["on_event"] = live or AskedWatch()
         try:
             result = self.ask(matter, options["question"], options)
+            options["on_event"].question = None  # answered whole: a Ctrl-C from here on stops nothing
         except DocqaError as exc:
             found = found_for(exc)
             if live is not None and live.wrote_answer:
@@ -96,7 +96,7 @@ class Command(BaseCommand):
         else:
             assert live is not None
             live.end()
-            self.stdout.write(render_text(result, answer_shown=live.wrote_answer))
+            self.stdout.write(render_text(result, answer_shown=live.wrote_answer, reasoning_shown=live.wrote_reasoning))
 
     def run_batch(self, matter: Matter, options: dict[str, Any]) -> None:
         asked = failed = 0
@@ -118,6 +118,7 @@ class Command(BaseCommand):
                     failed += 1
                     result = {"id": qid, "question": text, **question_id(exc), "error": str(exc),
                               **kind_of_fault(exc), **(found_for(exc) or {})}
+                watch.question = None  # recorded whole: a Ctrl-C while the next line is read stops nothing
                 self.stdout.write(json.dumps(result))
                 self.stdout.flush()
         except KeyboardInterrupt:  # the lines written so far stand; the one being answered is recorded as stopped
@@ -166,7 +167,7 @@ class AlreadyTold(logging.Filter):
     With JSON logs (DOCQA_LOG_FORMAT=json, for a log shipper) it is kept."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return os.environ.get("DOCQA_LOG_FORMAT") == "json" or getattr(record, "event", "") != "question.failed"
+        return settings.LOG_FORMAT == "json" or getattr(record, "event", "") != "question.failed"
 
 
 def ignore(kind: str, data: Any) -> None:
@@ -226,8 +227,8 @@ class LiveAnswer(AskedWatch):
 
 
 def interrupted(question: int | None) -> str:
-    if question is None:
-        return "interrupted before the question was recorded"
+    if question is None:  # before a question was recorded, or after it was recorded whole
+        return "interrupted"
     return (f"interrupted: question {question} is recorded as stopped "
             f"with what was kept (the audit page shows it: /audit/?question={question})")
 
@@ -236,10 +237,10 @@ REASONING_HEAD = "Reasoning (the model's own notes, not checked like the answer)
 DROPPED_SHOWN = 10  # passages left out, listed best first
 
 
-def render_text(result: dict[str, Any], answer_shown: bool = False) -> str:
-    """The result as text; without the answer and reasoning when they were written as they streamed."""
+def render_text(result: dict[str, Any], answer_shown: bool = False, reasoning_shown: bool = False) -> str:
+    """The result as text; without the answer or the reasoning that were written as they streamed."""
     lines = [result["answer"], ""] if result["answer"] and not answer_shown else []  # none when the model failed
-    if result.get("reasoning") and not answer_shown:
+    if result.get("reasoning") and not (reasoning_shown or answer_shown):
         lines = [REASONING_HEAD, result["reasoning"], "", *lines]
     lines += [f"Note: {note}" for note in result.get("notes", [])]
     if result["citations"]:
