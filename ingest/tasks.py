@@ -360,7 +360,8 @@ def index_attachment(run_id: int, message: Document, child: Document | None, pat
             Document.objects.filter(id=child.id).update(status=DocumentStatus.DELETED, chunk_count=0)
         child_item(run_id, path, None, Change.SKIPPED, ItemState.SKIPPED, error=str(exc))
         return
-    change = Change.NEW if child is None else Change.CHANGED
+    # As for a file on disk: an attachment that failed before is tried again, not "changed".
+    change = Change.NEW if child is None else Change.RETRIED if child.status == DocumentStatus.FAILED else Change.CHANGED
     child, _ = Document.objects.update_or_create(
         source_id=message.source_id, path=path,
         defaults={"matter_id": message.matter_id, "parent": message, "kind": kind, "size": len(attachment.data),

@@ -110,3 +110,27 @@ def test_oversized_attachments_are_noted_not_indexed(tmp_path: Path) -> None:
 
     assert "setup.exe" in [a.name for a in found] and all(len(a.data) <= 1000 for a in found)
     assert any(n.startswith("schedule B.docx:") and "over the file size limit" in n for n in notes)
+
+
+def test_an_attachment_that_failed_is_retried_when_its_message_changes(data_dir: Path, tmp_path: Path) -> None:
+    from email.message import EmailMessage
+
+    folder = tmp_path / "mail"
+    folder.mkdir()
+
+    def write(body: str) -> None:
+        message = EmailMessage()
+        message["From"], message["Subject"] = "counsel@northwind.example", "Scan"
+        message.set_content(body)
+        message.add_attachment(b"%PDF-1.7 garbage", maintype="application", subtype="pdf", filename="scan.pdf")
+        (folder / "scan.eml").write_bytes(bytes(message))
+
+    write("The scan is attached.\n")
+    first = ingest(folder)
+    assert states(first)["scan.eml/scan.pdf"] == "failed"
+    write("The scan is attached again.\n")
+
+    again = ingest(folder)
+
+    item = IngestItem.objects.get(run_id=again["run"], path="scan.eml/scan.pdf")
+    assert item.change == "retried" and item.state == "failed"
