@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
-import re
 import threading
 import time
 from collections.abc import Callable
@@ -19,6 +18,7 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import Group
+from django.core.validators import slug_re
 from django.db import DatabaseError, IntegrityError, connections, transaction
 from django.db.models import Count, Max, Q, Sum
 from django.utils import timezone
@@ -98,12 +98,9 @@ def verify_audit_chain() -> tuple[int, list[str]]:
     return count, problems
 
 
-SLUG = re.compile(r"[-a-zA-Z0-9_]+")  # as Django's <slug:...> in the URLs
-
-
 def checked_slug(slug: str) -> str:
     """A new matter's short name, refused unless it can stand in an address (/m/SLUG/)."""
-    if not SLUG.fullmatch(slug or "") or len(slug) > 100:
+    if not slug_re.match(slug or "") or len(slug) > 100:  # Django's slug, as the URLs' <slug:...>
         raise DocqaError(f"{slug!r} cannot name a matter: use up to 100 letters, digits, hyphens and "
                          "underscores, e.g. acme-v-beta (the display name can be anything: --name)")
     clash = Matter.objects.filter(slug__iexact=slug).exclude(slug=slug).values_list("slug", flat=True).first()
@@ -114,9 +111,9 @@ def checked_slug(slug: str) -> str:
 
 def get_or_create_matter(slug: str, actor: str) -> Matter:
     matter = Matter.objects.filter(slug=slug).first()
-    created = matter is None
-    if matter is None:
-        matter, created = Matter.objects.get_or_create(slug=checked_slug(slug), defaults={"name": slug})
+    if matter is not None:
+        return matter
+    matter, created = Matter.objects.get_or_create(slug=checked_slug(slug), defaults={"name": slug})
     if created:
         record_audit(actor, "matter.create", matter, {"slug": slug})
     return matter

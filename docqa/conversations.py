@@ -130,7 +130,7 @@ def page_context(request: HttpRequest, matter: Matter, conversation: Conversatio
     for listed in history:  # the list badges a conversation whose last question failed or was stopped
         asked = list(listed.questions.all())
         last = getattr(asked[-1], "answer", None) if asked else None
-        listed.ended = ("failed" if last.error else "stopped" if last.mode == "stopped" else "") if last else ""  # type: ignore[attr-defined]
+        listed.ended = last.ended if last else ""  # type: ignore[attr-defined]
     folders = sorted({d.rsplit("/", 1)[0] for d in matter.documents.filter(status="indexed")
                       .values_list("path", flat=True)[:20000] if "/" in d})
     return {

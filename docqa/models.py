@@ -166,8 +166,12 @@ class IngestRun(models.Model):
 
     @property
     def counts_in_order(self) -> dict[str, int]:
-        """The counts in the order people read them (PostgreSQL's jsonb keeps keys in its own order)."""
-        return {**{k: self.counts[k] for k in COUNT_KEYS if k in self.counts}, **self.counts}
+        return in_count_order(self.counts)
+
+
+def in_count_order(counts: dict[str, int]) -> dict[str, int]:
+    """A run's counts in the order people read them (PostgreSQL's jsonb keeps keys in its own order)."""
+    return {**{k: counts[k] for k in COUNT_KEYS if k in counts}, **counts}
 
 
 # A finished run's counts: what the sync found each file to be, then what became of it.
@@ -267,6 +271,11 @@ class Answer(models.Model):
     # What the user is told beside the answer: a retry at low effort, a cut-off answer, a cut budget.
     notes = models.JSONField(default=list)
     created_at = models.DateTimeField(auto_now_add=True)
+
+    @property
+    def ended(self) -> str:
+        """"failed" or "stopped" when the question did not get its whole answer, else ""."""
+        return "failed" if self.error else "stopped" if self.mode == "stopped" else ""
 
 
 class Citation(models.Model):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import getpass
 from typing import Any
 
@@ -24,8 +25,6 @@ def cli_actor(username: str | None) -> str:
 
 def tokens_arg(text: str) -> int:
     """A token count as a person writes it: 16384, 16,384 or 16k (16 x 1024, as the tables label it)."""
-    import argparse
-
     cleaned = text.strip().replace(",", "").replace("_", "").lower()
     try:
         return int(cleaned[:-1]) * 1024 if cleaned.endswith("k") else int(cleaned)

@@ -4,7 +4,7 @@ from django import template
 from django.utils.html import escape
 from django.utils.safestring import SafeString, mark_safe
 
-from docqa.models import COUNT_KEYS
+from docqa.models import in_count_order
 
 register = template.Library()
 MARKER = re.compile(r"\[(S\d+)\]")
@@ -93,8 +93,7 @@ def audit_summary(detail: object) -> str:
         if value in (None, "", [], {}) or name in ("start", "end"):
             continue
         if name == "counts" and isinstance(value, dict):
-            ordered = {**{k: value[k] for k in COUNT_KEYS if k in value}, **value}  # jsonb keeps its own order
-            value = ", ".join(f"{k} {v}" for k, v in ordered.items() if v) or "nothing to do"
+            value = ", ".join(f"{k} {v}" for k, v in in_count_order(value).items() if v) or "nothing to do"
         elif isinstance(value, list):
             value = ", ".join(str(v) for v in value)
         parts.append(f"{name} {value}")

@@ -61,7 +61,7 @@ class Command(BaseCommand):
                 raise DocqaError(f"no conversation {options['conversation']} in matter {matter.slug}")
         outcome = actions.do_ask(
             matter, text, actor=options["actor"], user=options["account"], budget=options["budget"],
-            effort=options["effort"], conversation=conversation, on_event=options.get("on_event") or ignore,
+            effort=options["effort"], conversation=conversation, on_event=options["on_event"],
         )
         assert outcome.result is not None
         shown = outcome.result.with_reasoning() if options["show_reasoning"] else outcome.result.as_dict()
@@ -76,11 +76,10 @@ class Command(BaseCommand):
             options["on_event"].question = None  # answered whole: a Ctrl-C from here on stops nothing
         except DocqaError as exc:
             found = found_for(exc)
-            if live is not None and live.wrote_answer:
+            if live is not None:
                 live.end()
-                self.stdout.write("(The model failed before it finished: the text above is not kept as an answer.)")
-            elif live is not None:
-                live.end()
+                if live.wrote_answer:
+                    self.stdout.write("(The model failed before it finished: the text above is not kept as an answer.)")
             if options["json"]:  # a script reading standard output gets the reason too (and the exit status)
                 self.stdout.write(json.dumps({"question": options["question"], **question_id(exc),
                                               "error": str(exc), **kind_of_fault(exc), **(found or {})}))
@@ -168,10 +167,6 @@ class AlreadyTold(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         return settings.LOG_FORMAT == "json" or getattr(record, "event", "") != "question.failed"
-
-
-def ignore(kind: str, data: Any) -> None:
-    pass
 
 
 class AskedWatch:
