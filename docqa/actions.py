@@ -281,11 +281,15 @@ def do_start_ingest(matter: Matter, root: Path, actor: str) -> IngestRun:
         run = IngestRun.objects.create(matter=matter, source=source, actor=actor, broker_epoch=services.broker_epoch())
         work: list[IngestItem] = []
         # A file that failed before is tried again at every sync, told apart from a file whose
-        # content changed: an encrypted PDF is not "changed" sync after sync. (One still pending,
-        # from a crashed run or `reindex`, is work to do as a changed file is.)
+        # content changed: an encrypted PDF is not "changed" sync after sync. One an interrupted
+        # run never finished (pending, never indexed: no text kept) is still new; one pending
+        # after `reindex` is work to do as a changed file is.
         retried = [f for f in plan.changed if documents[f.path].status == DocumentStatus.FAILED]
-        changed = [f for f in plan.changed if documents[f.path].status != DocumentStatus.FAILED]
-        for change, files in ((Change.NEW, plan.new), (Change.CHANGED, changed), (Change.RETRIED, retried)):
+        rest = [f for f in plan.changed if documents[f.path].status != DocumentStatus.FAILED]
+        never_indexed = {path for path, d in documents.items() if not d.sha256 and d.text_id is None}
+        unreached = [f for f in rest if f.path in never_indexed]
+        changed = [f for f in rest if f.path not in never_indexed]
+        for change, files in ((Change.NEW, plan.new + unreached), (Change.CHANGED, changed), (Change.RETRIED, retried)):
             for f in files:
                 doc = documents.get(f.path) or Document(matter=matter, source=source, path=f.path)
                 doc.kind, doc.size, doc.status = f.kind, f.size, DocumentStatus.PENDING
@@ -551,6 +555,41 @@ def do_cancel_run(run: IngestRun, actor: str) -> int:
         cancelled = run.items.filter(state=ItemState.QUEUED).update(state=ItemState.CANCELLED)
     record_audit(actor, "ingest.cancel", run.matter, {"run": run.id, "cancelled": cancelled})
     return cancelled
+
+
+INTERRUPTED_FILE = "interrupted: docqa stopped before this file was done; a new sync or `runs resume` does it"
+
+
+def close_interrupted_runs(actor: str = "docqa") -> list[tuple[IngestRun, int]]:
+    """Close the runs that can no longer go on, with (run, files left) for each.
+
+    The embedded default keeps its task queue in the memory of the process that started the
+    run, so once that process has stopped (Ctrl-C, `--timeout`, a crash) a run still "running"
+    has no worker and never will. Only the process holding var/'s lock calls this, when its own
+    worker is not running, so no one else is working on any of them. Unfinished files are
+    recorded as cancelled, saying why, and the run as cancelled; one with nothing left is
+    finished as usual. A new sync of the folder, or `runs resume`, does the rest.
+    """
+    closed = []
+    for run in IngestRun.objects.filter(status=RunStatus.RUNNING).select_related("matter", "source"):
+        with transaction.atomic():
+            left = run.items.exclude(state__in=FINAL_STATES).update(
+                state=ItemState.CANCELLED, error_class="interrupted", error=INTERRUPTED_FILE,
+                finished_at=timezone.now(),
+            )
+            if left:
+                IngestRun.objects.filter(id=run.id).update(status=RunStatus.CANCELLED, finished_at=timezone.now())
+                record_audit(actor, "ingest.interrupted", run.matter, {"run": run.id, "cancelled": left})
+        closed.append((do_finish_run(run), left))  # its counts; a run with nothing left finishes
+    return closed
+
+
+def log_interrupted_runs(closed: list[tuple[IngestRun, int]]) -> None:
+    for run, left in closed:
+        if left:
+            logger.warning("ingest run %s on %s was interrupted with %s left: recorded as cancelled "
+                           "(a new sync or `manage.py runs resume %s` does the rest)",
+                           run.id, run.source.root, f"{left:,} file{'s' if left != 1 else ''}", run.id)
 
 
 NOTHING_TO_REQUEUE = {

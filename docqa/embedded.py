@@ -52,13 +52,19 @@ def ensure_worker() -> None:
         _worker, _thread = worker, thread
 
 
-def stop_worker() -> None:
+def running() -> bool:
+    return _worker is not None
+
+
+def stop_worker() -> bool:
     """Stop the in-process worker and wait (a while) for its thread to end and close its
-    database connection."""
+    database connection. Whether there was one to stop."""
     global _worker, _thread
     with _guard:
-        if _worker is not None:
-            _worker.stop(in_sighandler=False)
-            if _thread is not None:
-                _thread.join(timeout=30)
-            _worker, _thread = None, None
+        if _worker is None:
+            return False
+        _worker.stop(in_sighandler=False)
+        if _thread is not None:
+            _thread.join(timeout=30)
+        _worker, _thread = None, None
+        return True

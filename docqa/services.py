@@ -85,6 +85,10 @@ def claim_embedded_lock(purpose: str) -> None:
     _lock_handle = handle
 
 
+def holds_embedded_lock() -> bool:
+    return _lock_handle is not None
+
+
 def release_embedded_lock() -> None:
     global _lock_handle
     if _lock_handle is not None:

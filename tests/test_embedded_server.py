@@ -5,10 +5,12 @@ While the server holds var/, the CLI commands stop at once with a clear message.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -106,3 +108,60 @@ def test_commands_on_a_database_never_set_up_say_how_to_set_it_up(tmp_path: Path
         assert result.returncode == 1, (args, result.stderr)
         assert "Traceback" not in result.stderr
         assert "run `python manage.py migrate` first" in result.stderr, (args, result.stderr)
+
+
+def interruptible(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
+    """A command as a terminal runs it: Ctrl-C (SIGINT) reaches it even when the tests run in the
+    background, where the shell starts them with SIGINT ignored."""
+    return subprocess.Popen([sys.executable, "manage.py", *args], cwd=REPO, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+
+
+def test_ctrl_c_during_ingest_says_what_is_left_and_the_same_sync_finishes_it(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DOCQA_")}
+    env.update(DJANGO_SETTINGS_MODULE="docqa.settings", DOCQA_DATA_DIR=str(tmp_path / "var"))
+    assert manage(env, "migrate", "-v0").returncode == 0
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    for i in range(60):
+        (folder / f"note-{i:03}.txt").write_text(f"Note {i}. The supplier ships order {i} within {i % 30 + 1} days.\n")
+    ingest = interruptible(env, "ingest", str(folder), "--matter", "notes")
+    database = sqlite3.connect(tmp_path / "var" / "docqa.sqlite3", timeout=30)
+    try:
+        deadline = time.monotonic() + 240
+        while ingest.poll() is None and time.monotonic() < deadline:  # Ctrl-C once the first file is in
+            try:
+                if database.execute("SELECT count(*) FROM docqa_ingestitem WHERE state = 'indexed'").fetchone()[0]:
+                    break
+            except sqlite3.OperationalError:  # the run is not recorded yet, or a write holds the file
+                pass
+            time.sleep(0.05)
+        ingest.send_signal(signal.SIGINT)
+        _, err = ingest.communicate(timeout=120)
+    finally:
+        database.close()
+
+    assert ingest.returncode == 130, err
+    assert "Traceback" not in err
+    said = re.search(r"interrupted: run 1 stopped with (\d+) of 60 files done, the rest recorded as cancelled; "
+                     r"the same sync again, or `manage.py runs resume 1`, does them", err)
+    assert said, err
+    done = int(said.group(1))
+    assert 0 < done < 60
+    assert re.search(r"^\s+1  cancelled  notes", manage(env, "runs").stdout, re.M)
+    again = manage(env, "ingest", str(folder), "--matter", "notes", "--json")
+    counts = json.loads(again.stdout)["counts"]
+    assert again.returncode == 0 and counts["unchanged"] == done
+    assert counts["new"] == counts["indexed"] == 60 - done
+
+
+def test_ctrl_c_while_django_starts_or_a_command_runs_is_one_line(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DOCQA_")}
+    env.update(DJANGO_SETTINGS_MODULE="docqa.settings", DOCQA_DATA_DIR=str(tmp_path / "var"))
+    for delay in (0.5, 4.0):  # while Django starts up, then in the command itself
+        command = interruptible(env, "shell", "-c", "import time; time.sleep(60)")
+        time.sleep(delay)
+        command.send_signal(signal.SIGINT)
+        _, err = command.communicate(timeout=60)
+        assert command.returncode == 130 and err.strip() == "interrupted", err

@@ -5,7 +5,9 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.core.management import call_command
@@ -121,6 +123,88 @@ def test_resuming_a_crashed_run_whose_files_all_finished_closes_it(data_dir: Pat
         command("runs", "resume", str(run_id))
 
     assert IngestRun.objects.get(id=run_id).status == RunStatus.FINISHED
+
+
+def test_a_run_its_process_left_unfinished_is_closed_when_work_starts_again(data_dir: Path, folder: Path) -> None:
+    """The embedded default's queue lives in the process that started a run. After a crash the
+    next command closes the run, saying so, instead of refusing to sync the folder "while it is
+    in progress" forever; the same sync then does what was left."""
+    run_id = json.loads(command("ingest", str(folder), "--matter", "ops", "--json"))["run"]
+    # As if the process had died mid-run: a changed file in hand, a new one never reached.
+    IngestRun.objects.filter(id=run_id).update(status=RunStatus.RUNNING, finished_at=None)
+    IngestItem.objects.filter(run_id=run_id, path="clause-0.txt").update(state=ItemState.EMBEDDING)
+    IngestItem.objects.filter(run_id=run_id, path="clause-1.txt").update(state=ItemState.QUEUED)
+    Document.objects.filter(path="clause-0.txt").update(status=DocumentStatus.PENDING)
+    Document.objects.filter(path="clause-1.txt").update(status=DocumentStatus.PENDING, sha256="", text=None)
+
+    said = io.StringIO()
+    handler = logging.StreamHandler(said)  # its own: Celery's worker takes the root logger over from pytest's
+    logging.getLogger("docqa.actions").addHandler(handler)
+    try:
+        again = json.loads(command("ingest", str(folder), "--matter", "ops", "--json"))
+    finally:
+        logging.getLogger("docqa.actions").removeHandler(handler)
+
+    old = IngestRun.objects.get(id=run_id)
+    assert old.status == RunStatus.CANCELLED and old.counts["cancelled"] == 2 and old.counts["indexed"] == 1
+    left = IngestItem.objects.filter(run_id=run_id, state=ItemState.CANCELLED)
+    assert sorted(left.values_list("path", flat=True)) == ["clause-0.txt", "clause-1.txt"]
+    assert {i.error_class for i in left} == {"interrupted"} and "a new sync or `runs resume`" in left[0].error
+    assert AuditEvent.objects.get(action="ingest.interrupted").detail == {"run": run_id, "cancelled": 2}
+    assert f"ingest run {run_id} on {folder} was interrupted with 2 files left" in said.getvalue()
+    # The file never indexed is new again, the one that was indexed before is changed.
+    assert again["counts"]["new"] == 1 and again["counts"]["changed"] == 1 and again["counts"]["indexed"] == 2
+    assert Document.objects.filter(status=DocumentStatus.INDEXED).count() == 3
+
+
+def test_ctrl_c_or_a_timeout_records_what_the_run_left_and_says_so(data_dir: Path, folder: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Waiting stops; the embedded worker (here one that had not reached a file) goes, and the
+    run's unfinished files are recorded as cancelled at once: one line tells how to finish."""
+    from django.core.management.base import CommandError
+
+    from docqa import actions, embedded
+
+    monkeypatch.setattr(embedded, "ensure_worker", lambda: None)
+    monkeypatch.setattr(embedded, "stop_worker", lambda: True)
+
+    with pytest.raises(CommandError, match=r"gave up waiting after 0.01 s: run (\d+) stopped with 0 of 4 files "
+                                           r"done, the rest recorded as cancelled; the same sync again, or "
+                                           r"`manage.py runs resume \1`, does them"):
+        command("ingest", str(folder), "--matter", "ops", "--timeout", "0.01")
+    first = IngestRun.objects.get()
+    assert first.status == RunStatus.CANCELLED and first.counts["cancelled"] == 4
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(actions, "wait_for_run", interrupted)
+    with pytest.raises(CommandError, match=r"interrupted: run \d+ stopped with 0 of 4 files done") as caught:
+        command("ingest", str(folder), "--matter", "ops")
+    assert caught.value.returncode == 130
+    assert IngestRun.objects.latest("id").counts["new"] == 4  # still new: never indexed
+    with pytest.raises(CommandError, match=r"interrupted: run \d+ stopped with 0 of 4") as caught:
+        command("runs", "resume", str(IngestRun.objects.latest("id").id))
+    assert caught.value.returncode == 130 and IngestRun.objects.filter(status=RunStatus.RUNNING).count() == 0
+
+
+def test_ctrl_c_in_services_mode_leaves_the_run_to_the_workers(data_dir: Path, folder: Path, settings: Any,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    from django.core.management.base import CommandError
+
+    from docqa import actions
+
+    settings.EMBEDDED_WORKER = False  # worker processes hold the queue, not this one
+    monkeypatch.setattr(actions, "enqueue_items", lambda items: None)
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(actions, "wait_for_run", interrupted)
+    with pytest.raises(CommandError, match=r"interrupted: run \d+ goes on in the workers \(0 of 4 files done so "
+                                           r"far\); `manage.py runs --matter ops` follows it") as caught:
+        command("ingest", str(folder), "--matter", "ops")
+    assert caught.value.returncode == 130 and IngestRun.objects.get().status == RunStatus.RUNNING
 
 
 def test_failures_export_as_csv(data_dir: Path, folder: Path) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import CommandError
 
-from docqa import embedded, services
+from docqa import actions, embedded, services
 from ingest.errors import StoreLocked
 
 
@@ -104,11 +104,46 @@ def claim_embedded(purpose: str) -> None:
 
 
 def start_local_work(purpose: str) -> None:
-    """Embedded default: lock var/ and run a Celery worker thread in this process."""
+    """Embedded default: lock var/ and run a Celery worker thread in this process, after closing
+    the runs an earlier process left unfinished (its queue went with it)."""
     claim_embedded(purpose)
+    if owns_its_queue() and not embedded.running():
+        actions.log_interrupted_runs(actions.close_interrupted_runs())
     embedded.ensure_worker()
 
 
-def shutdown() -> None:
-    embedded.stop_worker()
+def shutdown(*, told: bool = False) -> None:
+    """Stop this process's worker and close the store. The embedded default's queue dies with
+    the worker, so a run it leaves unfinished (Ctrl-C, `--timeout`) is closed now, not left
+    "running" with no one to finish it; logged unless the command tells it (`told`)."""
+    if embedded.stop_worker() and owns_its_queue():
+        closed = actions.close_interrupted_runs()
+        if not told:
+            actions.log_interrupted_runs(closed)
     services.close_store()
+
+
+def left_behind(run: Any, why: str) -> str:
+    """What became of the run a command stopped waiting for ("interrupted", "did not finish within
+    60 s"), told after shutdown(): in the embedded default its unfinished files were recorded as
+    cancelled; in services mode the workers go on with it."""
+    from docqa.models import RunStatus
+
+    if run is None:
+        return f"{why} before the run was recorded; nothing was queued"
+    run.refresh_from_db()
+    stats = actions.run_stats(run)
+    if run.status == RunStatus.RUNNING:
+        return (f"{why}: run {run.id} goes on in the workers ({stats.done:,} of {files(stats.work)} done so far); "
+                f"`manage.py runs --matter {run.matter.slug}` follows it")
+    if run.status == RunStatus.CANCELLED:
+        return (f"{why}: run {run.id} stopped with {stats.done - run.counts.get('cancelled', 0):,} of "
+                f"{files(stats.work)} done, the rest recorded as cancelled; the same sync again, or "
+                f"`manage.py runs resume {run.id}`, does them")
+    return f"{why}, but run {run.id} had finished: " + ", ".join(f"{k} {v}" for k, v in run.counts_in_order.items())
+
+
+def owns_its_queue() -> bool:
+    """The embedded default, with var/'s lock held: only this process can work on any run."""
+    return settings.EMBEDDED_WORKER and not settings.QDRANT_URL and services.holds_embedded_lock()
+

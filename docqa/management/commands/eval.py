@@ -85,6 +85,10 @@ class Command(BaseCommand):
             answers = check_answers(questions, matter.id, options["answer_budget"]) if get_llm() else None
         except DocqaError as exc:
             raise CommandError(str(exc)) from exc
+        except KeyboardInterrupt:
+            self.stderr.write("\ninterrupted: stopping")
+            shutdown()
+            raise CommandError("interrupted: nothing was measured", returncode=130) from None
         finally:
             shutdown()
         report = {mode: by_source(scores, budgets) for mode, scores in results.items()}

@@ -10,7 +10,15 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from docqa import actions
-from docqa.management.base import acting_as, files, matter_as, require_database, shutdown, start_local_work
+from docqa.management.base import (
+    acting_as,
+    files,
+    left_behind,
+    matter_as,
+    require_database,
+    shutdown,
+    start_local_work,
+)
 from docqa.models import Role
 from ingest.errors import DocqaError
 
@@ -44,6 +52,7 @@ class Command(BaseCommand):
         except DocqaError as exc:  # a name that cannot stand in an address
             raise CommandError(str(exc)) from exc
         start_local_work("ingest command")
+        run = None
         try:
             run = actions.do_start_ingest(matter, root, actor)
             run = actions.wait_for_run(run, timeout=options["timeout"], on_progress=self.progress)
@@ -51,8 +60,15 @@ class Command(BaseCommand):
                 sys.stderr.write("\r" + progress_line(actions.run_stats(run)) + "   indexing vectors...")
                 sys.stderr.flush()
             actions.build_vector_index(after=run)
-        except (TimeoutError, DocqaError) as exc:
+        except DocqaError as exc:
             raise CommandError(str(exc)) from exc
+        except TimeoutError:
+            shutdown(told=True)
+            raise CommandError(left_behind(run, f"gave up waiting after {options['timeout']:g} s")) from None
+        except KeyboardInterrupt:  # Ctrl-C: the file in hand finishes, the rest is recorded; one line says so
+            self.stderr.write("\ninterrupted: stopping (the file in hand finishes first)")
+            shutdown(told=True)
+            raise CommandError(left_behind(run, "interrupted"), returncode=130) from None
         finally:
             shutdown()
         if sys.stderr.isatty():

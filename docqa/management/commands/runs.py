@@ -14,7 +14,15 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from docqa import actions
-from docqa.management.base import acting_as, files, matter_as, require_database, shutdown, start_local_work
+from docqa.management.base import (
+    acting_as,
+    files,
+    left_behind,
+    matter_as,
+    require_database,
+    shutdown,
+    start_local_work,
+)
 from docqa.models import IngestRun, Role
 from docqa.permissions import readable_matters
 from ingest.errors import DocqaError
@@ -66,6 +74,10 @@ class Command(BaseCommand):
                 actions.build_vector_index(after=run)
         except DocqaError as exc:
             raise CommandError(str(exc)) from exc
+        except KeyboardInterrupt:  # as for `ingest`: the file in hand finishes, the rest is recorded
+            self.stderr.write("\ninterrupted: stopping (the file in hand finishes first)")
+            shutdown(told=True)
+            raise CommandError(left_behind(run, "interrupted"), returncode=130) from None
         finally:
             shutdown()
         self.stdout.write(f"run {run.id} {run.status}: " + ", ".join(f"{k} {v}" for k, v in run.counts_in_order.items()))
