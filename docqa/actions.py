@@ -18,6 +18,7 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import Group
+from django.core.serializers.json import DjangoJSONEncoder
 from django.core.validators import slug_re
 from django.db import DatabaseError, IntegrityError, connections, transaction
 from django.db.models import Count, Max, Q, Sum
@@ -815,7 +816,7 @@ def do_ask(
     try:
         # The first event that names the question: the asker can stop it from here on.
         emit("asked", {"question": question.id, "conversation": conversation.id,
-                       "asked_at": question.created_at.isoformat()})
+                       "asked_at": DjangoJSONEncoder().default(question.created_at)})  # as the REST API writes it
         if llm is not None:
             emit("status", "contacting the language model")  # a server that hangs is not "sending" for minutes
             watch.listen()  # a stop asked for while the server is waited for is seen at once
@@ -830,9 +831,12 @@ def do_ask(
             failure = exc
         else:
             if llm and ceiling < MIN_BUDGET:
-                failure = LlmMisconfigured(f"the model's window leaves {ceiling:,} tokens for the prompt once the "
-                                           f"output is reserved at {effort} effort: lower DOCQA_LLM_RESERVED_OUTPUT "
-                                           "or the effort")
+                window, reserved = ceiling + reserved_output(effort), reserved_output(effort)
+                left = (f"leaves only {ceiling:,} tokens for the prompt" if ceiling > 0 else
+                        "is used up by it" if ceiling == 0 else f"is {-ceiling:,} tokens too small for it")
+                failure = LlmMisconfigured(
+                    f"the model's window ({window:,} tokens) {left} once {reserved:,} are reserved for the output at "
+                    f"{effort} effort (at least {MIN_BUDGET:,} are needed): lower DOCQA_LLM_RESERVED_OUTPUT or the effort")
             elif llm:
                 used = min(asked or ceiling, ceiling)
                 set_budget(question, used)
@@ -891,13 +895,14 @@ def do_ask(
 
 
 NOT_REACHED_NOTE = (
-    "The model could not be asked, so this is a search-only result: the passages found for the question are listed "
+    "The model could not be asked, so there is no answer: the passages found for the question are listed "
     "with it, best first; they were not sent to it. No answer or citation was drawn from them."
 )
 NOT_ANSWERED_NOTE = (
-    "The model gave no answer that could be kept, so the passages it was sent are listed with the question, as it "
-    "was sent them. No answer or citation was drawn from them."
+    "The model gave no answer that could be kept, so the passages it was sent are listed with the question, in "
+    "the order it was sent them. No answer or citation was drawn from them."
 )
+LATE_STOP_NOTE = "Stop was pressed as the answer was being finished: it is kept whole."
 
 
 def stopped_as_sent(packing: Packing, model: str, budget: int, note: str) -> AnswerResult:
@@ -1120,7 +1125,7 @@ def record_answer(question: Question, result: AnswerResult | None, started: floa
         late_stop = Question.objects.select_for_update().filter(id=question.id).values_list(
             "stop_requested_at", flat=True).first()
         if late_stop and shown is not None and shown.mode in ("llm", "search"):
-            shown.notes.append("Stop was pressed as the answer was being finished: it is kept whole.")
+            shown.notes.append(LATE_STOP_NOTE)
         answer = Answer.objects.create(
             question=question,
             mode=result.mode if result else "error",

@@ -15,6 +15,7 @@ from django.conf import settings
 from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
 from ninja import Field, NinjaAPI, Path, Query, Schema
 from ninja.security import HttpBearer
+from pydantic import field_validator
 
 from docqa import actions
 from docqa.conversations import ask_in_background, event_stream, own_conversation, sse, told
@@ -162,7 +163,13 @@ class AskIn(Schema):
     effort: str | None = Field(None, description="low, medium or high; default DOCQA_LLM_EFFORT")
     budget: int | None = Field(None, ge=512, le=MAX_BUDGET, description="prompt tokens; default: the model's window")
     conversation: int | None = Field(None, ge=1, le=2**53)
-    scope: list[str] = Field([], max_length=100, description="folders or document paths to search only")
+    scope: list[str] = Field([], max_length=100, description="folders or document paths to search only "
+                             "(a list; one path alone may be given as a string)")
+
+    @field_validator("scope", mode="before")
+    @classmethod
+    def one_path(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
 
 
 class CitationOut(Schema):
@@ -175,7 +182,7 @@ class CitationOut(Schema):
     version: str
     path: str
     page: int | None
-    section: str = Field("", description="the section heading of the chunk the quote opens in")
+    section: str = Field("", description="the section heading in force where the quote starts")
     start: int | None
     end: int | None
 

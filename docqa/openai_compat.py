@@ -24,6 +24,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
 from docqa import actions
+from docqa.actions import LATE_STOP_NOTE
 from docqa.conversations import Answering, ask_in_background, event_stream
 from docqa.models import Matter, Question
 from docqa.permissions import readable_matters, role_in
@@ -52,8 +53,10 @@ def named(question: int | None, conversation: int | None, mode: str) -> dict[str
 
 
 def stopped_notes(answer: Any) -> str:
-    """A stopped answer's notes, to follow its text: an OpenAI client has no field that would say so."""
-    return "".join(f"\n\n{note}" for note in answer.notes) if answer.mode == "stopped" else ""
+    """A stopped answer's notes, or the note of a stop that came as it was finished, to follow its
+    text: an OpenAI client has no field that would say so."""
+    notes = answer.notes if answer.mode == "stopped" else [n for n in answer.notes if n == LATE_STOP_NOTE]
+    return "".join(f"\n\n{note}" for note in notes)
 
 
 def token_user(request: HttpRequest) -> Any:
@@ -124,7 +127,24 @@ def sources_text(question: Question) -> tuple[str, list[dict[str, Any]]]:
         checks = "; ".join(f"“{c['quote']}” ({c['status']})" if c["quote"] else c["status"]
                            for c in citations if c["label"] == label)
         lines.append(f"[{label}] {where}: {checks}")
+    if answer.mode == "search":  # no model: the passages are the result, and a chat client shows only text
+        return passages_text(answer.sources), citations
     return ("\n\nSources:\n" + "\n".join(lines)) if lines else "", citations
+
+
+PASSAGE_CHARS = 500
+
+
+def passages_text(sources: list[dict[str, Any]]) -> str:
+    """A search-only result's passages, best first: where each is, and its opening words."""
+    if not sources:
+        return ""
+    lines = []
+    for s in sources:
+        where = s["path"] + (f", page {s['page']}" if s.get("page") else "") + (f" § {s['section']}" if s.get("section") else "")
+        text = " ".join(str(s.get("text", "")).split())
+        lines.append(f"[{s['label']}] {where}\n{text[:PASSAGE_CHARS]}{'…' if len(text) > PASSAGE_CHARS else ''}")
+    return "\n\nPassages:\n" + "\n\n".join(lines)
 
 
 def completion(question: Question, model: str) -> dict[str, Any]:

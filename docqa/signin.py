@@ -14,11 +14,14 @@ from typing import Any
 
 from django import forms
 from django.conf import settings
+from django.contrib import messages
 from django.contrib.admin.forms import AdminAuthenticationForm
 from django.contrib.auth.forms import AuthenticationForm
 from django.contrib.auth.signals import user_logged_in, user_logged_out, user_login_failed
+from django.contrib.auth.views import LogoutView
 from django.dispatch import receiver
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
 from django.utils import timezone
 
 from docqa.actions import record_audit
@@ -81,3 +84,23 @@ def audit_login_failure(sender: Any, credentials: dict[str, Any], request: HttpR
 def audit_logout(sender: Any, request: HttpRequest | None, user: Any, **kwargs: Any) -> None:
     if user is not None:
         record_audit(f"web:{user.get_username()}", "logout", None, {"address": client_address(request)})
+
+
+class SignOut(LogoutView):
+    """Sign out by POST (Django's rule: a link or a prefetch must not sign anyone out). Opened
+    by address (a bookmark, the old habit of GET /logout/) it asks, in the site's layout, instead
+    of answering a bare 405; signed out already, it goes to the sign-in page. Either way the
+    sign-in page then says so."""
+
+    http_method_names = ["get", "post", "options"]
+
+    def get(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        if not request.user.is_authenticated:
+            messages.info(request, "You are signed out.")
+            return redirect("login")
+        return render(request, "registration/logout.html")
+
+    def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        response = super().post(request, *args, **kwargs)
+        messages.info(request, "You are signed out.")
+        return response

@@ -4,9 +4,10 @@ from django.urls import path, register_converter
 
 from docqa import account, audit_views, conversations, metrics, openai_compat, sources, views
 from docqa.api import api
-from docqa.signin import ThrottledAdminAuthenticationForm, ThrottledAuthenticationForm
+from docqa.signin import SignOut, ThrottledAdminAuthenticationForm, ThrottledAuthenticationForm
 
 admin.site.login_form = ThrottledAdminAuthenticationForm
+handler404 = "docqa.views.not_found"
 
 
 class IdConverter:
@@ -28,7 +29,7 @@ urlpatterns = [
     path("healthz", views.healthz, name="healthz"),
     path("metrics", metrics.metrics, name="metrics"),
     path("login/", auth_views.LoginView.as_view(authentication_form=ThrottledAuthenticationForm), name="login"),
-    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("logout/", SignOut.as_view(), name="logout"),
     path("m/<slug:slug>/", views.ask, name="ask"),
     path("m/<slug:slug>/ask/stream", conversations.ask_stream, name="ask_stream"),
     path("m/<slug:slug>/c/<id:conversation_id>/", conversations.conversation_page, name="conversation"),

@@ -26,6 +26,18 @@ from ingest.errors import DocqaError
 logger = logging.getLogger(__name__)
 
 
+def not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
+    """404 in the caller's language: JSON under the REST API (ninja's shape) and the OpenAI-
+    compatible endpoint (OpenAI's), the site's page elsewhere."""
+    if request.path.startswith("/api/"):
+        return JsonResponse({"detail": "Not Found"}, status=404)
+    if request.path.startswith("/v1/"):
+        return JsonResponse({"error": {"message": f"Unknown request URL: {request.method} {request.path}",
+                                       "type": "invalid_request_error", "param": None, "code": "unknown_url"}},
+                            status=404)
+    return render(request, "404.html", status=404)
+
+
 @require_GET
 def healthz(request: HttpRequest) -> HttpResponse:
     return JsonResponse({"ok": True})

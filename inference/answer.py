@@ -51,7 +51,7 @@ class Stopped(DocqaError):
 SEARCH_ONLY_NOTE = (
     "No language model is connected, so this is a search-only result: the passages listed with it, best "
     "first, are those a model would be sent at this question's token budget (a model's own window may "
-    "hold more). (An administrator connects one with DOCQA_LLM_BASE_URL.)"
+    "hold more). An administrator can connect one."
 )
 EventSink = Callable[[str, Any], None]
 

@@ -296,6 +296,42 @@ def test_a_whole_openai_answer_is_found_as_pending_and_stopped_through_the_api(l
 
 
 @pytest.mark.django_db(transaction=True)
+def test_an_openai_client_without_a_model_gets_the_passages_in_the_text(lease: dict[str, Any], settings: Any) -> None:
+    """A chat client shows only the text: a search-only reply lists the passages its note speaks of."""
+    settings.LLM_BASE_URL = ""
+    reply = Client().post("/v1/chat/completions", json.dumps({"model": "docqa/lease", "messages": [
+        {"role": "user", "content": QUESTION}]}), content_type="application/json", **bearer(lease["ann"])).json()
+
+    content = reply["choices"][0]["message"]["content"]
+    assert reply["docqa"]["mode"] == "search" and content.startswith("No language model is connected")
+    assert "DOCQA_LLM_BASE_URL" not in content  # an operator's setting, not the asker's business
+    assert "\n\nPassages:\n[S1] lease.txt § LEASE AGREEMENT\nLEASE AGREEMENT The tenant" in content and "sixty (60) days" in content
+
+
+@pytest.mark.django_db(transaction=True)
+def test_scope_is_a_list_of_paths_or_one_path_as_a_string(lease: dict[str, Any], settings: Any) -> None:
+    settings.LLM_BASE_URL = ""
+    client = Client()
+    for scope in (["lease.txt"], "lease.txt"):
+        found = client.post("/api/v1/matters/lease/questions", json.dumps({"question": QUESTION, "scope": scope}),
+                            content_type="application/json", **bearer(lease["ann"]))
+        assert found.status_code == 200 and [s["path"] for s in found.json()["sources"]] == ["lease.txt"]
+    nowhere = client.post("/api/v1/matters/lease/questions", json.dumps({"question": QUESTION, "scope": "annex"}),
+                          content_type="application/json", **bearer(lease["ann"]))
+    assert nowhere.status_code == 400 and "is under annex" in nowhere.json()["detail"]
+
+
+def test_a_stop_that_came_as_the_answer_was_finished_is_told_to_an_openai_client() -> None:
+    from types import SimpleNamespace
+
+    from docqa.actions import LATE_STOP_NOTE
+    from docqa.openai_compat import stopped_notes
+
+    assert stopped_notes(SimpleNamespace(mode="llm", notes=["Other.", LATE_STOP_NOTE])) == f"\n\n{LATE_STOP_NOTE}"
+    assert stopped_notes(SimpleNamespace(mode="llm", notes=["Other."])) == ""
+
+
+@pytest.mark.django_db(transaction=True)
 def test_an_openai_client_asks_a_matter_and_gets_the_citations(lease: dict[str, Any], standin: Any) -> None:
     client = Client()
     request = {"model": "docqa/lease", "messages": [{"role": "user", "content": QUESTION}],
@@ -383,11 +419,13 @@ def test_a_window_too_small_for_the_effort_is_a_400_in_both_apis(lease: dict[str
     rest = client.post("/api/v1/matters/lease/questions", json.dumps({"question": QUESTION, "effort": "medium"}),
                        content_type="application/json", **bearer(lease["ann"]))
     assert rest.status_code == 400 and rest.json()["kind"] == "setup" and rest.json()["plain"] == PLAIN["setup"]
-    assert "DOCQA_LLM_RESERVED_OUTPUT" in rest.json()["detail"]
+    assert rest.json()["detail"] == ("the model's window (6,000 tokens) is 2,192 tokens too small for it once 8,192 "
+                                     "are reserved for the output at medium effort (at least 512 are needed): lower "
+                                     "DOCQA_LLM_RESERVED_OUTPUT or the effort")
     openai = client.post("/v1/chat/completions", json.dumps({"model": "docqa/lease", "reasoning_effort": "medium",
                                                              "messages": [{"role": "user", "content": QUESTION}]}),
                          content_type="application/json", **bearer(lease["ann"]))
-    assert openai.status_code == 400 and "window leaves" in openai.json()["error"]["message"]
+    assert openai.status_code == 400 and "tokens too small for it" in openai.json()["error"]["message"]
     named = openai.json()["docqa"]  # the recorded question, whose stored answer holds the error
     assert named["mode"] == "error" and Answer.objects.get(question_id=named["question"]).error_kind == "setup"
     streamed = client.post("/v1/chat/completions", json.dumps({"model": "docqa/lease", "reasoning_effort": "medium",
@@ -396,12 +434,12 @@ def test_a_window_too_small_for_the_effort_is_a_400_in_both_apis(lease: dict[str
                            content_type="application/json", **bearer(lease["ann"]))
     failed = [json.loads(line[6:]) for line in b"".join(streamed.streaming_content).decode().splitlines()
               if line.startswith("data: {")][-1]
-    assert "window leaves" in failed["error"]["message"] and failed["docqa"]["question"] > named["question"]
+    assert "tokens too small for it" in failed["error"]["message"] and failed["docqa"]["question"] > named["question"]
     # The API's stream names the kind and the plain words too, with the operator's message.
     streamed = client.post("/api/v1/matters/lease/questions/stream",
                            json.dumps({"question": QUESTION, "effort": "medium"}),
                            content_type="application/json", **bearer(lease["ann"]))
     body = b"".join(streamed.streaming_content).decode()
     error = json.loads(body.split("event: error\ndata: ", 1)[1].split("\n", 1)[0])
-    assert error["kind"] == "setup" and error["plain"] == PLAIN["setup"] and "window leaves" in error["message"]
+    assert error["kind"] == "setup" and error["plain"] == PLAIN["setup"] and "tokens too small for it" in error["message"]
     assert "detail" not in error  # ann is not staff: the message already is the operator's, and nothing more

@@ -127,6 +127,7 @@ def test_ask_watch_it_stream_check_a_citation_follow_up_and_sync(browser: Any, s
     hit.wait_for()
     assert len(hit.inner_text()) > 20 and page.get_by_role("link", name=re.compile("Open the original file")).count()
     shot(page, "05-document-highlight")
+    document_url = page.url
     page.go_back()
 
     page.get_by_label("Follow-up question").fill("And who may assign it?")
@@ -147,6 +148,13 @@ def test_ask_watch_it_stream_check_a_citation_follow_up_and_sync(browser: Any, s
         phone.goto(where)
         assert phone.evaluate("document.documentElement.scrollWidth <= window.innerWidth"), where
     shot(phone, "06d-phone-not-found")
+    phone.goto(page.url)  # the conversation comes first, then the list; the ask box does not cover the answer
+    thread, history = phone.locator(".thread").bounding_box(), phone.locator(".history").bounding_box()
+    assert thread["y"] < history["y"]
+    assert phone.locator(".ask-form").evaluate("f => getComputedStyle(f).position") == "static"
+    phone.goto(document_url)  # a document's text with a signature line: a run of underscores with no break
+    phone.evaluate("document.querySelector('.fulltext').append('Signed: ' + '_'.repeat(120))")
+    assert phone.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
     handset.close()
 
     # The model fails: the turn says so and shows what the search found, and the question stays

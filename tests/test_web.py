@@ -282,7 +282,7 @@ def test_a_model_server_that_is_down_is_a_message_and_an_audit_record(indexed: M
     # The search did not fail: the passages found are shown in place of an answer, said to be so,
     # and the failed turn stands in its conversation (a retry or follow-up continues it).
     assert html.count(told("unavailable")) == 1
-    assert "The model could not be asked, so this is a search-only result" in html
+    assert "The model could not be asked, so there is no answer" in html
     panel = html.split("<h4>Passages found</h4>")[1]
     assert "lease.txt" in panel and "two thousand dollars" in panel and "verified" not in panel
     assert answered.detail["mode"] == "error" and answered.detail["sources"][0]["path"] == "lease.txt"
@@ -347,6 +347,29 @@ def test_non_members_get_404_for_a_matter(indexed: Matter) -> None:
     assert refused.status_code == 403 and "<h2>Not allowed</h2>" in refused.content.decode()
     stale = Client(enforce_csrf_checks=True).post("/login/", {"username": "eve", "password": "x"})  # no token
     assert stale.status_code == 403 and "<h2>This form has expired</h2>" in stale.content.decode()
+
+
+def test_unknown_addresses_answer_in_the_callers_language(indexed: Matter) -> None:
+    client = member(indexed)
+    api = client.get("/api/v1/no/such/call")
+    assert api.status_code == 404 and api.json() == {"detail": "Not Found"}
+    openai = client.get("/v1/nothing")
+    assert openai.status_code == 404 and openai.json()["error"]["code"] == "unknown_url"
+    assert "<h2>Not found</h2>" in client.get("/no/such/page/").content.decode()
+
+
+def test_signing_out_by_address_asks_and_the_sign_in_page_says_it_is_done(indexed: Matter) -> None:
+    client = member(indexed)
+    asked = client.get("/logout/")  # a bookmark: Django signs out by POST only, and answered a blank 405
+    assert asked.status_code == 200 and "You are signed in as ann." in asked.content.decode()
+    assert client.get("/m/lease/").status_code == 200  # still signed in
+
+    out = client.post("/logout/", follow=True)
+    assert out.redirect_chain[-1][0] == "/login/"
+    assert '<p class="note" role="status">You are signed out.</p>' in out.content.decode()
+    assert client.get("/m/lease/").status_code == 302
+    again = client.get("/logout/", follow=True)
+    assert "<h2>Sign in</h2>" in again.content.decode() and "You are signed out." in again.content.decode()
 
 
 def test_documents_page_lists_status(indexed: Matter) -> None:
@@ -611,6 +634,7 @@ def test_stop_ends_the_wait_for_a_model_server_that_never_answers(indexed: Matte
     named = next(data for kind, data in events if kind == "asked")
     asked = named["question"]
     assert named["asked_at"].startswith(str(Question.objects.get(id=asked).created_at.date()))  # dated as it was asked
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{3})?Z", named["asked_at"])  # as the REST API writes times
     assert next(data for kind, data in events if kind == "status")["text"] == "contacting the language model"
     assert AuditEvent.objects.filter(action="question.ask").latest("id").detail["budget"] is None  # the model's window
     time.sleep(0.5)  # the server is being waited for
