@@ -266,16 +266,24 @@ def principal_name(principal: Any) -> str:
 def do_start_ingest(matter: Matter, root: Path, actor: str) -> IngestRun:
     """Discover `root`, record a run with one item per file, and queue the work."""
     root = root.resolve()
+    data = settings.DATA_DIR.resolve()
+    if root.is_relative_to(data) and not root.is_relative_to(data / "uploads"):
+        raise DocqaError(f"{root} is docqa's own data folder (or inside it), which holds the database and the "
+                         "first login's password: it is never synced")
     source, _ = Source.objects.get_or_create(matter=matter, root=str(root))
     refuse_overlapping_run(source)
-    found = walk_folder(root, max_bytes=settings.MAX_FILE_BYTES)
+    try:
+        found = walk_folder(root, max_bytes=settings.MAX_FILE_BYTES, exclude=data)
+    except OSError as exc:  # the folder itself cannot be read: nothing in it is taken for deleted
+        raise DocqaError(str(exc)) from exc
     # Attachments follow their message; only the files on disk are diffed against the tree.
     documents = {d.path: d for d in source.documents.filter(parent__isnull=True)}
     # Files that failed or never finished have no indexed version, so every sync tries them again.
+    # What could not be read this time (a file or folder without permission) is left as it is.
     known = {
         path: (d.sha256 if d.status == DocumentStatus.INDEXED else "")
         for path, d in documents.items()
-        if d.status != DocumentStatus.DELETED
+        if d.status != DocumentStatus.DELETED and not found.unread(path)
     }
     plan = plan_sync(found.files, known)
     with transaction.atomic():

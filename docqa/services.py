@@ -73,10 +73,11 @@ def claim_embedded_lock(purpose: str) -> None:
         handle.seek(0)
         holder = handle.read().strip() or "another process"
         handle.close()
+        what = ("Use the web UI of the running server, or stop it first" if "web server" in holder else
+                "Wait for it to finish, or stop it (Ctrl-C) first")
         raise StoreLocked(
-            f"the embedded store under {settings.DATA_DIR} is in use by {holder}. "
-            "Use the web UI of the running server, stop it first, or configure services mode "
-            "(DOCQA_BROKER_URL and DOCQA_QDRANT_URL) so that several processes can share the data."
+            f"the embedded store under {settings.DATA_DIR} is in use by {holder}. {what}; or configure services "
+            "mode (DOCQA_BROKER_URL and DOCQA_QDRANT_URL) so that several processes can share the data."
         ) from None
     handle.seek(0)
     handle.truncate()

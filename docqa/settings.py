@@ -34,7 +34,18 @@ def envbool(name: str, default: bool = False) -> bool:
 
 def envint(name: str, default: int) -> int:
     value = env(name)
-    return int(value) if value else default
+    try:
+        return int(value) if value else default
+    except ValueError:  # said in one line at start-up, not as a traceback from inside the settings
+        raise SystemExit(f"DOCQA_{name} must be a whole number, not {value!r}") from None
+
+
+def envfloat(name: str, default: str) -> float:
+    value = env(name, default)
+    try:
+        return float(value)
+    except ValueError:
+        raise SystemExit(f"DOCQA_{name} must be a number of seconds, not {value!r}") from None
 
 
 def database_from_url(url: str) -> dict:
@@ -223,8 +234,8 @@ OCR_LANGUAGES = env("OCR_LANGUAGES", "eng")  # tesseract's codes, joined by "+":
 LLM_BASE_URL = env("LLM_BASE_URL").rstrip("/")
 LLM_MODEL = env("LLM_MODEL", "gpt-oss-120b")
 LLM_API_KEY = env("LLM_API_KEY")
-LLM_TIMEOUT = float(env("LLM_TIMEOUT", "300"))
-LLM_CONNECT_TIMEOUT = float(env("LLM_CONNECT_TIMEOUT", "5"))
+LLM_TIMEOUT = envfloat("LLM_TIMEOUT", "300")
+LLM_CONNECT_TIMEOUT = envfloat("LLM_CONNECT_TIMEOUT", "5")
 LLM_RESERVED_OUTPUT = envint("LLM_RESERVED_OUTPUT", 8192)
 # The reasoning effort of a question that asks for none (each question may choose its own).
 LLM_EFFORT = env("LLM_EFFORT", "medium")

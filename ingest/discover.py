@@ -37,6 +37,26 @@ class PassedOver:
 class Discovery:
     files: list[FoundFile] = field(default_factory=list)
     skipped: list[PassedOver] = field(default_factory=list)
+    # Files and folders that could not be read this time (permissions, a share that dropped): what
+    # was indexed from them is kept, not taken for deleted.
+    unread_files: set[str] = field(default_factory=set)
+    unread_folders: list[str] = field(default_factory=list)  # "a/b/"
+
+    def unread(self, path: str) -> bool:
+        return path in self.unread_files or any(path.startswith(folder) for folder in self.unread_folders)
+
+
+def printable(name: str) -> str:
+    """A name as it can be stored and shown: bytes that are not UTF-8 become U+FFFD."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+def valid_name(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:  # os.fsdecode kept undecodable bytes as lone surrogates
+        return False
+    return True
 
 
 @dataclass
@@ -56,31 +76,60 @@ def hash_file(path: Path, chunk_size: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def walk_folder(root: Path, *, max_bytes: int) -> Discovery:
+def walk_folder(root: Path, *, max_bytes: int, exclude: Path | None = None) -> Discovery:
     """Every indexable file under `root`; what is passed over is listed with the reason. A hidden
-    folder (".git") and a link to a folder are one entry each: neither is entered."""
+    folder (".git"), a link to a folder and `exclude` (docqa's own data folder, which holds the
+    first login's password) are one entry each: none is entered. A folder or file that cannot be
+    read is listed too, and noted so that what was indexed from it is kept."""
     root = root.resolve()
     if not root.is_dir():
         raise FileNotFoundError(f"{root} is not a folder")
+    try:
+        os.scandir(root).close()
+    except OSError as exc:  # nothing under it can be seen: not a folder emptied of everything
+        raise PermissionError(f"cannot read the folder {root}: {exc.strerror or exc}") from exc
+    exclude = exclude.resolve() if exclude is not None else None
     found = Discovery()
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+
+    def unreadable(error: OSError) -> None:
+        rel = printable(Path(error.filename).relative_to(root).as_posix()) + "/"
+        found.skipped.append(PassedOver(rel, f"cannot read folder: {error.strerror or error}; what was indexed "
+                                             "from it is kept"))
+        found.unread_folders.append(rel)
+
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False, onerror=unreadable):
         here = Path(dirpath)
         entered = []
         for name in sorted(dirnames):
-            rel = (here / name).relative_to(root).as_posix()
+            rel = printable((here / name).relative_to(root).as_posix())
             if (here / name).is_symlink():  # os.walk lists links to folders here and does not follow them
                 found.skipped.append(PassedOver(rel + "/", "link to a folder; not followed"))
             elif name.startswith("."):
                 found.skipped.append(PassedOver(rel + "/", "hidden folder; not read"))
+            elif exclude is not None and here / name == exclude:
+                found.skipped.append(PassedOver(rel + "/", "docqa's own data folder; never read"))
+            elif not valid_name(name):
+                found.skipped.append(PassedOver(rel + "/", "folder name is not valid UTF-8; not read (rename it)"))
             else:
                 entered.append(name)
         dirnames[:] = entered
         for name in sorted(filenames):
             if name.startswith("."):
-                found.skipped.append(PassedOver((here / name).relative_to(root).as_posix(), "hidden file; not read"))
-                continue
-            _classify(root, here / name, max_bytes, found)
+                found.skipped.append(PassedOver(printable((here / name).relative_to(root).as_posix()),
+                                                "hidden file; not read"))
+            elif not valid_name(name):
+                found.skipped.append(PassedOver(printable((here / name).relative_to(root).as_posix()),
+                                                "file name is not valid UTF-8; not read (rename it)"))
+            else:
+                _classify(root, here / name, max_bytes, found)
     return found
+
+
+def size_text(size: int) -> str:
+    """1,000 bytes, 2.5 MiB, 1,024 MiB"""
+    if size < 2**20:
+        return f"{size:,} bytes"
+    return f"{size / 2**20:,.1f} MiB" if size < 10 * 2**20 else f"{size / 2**20:,.0f} MiB"
 
 
 def _classify(root: Path, path: Path, max_bytes: int, found: Discovery) -> None:
@@ -102,7 +151,8 @@ def _classify(root: Path, path: Path, max_bytes: int, found: Discovery) -> None:
         return
     size = path.stat().st_size
     if size > max_bytes:
-        found.skipped.append(PassedOver(rel, f"file is {size} bytes, over the {max_bytes}-byte limit"))
+        found.skipped.append(PassedOver(rel, f"file is {size_text(size)}, over the limit of {size_text(max_bytes)} "
+                                             "(DOCQA_MAX_FILE_MB)"))
         return
     try:
         kind = detect_kind(path, read_head(path))
@@ -111,7 +161,9 @@ def _classify(root: Path, path: Path, max_bytes: int, found: Discovery) -> None:
         found.skipped.append(PassedOver(rel, str(exc)))
         return
     except OSError as exc:
-        found.skipped.append(PassedOver(rel, f"cannot read file: {exc.strerror or exc}"))
+        found.skipped.append(PassedOver(rel, f"cannot read file: {exc.strerror or exc}; what was indexed from it "
+                                             "is kept"))
+        found.unread_files.add(rel)
         return
     found.files.append(FoundFile(rel, path, size, digest, kind))
 

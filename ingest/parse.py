@@ -138,8 +138,10 @@ def parse_file(path: Path, kind: str, ocr: OcrOptions | None = None) -> ParsedDo
 
 def check_text_file(path: Path) -> None:
     head = path.read_bytes()[:65536]
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")):  # UTF-16 with its BOM: NUL bytes are its ASCII
+        head = head[2:].decode("utf-16-le" if head[0] == 0xFF else "utf-16-be", errors="replace").encode()
     if not head.strip():
-        raise ParseError("empty file")
+        raise ParseError("empty file (nothing but blank space)" if head else "empty file")
     if b"\x00" in head:
         raise ParseError("binary content in a text file (NUL bytes); not parsed")
 

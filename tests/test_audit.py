@@ -82,6 +82,31 @@ def test_audit_verify_names_the_row_after_a_deleted_one() -> None:
         call_command("audit_verify", stdout=io.StringIO(), stderr=io.StringIO())
 
 
+def test_newest_events_cut_off_are_caught_against_a_head_kept_elsewhere() -> None:
+    """A hash chain cannot show its own end cut off: the head a check prints, kept elsewhere,
+    is given back to a later check, which fails when that event is gone."""
+    import re
+
+    from django.core.management import call_command
+    from django.core.management.base import CommandError
+    from django.db import connection
+
+    for i in range(4):
+        record_audit("tester", "test.event", None, {"i": i})
+    out = io.StringIO()
+    call_command("audit_verify", stdout=out)
+    head = re.search(r"; head (\d+:[0-9a-f]{64}) ", out.getvalue()).group(1)  # type: ignore[union-attr]
+    call_command("audit_verify", "--head", head, stdout=io.StringIO())  # still there
+    with connection.cursor() as cursor:  # a database superuser, triggers off, removes the newest two
+        cursor.execute("SET session_replication_role = replica")
+        cursor.execute("DELETE FROM docqa_auditevent WHERE id >= %s", [AuditEvent.objects.order_by("-id")[1].id])
+        cursor.execute("SET session_replication_role = DEFAULT")
+
+    call_command("audit_verify", stdout=io.StringIO())  # the chain alone still verifies
+    with pytest.raises(CommandError, match=f"BROKEN at event {head.split(':')[0]} "):
+        call_command("audit_verify", "--head", head, stdout=io.StringIO(), stderr=io.StringIO())
+
+
 SQLITE_TAMPER = """
 import os, sqlite3, sys, django
 os.environ["DJANGO_SETTINGS_MODULE"] = "docqa.settings"

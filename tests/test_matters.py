@@ -200,3 +200,26 @@ def test_a_matter_name_that_cannot_stand_in_an_address_is_refused(name: str, tmp
     with pytest.raises(CommandError, match="'Smith-V-Jones_2024' cannot name a matter: it differs from the matter "
                                            "'smith-v-jones_2024' only in case"):
         call_command("matter", "create", "Smith-V-Jones_2024", stdout=io.StringIO())
+
+
+def test_bootstrap_keeps_every_login_it_made_and_makes_the_asked_user_a_manager(data_dir: Any) -> None:
+    def bootstrap(*args: str) -> str:
+        out = io.StringIO()
+        call_command("bootstrap", *args, stdout=out)
+        return out.getvalue()
+
+    first = bootstrap("--matter", "acme")
+    assert first.startswith("Sign in as admin / ")
+    second = bootstrap("--matter", "acme", "--username", "zed")
+    assert second.startswith("Sign in as zed / ")
+    assert bootstrap("--matter", "acme") == first  # admin's saved password was not written over
+    assert len((data_dir / "login.txt").read_text().splitlines()) == 2
+    ann = User.objects.create_user("ann", password="pw-123456")
+    Membership.objects.create(matter=Matter.objects.get(slug="acme"), user=ann, role=Role.VIEWER)
+    assert bootstrap("--matter", "acme", "--username", "ann") == "Sign in as ann (password set earlier)\n"
+    assert role_in(ann, Matter.objects.get(slug="acme")) == Role.MANAGER
+    made = AuditEvent.objects.filter(action="user.create")
+    assert [e.detail["user"] for e in made] == ["admin", "zed"] and {e.actor for e in made} == {made[0].actor}
+    assert made[0].actor.startswith("cli:")
+    granted = AuditEvent.objects.filter(action="matter.grant").values_list("detail", flat=True)
+    assert [g["user"] for g in granted] == ["admin", "zed", "ann"]

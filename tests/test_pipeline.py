@@ -130,7 +130,35 @@ def test_walk_skips_files_over_the_size_limit(tmp_path: Path) -> None:
 
     found = walk_folder(tmp_path, max_bytes=1000)
 
-    assert found.files == [] and "over the 1000-byte limit" in found.skipped[0].reason
+    assert found.files == [] and "over the limit of 1,000 bytes (DOCQA_MAX_FILE_MB)" in found.skipped[0].reason
+
+
+def test_walk_passes_over_names_that_are_not_utf8_and_docqas_own_data_folder(tmp_path: Path) -> None:
+    import os
+
+    (tmp_path / "good.txt").write_text("Rent is due monthly.")
+    with open(os.path.join(os.fsencode(tmp_path), b"latin1-\xe9t\xe9.txt"), "wb") as handle:  # from an old share
+        handle.write(b"Rent is due weekly.")
+    (tmp_path / "var").mkdir()
+    (tmp_path / "var" / "login.txt").write_text("admin s3cret")
+
+    found = walk_folder(tmp_path, max_bytes=1000, exclude=tmp_path / "var")
+
+    assert [f.path for f in found.files] == ["good.txt"]
+    assert {(s.path, s.reason) for s in found.skipped} == {
+        ("latin1-\ufffdt\ufffd.txt", "file name is not valid UTF-8; not read (rename it)"),
+        ("var/", "docqa's own data folder; never read"),
+    }
+
+
+def test_a_utf16_text_file_with_its_bom_is_text_not_binary(tmp_path: Path) -> None:
+    from ingest.parse import check_text_file, read_text
+
+    for encoding in ("utf-16", "utf-16-be"):
+        path = tmp_path / f"{encoding}.txt"
+        path.write_bytes(("\ufeff" if encoding.endswith("be") else "") .encode(encoding) + "Rent is due.".encode(encoding))
+        check_text_file(path)  # no "NUL bytes" refusal
+        assert read_text(path).lstrip("\ufeff") == "Rent is due."
 
 
 def test_plan_sync_sorts_files_into_new_changed_unchanged_deleted(tmp_path: Path) -> None:

@@ -207,6 +207,77 @@ def test_ctrl_c_in_services_mode_leaves_the_run_to_the_workers(data_dir: Path, f
     assert caught.value.returncode == 130 and IngestRun.objects.get().status == RunStatus.RUNNING
 
 
+def test_what_cannot_be_read_this_time_is_kept_not_deleted(data_dir: Path, folder: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file without read permission, or a folder that cannot be listed (a share that dropped),
+    is reported, and what was indexed from it stays: it is not taken for deleted."""
+    import os
+
+    from ingest import discover
+
+    (folder / "annex").mkdir()
+    (folder / "annex" / "parking.txt").write_text("Two parking spaces come with the lease.\n")
+    command("ingest", str(folder), "--matter", "ops")
+    real_hash, real_walk = discover.hash_file, os.walk
+
+    def unreadable_file(path: Path, *args: Any) -> str:
+        if path.name == "clause-1.txt":
+            raise PermissionError(13, "Permission denied")
+        return real_hash(path, *args)
+
+    def unlistable_annex(top: Any, **kwargs: Any) -> Any:
+        for here, folders, files in real_walk(top, **kwargs):
+            if Path(here).name == "annex":
+                kwargs["onerror"](PermissionError(13, "Permission denied", here))
+                continue
+            yield here, folders, files
+
+    monkeypatch.setattr(discover, "hash_file", unreadable_file)
+    monkeypatch.setattr(discover.os, "walk", unlistable_annex)
+    report = json.loads(command("ingest", str(folder), "--matter", "ops", "--json"))
+
+    assert report["counts"]["deleted"] == 0 and report["counts"]["unchanged"] == 2
+    assert {s["path"]: s["reason"] for s in report["skipped"]} == {
+        "clause-1.txt": "cannot read file: Permission denied; what was indexed from it is kept",
+        "annex/": "cannot read folder: Permission denied; what was indexed from it is kept",
+    }
+    indexed = set(Document.objects.filter(status=DocumentStatus.INDEXED).values_list("path", flat=True))
+    assert indexed == {"clause-0.txt", "clause-1.txt", "clause-2.txt", "annex/parking.txt"}
+
+
+def test_docqas_own_data_folder_is_never_synced(data_dir: Path, settings: Any) -> None:
+    from django.core.management.base import CommandError
+
+    (data_dir / "login.txt").write_text("admin s3cret\n")
+    with pytest.raises(CommandError, match="is docqa's own data folder .* it is never synced"):
+        command("ingest", str(data_dir), "--matter", "ops")
+    report = json.loads(command("ingest", str(data_dir.parent), "--matter", "ops", "--json"))  # a folder holding it
+    assert {"path": "var/", "reason": "docqa's own data folder; never read"} in report["skipped"]
+    assert not Document.objects.filter(path__contains="login").exists()
+
+
+def test_runs_refusals_say_what_is_wrong(data_dir: Path, folder: Path) -> None:
+    from django.contrib.auth.models import User
+    from django.core.management.base import CommandError
+
+    from docqa.models import Matter, Membership, Role
+
+    run_id = json.loads(command("ingest", str(folder), "--matter", "ops", "--json"))["run"]
+    dan = User.objects.create_user("dan", password="pw-123456")
+    Membership.objects.create(matter=Matter.objects.get(slug="ops"), user=dan, role=Role.VIEWER)
+    User.objects.create_user("eve", password="pw-123456")
+
+    assert "broken.pdf" in command("runs", "failures", str(run_id), "--user", "dan")  # a reader sees them
+    with pytest.raises(CommandError, match="dan may not retry runs of matter 'ops': no such matter, or not an editor"):
+        command("runs", "retry", str(run_id), "--user", "dan")
+    with pytest.raises(CommandError, match=f"no ingest run {run_id};"):  # eve cannot read ops: as if it did not exist
+        command("runs", "retry", str(run_id), "--user", "eve")
+    with pytest.raises(CommandError, match="runs failures needs the run's number"):
+        command("runs", "failures")
+    with pytest.raises(CommandError, match="no matter 'nope'"):
+        command("runs", "--matter", "nope")
+
+
 def test_failures_export_as_csv(data_dir: Path, folder: Path) -> None:
     (folder / "notes.xyz").write_text("unsupported")
     run_id = json.loads(command("ingest", str(folder), "--matter", "ops", "--json"))["run"]

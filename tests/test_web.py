@@ -944,6 +944,9 @@ def test_a_folder_syncs_only_under_the_matters_own_roots(indexed: Matter, worker
     with pytest.raises(CommandError, match="is not under DOCQA_SOURCE_ROOTS"):
         call_command("matter", "roots", "lease", str(tmp_path), stdout=io.StringIO())
     call_command("matter", "roots", "lease", str(share / "lease"), stdout=io.StringIO())
+    shown = io.StringIO()
+    call_command("matter", "roots", "lease", stdout=shown)  # no folders given: a look, not a change
+    assert shown.getvalue() == f"lease may sync from: {share / 'lease'}\n"
     assert "may be added" in editor.get("/m/lease/runs/").content.decode()
     started = editor.post("/m/lease/sync", {"root": str(share / "lease")})
     assert started.status_code == 302 and "/runs/" in started.url
@@ -955,6 +958,10 @@ def test_a_folder_syncs_only_under_the_matters_own_roots(indexed: Matter, worker
     assert beta.sources.count() == 1
     assert member(indexed, "vic").post("/m/lease/sync", {"root": str(share / "lease")}).status_code == 404
     assert AuditEvent.objects.filter(action="matter.roots").count() == 1
+    cleared = io.StringIO()
+    call_command("matter", "roots", "lease", "--clear", stdout=cleared)
+    assert cleared.getvalue() == "lease may sync from: uploads only\n"
+    assert AuditEvent.objects.filter(action="matter.roots").count() == 2
 
 
 SQLITE_CASE = """

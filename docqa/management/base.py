@@ -67,7 +67,7 @@ def matter_as(user: Any, slug: str, role: str = "viewer", *, doing: str = "use")
     except Http404:
         # Whether the matter exists is not confirmed to someone who may not see it.
         raise CommandError(f"{user.get_username()} may not {doing} matter {slug!r}: no such matter, "
-                           f"or not a {role} there") from None
+                           f"or not {'an' if role[0] in 'aeiou' else 'a'} {role} there") from None
 
 
 def require_superuser(user: Any, doing: str) -> None:

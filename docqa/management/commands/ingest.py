@@ -85,7 +85,7 @@ class Command(BaseCommand):
             self.stdout.write(f"  passed over: {skipped['path']}: {skipped['reason']}")
         if report["failures"]:  # the run itself completed (exit 0); what failed is tried again at the next sync
             self.stdout.write(f"{files(len(report['failures']))} failed; `manage.py runs retry {run.id}` or the "
-                              "next sync tries them again")
+                              f"next sync tries {'it' if len(report['failures']) == 1 else 'them'} again")
 
     def progress(self, stats: actions.RunStats) -> None:
         if sys.stderr.isatty():

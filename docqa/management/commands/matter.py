@@ -8,7 +8,7 @@
     matter unexclude SLUG --user NAME
     matter hold SLUG --reason TEXT                  legal hold: retention expires nothing of it
     matter release SLUG
-    matter roots SLUG [PATH ...]                    folders its editors may sync from (none: uploads only)
+    matter roots SLUG [PATH ...] [--clear]          folders its editors may sync from (none given: show them)
 """
 
 from __future__ import annotations
@@ -32,7 +32,8 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("action", choices=["list", "create", "grant", "revoke", "exclude", "unexclude", "hold", "release", "roots"])
         parser.add_argument("slug", nargs="?", help="the matter")
-        parser.add_argument("paths", nargs="*", help="roots: the server folders (none clears them)")
+        parser.add_argument("paths", nargs="*", help="roots: the server folders (none: show them; --clear: uploads only)")
+        parser.add_argument("--clear", action="store_true", help="roots: clear them, so only uploads can be synced")
         parser.add_argument("--name", default="", help="create: the matter's display name")
         parser.add_argument("--user", help="a user name")
         parser.add_argument("--group", help="a group name (grant, revoke)")
@@ -57,6 +58,11 @@ class Command(BaseCommand):
                 return
             matter = matter_as(account, options["slug"], Role.MANAGER, doing="manage")
             if action == "roots":
+                if options["paths"] and options["clear"]:
+                    raise CommandError("give the folders, or --clear, not both")
+                if not options["paths"] and not options["clear"]:  # a look, never a change
+                    self.stdout.write(f"{matter.slug} may sync from: {', '.join(matter.roots()) or 'uploads only'}")
+                    return
                 require_superuser(account, "set the folders a matter may sync from")
                 roots = actions.do_set_roots(matter, options["paths"], actor)
                 self.stdout.write(f"{matter.slug} may sync from: {', '.join(roots) or 'uploads only'}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from docqa import actions
@@ -24,6 +25,11 @@ class Command(BaseCommand):
         require_database()
         actor, account = acting_as(options["actor"])
         require_superuser(account, "apply retention")
+        if options["days"] is not None and options["days"] < 1:
+            raise CommandError(f"--days must be 1 or more, not {options['days']}")
+        if options["days"] is None and settings.RETENTION_DAYS <= 0:  # off: a daily cron job is not an error
+            self.stdout.write("retention is off (DOCQA_RETENTION_DAYS is 0): nothing expires")
+            return
         try:
             report = actions.do_expire(actor, days=options["days"], dry_run=options["dry_run"])
         except DocqaError as exc:

@@ -23,7 +23,7 @@ from docqa.management.base import (
     shutdown,
     start_local_work,
 )
-from docqa.models import IngestRun, Role
+from docqa.models import IngestRun, Matter, Role
 from docqa.permissions import readable_matters
 from ingest.errors import DocqaError
 
@@ -43,13 +43,17 @@ class Command(BaseCommand):
         actor, account = acting_as(options["user"])
         if options["action"] == "list":
             return self.list_runs(options["matter"], account)
+        if options["run"] is None:
+            raise CommandError(f"runs {options['action']} needs the run's number; `manage.py runs` lists them")
         run = IngestRun.objects.filter(id=options["run"]).select_related("matter", "source").first()
         if run is not None and account is not None:
             try:
+                matter_as(account, run.matter.slug, Role.VIEWER)
+            except CommandError:
+                run = None  # a run of a matter the account may not read: as if it did not exist
+            else:  # one it can see (`runs` lists it): the refusal says why, as `ingest`'s does
                 role = Role.VIEWER if options["action"] == "failures" else Role.EDITOR
                 matter_as(account, run.matter.slug, role, doing=f"{options['action']} runs of")
-            except CommandError:
-                run = None  # a run of a matter the account may not act on: as if it did not exist
         if run is None:
             raise CommandError(f"no ingest run {options['run']!r}; `manage.py runs` lists them")
         if options["action"] == "failures":
@@ -87,6 +91,10 @@ class Command(BaseCommand):
         if account is not None:
             runs = runs.filter(matter__in=readable_matters(account))
         if matter:
+            if account is not None:
+                matter_as(account, matter, Role.VIEWER, doing="list runs of")
+            elif not Matter.objects.filter(slug=matter).exists():
+                raise CommandError(f"no matter {matter!r}; `manage.py matter list` lists them")
             runs = runs.filter(matter__slug=matter)
         for run in runs[:50]:
             counts = ", ".join(f"{k} {v}" for k, v in run.counts_in_order.items() if v) or "-"
