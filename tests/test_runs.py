@@ -256,6 +256,25 @@ def test_docqas_own_data_folder_is_never_synced(data_dir: Path, settings: Any) -
     assert not Document.objects.filter(path__contains="login").exists()
 
 
+def test_ingest_says_when_its_run_was_cancelled_from_elsewhere(data_dir: Path, folder: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    from docqa import actions, embedded
+
+    monkeypatch.setattr(embedded, "ensure_worker", lambda: None)  # no file is reached before the cancel
+    waiting = actions.wait_for_run
+
+    def cancelled_meanwhile(run: IngestRun, **kwargs: Any) -> IngestRun:
+        actions.do_cancel_run(run, "web:ann")  # the run page's button, say
+        return waiting(run, **kwargs)
+
+    monkeypatch.setattr(actions, "wait_for_run", cancelled_meanwhile)
+    out = command("ingest", str(folder), "--matter", "ops")
+
+    run_id = IngestRun.objects.get().id
+    assert (f"run {run_id} was cancelled before it finished: 4 files not processed; the same sync again, or "
+            f"`manage.py runs resume {run_id}`, does them") in out
+
+
 def test_runs_refusals_say_what_is_wrong(data_dir: Path, folder: Path) -> None:
     from django.contrib.auth.models import User
     from django.core.management.base import CommandError

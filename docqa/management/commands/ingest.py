@@ -19,7 +19,7 @@ from docqa.management.base import (
     shutdown,
     start_local_work,
 )
-from docqa.models import Role
+from docqa.models import Role, RunStatus
 from ingest.errors import DocqaError
 
 
@@ -83,6 +83,9 @@ class Command(BaseCommand):
             self.stdout.write(f"  failed: {failure['path']}: {failure['error']}")
         for skipped in report["skipped"]:
             self.stdout.write(f"  passed over: {skipped['path']}: {skipped['reason']}")
+        if run.status == RunStatus.CANCELLED:  # by `runs cancel` or the web page, while this command waited
+            self.stdout.write(f"run {run.id} was cancelled before it finished: {files(run.counts.get('cancelled', 0))} "
+                              f"not processed; the same sync again, or `manage.py runs resume {run.id}`, does them")
         if report["failures"]:  # the run itself completed (exit 0); what failed is tried again at the next sync
             self.stdout.write(f"{files(len(report['failures']))} failed; `manage.py runs retry {run.id}` or the "
                               f"next sync tries {'it' if len(report['failures']) == 1 else 'them'} again")

@@ -14,10 +14,13 @@ class Command(BaseCommand):
     help = "Serve the web UI with waitress (embedded default: also runs the task worker in this process)."
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("addrport", nargs="?", default="127.0.0.1:8000")
-        parser.add_argument("--threads", type=int, default=8)
+        parser.add_argument("addrport", nargs="?", default="127.0.0.1:8000",
+                            help="HOST:PORT to listen on (default 127.0.0.1:8000); a port alone listens on 127.0.0.1")
+        parser.add_argument("--threads", type=int, default=8, help="requests served at once (default 8)")
 
     def handle(self, *args: Any, **options: Any) -> None:
+        if options["addrport"].isdigit():  # `serve 8001`, as Django's runserver takes it
+            options["addrport"] = f"127.0.0.1:{options['addrport']}"
         host, _, port = options["addrport"].rpartition(":")
         if not host or not port.isdigit():
             raise CommandError("give the address as HOST:PORT, e.g. 127.0.0.1:8000")
