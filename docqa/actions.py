@@ -263,13 +263,20 @@ def principal_name(principal: Any) -> str:
 # --- Ingestion ---------------------------------------------------------------------------------
 
 
-def do_start_ingest(matter: Matter, root: Path, actor: str) -> IngestRun:
-    """Discover `root`, record a run with one item per file, and queue the work."""
+def do_start_ingest(matter: Matter, root: Path, actor: str, *, allow_empty: bool = False) -> IngestRun:
+    """Discover `root`, record a run with one item per file, and queue the work. An empty folder
+    whose documents the matter holds is refused unless `allow_empty`: a share that is not mounted
+    looks exactly like one whose every file was deleted."""
     root = root.resolve()
     data = settings.DATA_DIR.resolve()
     if root.is_relative_to(data) and not root.is_relative_to(data / "uploads"):
         raise DocqaError(f"{root} is docqa's own data folder (or inside it), which holds the database and the "
                          "first login's password: it is never synced")
+    around = next((Path(r) for r in matter.sources.exclude(root=str(root)).values_list("root", flat=True)
+                   if root.is_relative_to(r)), None)
+    if around is not None:  # its files are in the matter already: a second copy would crowd every answer
+        raise DocqaError(f"{root} is inside {around}, which is synced into matter {matter.slug!r} already: its "
+                         f"files are there; sync {around} to bring them up to date")
     source, _ = Source.objects.get_or_create(matter=matter, root=str(root))
     refuse_overlapping_run(source)
     try:
@@ -285,6 +292,12 @@ def do_start_ingest(matter: Matter, root: Path, actor: str) -> IngestRun:
         for path, d in documents.items()
         if d.status != DocumentStatus.DELETED and not found.unread(path)
     }
+    if not found.files and not found.skipped and not allow_empty:
+        held = sum(1 for path, d in documents.items() if d.status != DocumentStatus.DELETED)
+        if held:
+            raise DocqaError(f"{root} is empty, and matter {matter.slug!r} holds {held:,} document"
+                             f"{'s' if held != 1 else ''} from it: is a share not mounted? Nothing was changed. "
+                             "If the files were really all removed, `manage.py ingest --allow-empty` removes them")
     plan = plan_sync(found.files, known)
     with transaction.atomic():
         run = IngestRun.objects.create(matter=matter, source=source, actor=actor, broker_epoch=services.broker_epoch())

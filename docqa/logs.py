@@ -26,3 +26,13 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry, default=str, ensure_ascii=False)
+
+
+class RefusalsWithoutTraceback(logging.Filter):
+    """A page refused (403) or not found (404) is one line in the log: Django attaches the
+    PermissionDenied's traceback, which says nothing about a server fault and buries real ones."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, "status_code", None) in (403, 404):
+            record.exc_info, record.exc_text = None, None
+        return True

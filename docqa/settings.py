@@ -270,7 +270,8 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
                    "json": {"()": "docqa.logs.JsonFormatter"}},
     # DOCQA_LOG_FORMAT=json: one JSON object per line (compose.yaml sets it).
-    "handlers": {"console": {"class": "logging.StreamHandler",
+    "filters": {"refusals": {"()": "docqa.logs.RefusalsWithoutTraceback"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "filters": ["refusals"],
                              "formatter": "json" if LOG_FORMAT == "json" else "plain"}},
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", "WARNING")},
     # Event lines (question answered, run finished) are for log shippers: on by default with JSON

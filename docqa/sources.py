@@ -63,7 +63,9 @@ def check_roots(matter: Matter, roots: list[str]) -> list[str]:
             raise DocqaError(f"{path} overlaps docqa's own data folder")
         clash = next((o for o in others_folders(matter) if overlaps(path, o)), None)
         if clash is not None:
-            raise DocqaError(f"{path} overlaps {clash}, which belongs to another matter")
+            how = "is" if clash == path else "is inside" if path.is_relative_to(clash) else "holds"
+            raise DocqaError(f"{path} {how} {clash if clash != path else 'a folder'} of another matter: a matter's "
+                             "folders stay apart from every other matter's")
         checked.append(str(path))
     return checked
 

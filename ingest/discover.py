@@ -92,7 +92,10 @@ def walk_folder(root: Path, *, max_bytes: int, exclude: Path | None = None) -> D
     found = Discovery()
 
     def unreadable(error: OSError) -> None:
-        rel = printable(Path(error.filename).relative_to(root).as_posix()) + "/"
+        where = Path(error.filename or root)
+        if where == root:  # the root went away mid-walk: nothing under it may be taken for deleted
+            raise PermissionError(f"cannot read the folder {root}: {error.strerror or error}")
+        rel = printable(where.relative_to(root).as_posix()) + "/"
         found.skipped.append(PassedOver(rel, f"cannot read folder: {error.strerror or error}; what was indexed "
                                              "from it is kept"))
         found.unread_folders.append(rel)

@@ -326,10 +326,15 @@ def test_ask_batch_reads_questions_from_stdin(data_dir: Path, docs_folder: Path,
     assert "generated/notes.md" in {s["path"] for s in results[0]["sources"]}
 
 
-def test_a_second_run_on_a_folder_waits_for_the_first(data_dir: Path, docs_folder: Path) -> None:
+def test_a_second_run_on_a_folder_waits_for_the_first(data_dir: Path, docs_folder: Path, settings: Any) -> None:
     from django.core.management.base import CommandError
 
     from docqa.models import IngestItem, IngestRun, Matter, Source
+
+    # Services mode: worker processes may hold the first run. (In the embedded default the queue
+    # lives in the process that started the run, so the next command closes such a run instead:
+    # tests/test_runs.py.)
+    settings.EMBEDDED_WORKER = False
 
     matter = Matter.objects.create(slug="acme", name="acme")
     source = Source.objects.create(matter=matter, root=str(docs_folder.resolve()))

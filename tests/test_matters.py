@@ -223,3 +223,17 @@ def test_bootstrap_keeps_every_login_it_made_and_makes_the_asked_user_a_manager(
     assert made[0].actor.startswith("cli:")
     granted = AuditEvent.objects.filter(action="matter.grant").values_list("detail", flat=True)
     assert [g["user"] for g in granted] == ["admin", "zed", "ann"]
+
+
+def test_a_repeated_wall_or_hold_says_what_became_of_its_reason(people: dict[str, User]) -> None:
+    matter_cmd("create", "acme")
+    assert matter_cmd("exclude", "acme", "--user", "cat", "--reason", "acted for Beta") == "cat is walled off from acme\n"
+    assert matter_cmd("exclude", "acme", "--user", "cat") == "cat is walled off from acme (already; reason kept)\n"
+    assert Exclusion.objects.get(user=people["cat"]).reason == "acted for Beta"  # not wiped by a bare repeat
+    assert matter_cmd("exclude", "acme", "--user", "cat", "--reason", "conflict") == (
+        "cat is walled off from acme (already; reason was 'acted for Beta', now 'conflict')\n")
+    assert matter_cmd("grant", "acme", "--user", "cat", "--role", "editor").startswith(
+        "cat is editor in acme (still walled off from it: the wall beats any role")
+    matter_cmd("hold", "acme", "--reason", "letter of 2026-11-30")
+    assert matter_cmd("hold", "acme", "--reason", "second letter").endswith(
+        "(already; reason was 'letter of 2026-11-30', now 'second letter')\n")

@@ -121,3 +121,19 @@ def test_json_logs_carry_the_event_fields_and_no_question_text() -> None:
     line = json.loads(JsonFormatter().format(record))
     assert line["message"] == "question answered" and line["event"] == "question.answer" and line["latency_ms"] == 1234
     assert line["level"] == "info" and line["logger"] == "docqa.actions" and line["time"].endswith("+00:00")
+
+
+def test_a_refused_or_missing_page_is_one_log_line_without_a_traceback() -> None:
+    import logging
+    import sys
+
+    from docqa.logs import RefusalsWithoutTraceback
+
+    try:
+        raise PermissionError("no")
+    except PermissionError:
+        caught = sys.exc_info()
+    for status, kept in ((403, False), (404, False), (500, True)):
+        record = logging.LogRecord("django.request", logging.WARNING, __file__, 1, "Forbidden: /audit/", None, caught)
+        record.status_code = status
+        assert RefusalsWithoutTraceback().filter(record) and bool(record.exc_info) is kept

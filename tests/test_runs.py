@@ -275,6 +275,34 @@ def test_ingest_says_when_its_run_was_cancelled_from_elsewhere(data_dir: Path, f
             f"`manage.py runs resume {run_id}`, does them") in out
 
 
+def test_a_folder_inside_one_the_matter_syncs_already_is_refused(data_dir: Path, folder: Path) -> None:
+    """Its files are in the matter already: a second copy would fill every answer's room twice."""
+    from django.core.management.base import CommandError
+
+    (folder / "annex").mkdir()
+    (folder / "annex" / "parking.txt").write_text("Two parking spaces come with the lease.\n")
+    command("ingest", str(folder), "--matter", "ops")
+    with pytest.raises(CommandError, match=f"annex is inside {folder}, which is synced into matter 'ops' already"):
+        command("ingest", str(folder / "annex"), "--matter", "ops")
+    assert Document.objects.filter(path__endswith="parking.txt").count() == 1
+
+
+def test_an_empty_folder_does_not_delete_what_the_matter_holds_unless_asked(data_dir: Path, folder: Path) -> None:
+    """A share that is not mounted looks like one whose every file was deleted."""
+    from django.core.management.base import CommandError
+
+    command("ingest", str(folder), "--matter", "ops")
+    for path in folder.iterdir():
+        path.unlink()
+    with pytest.raises(CommandError, match=r"docs is empty, and matter 'ops' holds 4 documents from it: is a share "
+                                           r"not mounted\? Nothing was changed"):
+        command("ingest", str(folder), "--matter", "ops")
+    assert Document.objects.filter(status=DocumentStatus.INDEXED).count() == 3
+    report = json.loads(command("ingest", str(folder), "--matter", "ops", "--json", "--allow-empty"))
+    assert report["counts"]["deleted"] == 4
+    assert not Document.objects.filter(status=DocumentStatus.INDEXED).exists()
+
+
 def test_runs_refusals_say_what_is_wrong(data_dir: Path, folder: Path) -> None:
     from django.contrib.auth.models import User
     from django.core.management.base import CommandError

@@ -939,7 +939,7 @@ def test_a_folder_syncs_only_under_the_matters_own_roots(indexed: Matter, worker
     assert "is not under a folder this matter may sync from" in refused and "manage.py matter roots" in refused
     # An administrator sets the matter's folders; never over another matter's, nor under DOCQA_SOURCE_ROOTS' ceiling.
     settings.SOURCE_ROOTS = [str(share)]
-    with pytest.raises(CommandError, match="overlaps .*beta, which belongs to another matter"):
+    with pytest.raises(CommandError, match="holds .*beta of another matter: a matter.s folders stay apart"):
         call_command("matter", "roots", "lease", str(share), stdout=io.StringIO())
     with pytest.raises(CommandError, match="is not under DOCQA_SOURCE_ROOTS"):
         call_command("matter", "roots", "lease", str(tmp_path), stdout=io.StringIO())

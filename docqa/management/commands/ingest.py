@@ -32,6 +32,8 @@ class Command(BaseCommand):
         parser.add_argument("--json", action="store_true", help="print one JSON object")
         parser.add_argument("--user", help="act as this docqa account (an editor of the matter); default: the operator")
         parser.add_argument("--timeout", type=float, default=None, help="give up waiting after N seconds")
+        parser.add_argument("--allow-empty", action="store_true",
+                            help="sync an empty folder even though the matter holds documents from it (removes them)")
 
     def handle(self, *args: Any, **options: Any) -> None:
         root: Path = options["path"]
@@ -54,7 +56,7 @@ class Command(BaseCommand):
         start_local_work("ingest command")
         run = None
         try:
-            run = actions.do_start_ingest(matter, root, actor)
+            run = actions.do_start_ingest(matter, root, actor, allow_empty=options["allow_empty"])
             run = actions.wait_for_run(run, timeout=options["timeout"], on_progress=self.progress)
             if run.counts.get("indexed") and sys.stderr.isatty():
                 sys.stderr.write("\r" + progress_line(actions.run_stats(run)) + "   indexing vectors...")

@@ -21,13 +21,19 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from docqa import actions
 from docqa.management.base import acting_as, matter_as, require_database, require_superuser
-from docqa.models import Matter, Role
+from docqa.models import Exclusion, Matter, Role
 from docqa.permissions import readable_matters
 from ingest.errors import DocqaError
 
 
 class Command(BaseCommand):
-    help = "Create matters and manage their members, roles and ethical walls (all audited)."
+    help = "Create matters and manage their members, roles and ethical walls (all audited):\n" + __doc__.split("\n\n", 1)[1]
+
+    def create_parser(self, prog_name: str, subcommand: str, **kwargs: Any) -> CommandParser:
+        import argparse
+
+        kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)  # keep the usage lines' layout
+        return super().create_parser(prog_name, subcommand, **kwargs)
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("action", choices=["list", "create", "grant", "revoke", "exclude", "unexclude", "hold", "release", "roots"])
@@ -68,8 +74,10 @@ class Command(BaseCommand):
                 self.stdout.write(f"{matter.slug} may sync from: {', '.join(roots) or 'uploads only'}")
                 return
             if action == "hold":
+                before = matter.legal_hold_reason if matter.legal_hold else None
                 actions.do_hold(matter, options["reason"], actor)
-                self.stdout.write(f"{matter.slug} is under legal hold: retention expires nothing of it")
+                self.stdout.write(f"{matter.slug} is under legal hold: retention expires nothing of it"
+                                  + again(before, options["reason"]))
                 return
             if action == "release":
                 if not actions.do_release(matter, actor):
@@ -82,7 +90,11 @@ class Command(BaseCommand):
                     if not options["role"]:
                         raise CommandError("matter grant needs --role viewer|editor|manager")
                     actions.do_grant(matter, principal, options["role"], actor)
-                    self.stdout.write(f"{actions.principal_name(principal)} is {options['role']} in {matter.slug}")
+                    walled = isinstance(principal, get_user_model()) and Exclusion.objects.filter(
+                        matter=matter, user=principal).exists()
+                    self.stdout.write(f"{actions.principal_name(principal)} is {options['role']} in {matter.slug}"
+                                      + (" (still walled off from it: the wall beats any role; `matter unexclude` "
+                                         "lifts it)" if walled else ""))
                 elif actions.do_revoke(matter, principal, actor):
                     self.stdout.write(f"{actions.principal_name(principal)} no longer a member of {matter.slug}")
                 else:
@@ -90,8 +102,10 @@ class Command(BaseCommand):
                 return
             user = self.user(options["user"])
             if action == "exclude":
-                actions.do_exclude(matter, user, options["reason"], actor)
-                self.stdout.write(f"{user.get_username()} is walled off from {matter.slug}")
+                before = Exclusion.objects.filter(matter=matter, user=user).values_list("reason", flat=True).first()
+                reason = options["reason"] or before or ""  # walled off again without a reason: the reason stays
+                actions.do_exclude(matter, user, reason, actor)
+                self.stdout.write(f"{user.get_username()} is walled off from {matter.slug}" + again(before, reason))
             elif actions.do_unexclude(matter, user, actor):
                 self.stdout.write(f"{user.get_username()} is no longer walled off from {matter.slug}")
             else:
@@ -130,3 +144,10 @@ class Command(BaseCommand):
         if user is None:
             raise CommandError(f"no user {name!r}")
         return user
+
+
+def again(before: str | None, reason: str) -> str:
+    """What a repeated hold or wall did to its reason: "" the first time."""
+    if before is None:
+        return ""
+    return " (already; reason kept)" if reason == before else f" (already; reason was {before!r}, now {reason!r})"
