@@ -272,8 +272,9 @@ def do_start_ingest(matter: Matter, root: Path, actor: str, *, allow_empty: bool
     if root.is_relative_to(data) and not root.is_relative_to(data / "uploads"):
         raise DocqaError(f"{root} is docqa's own data folder (or inside it), which holds the database and the "
                          "first login's password: it is never synced")
+    # (A folder under docqa's data folder, the uploads, is never walked by a sync of a folder above it.)
     around = next((Path(r) for r in matter.sources.exclude(root=str(root)).values_list("root", flat=True)
-                   if root.is_relative_to(r)), None)
+                   if root.is_relative_to(r) and not root.is_relative_to(data)), None)
     if around is not None:  # its files are in the matter already: a second copy would crowd every answer
         raise DocqaError(f"{root} is inside {around}, which is synced into matter {matter.slug!r} already: its "
                          f"files are there; sync {around} to bring them up to date")

@@ -279,12 +279,23 @@ def test_a_folder_inside_one_the_matter_syncs_already_is_refused(data_dir: Path,
     """Its files are in the matter already: a second copy would fill every answer's room twice."""
     from django.core.management.base import CommandError
 
+    from docqa.models import Matter
+
     (folder / "annex").mkdir()
     (folder / "annex" / "parking.txt").write_text("Two parking spaces come with the lease.\n")
     command("ingest", str(folder), "--matter", "ops")
     with pytest.raises(CommandError, match=f"annex is inside {folder}, which is synced into matter 'ops' already"):
         command("ingest", str(folder / "annex"), "--matter", "ops")
     assert Document.objects.filter(path__endswith="parking.txt").count() == 1
+    # The matter's uploads lie under docqa's data folder, which a sync of a folder above it never
+    # walks: they are synced even when the matter syncs that folder (`make run FOLDER=.`).
+    from docqa.sources import upload_folder
+
+    command("ingest", str(data_dir.parent), "--matter", "whole")  # the folder holding var/
+    uploads = upload_folder(Matter.objects.get(slug="whole"))
+    uploads.mkdir(parents=True)
+    (uploads / "memo.txt").write_text("The landlord repaints every five years.\n")
+    assert json.loads(command("ingest", str(uploads), "--matter", "whole", "--json"))["counts"]["indexed"] == 1
 
 
 def test_an_empty_folder_does_not_delete_what_the_matter_holds_unless_asked(data_dir: Path, folder: Path) -> None:
