@@ -138,9 +138,20 @@ def left_behind(run: Any, why: str) -> str:
                 f"`manage.py runs --matter {run.matter.slug}` follows it")
     if run.status == RunStatus.CANCELLED:
         return (f"{why}: run {run.id} stopped with {stats.done - run.counts.get('cancelled', 0):,} of "
-                f"{files(stats.work)} done, the rest recorded as cancelled; the same sync again, or "
-                f"`manage.py runs resume {run.id}`, does them")
+                f"{files(stats.work)} done, the rest recorded as cancelled; {how_to_finish(run.id)}")
     return f"{why}, but run {run.id} had finished: " + ", ".join(f"{k} {v}" for k, v in run.counts_in_order.items())
+
+
+def how_to_finish(run_id: int) -> str:
+    return f"the same sync again, or `manage.py runs resume {run_id}`, does them"
+
+
+def interrupted_waiting(stderr: Any, run: Any) -> CommandError:
+    """Ctrl-C while a command waits on a run: the file in hand finishes, the rest is recorded, and
+    the error returned (exit 130) says in one line how far the run got."""
+    stderr.write("\ninterrupted: stopping (the file in hand finishes first)")
+    shutdown(told=True)
+    return CommandError(left_behind(run, "interrupted"), returncode=130)
 
 
 def owns_its_queue() -> bool:

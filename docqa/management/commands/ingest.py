@@ -13,6 +13,8 @@ from docqa import actions
 from docqa.management.base import (
     acting_as,
     files,
+    how_to_finish,
+    interrupted_waiting,
     left_behind,
     matter_as,
     require_database,
@@ -68,9 +70,7 @@ class Command(BaseCommand):
             shutdown(told=True)
             raise CommandError(left_behind(run, f"gave up waiting after {options['timeout']:g} s")) from None
         except KeyboardInterrupt:  # Ctrl-C: the file in hand finishes, the rest is recorded; one line says so
-            self.stderr.write("\ninterrupted: stopping (the file in hand finishes first)")
-            shutdown(told=True)
-            raise CommandError(left_behind(run, "interrupted"), returncode=130) from None
+            raise interrupted_waiting(self.stderr, run) from None
         finally:
             shutdown()
         if sys.stderr.isatty():
@@ -87,7 +87,7 @@ class Command(BaseCommand):
             self.stdout.write(f"  passed over: {skipped['path']}: {skipped['reason']}")
         if run.status == RunStatus.CANCELLED:  # by `runs cancel` or the web page, while this command waited
             self.stdout.write(f"run {run.id} was cancelled before it finished: {files(run.counts.get('cancelled', 0))} "
-                              f"not processed; the same sync again, or `manage.py runs resume {run.id}`, does them")
+                              f"not processed; {how_to_finish(run.id)}")
         if report["failures"]:  # the run itself completed (exit 0); what failed is tried again at the next sync
             self.stdout.write(f"{files(len(report['failures']))} failed; `manage.py runs retry {run.id}` or the "
                               f"next sync tries {'it' if len(report['failures']) == 1 else 'them'} again")

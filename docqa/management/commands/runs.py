@@ -17,7 +17,7 @@ from docqa import actions
 from docqa.management.base import (
     acting_as,
     files,
-    left_behind,
+    interrupted_waiting,
     matter_as,
     require_database,
     shutdown,
@@ -79,9 +79,7 @@ class Command(BaseCommand):
         except DocqaError as exc:
             raise CommandError(str(exc)) from exc
         except KeyboardInterrupt:  # as for `ingest`: the file in hand finishes, the rest is recorded
-            self.stderr.write("\ninterrupted: stopping (the file in hand finishes first)")
-            shutdown(told=True)
-            raise CommandError(left_behind(run, "interrupted"), returncode=130) from None
+            raise interrupted_waiting(self.stderr, run) from None
         finally:
             shutdown()
         self.stdout.write(f"run {run.id} {run.status}: " + ", ".join(f"{k} {v}" for k, v in run.counts_in_order.items()))
