@@ -280,12 +280,16 @@ def do_start_ingest(matter: Matter, root: Path, actor: str, *, allow_empty: bool
                          f"files are there; sync {around} to bring them up to date")
     source, _ = Source.objects.get_or_create(matter=matter, root=str(root))
     refuse_overlapping_run(source)
+    inner = sources_inside(matter, root)
+    for other in inner:  # their documents are about to change hands
+        refuse_overlapping_run(other)
     try:
         found = walk_folder(root, max_bytes=settings.MAX_FILE_BYTES, exclude=data)
     except OSError as exc:  # the folder itself cannot be read: nothing in it is taken for deleted
         raise DocqaError(str(exc)) from exc
     # Attachments follow their message; only the files on disk are diffed against the tree.
     documents = {d.path: d for d in source.documents.filter(parent__isnull=True)}
+    handover = take_over(source, inner, documents)
     # Files that failed or never finished have no indexed version, so every sync tries them again.
     # What could not be read this time (a file or folder without permission) is left as it is.
     known = {
@@ -301,8 +305,10 @@ def do_start_ingest(matter: Matter, root: Path, actor: str, *, allow_empty: bool
                              "If the files were really all removed, `manage.py ingest --allow-empty` removes them")
     plan = plan_sync(found.files, known)
     with transaction.atomic():
-        run = IngestRun.objects.create(matter=matter, source=source, actor=actor, broker_epoch=services.broker_epoch())
+        run = IngestRun.objects.create(matter=matter, source=source, actor=actor, broker_epoch=services.broker_epoch(),
+                                       took_over=handover.sources)
         work: list[IngestItem] = []
+        handover.carry_out(source)
         # A file that failed before is tried again at every sync, told apart from a file whose
         # content changed: an encrypted PDF is not "changed" sync after sync. One an interrupted
         # run never finished (pending, never indexed: no text kept) is still new; one pending
@@ -319,10 +325,24 @@ def do_start_ingest(matter: Matter, root: Path, actor: str, *, allow_empty: bool
                 doc.save()
                 work.append(IngestItem.objects.create(run=run, document=doc, path=f.path, change=change))
         for f in plan.unchanged:
+            if f.path in handover.moved:  # the same file, now under this folder: its points are relabelled
+                work.append(IngestItem.objects.create(run=run, document=documents[f.path], path=f.path,
+                                                      change=Change.MOVED))
+                continue
             IngestItem.objects.create(
                 run=run, document=documents[f.path], path=f.path,
                 change=Change.UNCHANGED, state=ItemState.UNCHANGED,
             )
+        for doc, path in handover.duplicates:  # a second copy of a file this folder's own document holds
+            work.append(IngestItem.objects.create(run=run, document=doc, path=path, change=Change.DELETED,
+                                                  error=f"a second copy, synced from {doc.source.root} on its own"))
+        # A document taken over that this sync plans nothing for (its file could not be read
+        # this time) still changes hands: its points are relabelled all the same.
+        planned = {i.path for i in work} | {f.path for f in plan.unchanged}
+        for path in sorted(handover.moved - planned):
+            if documents[path].status != DocumentStatus.DELETED:
+                work.append(IngestItem.objects.create(run=run, document=documents[path], path=path,
+                                                      change=Change.MOVED))
         for path in plan.deleted:
             work.append(IngestItem.objects.create(run=run, document=documents[path], path=path, change=Change.DELETED))
         for old_path, f in plan.moved:
@@ -331,9 +351,84 @@ def do_start_ingest(matter: Matter, root: Path, actor: str, *, allow_empty: bool
             IngestItem.objects.create(
                 run=run, path=skipped.path, change=Change.SKIPPED, state=ItemState.SKIPPED, error=skipped.reason
             )
-        record_audit(actor, "ingest.start", matter, {"run": run.id, "root": str(root)})
+        started: dict[str, Any] = {"run": run.id, "root": str(root)}
+        if handover.sources:
+            started["took_over"] = handover.sources
+        record_audit(actor, "ingest.start", matter, started)
         transaction.on_commit(lambda: enqueue_items(work))
     return run
+
+
+def sources_inside(matter: Matter, root: Path) -> list[Source]:
+    """The matter's other folders that lie inside `root` (not its uploads, which a sync never walks)."""
+    data = settings.DATA_DIR.resolve()
+    return [s for s in matter.sources.exclude(root=str(root)).order_by("root")
+            if Path(s.root).is_relative_to(root) and not Path(s.root).is_relative_to(data)]
+
+
+def synced_sources(matter: Matter) -> list[Source]:
+    """The matter's folders, less those a folder around them took over (they hold nothing now,
+    and syncing them again is refused: the folder around them brings them up to date).
+    Each carries `held`: its documents not deleted (attachments among them)."""
+    data = settings.DATA_DIR.resolve()
+    sources = list(matter.sources.annotate(
+        held=Count("documents", filter=~Q(documents__status=DocumentStatus.DELETED))).order_by("root"))
+    return [s for s in sources if s.held or not any(
+        o is not s and Path(s.root).is_relative_to(o.root) and not Path(s.root).is_relative_to(data) for o in sources)]
+
+
+@dataclass
+class Handover:
+    """What a folder takes over from the folders inside it that were synced on their own."""
+
+    sources: list[dict[str, Any]]  # {"root", "documents", "duplicates"} for each folder taken over
+    moved: set[str]  # paths (under the new folder) of documents that change hands
+    duplicates: list[tuple[Document, str]]  # an inner folder's documents (and their paths from the new
+    # folder) of files the new folder holds already: both were indexed, one copy goes
+    superseded: list[int]  # the new folder's rows of deleted files that an inner folder's document replaces
+
+    def carry_out(self, source: Source) -> None:
+        """Move the documents (and their attachments) to `source` under their paths from it. The
+        points keep their old paths until each document's `moved` item relabels them."""
+        from django.db.models import F, Value
+        from django.db.models.functions import Concat
+
+        Document.objects.filter(id__in=self.superseded).delete()
+        kept = [d.id for d, _ in self.duplicates]
+        for taken in self.sources:
+            inner = Source.objects.get(matter=source.matter, root=taken["root"])
+            prefix = Path(taken["root"]).relative_to(source.root).as_posix() + "/"
+            (inner.documents.exclude(id__in=kept).exclude(parent_id__in=kept)
+             .update(source=source, path=Concat(Value(prefix), F("path"))))
+
+
+def take_over(source: Source, inner: list[Source], documents: dict[str, Document]) -> Handover:
+    """Plan how `source` takes over the documents of the folders inside it (synced before on their
+    own), so that no file is indexed twice and none is parsed or embedded again. `documents`
+    (source's own, by path) gains them under their new paths; nothing is written yet."""
+    handover = Handover([], set(), [], [])
+    for other in inner:
+        prefix = Path(other.root).relative_to(source.root).as_posix() + "/"
+        count = duplicates = 0
+        for doc in other.documents.filter(parent__isnull=True).order_by("path"):
+            path = prefix + doc.path
+            mine = documents.get(path)
+            if mine is not None and mine.status != DocumentStatus.DELETED:
+                if doc.status != DocumentStatus.DELETED:
+                    handover.duplicates.append((doc, path))
+                    duplicates += 1
+                continue
+            if mine is not None:
+                if doc.status == DocumentStatus.DELETED:
+                    continue
+                handover.superseded.append(mine.id)
+            doc.source, doc.path = source, path
+            documents[path] = doc
+            handover.moved.add(path)
+            count += doc.status != DocumentStatus.DELETED
+        if count or duplicates:  # (one taken over before holds nothing now)
+            handover.sources.append({"root": other.root, "documents": count, "duplicates": duplicates})
+    return handover
 
 
 def refuse_overlapping_run(source: Source, besides: IngestRun | None = None) -> None:
@@ -677,7 +772,21 @@ def run_report(run: IngestRun) -> dict[str, Any]:
         "counts": run.counts_in_order,
         "failures": [{"path": path, "error": error, "error_class": kind} for path, error, kind in failed],
         "skipped": [{"path": path, "reason": reason} for path, reason in skipped],
+        "took_over": run.took_over,
     }
+
+
+def took_over_text(run: IngestRun) -> list[str]:
+    """One line per folder this run took over, for people."""
+    lines = []
+    for t in run.took_over:
+        line = f"took over {t['root']}, synced before on its own: its {t['documents']:,} document"
+        line += f"{'s are' if t['documents'] != 1 else ' is'} this folder's now, moved, not indexed again"
+        if t["duplicates"]:
+            line += (f"; {t['duplicates']:,} second cop{'ies' if t['duplicates'] != 1 else 'y'} of files this "
+                     "folder held already removed")
+        lines.append(line)
+    return lines
 
 
 # --- Questions ---------------------------------------------------------------------------------

@@ -112,6 +112,12 @@ class Progress(Schema):
     eta_seconds: float | None
 
 
+class TakenOver(Schema):
+    root: str
+    documents: int
+    duplicates: int
+
+
 class RunOut(Schema):
     id: int
     status: str
@@ -121,6 +127,7 @@ class RunOut(Schema):
     finished_at: datetime | None
     counts: dict[str, int]
     progress: Progress
+    took_over: list[TakenOver]
 
 
 class Failure(Schema):
@@ -263,7 +270,8 @@ def run_out(run: IngestRun) -> dict[str, Any]:
             "started_at": run.started_at, "finished_at": run.finished_at, "counts": run.counts_in_order,
             "progress": {"work": stats.work, "done": stats.done, "failed": stats.failed, "pages": stats.pages,
                          "chunks": stats.chunks, "files_per_second": round(stats.rate, 3),
-                         "eta_seconds": round(stats.eta, 1) if stats.eta is not None else None}}
+                         "eta_seconds": round(stats.eta, 1) if stats.eta is not None else None},
+            "took_over": run.took_over}
 
 
 def document_out(doc: Document) -> dict[str, Any]:
@@ -316,7 +324,7 @@ def matters(request: HttpRequest) -> list[dict[str, Any]]:
 @api.get("/matters/{slug}/sources", response=list[SourceOut], tags=["sources"])
 def sources(request: HttpRequest, slug: str) -> list[dict[str, Any]]:
     matter = matter_for(request.user, slug)
-    return [{"id": s.id, "root": s.root, "documents": s.documents.count()} for s in matter.sources.order_by("root")]
+    return [{"id": s.id, "root": s.root, "documents": s.held} for s in actions.synced_sources(matter)]
 
 
 @api.post("/matters/{slug}/sources", response={201: RunOut, 400: Message}, tags=["sources"])

@@ -163,6 +163,9 @@ class IngestRun(models.Model):
     # The Redis server instance (its run_id) that holds this run's tasks; a different one means
     # the broker restarted and lost them (Redis here keeps nothing on disk): they are sent again.
     broker_epoch = models.CharField(max_length=64, blank=True, default="")
+    # Folders inside this one, synced before on their own, whose documents this run took over:
+    # [{"root", "documents"}]. Their files are this folder's from then on, indexed once.
+    took_over = models.JSONField(default=list, blank=True)
 
     @property
     def counts_in_order(self) -> dict[str, int]:

@@ -216,7 +216,7 @@ def runs(request: HttpRequest, slug: str) -> HttpResponse:
     actions.finish_completed_runs(matter.runs.filter(status=RunStatus.RUNNING).select_related("matter"))
     latest = matter.runs.select_related("source").order_by("-id")[:50]
     return render(request, "docqa/runs.html", {
-        "matter": matter, "runs": latest, "sources": matter.sources.order_by("root"),
+        "matter": matter, "runs": latest, "sources": actions.synced_sources(matter),
         "can_edit": role_in(request.user, matter) in (Role.EDITOR, Role.MANAGER),
         "roots": matter.roots(), "uploads": upload_folder(matter),
     })

@@ -298,6 +298,95 @@ def test_a_folder_inside_one_the_matter_syncs_already_is_refused(data_dir: Path,
     assert json.loads(command("ingest", str(uploads), "--matter", "whole", "--json"))["counts"]["indexed"] == 1
 
 
+def labelled_paths(matter_id: int) -> dict[int, set[str]]:
+    """The path each document's points carry in the vector store, by document."""
+    from docqa import services
+
+    hits = services.get_store().search(services.get_embedder().embed_query("lease parking fee"),
+                                       matter_ids=[matter_id], limit=200)
+    found: dict[int, set[str]] = {}
+    for hit in hits:
+        found.setdefault(int(hit.payload["document"]), set()).add(hit.payload["path"])
+    return found
+
+
+def test_a_folder_around_ones_the_matter_syncs_takes_them_over_without_indexing_again(
+        data_dir: Path, folder: Path) -> None:
+    """Syncing a parent folder of folders synced on their own indexed every file in them twice."""
+    from django.core.management.base import CommandError
+
+    from docqa.models import Matter, Source
+    from tests.formats import write_eml_with_attachments
+
+    (folder / "annex" / "deep").mkdir(parents=True)
+    (folder / "annex" / "parking.txt").write_text("Two parking spaces come with the lease.\n")
+    (folder / "annex" / "deep" / "storage.txt").write_text("A storage room in the basement comes with the lease.\n")
+    write_eml_with_attachments(folder / "annex" / "amendment.eml")
+    command("ingest", str(folder / "annex" / "deep"), "--matter", "ops")
+    command("ingest", str(folder / "annex"), "--matter", "ops")  # takes over deep/
+    indexed_before = {d.id: d.text_id for d in Document.objects.filter(status=DocumentStatus.INDEXED)}
+
+    report = json.loads(command("ingest", str(folder), "--matter", "ops", "--json"))
+
+    # Three files (the message's attachments go with it), relabelled; the clauses are new, the PDF fails.
+    assert report["took_over"] == [{"root": str(folder / "annex"), "documents": 3, "duplicates": 0}]
+    assert report["counts"]["moved"] == 3 and report["counts"]["indexed"] == 3
+    items = dict(IngestItem.objects.filter(run_id=report["run"], change="moved").values_list("path", "state"))
+    assert items == {"annex/parking.txt": "moved", "annex/deep/storage.txt": "moved", "annex/amendment.eml": "moved"}
+    parent = Source.objects.get(root=str(folder))
+    live = Document.objects.exclude(status=DocumentStatus.DELETED)
+    assert set(live.values_list("source_id", flat=True)) == {parent.id}
+    assert {d.path for d in live.filter(parent__isnull=False)} >= {"annex/amendment.eml/amendment.pdf"}
+    for doc_id, text_id in indexed_before.items():  # the same rows and texts: nothing parsed or embedded again
+        doc = Document.objects.get(id=doc_id)
+        assert doc.status == DocumentStatus.INDEXED and doc.text_id == text_id and doc.path.startswith("annex/")
+    matter = Matter.objects.get(slug="ops")
+    labels = labelled_paths(matter.id)
+    assert labels and all(paths == {Document.objects.get(id=doc_id).path} for doc_id, paths in labels.items())
+    from docqa import services
+
+    assert services.get_store().count([matter.id]) == sum(live.values_list("chunk_count", flat=True))
+    assert AuditEvent.objects.filter(action="ingest.start").last().detail["took_over"] == report["took_over"]
+
+    with pytest.raises(CommandError, match="annex is inside"):
+        command("ingest", str(folder / "annex"), "--matter", "ops")
+    from docqa import actions
+
+    assert [s.root for s in actions.synced_sources(matter)] == [str(folder)]  # the runs page and the API
+    again = json.loads(command("ingest", str(folder), "--matter", "ops", "--json"))
+    assert again["took_over"] == [] and again["counts"]["unchanged"] == 6
+
+
+def test_a_second_copy_synced_on_its_own_before_is_removed_by_the_folder_around_it(
+        data_dir: Path, folder: Path) -> None:
+    """A matter that synced a folder and then one inside it (allowed before) held every file there twice."""
+    from docqa.models import Matter, Source
+
+    (folder / "annex").mkdir()
+    (folder / "annex" / "parking.txt").write_text("Two parking spaces come with the lease.\n")
+    command("ingest", str(folder), "--matter", "ops")
+    parent = Source.objects.get(root=str(folder))
+    Source.objects.filter(id=parent.id).update(root="/elsewhere")  # as it was before the refusal
+    command("ingest", str(folder / "annex"), "--matter", "ops")
+    Source.objects.filter(id=parent.id).update(root=str(folder))
+    copies = Document.objects.filter(path__endswith="parking.txt", status=DocumentStatus.INDEXED)
+    assert copies.count() == 2
+
+    out = command("ingest", str(folder), "--matter", "ops")
+
+    assert (f"took over {folder / 'annex'}, synced before on its own: its 0 documents are this folder's now, "
+            "moved, not indexed again; 1 second copy of files this folder held already removed") in out
+    kept = copies.get()
+    assert kept.source_id == parent.id and kept.path == "annex/parking.txt"
+    matter = Matter.objects.get(slug="ops")
+    assert labelled_paths(matter.id).keys() <= set(Document.objects.filter(status=DocumentStatus.INDEXED)
+                                                   .values_list("id", flat=True))
+    from docqa import services
+
+    assert services.get_store().count([matter.id]) == sum(
+        Document.objects.filter(status=DocumentStatus.INDEXED).values_list("chunk_count", flat=True))
+
+
 def test_an_empty_folder_does_not_delete_what_the_matter_holds_unless_asked(data_dir: Path, folder: Path) -> None:
     """A share that is not mounted looks like one whose every file was deleted."""
     from django.core.management.base import CommandError

@@ -81,6 +81,8 @@ class Command(BaseCommand):
             return
         counts = ", ".join(f"{k} {v}" for k, v in report["counts"].items())
         self.stdout.write(f"run {run.id} on matter {matter.slug}: {counts}")
+        for line in actions.took_over_text(run):
+            self.stdout.write(f"  {line}")
         for failure in report["failures"]:
             self.stdout.write(f"  failed: {failure['path']}: {failure['error']}")
         for skipped in report["skipped"]:
