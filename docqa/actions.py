@@ -304,6 +304,7 @@ def do_start_ingest(matter: Matter, root: Path, actor: str, *, allow_empty: bool
                              f"{'s' if held != 1 else ''} from it: is a share not mounted? Nothing was changed. "
                              "If the files were really all removed, `manage.py ingest --allow-empty` removes them")
     plan = plan_sync(found.files, known)
+    unlabelled = relabels_left(source)
     with transaction.atomic():
         run = IngestRun.objects.create(matter=matter, source=source, actor=actor, broker_epoch=services.broker_epoch(),
                                        took_over=handover.sources)
@@ -325,7 +326,9 @@ def do_start_ingest(matter: Matter, root: Path, actor: str, *, allow_empty: bool
                 doc.save()
                 work.append(IngestItem.objects.create(run=run, document=doc, path=f.path, change=change))
         for f in plan.unchanged:
-            if f.path in handover.moved:  # the same file, now under this folder: its points are relabelled
+            # The same file, now under this folder (or so since a run that stopped before relabelling
+            # its points): its points are relabelled.
+            if f.path in handover.moved or documents[f.path].id in unlabelled:
                 work.append(IngestItem.objects.create(run=run, document=documents[f.path], path=f.path,
                                                       change=Change.MOVED))
                 continue
@@ -375,6 +378,19 @@ def synced_sources(matter: Matter) -> list[Source]:
         held=Count("documents", filter=~Q(documents__status=DocumentStatus.DELETED))).order_by("root"))
     return [s for s in sources if s.held or not any(
         o is not s and Path(s.root).is_relative_to(o.root) and not Path(s.root).is_relative_to(data) for o in sources)]
+
+
+def relabels_left(source: Source) -> set[int]:
+    """Documents of `source` whose points may still carry an old path: taken over from a folder
+    inside it by a run that ended (cancelled, interrupted, failed) before relabelling them.
+    A later relabel or re-index wrote the path they have."""
+    unfinished = dict(IngestItem.objects.filter(document__source=source, change=Change.MOVED)
+                      .exclude(state=ItemState.MOVED).order_by("id").values_list("document_id", "id"))
+    if not unfinished:
+        return set()
+    done = IngestItem.objects.filter(document_id__in=unfinished, state__in=(ItemState.MOVED, ItemState.INDEXED))
+    since = {doc for doc, item in done.values_list("document_id", "id") if item > unfinished[doc]}
+    return set(unfinished) - since
 
 
 @dataclass

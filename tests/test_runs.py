@@ -356,6 +356,16 @@ def test_a_folder_around_ones_the_matter_syncs_takes_them_over_without_indexing_
     again = json.loads(command("ingest", str(folder), "--matter", "ops", "--json"))
     assert again["took_over"] == [] and again["counts"]["unchanged"] == 6
 
+    # A run stopped before relabelling (Ctrl-C, a cancel): the next sync relabels what it left.
+    parking = Document.objects.get(path="annex/parking.txt")
+    IngestItem.objects.filter(run_id=report["run"], document=parking).update(state=ItemState.CANCELLED)
+    services.get_store().rename_document(parking.id, "parking.txt")
+    assert labelled_paths(matter.id)[parking.id] == {"parking.txt"}
+    third = json.loads(command("ingest", str(folder), "--matter", "ops", "--json"))
+    assert third["counts"]["moved"] == 1 and third["counts"]["unchanged"] == 5
+    assert labelled_paths(matter.id)[parking.id] == {"annex/parking.txt"}
+    assert json.loads(command("ingest", str(folder), "--matter", "ops", "--json"))["counts"]["unchanged"] == 6
+
 
 def test_a_second_copy_synced_on_its_own_before_is_removed_by_the_folder_around_it(
         data_dir: Path, folder: Path) -> None:
