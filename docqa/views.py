@@ -11,6 +11,7 @@ from django.contrib.auth.decorators import login_required
 from django.db.models import Count
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
 from docqa import actions
@@ -56,8 +57,9 @@ def home(request: HttpRequest) -> HttpResponse:
 
 @login_required
 def ask(request: HttpRequest, slug: str) -> HttpResponse:
-    """The ask page (a new conversation). Without JavaScript the form posts here and the page
-    comes back with the answer; with it, the answer streams from `ask_stream` instead."""
+    """The ask page (a new conversation). Without JavaScript the form posts here and, answered,
+    goes on to the conversation's page at the answer (reloading that shows it, it does not ask
+    again); with JavaScript the answer streams from `ask_stream` instead."""
     matter = matter_for(request.user, slug)
     form = AskForm(request.POST or None)
     conversation = None
@@ -71,7 +73,9 @@ def ask(request: HttpRequest, slug: str) -> HttpResponse:
                 scope=scope_of(form),
             )
             conversation = outcome.question.conversation
-            form = AskForm(initial={"conversation": conversation.id if conversation else None})
+            if conversation is not None:
+                return redirect(reverse("conversation", args=[matter.slug, conversation.id]) + f"#q{outcome.question.id}")
+            form = AskForm(initial={"conversation": None})
         except Exception as exc:
             recorded = getattr(exc, "conversation", None)
             if not isinstance(exc, DocqaError):

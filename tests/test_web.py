@@ -86,11 +86,20 @@ def test_sign_in_page_logs_a_member_in(indexed: Matter) -> None:
 def test_ask_page_shows_the_answer_with_numbered_sources(indexed: Matter, standin: Any) -> None:
     client = member(indexed)
 
-    response = client.post("/m/lease/", {"question": "How much notice does the tenant need to terminate?", "effort": "low"})
+    response = client.post("/m/lease/", {"question": "How much notice does the tenant need to terminate?", "effort": "low"}, follow=True)
 
     html = response.content.decode()
     assert response.status_code == 200
     import re
+
+    # Without JavaScript the form posts, then goes on to the conversation at the answer: reloading
+    # that page shows the answer again, it does not ask again.
+    from docqa.models import Question
+
+    question = Question.objects.get()
+    assert response.redirect_chain == [(f"/m/lease/c/{question.conversation_id}/#q{question.id}", 302)]
+    assert "sixty (60) days" in client.get(f"/m/lease/c/{question.conversation_id}/").content.decode()
+    assert Question.objects.count() == 1
 
     assert re.search(r'<a class="cite" href="#q\d+-S1">\[S1\]</a>', html) and "verified" in html
     assert "lease.txt" in html and "sixty (60) days" in html
@@ -113,7 +122,7 @@ def test_search_only_lists_passages_best_first_and_links_what_was_left_out(data_
     client = member(Matter.objects.get(slug="supply"))
 
     html = client.post("/m/supply/", {"question": "Who audits the records of the deliveries?", "effort": "low",
-                                      "budget": "1024"}).content.decode()
+                                      "budget": "1024"}, follow=True).content.decode()
 
     assert "No language model is connected" in html and "passages, best first (no model was asked)" in html
     # No model was asked, so nothing was left out "for lack of room": found beyond the budget.
@@ -141,7 +150,7 @@ def test_a_citation_knows_the_section_its_quote_stands_in(data_dir: Path, tmp_pa
     client = member(Matter.objects.get(slug="supply"))
 
     html = client.post("/m/supply/", {"question": "Who indemnifies the buyer against third party claims?",
-                                      "effort": "low"}).content.decode()
+                                      "effort": "low"}, follow=True).content.decode()
 
     cited = Citation.objects.get(status="quote verified")
     assert cited.section == "3. Indemnity" and "defective pumps" in cited.quote
@@ -164,7 +173,7 @@ def test_a_quote_past_a_heading_inside_its_chunk_is_labelled_by_that_heading(
     client = member(Matter.objects.get(slug="terms"))
 
     html = client.post("/m/terms/", {"question": "How much notice is needed to terminate this agreement?",
-                                     "effort": "low"}).content.decode()
+                                     "effort": "low"}, follow=True).content.decode()
 
     cited = Citation.objects.get(status="quote verified")
     assert "ninety days" in cited.quote and cited.section == "5. Termination", cited.section
@@ -181,13 +190,13 @@ def test_what_the_user_is_told_beside_the_answer_is_shown_and_kept(indexed: Matt
     standin.mode = "length_unless_low"  # reasoning eats the whole output unless the effort is low
 
     html = client.post("/m/lease/", {"question": "How much notice does the tenant need to terminate?",
-                                     "effort": "medium"}).content.decode()
+                                     "effort": "medium"}, follow=True).content.decode()
 
     note = "At medium effort the model spent its whole output budget reasoning, so it was asked again at low effort."
     assert note in html and "sixty (60) days" in html
     assert Answer.objects.get().notes == [note]
     standin.mode, standin.max_model_len = "normal", 6000  # medium effort reserves 8,192 for the output
-    html = client.post("/m/lease/", {"question": "Who pays the rent?", "effort": "medium"}).content.decode()
+    html = client.post("/m/lease/", {"question": "Who pays the rent?", "effort": "medium"}, follow=True).content.decode()
     assert told("setup") in html and "Try a lower effort" in html
     assert "DOCQA_LLM_RESERVED_OUTPUT" not in html
     failed = Answer.objects.get(error__contains="window")
@@ -202,7 +211,7 @@ def test_a_marker_naming_no_source_is_shown_unverified_and_copied(indexed: Matte
     client = member(indexed)
 
     html = client.post("/m/lease/", {"question": "How much notice does the tenant need to terminate?",
-                                     "effort": "low"}).content.decode()
+                                     "effort": "low"}, follow=True).content.decode()
 
     unknown = html.split('class="source unknown"')[1].split("</div>")[0]
     assert "[S9]" in unknown and "unverified" in unknown and "S9 is not one of the sources sent" in unknown
@@ -212,7 +221,7 @@ def test_a_marker_naming_no_source_is_shown_unverified_and_copied(indexed: Matte
 def test_ask_page_says_when_no_language_model_is_connected(indexed: Matter) -> None:
     client = member(indexed)
 
-    html = client.post("/m/lease/", {"question": "What is the rent?", "effort": "medium"}).content.decode()
+    html = client.post("/m/lease/", {"question": "What is the rent?", "effort": "medium"}, follow=True).content.decode()
 
     assert "No language model is connected" in html and "two thousand dollars" in html
 
@@ -234,7 +243,7 @@ def test_ask_page_shows_a_clear_error_when_the_model_is_down(indexed: Matter, st
     standin.mode = "error"
     client = member(indexed)
 
-    html = client.post("/m/lease/", {"question": "What is the rent?", "effort": "low"}).content.decode()
+    html = client.post("/m/lease/", {"question": "What is the rent?", "effort": "low"}, follow=True).content.decode()
 
     failed = Answer.objects.get()
     # The server was there and failed on the request (vLLM's engine): the model failed, it was not away.
@@ -245,7 +254,7 @@ def test_ask_page_shows_a_clear_error_when_the_model_is_down(indexed: Matter, st
     staff = User.objects.create_user("sam", password="pw-123456", is_staff=True)
     Membership.objects.create(matter=indexed, user=staff, role=Role.VIEWER)
     client.force_login(staff)
-    html = client.post("/m/lease/", {"question": "What is the rent?", "effort": "low"}).content.decode()
+    html = client.post("/m/lease/", {"question": "What is the rent?", "effort": "low"}, follow=True).content.decode()
     assert told("failed") in html and "For the administrator" in html and "HTTP 500" in html
 
 
@@ -256,7 +265,7 @@ def test_a_broken_stream_is_a_message_and_an_audit_record(indexed: Matter, stand
     standin.mode = mode
     client = member(indexed)
 
-    html = client.post("/m/lease/", {"question": "What is the rent?", "effort": "low"}).content.decode()
+    html = client.post("/m/lease/", {"question": "What is the rent?", "effort": "low"}, follow=True).content.decode()
 
     assert 'role="alert"' in html and told("failed") in html and message not in html and "Traceback" not in html
     event = AuditEvent.objects.filter(action="question.answer").latest("id")
@@ -271,7 +280,7 @@ def test_a_model_server_that_is_down_is_a_message_and_an_audit_record(indexed: M
     standin.stop()  # vLLM down, or still loading: its port refuses connections
     client = member(indexed)
 
-    html = client.post("/m/lease/", {"question": "What is the rent?", "effort": "low"}).content.decode()
+    html = client.post("/m/lease/", {"question": "What is the rent?", "effort": "low"}, follow=True).content.decode()
 
     assert 'role="alert"' in html and told("unavailable") in html and "Traceback" not in html
     assert "unreachable" not in html and "Errno" not in html
@@ -310,7 +319,7 @@ def test_a_request_that_never_connected_keeps_its_passages_as_not_sent(indexed: 
     monkeypatch.setattr(answering, "retrieve", lambda text, **k: searches.append(text) or retrieve(text, **k))
     monkeypatch.setattr("inference.llm.VllmClient.stream_chat", refused)
 
-    html = member(indexed).post("/m/lease/", {"question": "What is the rent?", "effort": "low"}).content.decode()
+    html = member(indexed).post("/m/lease/", {"question": "What is the rent?", "effort": "low"}, follow=True).content.decode()
 
     answered = AuditEvent.objects.filter(action="question.answer").latest("id")
     assert told("unavailable") in html and "<h4>Passages found</h4>" in html and "they were not sent to it" in html
@@ -325,7 +334,7 @@ def test_without_a_search_as_well_a_failed_model_shows_its_error_alone(indexed: 
     client = member(indexed)
 
     html = client.post("/m/lease/", {"question": "What is the rent? " + "Read it all with care. " * 100,
-                                     "effort": "low", "budget": "600"}).content.decode()
+                                     "effort": "low", "budget": "600"}, follow=True).content.decode()
 
     assert told("unavailable") in html and "Passages found" not in html and "search-only" not in html
     # The conversation list says which conversation's last question failed.
@@ -338,7 +347,7 @@ def test_non_members_get_404_for_a_matter(indexed: Matter) -> None:
     outsider = member(Matter.objects.get(slug="other"), "eve")
 
     assert outsider.get("/m/lease/").status_code == 404
-    assert outsider.post("/m/lease/", {"question": "rent?", "effort": "low"}).status_code == 404
+    assert outsider.post("/m/lease/", {"question": "rent?", "effort": "low"}, follow=True).status_code == 404
     assert outsider.get("/m/lease/documents/").status_code == 404
     # A page in the site's own look, saying no more than that there is nothing for this user.
     page = outsider.get("/m/lease/").content.decode()
@@ -437,9 +446,9 @@ def test_no_content_crosses_matters_through_answers_search_results_or_history(in
 
     # Each asks for the other matter's facts, in words that match them best (search-only mode).
     theirs = eve.post("/m/other/", {"question": "What is the monthly rent of the lease, and the notice to terminate?",
-                                    "effort": "low"}).content.decode()
+                                    "effort": "low"}, follow=True).content.decode()
     mine = ann.post("/m/lease/", {"question": "What is the settlement figure in the confidential settlement?",
-                                  "effort": "low"}).content.decode()
+                                  "effort": "low"}, follow=True).content.decode()
 
     assert "settlement.txt" in theirs and "lease.txt" not in theirs and "two thousand dollars" not in theirs
     assert "lease.txt" in mine and "settlement.txt" not in mine and "nine million" not in mine
@@ -832,9 +841,9 @@ def test_a_scope_limits_the_search_to_a_folder(indexed: Matter, tmp_path: Path) 
     client = member(indexed)
 
     scoped = client.post("/m/lease/", {"question": "What is the monthly rent?", "effort": "low",
-                                       "scope": "annex"}).content.decode()
+                                       "scope": "annex"}, follow=True).content.decode()
     assert "annex/parking.txt" in scoped and "two thousand dollars" not in scoped
-    nowhere = client.post("/m/lease/", {"question": "rent?", "effort": "low", "scope": "no/such/folder"})
+    nowhere = client.post("/m/lease/", {"question": "rent?", "effort": "low", "scope": "no/such/folder"}, follow=True)
     assert "No indexed document in lease is under no/such/folder." in nowhere.content.decode()
     assert '<option value="annex">' in client.get("/m/lease/").content.decode()  # folders offered
     # The documents page walks the tree a level at a time, and filters by state.
@@ -1002,7 +1011,7 @@ def test_an_error_docqa_did_not_raise_on_purpose_is_told_plainly_and_shown_to_st
     monkeypatch.setattr(actions, "answer_question", broken)
     client = member(indexed)
 
-    html = client.post("/m/lease/", {"question": "What is the rent?", "effort": "low"}).content.decode()
+    html = client.post("/m/lease/", {"question": "What is the rent?", "effort": "low"}, follow=True).content.decode()
 
     failed = Answer.objects.get()
     assert failed.error_kind == "internal" and "10.0.0.7" in failed.error and failed.mode == "error"
@@ -1035,7 +1044,7 @@ def test_a_reranker_set_up_wrong_is_told_plainly_and_an_auditor_sees_why(
     get_reranker.cache_clear()
     try:
         client = member(indexed)
-        html = client.post("/m/lease/", {"question": "What is the rent?", "effort": "low"}).content.decode()
+        html = client.post("/m/lease/", {"question": "What is the rent?", "effort": "low"}, follow=True).content.decode()
         assert told("search_setup") in html and "srv-secret-models" not in html
         assert Answer.objects.get().error_kind == "search_setup"
         auditors = Group.objects.create(name="auditors")
@@ -1044,7 +1053,7 @@ def test_a_reranker_set_up_wrong_is_told_plainly_and_an_auditor_sees_why(
         aud.groups.add(auditors)
         Membership.objects.create(matter=indexed, user=aud, role=Role.VIEWER)
         client.force_login(aud)
-        html = client.post("/m/lease/", {"question": "What is the rent?", "effort": "low"}).content.decode()
+        html = client.post("/m/lease/", {"question": "What is the rent?", "effort": "low"}, follow=True).content.decode()
         assert told("search_setup") in html and "For the administrator" in html and "srv-secret-models" in html
         failed = Answer.objects.latest("id")
         assert f'href="/audit/?question={failed.question_id}"' in html  # an auditor goes straight to its events
@@ -1062,7 +1071,7 @@ def test_an_error_with_no_message_is_still_a_failure_told_plainly(indexed: Matte
         raise AssertionError
 
     monkeypatch.setattr(actions, "answer_question", broken)
-    html = member(indexed).post("/m/lease/", {"question": "What is the rent?", "effort": "low"}).content.decode()
+    html = member(indexed).post("/m/lease/", {"question": "What is the rent?", "effort": "low"}, follow=True).content.decode()
 
     failed = Answer.objects.get()
     assert failed.error == "AssertionError" and failed.error_kind == "internal" and failed.mode == "error"
@@ -1076,7 +1085,7 @@ def test_a_server_that_never_answers_its_first_contact_is_told_as_not_available(
     from docqa.models import Answer
 
     standin.mode, settings.LLM_TIMEOUT = "dead", 1
-    html = member(indexed).post("/m/lease/", {"question": "What is the rent?", "effort": "low"}).content.decode()
+    html = member(indexed).post("/m/lease/", {"question": "What is the rent?", "effort": "low"}, follow=True).content.decode()
 
     failed = Answer.objects.get()
     assert failed.error_kind == "unavailable" and "time" in failed.error
