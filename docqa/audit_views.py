@@ -15,6 +15,7 @@ import re
 from collections.abc import Iterator
 from datetime import datetime, time
 from typing import Any
+from urllib.parse import urlencode
 
 from django.contrib.auth.decorators import login_required, permission_required
 from django.core.paginator import Paginator
@@ -30,13 +31,20 @@ from docqa.faults import plain, says_more
 from docqa.models import Answer, AuditEvent, Question, sha256_text
 from docqa.permissions import role_in
 from docqa.retention import stored_text_sha256
+from ingest.errors import DocqaError
 
 AUDITOR = "docqa.view_auditevent"
 FILTERS = ("actor", "matter", "action", "question", "since", "until", "q")
 
 
+class BadFilter(DocqaError):
+    """A filter that cannot be applied (a date that is not one): refused, never dropped, since
+    dropping it would show an auditor, or export, more of the trail than was asked for."""
+
+
 def filtered(request: HttpRequest) -> tuple[QuerySet[AuditEvent], dict[str, str]]:
-    """The events matching the request's filters, newest first, and the filters as given."""
+    """The events matching the request's filters, newest first, and the filters as given.
+    Raises BadFilter for a filter that cannot be applied."""
     given = {k: request.GET.get(k, "").strip() for k in FILTERS}
     events = AuditEvent.objects.select_related("matter").order_by("-id")
     if given["actor"]:
@@ -53,7 +61,8 @@ def filtered(request: HttpRequest) -> tuple[QuerySet[AuditEvent], dict[str, str]
             try:
                 day = datetime.strptime(given[key], "%Y-%m-%d").date()
             except ValueError:
-                continue
+                raise BadFilter(f"{'From' if key == 'since' else 'To'} ({key}): {given[key][:40]!r} is not a date; "
+                                "write it as YYYY-MM-DD, e.g. 2026-01-31") from None
             events = events.filter(**{lookup: timezone.make_aware(datetime.combine(day, clock))})
     if given["q"]:  # full text over what was recorded: questions, answers, paths, names
         events = events.annotate(body=Cast("detail", TextField())).filter(body__icontains=given["q"])
@@ -64,10 +73,15 @@ def filtered(request: HttpRequest) -> tuple[QuerySet[AuditEvent], dict[str, str]
 @login_required
 @permission_required(AUDITOR, raise_exception=True)
 def review(request: HttpRequest) -> HttpResponse:
-    events, given = filtered(request)
+    try:
+        events, given = filtered(request)
+        error = ""
+    except BadFilter as exc:  # shown above an empty list, the filters kept to be corrected
+        events, given, error = AuditEvent.objects.none(), {k: request.GET.get(k, "").strip() for k in FILTERS}, str(exc)
     page = Paginator(events, 50).get_page(request.GET.get("page"))
-    query = "&".join(f"{k}={v}" for k, v in given.items() if v)
-    return render(request, "docqa/audit.html", {"page": page, "given": given, "query": query,
+    # The filters again for the export and paging links, encoded: "&" or "#" in a search is text.
+    query = urlencode({k: v for k, v in given.items() if v})
+    return render(request, "docqa/audit.html", {"page": page, "given": given, "query": query, "error": error,
                                                 "actions": AuditEvent.objects.values_list("action", flat=True)
                                                 .order_by("action").distinct()})
 
@@ -160,11 +174,14 @@ def replayed_turns(detail: dict[str, Any], matter: Any, may_read: bool) -> list[
 @require_GET
 @login_required
 @permission_required(AUDITOR, raise_exception=True)
-def export(request: HttpRequest, fmt: str) -> StreamingHttpResponse:
+def export(request: HttpRequest, fmt: str) -> HttpResponse | StreamingHttpResponse:
     """The filtered events as CSV or JSON Lines, streamed row by row (never all in memory)."""
     if fmt not in ("csv", "jsonl"):
         raise Http404("csv or jsonl")
-    events, given = filtered(request)
+    try:
+        events, given = filtered(request)
+    except BadFilter as exc:
+        return HttpResponse(f"{exc}\n", status=400, content_type="text/plain; charset=utf-8")
     record_audit(f"web:{request.user.get_username()}", "audit.export", None,
                  {"format": fmt, "filters": {k: v for k, v in given.items() if v}})
     rows = export_rows(events)

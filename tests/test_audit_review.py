@@ -229,6 +229,40 @@ def test_exports_stream_the_filtered_rows_and_are_audited(trail: dict) -> None:
                              {"format": "jsonl", "filters": {"q": "terminate"}}]
 
 
+def test_export_and_paging_links_carry_the_filters_encoded_and_a_bad_date_is_refused(trail: dict) -> None:
+    """A search for "Smith & Co #4" exported everything (the link cut it at "&", the "#" started
+    a fragment), and a date that is not one was dropped, listing and exporting the whole trail."""
+    from urllib.parse import parse_qs, urlsplit
+
+    from docqa.actions import do_create_token
+
+    auditor = client_for(trail["aud"])
+    page = auditor.get("/audit/", {"q": "Smith & Co #4", "matter": "acme"})
+    links = [a for a in page.content.decode().split('href="') if a.startswith("/audit/export.csv")]
+    href = links[0].split('"')[0].replace("&amp;", "&")
+    assert parse_qs(urlsplit(href).query) == {"matter": ["acme"], "q": ["Smith & Co #4"]}
+    exported = b"".join(auditor.get(href).streaming_content).decode().splitlines()
+    assert len(exported) == 1  # the header: nothing recorded says "Smith & Co #4"
+
+    for _ in range(60):  # two pages: "older" keeps the filter
+        record_audit("cli:ops", "ingest.finish", trail["acme"], {"counts": {"indexed": 1}})
+    listed = auditor.get("/audit/", {"action": "ingest.finish"}).content.decode()
+    assert 'href="?action=ingest.finish&amp;page=2"' in listed
+
+    api = Client(headers={"Authorization": f"Bearer {do_create_token(trail['aud'], 'audit', 'test')}"})
+    before = AuditEvent.objects.count()
+    refused = auditor.get("/audit/", {"since": "last tuesday"})
+    assert refused.status_code == 200 and refused.context["page"].paginator.count == 0
+    assert "From (since): &#x27;last tuesday&#x27; is not a date; write it as YYYY-MM-DD" in refused.content.decode()
+    assert 'value="last tuesday"' in refused.content.decode()  # kept, to be corrected
+    export = auditor.get("/audit/export.jsonl", {"until": "2026-13-40"})
+    assert export.status_code == 400 and b"To (until): '2026-13-40' is not a date" in export.content
+    for url in ("/api/v1/audit/events", "/api/v1/audit/export.jsonl"):
+        response = api.get(url, {"since": "yesterday"})
+        assert response.status_code == 400 and "is not a date" in response.json()["detail"]
+    assert AuditEvent.objects.count() == before  # a refused export is not recorded as one
+
+
 @pytest.mark.parametrize("store", [False, True])
 def test_reasoning_is_kept_only_when_allowed_and_never_in_the_trail(settings: object, store: bool) -> None:
     settings.STORE_REASONING = store  # type: ignore[attr-defined]
