@@ -305,6 +305,7 @@ def do_start_ingest(matter: Matter, root: Path, actor: str, *, allow_empty: bool
                              "If the files were really all removed, `manage.py ingest --allow-empty` removes them")
     plan = plan_sync(found.files, known)
     unlabelled = relabels_left(source)
+    services.require_broker()
     with transaction.atomic():
         run = IngestRun.objects.create(matter=matter, source=source, actor=actor, broker_epoch=services.broker_epoch(),
                                        took_over=handover.sources)
@@ -534,12 +535,30 @@ def resend_all_lost_tasks() -> int:
     return sum(resend_lost_tasks(run) for run in IngestRun.objects.filter(status=RunStatus.RUNNING))
 
 
+NOT_QUEUED = "not queued: the task broker failed ({error}); a new sync, or `runs resume`, does it"
+
+
 def enqueue_items(items: list[IngestItem]) -> None:
+    """Send the items' tasks. Should the broker fail on the way (it was up a moment before), the
+    items not sent are recorded as cancelled, saying why, so the run ends instead of waiting on
+    tasks that do not exist, and the caller is told."""
+    from kombu.exceptions import OperationalError
+
     from ingest import tasks
 
     by_change = {Change.DELETED: tasks.delete_document, Change.MOVED: tasks.move_document}
-    for item in items:
-        by_change.get(Change(item.change), tasks.ingest_document).delay(item.id)
+    for n, item in enumerate(items):
+        try:
+            by_change.get(Change(item.change), tasks.ingest_document).delay(item.id)
+        except OperationalError as exc:
+            left = IngestItem.objects.filter(id__in=[i.id for i in items[n:]], state=ItemState.QUEUED).update(
+                state=ItemState.CANCELLED, error_class="broker", error=NOT_QUEUED.format(error=exc),
+                finished_at=timezone.now())
+            raise services.BrokerDown(
+                f"the task broker at {services.shown_url(settings.CELERY_BROKER_URL)} failed while run "
+                f"{item.run_id} was being queued ({exc}): {left:,} file{'s' if left != 1 else ''} not queued, "
+                "recorded as cancelled; once the broker is back, a new sync or "
+                f"`manage.py runs resume {item.run_id}` does the rest") from None
 
 
 @dataclass
@@ -547,11 +566,12 @@ class RunStats:
     """Live figures of a run: the work (new, changed, deleted and moved files) and its pace."""
 
     work: int
-    done: int
+    done: int  # finished: indexed, skipped or failed (not cancelled)
     failed: int
     pages: int
     chunks: int
     elapsed: float
+    cancelled: int = 0  # will not be done by this run (it was cancelled or interrupted)
 
     @property
     def rate(self) -> float:
@@ -559,7 +579,7 @@ class RunStats:
 
     @property
     def eta(self) -> float | None:
-        return (self.work - self.done) / self.rate if self.rate else None
+        return (self.work - self.done - self.cancelled) / self.rate if self.rate else None
 
 
 WORK_CHANGES = (Change.NEW, Change.CHANGED, Change.RETRIED, Change.DELETED, Change.MOVED)
@@ -577,7 +597,8 @@ def poll_run(run: IngestRun) -> tuple[tuple[int, ...], RunStats]:
         pending=Count("id", filter=~Q(state__in=FINAL_STATES)),
         active=Count("id", filter=Q(state__in=(ItemState.PARSING, ItemState.EMBEDDING))),
         work=Count("id", filter=work),
-        done=Count("id", filter=work & Q(state__in=FINAL_STATES)),
+        done=Count("id", filter=work & Q(state__in=FINAL_STATES) & ~Q(state=ItemState.CANCELLED)),
+        cancelled=Count("id", filter=work & Q(state=ItemState.CANCELLED)),
         failed=Count("id", filter=work & Q(state=ItemState.FAILED)),
         pages=Sum("pages", filter=work),
         chunks=Sum("chunks", filter=work),
@@ -586,9 +607,8 @@ def poll_run(run: IngestRun) -> tuple[tuple[int, ...], RunStats]:
     # Until the last file finished, not until now: a run read the next day did not slow down overnight.
     end = figures["last"] if not figures["pending"] and figures["last"] else timezone.now()
     elapsed = (end - run.started_at).total_seconds()
-    stats = RunStats(
-        figures["work"], figures["done"], figures["failed"], figures["pages"] or 0, figures["chunks"] or 0, elapsed
-    )
+    stats = RunStats(figures["work"], figures["done"], figures["failed"], figures["pages"] or 0,
+                     figures["chunks"] or 0, elapsed, figures["cancelled"])
     return (figures["pending"], figures["active"], stats.done, stats.pages, stats.chunks), stats
 
 
@@ -647,13 +667,20 @@ def build_vector_index(after: IngestRun | None = None) -> float:
 
 
 def finish_completed_runs(runs: Any = None) -> int:
-    """Close running runs whose every file is done (runs started from the web have no waiter)."""
+    """Close running runs whose every file is done (runs started from the web have no waiter),
+    and count a cancelled run again once the files it had in hand when cancelled are done."""
     closed = 0
     for run in (runs if runs is not None else IngestRun.objects.filter(status=RunStatus.RUNNING)):
         if run.status == RunStatus.RUNNING and not run.items.exclude(state__in=FINAL_STATES).exists():
             do_finish_run(run)
             closed += 1
+        elif run.status == RunStatus.CANCELLED and sum(run.counts.get(k, 0) for k in OUTCOMES) < run.items.filter(
+                state__in=OUTCOMES).count():
+            do_finish_run(run)  # counts what the files in hand when it was cancelled came to
     return closed
+
+
+OUTCOMES = (ItemState.INDEXED, ItemState.SKIPPED, ItemState.FAILED, ItemState.CANCELLED)
 
 
 def do_finish_run(run: IngestRun) -> IngestRun:
@@ -663,7 +690,7 @@ def do_finish_run(run: IngestRun) -> IngestRun:
     for change, state in items.values_list("change", "state"):
         if change in (Change.NEW, Change.CHANGED, Change.RETRIED, Change.UNCHANGED, Change.DELETED, Change.MOVED):
             counts[change] += 1
-        if state in (ItemState.INDEXED, ItemState.SKIPPED, ItemState.FAILED, ItemState.CANCELLED):
+        if state in OUTCOMES:
             counts[state] += 1
     claimed = IngestRun.objects.filter(id=run.id, status=RunStatus.RUNNING).update(
         status=RunStatus.FINISHED, finished_at=timezone.now(), counts=counts
@@ -688,6 +715,7 @@ def do_cancel_run(run: IngestRun, actor: str) -> int:
             raise DocqaError(f"run {run.id} is {run.status}, not running: there is nothing to cancel")
         cancelled = run.items.filter(state=ItemState.QUEUED).update(state=ItemState.CANCELLED)
     record_audit(actor, "ingest.cancel", run.matter, {"run": run.id, "cancelled": cancelled})
+    do_finish_run(run)  # its counts so far; files in hand finish and are counted as they end
     return cancelled
 
 
@@ -740,6 +768,7 @@ def do_requeue(run: IngestRun, actor: str, states: tuple[str, ...], action: str)
     if newer is not None:
         raise DocqaError(f"run {newer.id} has synced {run.source.root} since run {run.id}; start a new sync instead")
     refuse_overlapping_run(run.source, besides=run)
+    services.require_broker()
     with transaction.atomic():
         items = list(run.items.filter(state__in=states))
         if items:

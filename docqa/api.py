@@ -110,6 +110,7 @@ class Progress(Schema):
     chunks: int
     files_per_second: float
     eta_seconds: float | None
+    cancelled: int = 0  # files this run will not do (cancelled or interrupted); `done` leaves them out
 
 
 class TakenOver(Schema):
@@ -268,7 +269,8 @@ def run_out(run: IngestRun) -> dict[str, Any]:
     stats = actions.run_stats(run)
     return {"id": run.id, "status": run.status, "root": run.source.root, "actor": run.actor,
             "started_at": run.started_at, "finished_at": run.finished_at, "counts": run.counts_in_order,
-            "progress": {"work": stats.work, "done": stats.done, "failed": stats.failed, "pages": stats.pages,
+            "progress": {"work": stats.work, "done": stats.done, "failed": stats.failed, "cancelled": stats.cancelled,
+                         "pages": stats.pages,
                          "chunks": stats.chunks, "files_per_second": round(stats.rate, 3),
                          "eta_seconds": round(stats.eta, 1) if stats.eta is not None else None},
             "took_over": run.took_over}
@@ -340,7 +342,8 @@ def sync_source(request: HttpRequest, slug: str, body: SourceIn) -> tuple[int, d
 @api.get("/matters/{slug}/runs", response=list[RunOut], tags=["runs"])
 def runs(request: HttpRequest, slug: str, limit: int = Query(50, ge=1, le=MAX_PAGE)) -> list[dict[str, Any]]:
     matter = matter_for(request.user, slug)
-    actions.finish_completed_runs(matter.runs.filter(status=RunStatus.RUNNING).select_related("matter"))
+    actions.finish_completed_runs(matter.runs.filter(status__in=(RunStatus.RUNNING, RunStatus.CANCELLED))
+                                  .select_related("matter").order_by("-id")[:limit])
     return [run_out(r) for r in matter.runs.select_related("source").order_by("-id")[:limit]]
 
 
@@ -362,6 +365,13 @@ def cancel_run(request: HttpRequest, slug: str, run_id: Id) -> dict[str, int]:
 def retry_run(request: HttpRequest, slug: str, run_id: Id) -> dict[str, int]:
     """Queue the run's failed files again (editors); the count queued."""
     return {"count": actions.do_retry_failed(run_for(request, slug, run_id, Role.EDITOR), actor(request))}
+
+
+@api.post("/matters/{slug}/runs/{run_id}/resume", response=Count, tags=["runs"])
+def resume_run(request: HttpRequest, slug: str, run_id: Id) -> dict[str, int]:
+    """Queue again what a cancelled or interrupted run left undone (editors; the folder's latest
+    run only); the count queued."""
+    return {"count": actions.do_resume_run(run_for(request, slug, run_id, Role.EDITOR), actor(request))}
 
 
 @api.get("/matters/{slug}/runs/{run_id}/failures", response=list[Failure], tags=["runs"])
@@ -484,11 +494,12 @@ def stop_question(request: HttpRequest, slug: str, question_id: Id) -> tuple[int
 
 # --- Audit (auditors) -----------------------------------------------------------------------------
 
-@api.get("/audit/events", response={200: AuditPage, 403: Message}, tags=["audit"])
+@api.get("/audit/events", response={200: AuditPage, 400: Message, 403: Message}, tags=["audit"])
 def audit_events(request: HttpRequest, actor: str = "", matter: str = "", action: str = "", question: str = "",
                  since: str = "", until: str = "", q: str = "", limit: int = Query(100, ge=1, le=MAX_PAGE),
                  offset: int = Query(0, ge=0, le=MAX_ID)) -> dict[str, Any]:
-    """The audit trail, newest first, filtered as on the review page (auditors)."""
+    """The audit trail, newest first, filtered as on the review page (auditors). A date that is
+    not one (since, until: YYYY-MM-DD) is refused with 400, never ignored."""
     from docqa.audit_views import filtered
 
     auditor(request)
@@ -499,7 +510,7 @@ def audit_events(request: HttpRequest, actor: str = "", matter: str = "", action
          "action": e.action, "detail": e.detail, "prev_hash": e.prev_hash, "hash": e.hash} for e in page]}
 
 
-@api.get("/audit/export.jsonl", tags=["audit"], response={403: Message},
+@api.get("/audit/export.jsonl", tags=["audit"], response={400: Message, 403: Message},
          openapi_extra={"responses": {200: {"description": "the filtered events as JSON Lines, streamed",
                                             "content": {"application/x-ndjson": {"schema": {"type": "string"}}}}}})
 def audit_export(request: HttpRequest, actor: str = "", matter: str = "", action: str = "", question: str = "",

@@ -20,8 +20,13 @@ from typing import IO, Any
 from django.conf import settings
 
 from ingest.embed import Embedder
-from ingest.errors import StoreLocked
+from ingest.errors import DocqaError, StoreLocked
 from ingest.store import EdgeStore, ServerStore, VectorStore
+
+
+class BrokerDown(DocqaError):
+    """The task broker cannot be reached, so no work can be queued."""
+
 
 _lock = threading.Lock()
 _store: VectorStore | None = None
@@ -189,6 +194,33 @@ def task_item(raw: bytes) -> int | None | bool:
         return int(json.loads(body)[0][0])
     except (ValueError, KeyError, IndexError, TypeError):
         return False
+
+
+def shown_url(url: str) -> str:
+    """A service's address as it may be shown and logged: its password, if any, as ***."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if not parts.password:
+        return url
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
+
+
+def require_broker() -> None:
+    """Refuse work that could not be queued before anything of it is recorded: in services mode,
+    a run recorded as running whose tasks never reached the broker would wait forever."""
+    url = settings.CELERY_BROKER_URL
+    if settings.EMBEDDED_WORKER or not url.startswith(("redis://", "rediss://", "unix://")):
+        return
+    import redis
+
+    try:
+        with broker_redis(3) as client:
+            client.ping()
+    except redis.RedisError as exc:
+        raise BrokerDown(f"the task broker at {shown_url(url)} cannot be reached ({exc}); nothing was queued "
+                         "or recorded: start Redis, or check DOCQA_BROKER_URL") from None
 
 
 def broker_epoch() -> str:

@@ -217,7 +217,8 @@ def document_file(request: HttpRequest, slug: str, doc_id: int) -> HttpResponse:
 @login_required
 def runs(request: HttpRequest, slug: str) -> HttpResponse:
     matter = matter_for(request.user, slug)
-    actions.finish_completed_runs(matter.runs.filter(status=RunStatus.RUNNING).select_related("matter"))
+    actions.finish_completed_runs(matter.runs.filter(status__in=(RunStatus.RUNNING, RunStatus.CANCELLED))
+                                  .select_related("matter").order_by("-id")[:50])
     latest = matter.runs.select_related("source").order_by("-id")[:50]
     return render(request, "docqa/runs.html", {
         "matter": matter, "runs": latest, "sources": actions.synced_sources(matter),
@@ -237,16 +238,18 @@ def run_for(request: HttpRequest, slug: str, run_id: int, role: str = Role.VIEWE
 @login_required
 def run_detail(request: HttpRequest, slug: str, run_id: int) -> HttpResponse:
     run = run_for(request, slug, run_id)
-    stats = actions.run_stats(run)
     live = run.items.exclude(state__in=FINAL_STATES).exists()
-    if not live and run.status == RunStatus.RUNNING:
-        run = actions.do_finish_run(run)  # started from the web, nobody waits on it: close it now
+    if not live:  # started from the web, nobody waits on it: closed (or, cancelled, counted) now
+        actions.finish_completed_runs([run])
+    stats = actions.run_stats(run)
     problems = run.items.filter(state__in=(ItemState.FAILED, ItemState.SKIPPED)).order_by("path")[:500]
     context = {
         "matter": run.matter, "run": run, "stats": stats, "live": live, "problems": problems,
         "percent": int(100 * stats.done / stats.work) if stats.work else 100,
         "can_edit": matter_role_at_least(request, run, Role.EDITOR),
         "can_cancel": run.status == RunStatus.RUNNING and live,
+        # Only a folder's latest run can be taken up again (actions.do_requeue).
+        "newer": IngestRun.objects.filter(source=run.source, id__gt=run.id).exists(),
     }
     return render(request, "docqa/run.html", context)
 
@@ -267,18 +270,23 @@ def run_failures_csv(request: HttpRequest, slug: str, run_id: int) -> HttpRespon
     return response
 
 
-RUN_ACTIONS = {"cancel": actions.do_cancel_run, "retry": actions.do_retry_failed}
+RUN_ACTIONS = {"cancel": actions.do_cancel_run, "retry": actions.do_retry_failed, "resume": actions.do_resume_run}
 
 
 @login_required
 @require_POST
 def run_action(request: HttpRequest, slug: str, run_id: int, action: str) -> HttpResponse:
-    """Cancel a run or retry its failed files (editors only)."""
+    """Cancel a run, resume a cancelled one or retry its failed files (editors only)."""
     if action not in RUN_ACTIONS:
         raise Http404("no such action")
     run = run_for(request, slug, run_id, Role.EDITOR)
     try:
-        RUN_ACTIONS[action](run, request.user.get_username())
+        done = RUN_ACTIONS[action](run, f"web:{request.user.get_username()}")
     except DocqaError as exc:  # a newer sync of the folder, or files still in a worker's hands
         messages.error(request, sentence(str(exc)))
+    else:
+        files = f"{done:,} file{'s' if done != 1 else ''}"
+        messages.success(request, f"Cancelled: {files} not yet started will not be indexed; files already being "
+                         "indexed finish. Sync the folder again, or resume the run, to do the rest."
+                         if action == "cancel" else f"{files} queued again.")
     return redirect("run", slug=slug, run_id=run.id)

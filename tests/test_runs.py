@@ -540,3 +540,40 @@ def test_no_lost_task_check_when_the_broker_names_its_keys_otherwise(settings) -
                               "properties": {"body_encoding": "base64"}}, "celery", "celery"])
     assert services.task_item(unreadable.encode()) is False
     assert services.task_item(json.dumps([{"body": "", "headers": {"task": "other.app"}}, "", ""]).encode()) is None
+
+
+def test_a_broker_that_cannot_be_reached_refuses_the_sync_before_anything_is_recorded(
+        settings: Any, data_dir: Path, folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Services mode with Redis down printed kombu's traceback, and the run stayed "running" with
+    its files queued in no queue, refusing every later sync of the folder."""
+    import os
+
+    from django.core.management.base import CommandError
+    from kombu.exceptions import OperationalError
+
+    from ingest import tasks
+
+    settings.EMBEDDED_WORKER = False
+    settings.CELERY_BROKER_URL = "redis://:s3cret@127.0.0.1:1/0"  # nothing listens on port 1
+    with pytest.raises(CommandError, match=r"the task broker at redis://:\*\*\*@127.0.0.1:1/0 cannot be reached "
+                                           r".*; nothing was queued or recorded"):
+        command("ingest", str(folder), "--matter", "ops")
+    assert not IngestRun.objects.exists() and not Document.objects.exists()
+
+    # Up for the check, down on the way: what was not sent is recorded as cancelled, saying why.
+    settings.CELERY_BROKER_URL = os.environ["DOCQA_REDIS_TEST_URL"]
+    sent: list[int] = []
+
+    def send(item_id: int) -> None:
+        if sent:
+            raise OperationalError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+        sent.append(item_id)
+
+    monkeypatch.setattr(tasks.ingest_document, "delay", send)
+    with pytest.raises(CommandError, match=r"failed while run \d+ was being queued .*: 3 files not queued, recorded "
+                                           r"as cancelled; once the broker is back, a new sync or `manage.py runs "
+                                           r"resume \d+` does the rest"):
+        command("ingest", str(folder), "--matter", "ops")
+    run = IngestRun.objects.get()
+    assert run.items.filter(state=ItemState.QUEUED).count() == 1 and len(sent) == 1
+    assert set(run.items.filter(state=ItemState.CANCELLED).values_list("error_class", flat=True)) == {"broker"}

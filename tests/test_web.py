@@ -866,6 +866,37 @@ def worker(indexed: Matter) -> Iterator[None]:
     embedded.stop_worker()
 
 
+def test_a_cancelled_run_says_what_it_left_undone_and_resume_does_it(indexed: Matter, worker: None) -> None:
+    """The page read "cancelled, in progress" with no counts and counted the cancelled files as
+    done (2/2, 100%); nothing said how to finish, and the cancel was audited without "web:"."""
+    from docqa.actions import wait_for_run
+
+    run = indexed.runs.get()
+    run.items.filter(path="lease.txt").update(state="queued")
+    run.items.filter(path="broken.pdf").update(state="parsing")  # in a worker's hands
+    indexed.runs.update(status="running", counts={})
+    editor = member(indexed, "eddie", Role.EDITOR)
+
+    page = editor.post(f"/m/lease/runs/{run.id}/cancel", follow=True).content.decode()
+    assert "Cancelled: 1 file not yet started will not be indexed" in page
+    assert "cancelled, finishing the files in hand" in page and "Resume run" not in page
+    assert AuditEvent.objects.get(action="ingest.cancel").actor == "web:eddie"
+    run.items.filter(path="broken.pdf").update(state="failed")  # the file in hand ends
+
+    page = editor.get(f"/m/lease/runs/{run.id}/").content.decode()
+    assert "finishing the files in hand" not in page and "<strong>1/2</strong>files" in page
+    assert "<strong>1</strong>cancelled" in page and "1 file was not indexed because the run was cancelled" in page
+    assert "failed 1 · cancelled 1" in page and page.count("Resume run") == 2  # the note and the button
+    assert "failed 1 · cancelled 1" in editor.get("/m/lease/runs/").content.decode()  # counted once it ended
+    assert "Resume run" not in member(indexed, "vic").get(f"/m/lease/runs/{run.id}/").content.decode()
+
+    page = editor.post(f"/m/lease/runs/{run.id}/resume", follow=True).content.decode()
+    assert "1 file queued again" in page
+    run = wait_for_run(run, timeout=120)
+    assert run.status == "finished" and run.counts["indexed"] == 1 and run.counts["cancelled"] == 0
+    assert AuditEvent.objects.get(action="ingest.resume").actor == "web:eddie"
+
+
 def zip_of(files: dict[str, bytes]) -> bytes:
     import zipfile
 

@@ -137,7 +137,7 @@ def left_behind(run: Any, why: str) -> str:
         return (f"{why}: run {run.id} goes on in the workers ({stats.done:,} of {files(stats.work)} done so far); "
                 f"`manage.py runs --matter {run.matter.slug}` follows it")
     if run.status == RunStatus.CANCELLED:
-        return (f"{why}: run {run.id} stopped with {stats.done - run.counts.get('cancelled', 0):,} of "
+        return (f"{why}: run {run.id} stopped with {stats.done:,} of "
                 f"{files(stats.work)} done, the rest recorded as cancelled; {how_to_finish(run.id)}")
     return f"{why}, but run {run.id} had finished: " + ", ".join(f"{k} {v}" for k, v in run.counts_in_order.items())
 

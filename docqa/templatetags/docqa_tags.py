@@ -64,6 +64,12 @@ def thousands(value: object) -> str:
 
 
 @register.filter
+def count_line(counts: dict[str, int]) -> str:
+    """A run's counts in a line ("new 12 · indexed 11 · failed 1"), leaving out the noughts."""
+    return " · ".join(f"{k} {v:,}" for k, v in counts.items() if v)
+
+
+@register.filter
 def content(value: object) -> str:
     """A recorded content field: its text, or, once retention expired it, what is left of it."""
     if isinstance(value, dict) and set(value) == {"sha256"}:
