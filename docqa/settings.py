@@ -53,7 +53,8 @@ def database_from_url(url: str) -> dict:
     if parsed.scheme in ("sqlite", "sqlite3"):
         return {"ENGINE": "django.db.backends.sqlite3", "NAME": parsed.path}
     if parsed.scheme not in ("postgres", "postgresql", "psql"):
-        raise ValueError(f"DOCQA_DATABASE_URL: unsupported scheme {parsed.scheme!r}")
+        raise SystemExit(f"DOCQA_DATABASE_URL: unsupported scheme {parsed.scheme!r}: use postgres://user:pw@host:5432/db "
+                         "(or sqlite:////path/to/file.sqlite3)")
     return {
         "ENGINE": "django.db.backends.postgresql",
         "NAME": parsed.path.lstrip("/"),
@@ -208,6 +209,12 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
 # DOCQA_QDRANT_URL: http(s)://host:port for a Qdrant server, or path:/dir for qdrant-client's
 # local mode (used by the tests, since no server binary is installable here).
 QDRANT_URL = env("QDRANT_URL")
+if BROKER_URL and not QDRANT_URL:
+    # Every worker process would open the embedded engine, which locks its folder to one process:
+    # each file failed with "storelocked" while `doctor` said all was well.
+    raise SystemExit("DOCQA_BROKER_URL needs DOCQA_QDRANT_URL: Celery workers are processes of their own, and the "
+                     "embedded engine's folder opens in one process only; point DOCQA_QDRANT_URL at a Qdrant server "
+                     "(http://host:6333), or unset DOCQA_BROKER_URL for the embedded default")
 QDRANT_API_KEY = env("QDRANT_API_KEY")
 QDRANT_COLLECTION = env("QDRANT_COLLECTION", "docqa_chunks")
 QDRANT_EDGE_PATH = DATA_DIR / "qdrant-edge"
@@ -240,7 +247,7 @@ LLM_RESERVED_OUTPUT = envint("LLM_RESERVED_OUTPUT", 8192)
 # The reasoning effort of a question that asks for none (each question may choose its own).
 LLM_EFFORT = env("LLM_EFFORT", "medium")
 if LLM_EFFORT not in ("low", "medium", "high"):
-    raise ValueError(f"DOCQA_LLM_EFFORT is one of low, medium, high, not {LLM_EFFORT!r}")
+    raise SystemExit(f"DOCQA_LLM_EFFORT is one of low, medium, high, not {LLM_EFFORT!r}")
 SEARCH_ONLY_BUDGET = envint("SEARCH_ONLY_BUDGET", 16384)
 RETRIEVAL = env("RETRIEVAL", "hybrid")  # hybrid (dense + sparse, fused by RRF in Qdrant), dense or sparse
 RETRIEVE_LIMIT = envint("RETRIEVE_LIMIT", 200)
@@ -250,6 +257,8 @@ STORE_REASONING = envbool("STORE_REASONING", default=False)
 # kept; then `manage.py retention` (run daily) replaces them by their sha256. 0 keeps them forever.
 # A matter under legal hold keeps everything while the hold lasts.
 RETENTION_DAYS = envint("RETENTION_DAYS", 0)
+if not 0 <= RETENTION_DAYS <= 36_500:
+    raise SystemExit(f"DOCQA_RETENTION_DAYS is 0 (keep forever) to 36,500 (a hundred years), not {RETENTION_DAYS:,}")
 # Prometheus scrapes /metrics with this bearer token; unset, /metrics answers 404.
 METRICS_TOKEN = env("METRICS_TOKEN")
 # Folders under which editors may register sources from the web UI (separated by ":"); uploads

@@ -137,3 +137,28 @@ def test_a_refused_or_missing_page_is_one_log_line_without_a_traceback() -> None
         record = logging.LogRecord("django.request", logging.WARNING, __file__, 1, "Forbidden: /audit/", None, caught)
         record.status_code = status
         assert RefusalsWithoutTraceback().filter(record) and bool(record.exc_info) is kept
+
+
+@pytest.mark.parametrize("database, said", [
+    ("postgres://docqa@127.0.0.1:1/docqa", "CommandError: cannot reach the database: connection failed"),
+    ("sqlite:///{var}/empty.sqlite3", "CommandError: the database is not set up"),
+])
+def test_commands_say_when_the_database_is_down_or_not_set_up(tmp_path: Path, database: str, said: str) -> None:
+    """`reindex`, `bootstrap`, `serve` and `eval` printed a driver's traceback instead."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DOCQA_")}
+    env.update(DJANGO_SETTINGS_MODULE="docqa.settings", DOCQA_DATA_DIR=str(tmp_path / "var"),
+               DOCQA_DATABASE_URL=database.format(var=tmp_path / "var"))
+    questions = tmp_path / "q.jsonl"
+    questions.write_text('{"question": "Who?", "answers": [{"file": "a.txt", "start": 0, "end": 3}]}\n')
+    for args in (["reindex"], ["bootstrap"], ["serve", "127.0.0.1:1"],
+                 ["eval", "--questions", str(questions), "--docs", str(tmp_path), "--matter", "m"]):
+        result = subprocess.run([sys.executable, "manage.py", *args], cwd=REPO, env=env, capture_output=True,
+                                text=True, timeout=120)
+        assert result.returncode == 1 and result.stderr.startswith(said), (args, result.stderr[-2000:])
+        assert "Traceback" not in result.stderr

@@ -80,8 +80,10 @@ def test_expiry_is_audited_and_off_by_default(trail: dict, settings: object) -> 
     off = io.StringIO()
     call_command("retention", stdout=off)  # exit 0: a daily cron job with retention off is not an error
     assert off.getvalue() == "retention is off (DOCQA_RETENTION_DAYS is 0): nothing expires\n"
-    with pytest.raises(CommandError, match="--days must be 1 or more, not -3"):
+    with pytest.raises(CommandError, match="--days must be 1 to 36,500 \\(a hundred years\\), not -3"):
         call_command("retention", "--days", "-3", stdout=io.StringIO())
+    with pytest.raises(CommandError, match="--days must be 1 to 36,500 .*, not 100,000,000"):  # was an OverflowError
+        call_command("retention", "--days", "100000000", stdout=io.StringIO())
     out = io.StringIO()
     call_command("retention", "--days", "1", "--dry-run", stdout=out)
     assert "would expire: 0 question(s)" in out.getvalue()  # nothing is a day old yet

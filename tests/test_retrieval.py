@@ -223,6 +223,30 @@ def test_eval_refuses_a_budget_out_of_range_before_it_indexes_anything(tmp_path:
                      stdout=io.StringIO())
 
 
+GOLD = {"file": "a.txt", "start": 0, "end": 4}
+
+
+@pytest.mark.parametrize("lines, said", [
+    ([], "holds no questions: one JSON object per line"),
+    (["", "   "], "holds no questions"),
+    ([json.dumps({"question": "Who?", "answers": [GOLD]}), "{not json"], r"line 2: not JSON \(Expecting property name"),
+    (["", json.dumps(["Who?"])], "line 2: a JSON object is wanted, not list"),
+    ([json.dumps({"text": "Who?", "answers": [GOLD]})], 'line 1: no "question" text'),
+    ([json.dumps({"question": "Who?"})], 'line 1: no gold "answers"'),
+    ([json.dumps({"question": "Who?", "answers": [{"file": "a.txt", "start": "0", "end": 4}]})],
+     r'line 1: each answer needs "file" \(a path in --docs\) and character offsets "start" <= "end", not '),
+    ([json.dumps({"question": "Who?", "answers": [{"file": "a.txt", "start": 9, "end": 4}]})], "each answer needs"),
+])
+def test_eval_checks_the_questions_file_before_it_syncs_anything(tmp_path: Path, lines: list[str], said: str) -> None:
+    """A malformed golden set stopped with a KeyError traceback after the whole folder was synced."""
+    path = tmp_path / "questions.jsonl"
+    path.write_text("".join(line + "\n" for line in lines))
+
+    with pytest.raises(CommandError, match=said):  # no database is touched: this test has none
+        call_command("eval", "--questions", str(path), "--docs", str(tmp_path), "--matter", "gold",
+                     stdout=io.StringIO())
+
+
 @pytest.mark.django_db(transaction=True)
 def test_eval_names_the_gold_files_it_did_not_index_and_why(data_dir: Path, tmp_path: Path) -> None:
     """A golden set whose files are not indexed does not quietly score zero: each missing gold

@@ -15,7 +15,7 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from docqa import actions
-from docqa.management.base import cli_actor
+from docqa.management.base import cli_actor, require_database
 from docqa.models import Matter, Membership, Role
 from ingest.errors import DocqaError
 
@@ -30,6 +30,7 @@ class Command(BaseCommand):
                                                                 "if missing")
 
     def handle(self, *args: Any, **options: Any) -> None:
+        require_database()
         if not Matter.objects.filter(slug=options["matter"]).exists():
             try:  # before any login is made
                 actions.checked_slug(options["matter"])

@@ -11,7 +11,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from docqa import actions, services
 from docqa.llm import get_llm, get_reranker
-from docqa.management.base import cli_actor, shutdown, start_local_work, tokens_arg
+from docqa.management.base import cli_actor, require_database, shutdown, start_local_work, tokens_arg
 from docqa.models import Document, DocumentStatus
 from inference.answer import answer_question, retrieval_limit, source_budget
 from inference.evaluate import GoldSpan, QuestionScore, document_rank, fully_packed, gold_rank, span_recall, summarize
@@ -63,6 +63,7 @@ class Command(BaseCommand):
                 options["details"].open("w", encoding="utf-8").close()
             except OSError as exc:
                 raise CommandError(f"cannot write {options['details']}: {exc}") from exc
+        require_database()
         start_local_work("eval command")
         try:
             matter = actions.get_or_create_matter(options["matter"], cli_actor(None))
@@ -127,11 +128,40 @@ def write_details(path: Path, questions: list[dict[str, Any]], results: dict[str
 
 
 def read_questions(path: Path) -> list[dict[str, Any]]:
+    """The questions file, checked line by line before anything is synced or measured: each line
+    a JSON object with a `question` and its gold `answers` ({"file", "start", "end"})."""
+    questions = []
     try:
         with path.open(encoding="utf-8") as handle:
-            return [json.loads(line) for line in handle if line.strip()]
-    except (OSError, json.JSONDecodeError) as exc:
+            for number, line in enumerate(handle, 1):
+                if line.strip():
+                    questions.append(checked_question(line, f"{path}, line {number}"))
+    except (OSError, UnicodeDecodeError) as exc:
         raise CommandError(f"cannot read {path}: {exc}") from exc
+    if not questions:
+        raise CommandError(f"{path} holds no questions: one JSON object per line, as in "
+                           '{"question": "...", "answers": [{"file": "a.txt", "start": 10, "end": 42}]}')
+    return questions
+
+
+def checked_question(line: str, where: str) -> dict[str, Any]:
+    try:
+        question = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise CommandError(f"{where}: not JSON ({exc.msg} at character {exc.pos + 1})") from None
+    if not isinstance(question, dict):
+        raise CommandError(f"{where}: a JSON object is wanted, not {type(question).__name__}")
+    if not isinstance(question.get("question"), str) or not question["question"].strip():
+        raise CommandError(f'{where}: no "question" text')
+    answers = question.get("answers")
+    if not isinstance(answers, list) or not answers:
+        raise CommandError(f'{where}: no gold "answers": a list of {{"file", "start", "end"}}, one at least')
+    for answer in answers:
+        if not (isinstance(answer, dict) and isinstance(answer.get("file"), str) and answer["file"]
+                and all(type(answer.get(k)) is int for k in ("start", "end")) and 0 <= answer["start"] <= answer["end"]):
+            raise CommandError(f'{where}: each answer needs "file" (a path in --docs) and character offsets '
+                               f'"start" <= "end", not {json.dumps(answer)[:200]}')
+    return question
 
 
 def evaluate(questions: list[dict[str, Any]], documents: dict[str, int], matter_id: int, mode: str,

@@ -13,7 +13,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 
 from docqa import actions, services
-from docqa.management.base import claim_embedded, cli_actor
+from docqa.management.base import claim_embedded, cli_actor, require_database
 from docqa.models import Document, DocumentStatus, IngestRun, Matter, RunStatus
 from ingest.errors import StoreError
 
@@ -25,6 +25,7 @@ class Command(BaseCommand):
         parser.add_argument("--matter", help="only this matter (default: all)")
 
     def handle(self, *args: Any, **options: Any) -> None:
+        require_database()
         matters = Matter.objects.all()
         if options["matter"]:
             matters = matters.filter(slug=options["matter"])

@@ -11,6 +11,8 @@ from docqa import actions
 from docqa.management.base import acting_as, require_database, require_superuser
 from ingest.errors import DocqaError
 
+MAX_DAYS = 36_500  # past this the cut-off date is before year 1: a traceback, not a retention period
+
 
 class Command(BaseCommand):
     help = ("Replace question text, answers, reasoning, quotes and sources as sent that are older than "
@@ -25,8 +27,8 @@ class Command(BaseCommand):
         require_database()
         actor, account = acting_as(options["actor"])
         require_superuser(account, "apply retention")
-        if options["days"] is not None and options["days"] < 1:
-            raise CommandError(f"--days must be 1 or more, not {options['days']}")
+        if options["days"] is not None and not 1 <= options["days"] <= MAX_DAYS:
+            raise CommandError(f"--days must be 1 to {MAX_DAYS:,} (a hundred years), not {options['days']:,}")
         if options["days"] is None and settings.RETENTION_DAYS <= 0:  # off: a daily cron job is not an error
             self.stdout.write("retention is off (DOCQA_RETENTION_DAYS is 0): nothing expires")
             return

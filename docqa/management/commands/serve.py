@@ -7,7 +7,8 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from docqa import actions, services
-from docqa.management.base import shutdown, start_local_work
+from docqa.management.base import require_database, shutdown, start_local_work
+from ingest.errors import DocqaError
 
 
 class Command(BaseCommand):
@@ -28,10 +29,14 @@ class Command(BaseCommand):
 
         from docqa.wsgi import application
 
+        require_database()
         start_local_work(f"the web server at http://{options['addrport']}/")
         try:
-            services.get_store()  # open (and lock) the store now, so a problem shows at start
-            actions.build_vector_index()  # index what web-started runs wrote since (blocks, so before listening)
+            try:
+                services.get_store()  # open (and lock) the store now, so a problem shows at start
+                actions.build_vector_index()  # index what web-started runs wrote since (blocks, so before listening)
+            except DocqaError as exc:  # the vector store cannot be opened or reached: said in one line
+                raise CommandError(f"cannot start: {exc}") from exc
             try:
                 server = create_server(application, host=host, port=int(port), threads=options["threads"], ident="docqa")
             except OSError as exc:
