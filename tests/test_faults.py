@@ -9,7 +9,9 @@ import importlib
 import httpx
 import pytest
 
+from docqa.audit_views import BadFilter
 from docqa.faults import PLAIN, kind_of, plain, recorded_error
+from docqa.services import BrokerDown
 from inference.answer import ReasoningExhausted, Stopped
 from inference.llm import (
     Cancelled,
@@ -26,7 +28,9 @@ from ingest.errors import DocqaError, ParseError, StoreError, StoreLocked, Unsup
 
 # Errors whose message is for the person who met them: the asker's own to act on (or, for files,
 # shown on the documents page as their reason). Every other error must have a kind with words.
-ASKERS_OWN = {DocqaError, Stopped, UnsupportedFile, ParseError}
+# An audit filter that is no date is the auditor's own to correct; a broker that cannot be reached
+# is said to whoever started the sync, as it is, with its fix.
+ASKERS_OWN = {DocqaError, Stopped, UnsupportedFile, ParseError, BadFilter, BrokerDown}
 
 backfill = importlib.import_module("docqa.migrations.0016_answer_error_kind")
 
