@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import shlex
 import threading
 import time
 from collections.abc import Callable
@@ -302,7 +303,8 @@ def do_start_ingest(matter: Matter, root: Path, actor: str, *, allow_empty: bool
         if held:
             raise DocqaError(f"{root} is empty, and matter {matter.slug!r} holds {held:,} document"
                              f"{'s' if held != 1 else ''} from it: is a share not mounted? Nothing was changed. "
-                             "If the files were really all removed, `manage.py ingest --allow-empty` removes them")
+                             "If the files were really all removed, an administrator's `manage.py ingest "
+                             f"{shlex.quote(str(root))} --matter {matter.slug} --allow-empty` removes them")
     plan = plan_sync(found.files, known)
     unlabelled = relabels_left(source)
     services.require_broker()
@@ -570,12 +572,14 @@ class RunStats:
     failed: int
     pages: int
     chunks: int
-    elapsed: float
+    elapsed: float  # since the run started, or was last resumed
     cancelled: int = 0  # will not be done by this run (it was cancelled or interrupted)
+    paced: int | None = None  # done since it was last resumed (None: never resumed)
 
     @property
     def rate(self) -> float:
-        return self.done / self.elapsed if self.elapsed > 0 else 0.0
+        done = self.done if self.paced is None else self.paced
+        return done / self.elapsed if self.elapsed > 0 else 0.0
 
     @property
     def eta(self) -> float | None:
@@ -593,11 +597,14 @@ def poll_run(run: IngestRun) -> tuple[tuple[int, ...], RunStats]:
     """One query: the run's live figures, and a signature that changes whenever an item moves
     (files left to finish first: zero when every item is final)."""
     work = Q(change__in=WORK_CHANGES)
+    finished = work & Q(state__in=FINAL_STATES) & ~Q(state=ItemState.CANCELLED)
+    since = run.resumed_at or run.started_at
     figures = run.items.aggregate(
         pending=Count("id", filter=~Q(state__in=FINAL_STATES)),
         active=Count("id", filter=Q(state__in=(ItemState.PARSING, ItemState.EMBEDDING))),
         work=Count("id", filter=work),
-        done=Count("id", filter=work & Q(state__in=FINAL_STATES) & ~Q(state=ItemState.CANCELLED)),
+        done=Count("id", filter=finished),
+        paced=Count("id", filter=finished & Q(finished_at__gte=since)),
         cancelled=Count("id", filter=work & Q(state=ItemState.CANCELLED)),
         failed=Count("id", filter=work & Q(state=ItemState.FAILED)),
         pages=Sum("pages", filter=work),
@@ -606,9 +613,10 @@ def poll_run(run: IngestRun) -> tuple[tuple[int, ...], RunStats]:
     )
     # Until the last file finished, not until now: a run read the next day did not slow down overnight.
     end = figures["last"] if not figures["pending"] and figures["last"] else timezone.now()
-    elapsed = (end - run.started_at).total_seconds()
+    elapsed = (end - since).total_seconds()
     stats = RunStats(figures["work"], figures["done"], figures["failed"], figures["pages"] or 0,
-                     figures["chunks"] or 0, elapsed, figures["cancelled"])
+                     figures["chunks"] or 0, elapsed, figures["cancelled"],
+                     figures["paced"] if run.resumed_at else None)
     return (figures["pending"], figures["active"], stats.done, stats.pages, stats.chunks), stats
 
 
@@ -641,12 +649,26 @@ def wait_for_run(run: IngestRun, *, timeout: float | None = None, on_progress: A
         if signature != last_signature:
             last_change, last_signature = now, signature
         elif not warned and now - last_change > STALL_WARNING_S and not settings.EMBEDDED_WORKER:
-            logger.warning("no progress for %d s: is a worker running? (celery -A docqa worker)", STALL_WARNING_S)
+            logger.warning("%s", stall_message(run))
             warned = True
         if on_progress:
             on_progress(stats)
         time.sleep(min(1.0, 0.1 + (now - started) / 20))
     return do_finish_run(run)
+
+
+def stall_message(run: IngestRun) -> str:
+    """What a run that has not moved for STALL_WARNING_S is waiting on, and what to do."""
+    held = list(run.items.filter(state__in=(ItemState.PARSING, ItemState.EMBEDDING)).values_list("path", flat=True)[:4])
+    quiet = f"run {run.id} has not moved for {STALL_WARNING_S} s"
+    if held:
+        names = ", ".join(held[:3]) + (" and more" if len(held) > 3 else "")
+        visibility = settings.CELERY_BROKER_TRANSPORT_OPTIONS.get("visibility_timeout", 0)
+        return (f"{quiet}: {names} {'is' if len(held) == 1 else 'are'} in a worker's hands: a large file, or a worker "
+                f"that died, whose task the broker gives back after its visibility timeout ({visibility:,} s); "
+                f"`manage.py runs resume {run.id}` queues it again now")
+    queues = f" -Q celery,{settings.EMBED_QUEUE}" if settings.SPLIT_QUEUES else ""
+    return f"{quiet} and no worker has taken its files: is one running? (celery -A docqa worker{queues})"
 
 
 def build_vector_index(after: IngestRun | None = None) -> float:
@@ -774,7 +796,8 @@ def do_requeue(run: IngestRun, actor: str, states: tuple[str, ...], action: str)
         if items:
             run.items.filter(id__in=[i.id for i in items]).update(state=ItemState.QUEUED, error="", error_class="")
             IngestRun.objects.filter(id=run.id).update(
-                status=RunStatus.RUNNING, finished_at=None, broker_epoch=services.broker_epoch()
+                status=RunStatus.RUNNING, finished_at=None, broker_epoch=services.broker_epoch(),
+                resumed_at=timezone.now(),
             )
             record_audit(actor, action, run.matter, {"run": run.id, "items": len(items)})
             transaction.on_commit(lambda: enqueue_items(items))
@@ -787,8 +810,17 @@ def do_requeue(run: IngestRun, actor: str, states: tuple[str, ...], action: str)
 
 
 def do_resume_run(run: IngestRun, actor: str) -> int:
-    """Pick up a cancelled or crashed run: everything not finished is queued again."""
+    """Pick up a cancelled or crashed run: everything not finished is queued again. A run still
+    running whose files moved within STALL_WARNING_S is refused: its workers are at it, and
+    queueing its files again would have each done twice."""
     unfinished = (ItemState.QUEUED, ItemState.PARSING, ItemState.EMBEDDING, ItemState.CANCELLED)
+    if IngestRun.objects.filter(id=run.id, status=RunStatus.RUNNING).exists():
+        times = run.items.aggregate(started=Max("started_at"), finished=Max("finished_at"))  # (Greatest is NULL
+        moved = max((t for t in times.values() if t is not None), default=None)  # with a NULL on SQLite)
+        quiet = (timezone.now() - moved).total_seconds() if moved else None
+        if quiet is not None and quiet < STALL_WARNING_S:
+            raise DocqaError(f"run {run.id} is running: a file moved {quiet:.0f} s ago, so its workers are at it. "
+                             f"Resume a run that stopped (no progress for {STALL_WARNING_S} s), or cancel it first")
     return do_requeue(run, actor, unfinished, "ingest.resume")
 
 

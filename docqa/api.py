@@ -126,6 +126,7 @@ class RunOut(Schema):
     actor: str
     started_at: datetime
     finished_at: datetime | None
+    resumed_at: datetime | None = None  # last resumed or retried: the pace counts from then
     counts: dict[str, int]
     progress: Progress
     took_over: list[TakenOver]
@@ -268,7 +269,8 @@ class AuditPage(Schema):
 def run_out(run: IngestRun) -> dict[str, Any]:
     stats = actions.run_stats(run)
     return {"id": run.id, "status": run.status, "root": run.source.root, "actor": run.actor,
-            "started_at": run.started_at, "finished_at": run.finished_at, "counts": run.counts_in_order,
+            "started_at": run.started_at, "finished_at": run.finished_at, "resumed_at": run.resumed_at,
+            "counts": run.counts_in_order,
             "progress": {"work": stats.work, "done": stats.done, "failed": stats.failed, "cancelled": stats.cancelled,
                          "pages": stats.pages,
                          "chunks": stats.chunks, "files_per_second": round(stats.rate, 3),

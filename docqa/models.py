@@ -166,6 +166,9 @@ class IngestRun(models.Model):
     # Folders inside this one, synced before on their own, whose documents this run took over:
     # [{"root", "documents"}]. Their files are this folder's from then on, indexed once.
     took_over = models.JSONField(default=list, blank=True)
+    # When the run was last resumed or its failures retried: its pace counts from then (a run
+    # taken up again the next day did not slow down overnight).
+    resumed_at = models.DateTimeField(null=True, blank=True)
 
     @property
     def counts_in_order(self) -> dict[str, int]:

@@ -56,6 +56,7 @@ MATRIX = [
     ("GET", "/api/v1/matters/acme/runs/{acme_run}/failures", READ),
     ("POST", "/api/v1/matters/acme/runs/{acme_run}/cancel", EDIT),
     ("POST", "/api/v1/matters/acme/runs/{acme_run}/retry", {**EDIT, "editor": BAD, "manager": BAD}),  # none failed
+    ("POST", "/api/v1/matters/acme/runs/{acme_run}/resume", {**EDIT, "editor": BAD, "manager": BAD}),  # none left
     ("GET", "/api/v1/matters/acme/documents", READ),
     ("GET", "/api/v1/matters/acme/documents/{acme_doc}", READ),
     ("GET", "/api/v1/matters/acme/questions", READ),  # each reader's own questions only
@@ -103,6 +104,12 @@ def test_tokens_are_created_listed_and_revoked_by_command(world: dict[str, Any])
     assert client.get("/api/v1/matters", **bearer(token[:-1] + "x")).status_code == 401
     actions = list(AuditEvent.objects.filter(action__startswith="token.").values_list("action", flat=True))
     assert actions[-2:] == ["token.create", "token.revoke"]
+    with pytest.raises(CommandError, match="no user 'ghost'"):  # listed nothing, as for a user without tokens
+        call_command("token", "list", "--user", "ghost", stdout=io.StringIO())
+    User.objects.create_user("newcomer")
+    empty, said = io.StringIO(), io.StringIO()
+    call_command("token", "list", "--user", "newcomer", stdout=empty, stderr=said)
+    assert empty.getvalue() == "" and "no tokens for newcomer; `manage.py token create --user NAME` makes one" in said.getvalue()
 
 
 def test_the_audit_api_filters_and_exports(world: dict[str, Any]) -> None:

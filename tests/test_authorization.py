@@ -88,6 +88,8 @@ MATRIX = [
     ("GET", "/m/acme/runs/{acme_run}/", READERS),
     ("GET", "/m/acme/runs/{acme_run}/failures.csv", READERS),
     ("POST", "/m/acme/runs/{acme_run}/cancel", EDITORS),
+    ("POST", "/m/acme/runs/{acme_run}/resume", EDITORS),
+    ("POST", "/m/acme/runs/{acme_run}/retry", EDITORS),
     ("POST", "/m/acme/sync", EDITORS),
     ("POST", "/m/acme/upload", EDITORS),
     ("POST", "/m/acme/ask/stream", {**READERS, "viewer": 400, "editor": 400, "manager": 400}),

@@ -36,10 +36,21 @@ def folder(tmp_path: Path) -> Path:
 def test_retry_requeues_only_the_failed_files(data_dir: Path, folder: Path) -> None:
     run_id = json.loads(command("ingest", str(folder), "--matter", "ops", "--json"))["run"]
     (folder / "broken.pdf").write_text("Now a readable text file, wrongly named.")  # still fails as PDF
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from docqa.actions import run_stats
+
+    IngestRun.objects.filter(id=run_id).update(started_at=timezone.now() - timedelta(days=1))  # retried next day
 
     out = command("runs", "retry", str(run_id))
 
     assert "1 file queued again" in out
+    # Its pace counts from the retry: one file in seconds, not four files in a day.
+    run = IngestRun.objects.get(id=run_id)
+    stats = run_stats(run)
+    assert run.resumed_at is not None and stats.paced == 1 and stats.done == 4 and stats.elapsed < 600
     item = IngestItem.objects.get(run_id=run_id, path="broken.pdf")
     assert item.state == ItemState.FAILED and item.attempts == 2 and item.error_class == "parse"
     assert IngestItem.objects.filter(run_id=run_id, attempts=1, state=ItemState.INDEXED).count() == 3
@@ -63,11 +74,12 @@ def test_resume_finishes_what_a_crashed_run_left_behind(data_dir: Path, folder: 
 def test_cancel_stops_queued_files(data_dir: Path, folder: Path) -> None:
     run_id = json.loads(command("ingest", str(folder), "--matter", "ops", "--json"))["run"]
     IngestItem.objects.filter(run_id=run_id, path="clause-2.txt").update(state=ItemState.QUEUED)
-    IngestRun.objects.filter(id=run_id).update(status=RunStatus.RUNNING)
+    IngestRun.objects.filter(id=run_id).update(status=RunStatus.RUNNING, counts={})
+    assert "running    ops" in command("runs") and "3 of 4 files done, 1 failed" in command("runs")  # not "-"
 
     out = command("runs", "cancel", str(run_id))
 
-    assert "1 queued files will not be processed" in out
+    assert "1 queued file will not be processed (files already being processed finish)" in out
     assert IngestRun.objects.get(id=run_id).status == RunStatus.CANCELLED
     assert IngestItem.objects.get(run_id=run_id, path="clause-2.txt").state == ItemState.CANCELLED
 
@@ -405,7 +417,9 @@ def test_an_empty_folder_does_not_delete_what_the_matter_holds_unless_asked(data
     for path in folder.iterdir():
         path.unlink()
     with pytest.raises(CommandError, match=r"docs is empty, and matter 'ops' holds 4 documents from it: is a share "
-                                           r"not mounted\? Nothing was changed"):
+                                           r"not mounted\? Nothing was changed\. If the files were really all "
+                                           rf"removed, an administrator's `manage\.py ingest {folder} --matter ops "
+                                           r"--allow-empty` removes them"):
         command("ingest", str(folder), "--matter", "ops")
     assert Document.objects.filter(status=DocumentStatus.INDEXED).count() == 3
     report = json.loads(command("ingest", str(folder), "--matter", "ops", "--json", "--allow-empty"))
@@ -577,3 +591,63 @@ def test_a_broker_that_cannot_be_reached_refuses_the_sync_before_anything_is_rec
     run = IngestRun.objects.get()
     assert run.items.filter(state=ItemState.QUEUED).count() == 1 and len(sent) == 1
     assert set(run.items.filter(state=ItemState.CANCELLED).values_list("error_class", flat=True)) == {"broker"}
+
+
+def test_ctrl_c_in_services_mode_says_only_that_the_workers_go_on(settings: Any, data_dir: Path, folder: Path) -> None:
+    """It printed "stopping (the file in hand finishes first)", then that the run goes on."""
+    from docqa.management.base import interrupted_waiting
+
+    run_id = json.loads(command("ingest", str(folder), "--matter", "ops", "--json"))["run"]
+    IngestRun.objects.filter(id=run_id).update(status=RunStatus.RUNNING)
+    settings.EMBEDDED_WORKER = False
+    err = io.StringIO()
+
+    error = interrupted_waiting(err, IngestRun.objects.get(id=run_id))
+
+    assert err.getvalue() == "" and error.returncode == 130
+    assert str(error).startswith(f"interrupted: run {run_id} goes on in the workers (4 of 4 files done so far)")
+
+
+def test_a_stalled_run_names_the_files_in_hand_and_what_to_do(settings: Any) -> None:
+    """It said "is a worker running?" while a dead worker's file waited out the visibility timeout."""
+    from docqa.actions import stall_message
+    from docqa.models import Matter, Source
+
+    matter = Matter.objects.create(slug="stall", name="stall")
+    run = IngestRun.objects.create(matter=matter, source=Source.objects.create(matter=matter, root="/x"), actor="t")
+    item = IngestItem.objects.create(run=run, path="big.pdf", change="new")
+    settings.SPLIT_QUEUES = True
+    assert stall_message(run) == (f"run {run.id} has not moved for 120 s and no worker has taken its files: is one "
+                                  "running? (celery -A docqa worker -Q celery,embed)")
+    IngestItem.objects.filter(id=item.id).update(state=ItemState.PARSING)
+    visibility = settings.CELERY_BROKER_TRANSPORT_OPTIONS["visibility_timeout"]
+    assert stall_message(run) == (f"run {run.id} has not moved for 120 s: big.pdf is in a worker's hands: a large "
+                                  "file, or a worker that died, whose task the broker gives back after its visibility "
+                                  f"timeout ({visibility:,} s); `manage.py runs resume {run.id}` queues it again now")
+
+
+def test_resume_refuses_a_run_whose_workers_are_at_it(data_dir: Path, folder: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Services mode: `runs resume` of a healthy running run queued its files a second time."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from docqa import actions
+    from ingest.errors import DocqaError
+
+    run_id = json.loads(command("ingest", str(folder), "--matter", "ops", "--json"))["run"]
+    IngestItem.objects.filter(run_id=run_id, path="clause-0.txt").update(state=ItemState.EMBEDDING,
+                                                                         started_at=timezone.now())
+    IngestRun.objects.filter(id=run_id).update(status=RunStatus.RUNNING)
+    sent: list[int] = []
+    monkeypatch.setattr(actions, "enqueue_items", lambda items: sent.extend(i.id for i in items))
+    run = IngestRun.objects.get(id=run_id)
+
+    with pytest.raises(DocqaError, match=rf"run {run_id} is running: a file moved \d+ s ago, so its workers are at "
+                                         r"it\. Resume a run that stopped \(no progress for 120 s\), or cancel it first"):
+        actions.do_resume_run(run, "cli:ops")
+    assert sent == []
+    long_ago = timezone.now() - timedelta(seconds=300)  # quiet since: a worker died with it
+    IngestItem.objects.filter(run_id=run_id).update(started_at=long_ago, finished_at=long_ago)
+    assert actions.do_resume_run(run, "cli:ops") == 1 and len(sent) == 1

@@ -269,6 +269,11 @@ def test_parse_and_embed_run_on_separate_queues(services_env: dict[str, str], tm
             assert time.monotonic() < deadline, list(IngestItem.objects.values_list("path", "state", "error"))
             time.sleep(0.3)
         assert not documents.filter(status=DocumentStatus.INDEXED).exists()
+        # `doctor` says what is wrong (it said "ok" while files waited for an embed worker).
+        doctor = subprocess.run([sys.executable, "manage.py", "doctor", "--skip", "qdrant", "--skip", "embedding",
+                                 "--skip", "vllm"], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+        assert doctor.returncode == 1 and "but none takes tasks from queue embed" in doctor.stdout, doctor.stdout
+        assert "fix: start one: celery -A docqa worker -Q embed" in doctor.stdout
         embed_worker = start_worker(env, "embed")
         out, err = ingest.communicate(timeout=300)
     finally:

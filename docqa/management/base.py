@@ -149,7 +149,10 @@ def how_to_finish(run_id: int) -> str:
 def interrupted_waiting(stderr: Any, run: Any) -> CommandError:
     """Ctrl-C while a command waits on a run: the file in hand finishes, the rest is recorded, and
     the error returned (exit 130) says in one line how far the run got."""
-    stderr.write("\ninterrupted: stopping (the file in hand finishes first)")
+    if settings.EMBEDDED_WORKER:  # in services mode the workers go on, as the one line says
+        stderr.write("\ninterrupted: stopping (the file in hand finishes first)")
+    else:
+        stderr.write("")  # off the progress line
     shutdown(told=True)
     return CommandError(left_behind(run, "interrupted"), returncode=130)
 

@@ -98,11 +98,20 @@ def check_workers() -> Check:
         return Check(OK, "embedded default: `serve` and `ingest` run the worker in-process")
     from docqa.celery import app
 
-    replies = app.control.inspect(timeout=3).ping() or {}
+    inspect = app.control.inspect(timeout=3)
+    replies = inspect.ping() or {}
     if not replies:
         return Check(FAIL, "no Celery worker answered a ping within 3 s",
                      "start one: celery -A docqa worker (docker compose up -d worker)")
-    return Check(OK, f"{len(replies)} worker(s) alive: {', '.join(sorted(replies))}")
+    alive = f"{len(replies)} worker(s) alive: {', '.join(sorted(replies))}"
+    # Every queue docqa sends to needs a worker: with split queues a file parsed and never
+    # embedded waits as "embedding" for ever.
+    wanted = ["celery", settings.EMBED_QUEUE] if settings.SPLIT_QUEUES else ["celery"]
+    consumed = {q.get("name") for queues in (inspect.active_queues() or {}).values() for q in queues}
+    if missing := [q for q in wanted if q not in consumed]:
+        return Check(FAIL, f"{alive}, but none takes tasks from queue {', '.join(missing)}",
+                     f"start one: celery -A docqa worker -Q {','.join(missing)}")
+    return Check(OK, f"{alive}; queues {', '.join(wanted)} served")
 
 
 def check_qdrant() -> Check:

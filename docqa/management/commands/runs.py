@@ -23,7 +23,7 @@ from docqa.management.base import (
     shutdown,
     start_local_work,
 )
-from docqa.models import IngestRun, Matter, Role
+from docqa.models import IngestRun, Matter, Role, RunStatus
 from docqa.permissions import readable_matters
 from ingest.errors import DocqaError
 
@@ -63,7 +63,8 @@ class Command(BaseCommand):
                 cancelled = actions.do_cancel_run(run, actor)
             except DocqaError as exc:  # a finished or already cancelled run
                 raise CommandError(str(exc)) from exc
-            self.stdout.write(f"run {run.id} cancelled: {cancelled} queued files will not be processed")
+            self.stdout.write(f"run {run.id} cancelled: {cancelled:,} queued file{'s' if cancelled != 1 else ''} will "
+                              "not be processed (files already being processed finish)")
         else:
             self.requeue(run, actor, options)
 
@@ -82,6 +83,10 @@ class Command(BaseCommand):
             raise interrupted_waiting(self.stderr, run) from None
         finally:
             shutdown()
+        if run.status == RunStatus.RUNNING:  # --no-wait: the workers go on with it
+            self.stdout.write(f"run {run.id} running: {live_progress(run)}; `manage.py runs --matter "
+                              f"{run.matter.slug}` follows it")
+            return
         self.stdout.write(f"run {run.id} {run.status}: " + ", ".join(f"{k} {v}" for k, v in run.counts_in_order.items()))
 
     def list_runs(self, matter: str | None, account: Any) -> None:
@@ -94,7 +99,17 @@ class Command(BaseCommand):
             elif not Matter.objects.filter(slug=matter).exists():
                 raise CommandError(f"no matter {matter!r}; `manage.py matter list` lists them")
             runs = runs.filter(matter__slug=matter)
-        for run in runs[:50]:
-            counts = ", ".join(f"{k} {v}" for k, v in run.counts_in_order.items() if v) or "-"
+        latest = list(runs[:50])
+        actions.finish_completed_runs([r for r in latest if r.status in (RunStatus.RUNNING, RunStatus.CANCELLED)])
+        for run in latest:
+            counts = (live_progress(run) if run.status == RunStatus.RUNNING
+                      else ", ".join(f"{k} {v}" for k, v in run.counts_in_order.items() if v) or "-")
             self.stdout.write(f"{run.id:>5}  {run.status:<9}  {run.matter.slug:<16}  {run.started_at:%Y-%m-%d %H:%M}  "
                               f"{run.source.root}  {counts}")
+
+
+def live_progress(run: IngestRun) -> str:
+    """A running run's figures so far: "412 of 1,008 files done, 3 failed"."""
+    stats = actions.run_stats(run)
+    failed = f", {stats.failed:,} failed" if stats.failed else ""
+    return f"{stats.done:,} of {files(stats.work)} done{failed}"
