@@ -106,19 +106,37 @@ def told(answer: Answer) -> str:
     return plain(answer.error_kind, answer.error) if answer.error else ""
 
 
+def copied_sources(answer: Answer, sources: list[dict[str, Any]], unknown: list[Any]) -> tuple[str, list[str]]:
+    """What a copy lists under the answer: the sources cited, or, for a search-only result (and a
+    failed answer whose passages were kept), the passages themselves, which are its content."""
+    if answer.mode == "search" or (answer.error and sources and not any(s.get("citations") for s in sources)):
+        return "Passages", [f"{source_line(s)}: {excerpt(s.get('text'))}" for s in sources]
+    return "Sources", [source_line(s) for s in sources if s.get("citations")] + [unknown_line(c) for c in unknown]
+
+
+PASSAGE_CHARS = 500  # of each passage a search-only copy carries, as the OpenAI-compatible reply does
+
+
+def excerpt(text: Any) -> str:
+    if not isinstance(text, str):  # retention replaced it by its hash
+        return "[expired]"
+    flat = " ".join(text.split())
+    return flat[:PASSAGE_CHARS] + ("…" if len(flat) > PASSAGE_CHARS else "")
+
+
 def answer_markdown(question: Question, answer: Answer, sources: list[dict[str, Any]], unknown: list[Any]) -> str:
-    cited = [source_line(s) for s in sources if s.get("citations")] + [unknown_line(c) for c in unknown]
+    heading, listed = copied_sources(answer, sources, unknown)
     lines = [f"**Q:** {question.text}", "", answer.text or told(answer), "", *stopped_lines(answer)]
-    if cited:
-        lines += ["**Sources**", ""] + [f"- {line}" for line in cited]
+    if listed:
+        lines += [f"**{heading}**", ""] + [f"- {line}" for line in listed]
     return "\n".join(lines).strip() + "\n"
 
 
 def answer_plain(question: Question, answer: Answer, sources: list[dict[str, Any]], unknown: list[Any]) -> str:
-    cited = [source_line(s) for s in sources if s.get("citations")] + [unknown_line(c) for c in unknown]
+    heading, listed = copied_sources(answer, sources, unknown)
     lines = [f"Q: {question.text}", "", answer.text or told(answer), "", *stopped_lines(answer)]
-    if cited:
-        lines += ["Sources:", *cited]
+    if listed:
+        lines += [f"{heading}:", *listed]
     return "\n".join(lines).strip() + "\n"
 
 
@@ -133,9 +151,13 @@ def page_context(request: HttpRequest, matter: Matter, conversation: Conversatio
         listed.ended = last.ended if last else ""  # type: ignore[attr-defined]
     folders = sorted({d.rsplit("/", 1)[0] for d in matter.documents.filter(status="indexed")
                       .values_list("path", flat=True)[:20000] if "/" in d})
+    asked = turns(conversation)
+    initial: dict[str, Any] = {"conversation": conversation.id if conversation else None}
+    if asked:  # a follow-up is asked at the effort of the question before it, unless changed
+        initial["effort"] = asked[-1]["question"].effort
     return {
-        "matter": matter, "conversation": conversation, "turns": turns(conversation),
-        "form": form or AskForm(initial={"conversation": conversation.id if conversation else None}),
+        "matter": matter, "conversation": conversation, "turns": asked,
+        "form": form or AskForm(initial=initial),
         "history": history, "folders": folders, "operator": sees_detail(request.user),
     }
 

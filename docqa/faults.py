@@ -60,11 +60,15 @@ def says_more(error: str, said: str) -> bool:
 
 
 def sentence(text: str) -> str:
-    """`text` with a capital first letter and a full stop, as the page's other messages are."""
+    """`text` with a capital first letter and a full stop, as the page's other messages are. A
+    first word that is not a plain word (a file name, a path, a setting) is left as written:
+    "notes.zip is not ..." is not "Notes.zip is not ..."."""
     text = text.strip()
     if not text:
         return text
-    return text[0].upper() + text[1:] + ("" if text[-1] in ".!?)" else ".")
+    first = text.split(None, 1)[0].rstrip(":,;")
+    head = text[0].upper() if first.isalpha() else text[0]
+    return head + text[1:] + ("" if text[-1] in ".!?)" else ".")
 
 
 def recorded_error(exc: BaseException) -> str:

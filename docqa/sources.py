@@ -10,6 +10,7 @@ no links, and a cap on the files and bytes it may unpack to (a zip bomb stops at
 from __future__ import annotations
 
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from django.conf import settings
@@ -93,36 +94,60 @@ def checked_folder(matter: Matter, raw: str) -> Path:
     return path
 
 
-def save_uploads(matter: Matter, files: list[UploadedFile]) -> int:
-    """Write uploaded files (a .zip unpacked) into the matter's upload folder; the count written."""
+def save_uploads(matter: Matter, files: list[UploadedFile]) -> tuple[int, list[str]]:
+    """Write uploaded files (a .zip unpacked) into the matter's upload folder: the count written,
+    and the hidden entries of zips left out. Every name and cap is checked before anything is
+    written, so a refused upload leaves the folder as it was."""
     if not files:
         raise DocqaError("choose one or more files, or a zip")
-    folder = upload_folder(matter)
-    folder.mkdir(parents=True, exist_ok=True)
     budget = {"files": settings.UPLOAD_MAX_FILES, "bytes": settings.UPLOAD_MAX_BYTES}
-    written = 0
-    for upload in files:
-        name = safe_name(upload.name or "")
-        if name.lower().endswith(".zip"):
-            written += unpack(upload, folder, budget)
-            continue
-        spend(budget, 1, upload.size or 0, name)
-        try:
-            with (folder / name).open("wb") as out:
-                for piece in upload.chunks():
-                    out.write(piece)
-        except OSError as exc:
-            raise DocqaError(f"cannot write {name!r}: {exc.strerror or type(exc).__name__}") from exc
-        written += 1
-    return written
+    plans: list[tuple[UploadedFile, str, Zip | None]] = []
+    try:
+        for upload in files:
+            name = safe_name(upload.name or "")
+            if name.lower().endswith(".zip"):
+                plans.append((upload, name, checked_zip(upload, budget)))
+                continue
+            spend(budget, 1, upload.size or 0, name)
+            plans.append((upload, name, None))
+        folder = upload_folder(matter)
+        folder.mkdir(parents=True, exist_ok=True)
+        written, hidden = 0, list[str]()
+        for upload, name, zipped in plans:
+            if zipped is not None:
+                for member, member_name in zipped.members:
+                    write_member(zipped.archive, member, folder / member_name, name)
+                written, hidden = written + len(zipped.members), hidden + zipped.hidden
+                continue
+            try:
+                with (folder / name).open("wb") as out:
+                    for piece in upload.chunks():
+                        out.write(piece)
+            except OSError as exc:
+                raise DocqaError(f"cannot write {name!r}: {exc.strerror or type(exc).__name__}") from exc
+            written += 1
+    finally:
+        for _, _, zipped in plans:
+            if zipped is not None:
+                zipped.archive.close()
+    return written, hidden
 
 
 def safe_name(name: str) -> str:
     """A relative path with no '..', no absolute part and no hidden component, or a refusal."""
     parts = [p for p in PurePosixPath(name.replace("\\", "/")).parts if p not in ("", "/", ".")]
-    if not parts or any(p == ".." or p.startswith(".") for p in parts) or ":" in parts[0]:
+    if not parts or any(p == ".." for p in parts) or ":" in parts[0]:
         raise DocqaError(f"refused the file name {name!r}: it would land outside the upload folder")
+    if any(p.startswith(".") for p in parts):
+        raise DocqaError(f"refused the file name {name!r}: hidden files (a name starting with '.') are not synced")
     return str(PurePosixPath(*parts))
+
+
+def hidden_entry(name: str) -> bool:
+    """An entry a zip carries that is no document: macOS's `__MACOSX/` resource forks and
+    `.DS_Store`, or any other hidden file or folder (which a sync passes over in any case)."""
+    parts = [p for p in PurePosixPath(name.replace("\\", "/")).parts if p not in ("", "/", ".")]
+    return bool(parts) and (parts[0] == "__MACOSX" or any(p.startswith(".") and p != ".." for p in parts))
 
 
 def spend(budget: dict[str, int], files: int, size: int, name: str) -> None:
@@ -133,16 +158,26 @@ def spend(budget: dict[str, int], files: int, size: int, name: str) -> None:
                          f"{settings.UPLOAD_MAX_BYTES // 2**20} MiB in all (DOCQA_UPLOAD_MAX_FILES, DOCQA_UPLOAD_MAX_BYTES)")
 
 
-def unpack(upload: UploadedFile, folder: Path, budget: dict[str, int]) -> int:
-    """Check every entry first (names, links, caps, a file where another needs a folder), then write."""
+@dataclass
+class Zip:
+    archive: zipfile.ZipFile
+    members: list[tuple[zipfile.ZipInfo, str]]  # each with its checked name
+    hidden: list[str]  # entries left out: __MACOSX/..., .DS_Store and other hidden names
+
+
+def checked_zip(upload: UploadedFile, budget: dict[str, int]) -> Zip:
+    """Check every entry (names, links, caps, a file where another needs a folder) before any is written."""
     try:
         archive = zipfile.ZipFile(upload)
     except zipfile.BadZipFile as exc:
         raise DocqaError(f"{upload.name} is not a readable zip file") from exc
-    with archive:
-        members = []
+    try:
+        members, hidden = [], []
         for member in archive.infolist():
             if member.is_dir():
+                continue
+            if hidden_entry(member.filename):
+                hidden.append(member.filename)
                 continue
             if (member.external_attr >> 16) & 0o170000 == 0o120000:
                 raise DocqaError(f"refused {member.filename!r} in {upload.name}: links are not unpacked")
@@ -154,9 +189,10 @@ def unpack(upload: UploadedFile, folder: Path, budget: dict[str, int]) -> int:
             parents = {str(p) for p in PurePosixPath(name).parents if str(p) != "."}
             if parents & files:
                 raise DocqaError(f"refused {upload.name}: {name!r} needs a folder where the zip also has a file")
-        for member, name in members:
-            write_member(archive, member, folder / name, upload.name or "")
-    return len(members)
+    except BaseException:
+        archive.close()
+        raise
+    return Zip(archive, members, hidden)
 
 
 def write_member(archive: zipfile.ZipFile, member: zipfile.ZipInfo, target: Path, zip_name: str) -> None:
@@ -182,6 +218,7 @@ def sync(request: HttpRequest, slug: str) -> HttpResponse:
         folder = checked_folder(matter, request.POST.get("root", ""))
         run = actions.do_start_ingest(matter, folder, f"web:{request.user.get_username()}")
     except DocqaError as exc:
+        request.session["sync_root"] = request.POST.get("root", "")[:4096]  # back in the box, to correct
         return redirect_with_error(request, slug, str(exc))
     return redirect("run", slug=slug, run_id=run.id)
 
@@ -192,10 +229,16 @@ def upload(request: HttpRequest, slug: str) -> HttpResponse:
     """Save uploaded files (or a zip) into the matter's upload folder, then sync that folder."""
     matter = matter_for(request.user, slug, Role.EDITOR)
     try:
-        save_uploads(matter, request.FILES.getlist("files"))
+        written, hidden = save_uploads(matter, request.FILES.getlist("files"))
         run = actions.do_start_ingest(matter, upload_folder(matter), f"web:{request.user.get_username()}")
     except DocqaError as exc:
         return redirect_with_error(request, slug, str(exc))
+    if hidden:
+        shown = ", ".join(sorted({h.split("/")[0] + "/" if h.startswith("__MACOSX/") else h.rsplit("/", 1)[-1]
+                                  for h in hidden})[:3])
+        messages.info(request, f"{written:,} file{'s' if written != 1 else ''} uploaded; {len(hidden):,} hidden "
+                      f"entr{'ies' if len(hidden) != 1 else 'y'} of the zip left out ({shown}): they hold no "
+                      "documents, and a sync passes hidden files over.")
     return redirect("run", slug=slug, run_id=run.id)
 
 

@@ -18,7 +18,7 @@ from docqa import actions
 from docqa.conversations import own_conversation, page_context, scope_of
 from docqa.faults import kind_of, plain, sentence
 from docqa.forms import AskForm
-from docqa.models import FINAL_STATES, Document, IngestRun, ItemState, Role, RunStatus, path_starts
+from docqa.models import FINAL_STATES, Document, DocumentStatus, IngestRun, ItemState, Role, RunStatus, path_starts
 from docqa.permissions import matter_for, readable_matters, role_in
 from docqa.sources import upload_folder
 from docqa.templatetags.docqa_tags import merged, quote_spans
@@ -87,6 +87,9 @@ def ask(request: HttpRequest, slug: str) -> HttpResponse:
             else:  # recorded: its turn in the thread shows the error (and any passages kept)
                 conversation = own_conversation(request, matter, recorded)
                 form = AskForm(initial={**form.cleaned_data, "conversation": recorded})
+    if request.method == "POST" and form.errors:  # refused before asking: say which field and why
+        error = " ".join(f"{'The question' if name == 'question' else name.capitalize()}: {' '.join(errs)}"
+                         for name, errs in form.errors.items())
     context = page_context(request, matter, conversation, form)
     context["error"] = error
     return render(request, "docqa/ask.html", context)
@@ -101,6 +104,7 @@ def documents(request: HttpRequest, slug: str) -> HttpResponse:
     matter = matter_for(request.user, slug)
     folder = request.GET.get("folder", "").strip().strip("/")
     state = request.GET.get("state", "")
+    state = state if state in DocumentStatus.values else ""  # an unknown state (a hand-edited link) is no filter
     prefix = f"{folder}/" if folder else ""
     top = matter.documents.filter(parent__isnull=True)
     subfolders: dict[str, Counter[str]] = {}
@@ -224,6 +228,7 @@ def runs(request: HttpRequest, slug: str) -> HttpResponse:
         "matter": matter, "runs": latest, "sources": actions.synced_sources(matter),
         "can_edit": role_in(request.user, matter) in (Role.EDITOR, Role.MANAGER),
         "roots": matter.roots(), "uploads": upload_folder(matter),
+        "typed_root": request.session.pop("sync_root", ""),  # a refused folder, kept to be corrected
     })
 
 

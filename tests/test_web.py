@@ -83,6 +83,18 @@ def test_sign_in_page_logs_a_member_in(indexed: Matter) -> None:
     assert client.get("/").status_code == 200
 
 
+def test_a_refused_question_says_which_field_and_why_without_javascript(indexed: Matter) -> None:
+    """A budget of 100 re-showed the form with nothing said (the script checks it first; without
+    it the page was silent)."""
+    from docqa.models import Question
+
+    page = member(indexed).post("/m/lease/", {"question": "Who pays the rent?", "effort": "low", "budget": "100"}
+                                ).content.decode()
+
+    assert 'role="alert">Budget: Ensure this value is greater than or equal to 512.' in page
+    assert "Who pays the rent?</textarea>" in page and not Question.objects.exists()  # kept, not asked
+
+
 def test_ask_page_shows_the_answer_with_numbered_sources(indexed: Matter, standin: Any) -> None:
     client = member(indexed)
 
@@ -100,6 +112,7 @@ def test_ask_page_shows_the_answer_with_numbered_sources(indexed: Matter, standi
     assert response.redirect_chain == [(f"/m/lease/c/{question.conversation_id}/#q{question.id}", 302)]
     assert "sixty (60) days" in client.get(f"/m/lease/c/{question.conversation_id}/").content.decode()
     assert Question.objects.count() == 1
+    assert '<option value="low" selected>low</option>' in html  # a follow-up keeps the effort chosen
 
     assert re.search(r'<a class="cite" href="#q\d+-S1">\[S1\]</a>', html) and "verified" in html
     assert "lease.txt" in html and "sixty (60) days" in html
@@ -132,6 +145,14 @@ def test_search_only_lists_passages_best_first_and_links_what_was_left_out(data_
     assert link is not None and "characters " in left_out and " tokens" in left_out
     page = client.get(link.group(1).replace("&amp;", "&")).content.decode()
     assert '<mark id="hit">' in page
+    # The copy buttons carry the passages, the result's content ("the passages listed with it"
+    # listed none): each with its label, file, section and first 500 characters.
+    from docqa.conversations import turns
+    from docqa.models import Conversation
+
+    turn = turns(Conversation.objects.get())[0]
+    assert turn["plain"].count("\n[S") == len(turn["sources"]) >= 2 and "\nPassages:\n[S1] supply.txt" in turn["plain"]
+    assert "\n**Passages**\n\n- [S1] supply.txt" in turn["markdown"] and "record " in turn["markdown"]
 
 
 def test_a_citation_knows_the_section_its_quote_stands_in(data_dir: Path, tmp_path: Path, standin: Any) -> None:
@@ -848,7 +869,7 @@ def test_a_scope_limits_the_search_to_a_folder(indexed: Matter, tmp_path: Path) 
     assert '<option value="annex">' in client.get("/m/lease/").content.decode()  # folders offered
     # The documents page walks the tree a level at a time, and filters by state.
     root = client.get("/m/lease/documents/").content.decode()
-    assert '<a href="?folder=annex">annex/</a>' in root and "1 files" in root and "lease.txt" in root
+    assert '<a href="?folder=annex">annex/</a>' in root and "1 file<" in root and "lease.txt" in root
     assert "parking.txt" not in root
     inside = client.get("/m/lease/documents/?folder=annex").content.decode()
     assert "parking.txt</a>" in inside and "lease.txt" not in inside
@@ -950,6 +971,46 @@ def test_uploads_cannot_escape_their_folder_or_exceed_the_caps(indexed: Matter, 
     assert not list(tmp_path.rglob("big.txt"))  # refused before a byte was written
 
 
+def test_a_zip_from_a_mac_uploads_its_documents_and_leaves_its_hidden_entries_out(
+        indexed: Matter, worker: None, settings: Any, tmp_path: Path) -> None:
+    """Finder's "Compress" adds __MACOSX/ and .DS_Store: the whole zip was refused as landing
+    "outside the upload folder"."""
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from docqa.actions import wait_for_run
+    from docqa.models import IngestRun
+
+    settings.DATA_DIR = tmp_path / "data"
+    editor = member(indexed, "ed", Role.EDITOR)
+    bundle = zip_of({"annex/a.txt": b"ANNEX A\n\nThe deposit is one month of rent.\n", ".DS_Store": b"\0\0\0\1Bud1",
+                     "annex/.DS_Store": b"\0\0\0\1Bud1", "__MACOSX/annex/._a.txt": b"\0\5\26\7"})
+    response = editor.post("/m/lease/upload", {"files": [SimpleUploadedFile("annex.zip", bundle)]})
+    assert response.status_code == 302 and "/runs/" in response.url
+    page = editor.get(response.url).content.decode()
+    assert ("1 file uploaded; 3 hidden entries of the zip left out (.DS_Store, __MACOSX/): they hold no documents"
+            in page)
+    run = wait_for_run(IngestRun.objects.get(id=int(response.url.rstrip("/").rsplit("/", 1)[1])), timeout=120)
+    assert run.counts["indexed"] == 1 and run.counts.get("skipped", 0) == 0
+    uploads = tmp_path / "data" / "uploads" / "lease"
+    assert sorted(str(p.relative_to(uploads)) for p in uploads.rglob("*") if p.is_file()) == ["annex/a.txt"]
+
+
+def test_a_refused_upload_writes_none_of_its_files(indexed: Matter, settings: Any, tmp_path: Path) -> None:
+    """The files before the refused one were written (and synced by the next upload)."""
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    settings.DATA_DIR = tmp_path / "data"
+    editor = member(indexed, "ed", Role.EDITOR)
+    page = editor.post("/m/lease/upload", {"files": [
+        SimpleUploadedFile("notice.txt", b"NOTICE\n"), SimpleUploadedFile("more.zip", zip_of({"b.txt": b"B\n"})),
+        SimpleUploadedFile("bad.zip", zip_of({"../evil.txt": b"x"}))]}, follow=True).content.decode()
+    assert "would land outside the upload folder" in page
+    assert not (tmp_path / "data" / "uploads").exists() or not any((tmp_path / "data" / "uploads").rglob("*.txt"))
+    page = editor.post("/m/lease/upload", {"files": [SimpleUploadedFile("notzip.zip", b"plain text")]},
+                       follow=True).content.decode()
+    assert "notzip.zip is not a readable zip file." in page  # a file name keeps its case
+
+
 def test_the_runs_page_shows_no_error_a_link_brings_with_it(indexed: Matter) -> None:
     """An error box shows what the server said, kept in the session; words in the address
     ("?error=Your account is locked, call ...") are not shown."""
@@ -961,8 +1022,9 @@ def test_the_runs_page_shows_no_error_a_link_brings_with_it(indexed: Matter) -> 
     response = editor.post("/m/lease/sync", {"root": "/nowhere/at/all"})
     assert response.status_code == 302 and "?" not in response["Location"]
     page = editor.get(response["Location"]).content.decode()
-    assert 'class="error" role="alert"' in page
-    assert 'role="alert"' not in editor.get(response["Location"]).content.decode()  # said once
+    assert 'class="error" role="alert"' in page and 'name="root" required value="/nowhere/at/all"' in page  # kept
+    again = editor.get(response["Location"]).content.decode()
+    assert 'role="alert"' not in again and 'required value=""' in again  # said once
 
 
 def test_a_folder_syncs_only_under_the_matters_own_roots(indexed: Matter, worker: None, settings: Any,

@@ -34,7 +34,12 @@ class Command(BaseCommand):
         elif options["action"] == "list":
             tokens = ApiToken.objects.select_related("user").order_by("id")
             if options["user"]:
+                if not get_user_model().objects.filter(username=options["user"]).exists():
+                    raise CommandError(f"no user {options['user']!r}")
                 tokens = tokens.filter(user__username=options["user"])
+            if not tokens:  # said on stderr: the list itself stays empty for scripts
+                self.stderr.write(f"no tokens{' for ' + options['user'] if options['user'] else ''}; "
+                                  "`manage.py token create --user NAME` makes one")
             for t in tokens:
                 state = f"revoked {t.revoked_at:%Y-%m-%d}" if t.revoked_at else "active"
                 used = f"last used {t.last_used_at:%Y-%m-%d %H:%M}" if t.last_used_at else "never used"
