@@ -998,7 +998,8 @@ def do_ask(
     # asked for (None: the model's window); the row holds it too until the window is known, then
     # the budget used, which the answer's record holds (None: stopped before the window was known).
     question = Question.objects.create(matter=matter, user=user, actor=actor, text=text, effort=effort,
-                                       budget=used if llm is None else asked, conversation=conversation)
+                                       budget=used if llm is None else asked, conversation=conversation,
+                                       scope=[p.strip() for p in scope] if scope and documents else [])
     record_audit(actor, "question.ask", matter, {"question": question.id, "conversation": conversation.id,
                                                  "text": text, "effort": effort, "budget": asked,
                                                  **({"scope": scope, "documents": len(documents)} if documents else {}),

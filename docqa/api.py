@@ -214,6 +214,7 @@ class AnswerOut(Schema):
     conversation: int | None
     text: str
     effort: str
+    scope: list[str] = Field([], description="the folders or documents the search was limited to; [] for all")
     asked_at: datetime
     mode: str
     answer: str
@@ -236,6 +237,7 @@ class QuestionOut(Schema):
     conversation: int | None
     text: str
     effort: str
+    scope: list[str] = Field([], description="the folders or documents the search was limited to; [] for all")
     asked_at: datetime
     mode: str = Field(description="llm, search, error, stopped, or pending: no answer recorded yet (being "
                                   "answered, or its process ended first)")
@@ -288,7 +290,7 @@ def answer_out(question: Question) -> dict[str, Any]:
     answer: Answer | None = getattr(question, "answer", None)
     return {
         "question": question.id, "conversation": question.conversation_id, "text": question.text,
-        "effort": question.effort, "asked_at": question.created_at,
+        "effort": question.effort, "scope": question.scope, "asked_at": question.created_at,
         "mode": answer.mode if answer else "pending", "answer": answer.text if answer else "",
         "error": answer.error if answer else "", "model": answer.model if answer else "",
         "error_kind": answer.error_kind if answer else "", "error_plain": told(answer) if answer else "",
@@ -463,7 +465,7 @@ def questions(request: HttpRequest, slug: str, conversation: int = Query(0, ge=0
 def question_out(question: Question) -> dict[str, Any]:
     answer: Answer | None = getattr(question, "answer", None)
     return {"question": question.id, "conversation": question.conversation_id, "text": question.text,
-            "effort": question.effort, "asked_at": question.created_at,
+            "effort": question.effort, "scope": question.scope, "asked_at": question.created_at,
             "mode": answer.mode if answer else "pending", "stop_requested": question.stop_requested_at is not None,
             "error_kind": answer.error_kind if answer else ""}
 

@@ -153,8 +153,11 @@ def page_context(request: HttpRequest, matter: Matter, conversation: Conversatio
                       .values_list("path", flat=True)[:20000] if "/" in d})
     asked = turns(conversation)
     initial: dict[str, Any] = {"conversation": conversation.id if conversation else None}
-    if asked:  # a follow-up is asked at the effort of the question before it, unless changed
-        initial["effort"] = asked[-1]["question"].effort
+    if asked:  # a follow-up is asked at the effort, and in the folder, of the question before it
+        last = asked[-1]["question"]
+        initial["effort"] = last.effort
+        if len(last.scope) == 1:  # the box holds one (the API may have given several)
+            initial["scope"] = last.scope[0]
     return {
         "matter": matter, "conversation": conversation, "turns": asked,
         "form": form or AskForm(initial=initial),

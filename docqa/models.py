@@ -251,6 +251,8 @@ class Question(models.Model):
     # The prompt tokens the answer was packed for: null while the model's window is not yet known,
     # and for good when the question was stopped before the model server told it (nothing packed).
     budget = models.IntegerField(null=True)
+    # The folders or documents the search was limited to, as given; [] for the whole matter.
+    scope = models.JSONField(default=list, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     # Set when retention replaced the question, its answer, reasoning, quotes and the packed
     # source text by their hashes ("sha256:<hex>"); see docqa/retention.py.

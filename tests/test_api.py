@@ -323,6 +323,9 @@ def test_scope_is_a_list_of_paths_or_one_path_as_a_string(lease: dict[str, Any],
         found = client.post("/api/v1/matters/lease/questions", json.dumps({"question": QUESTION, "scope": scope}),
                             content_type="application/json", **bearer(lease["ann"]))
         assert found.status_code == 200 and [s["path"] for s in found.json()["sources"]] == ["lease.txt"]
+        assert found.json()["scope"] == ["lease.txt"]  # and GET says so, as the web page does
+        again = client.get(f"/api/v1/matters/lease/questions/{found.json()['question']}", **bearer(lease["ann"]))
+        assert again.json()["scope"] == ["lease.txt"]
     nowhere = client.post("/api/v1/matters/lease/questions", json.dumps({"question": QUESTION, "scope": "annex"}),
                           content_type="application/json", **bearer(lease["ann"]))
     assert nowhere.status_code == 400 and "is under annex" in nowhere.json()["detail"]

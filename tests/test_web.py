@@ -864,6 +864,11 @@ def test_a_scope_limits_the_search_to_a_folder(indexed: Matter, tmp_path: Path) 
     scoped = client.post("/m/lease/", {"question": "What is the monthly rent?", "effort": "low",
                                        "scope": "annex"}, follow=True).content.decode()
     assert "annex/parking.txt" in scoped and "two thousand dollars" not in scoped
+    # The turn says where it searched, the box keeps the folder for a follow-up, the API says it too.
+    from docqa.models import Question
+
+    assert "low effort · only in annex ·" in scoped and 'id="id_scope"' in scoped and 'value="annex"' in scoped
+    assert Question.objects.get().scope == ["annex"]
     nowhere = client.post("/m/lease/", {"question": "rent?", "effort": "low", "scope": "no/such/folder"}, follow=True)
     assert "No indexed document in lease is under no/such/folder." in nowhere.content.decode()
     assert '<option value="annex">' in client.get("/m/lease/").content.decode()  # folders offered
