@@ -50,6 +50,8 @@ from docqa.models import (
     Source,
     path_starts,
     sha256_text,
+    shown_path,
+    split_shown,
 )
 from inference.answer import AnswerResult, Stopped, answer_question, fitting_history, stopped_note
 from inference.llm import Cancelled, LlmError, LlmMisconfigured, LlmTimeout, StopSignal, VllmClient
@@ -1019,6 +1021,7 @@ def do_ask(
             # Prefix-cache entries are kept apart per matter, so one matter's cached
             # sources can never shorten (and so reveal) another's prompt timing.
             cache_salt=f"matter-{matter.id}", on_packed=sent.append, stop=watch.signal,
+            shown_paths=lambda hits: name_hits(matter, hits),
         )
 
     failure: DocqaError | None = None
@@ -1273,11 +1276,33 @@ def search_without_model(answer: Callable[..., AnswerResult]) -> AnswerResult | 
     return found
 
 
+def name_hits(matter: Matter, hits: list[Any]) -> None:
+    """Each hit's path as its document is shown (`shown_path`): after its folder's name when the
+    matter has several folders, so that two files of the same name are two sources to the model,
+    to the citations and to the reader. One query, for the documents found only."""
+    names = matter.folder_names()
+    if not names:
+        return
+    sources = dict(Document.objects.filter(matter=matter, id__in={h.payload.get("document") for h in hits})
+                   .values_list("id", "source_id"))
+    renamed: set[int] = set()  # a payload two hits share is renamed once
+    for hit in hits:
+        source = sources.get(hit.payload.get("document"))
+        if source is not None and id(hit.payload) not in renamed:
+            renamed.add(id(hit.payload))
+            hit.payload["path"] = shown_path(names, source, str(hit.payload.get("path", "")))
+
+
 def scope_documents(matter: Matter, scope: list[str]) -> list[int]:
-    """The matter's indexed documents under the given folders or at the given paths."""
+    """The matter's indexed documents under the given folders or at the given paths; with several
+    folders, a path may start with its folder's name ("uploads/contract.pdf", or "uploads" for all)."""
+    names = matter.folder_names()
     wanted = Q()
-    for prefix in (p.strip().strip("/") for p in scope):
-        if prefix:
+    for shown in (p.strip().strip("/") for p in scope):
+        source, prefix = split_shown(names, shown)
+        if source is not None:
+            wanted |= Q(source_id=source) & (Q(path=prefix) | path_starts(prefix + "/") if prefix else Q())
+        elif prefix:
             wanted |= Q(path=prefix) | path_starts(prefix + "/")
     ids = list(Document.objects.filter(wanted, matter=matter, status=DocumentStatus.INDEXED).values_list("id", flat=True))
     if not ids:

@@ -29,6 +29,8 @@ from docqa.models import (
     Role,
     RunStatus,
     path_starts,
+    shown_path,
+    split_shown,
 )
 from docqa.permissions import matter_for, readable_matters, role_in
 from docqa.views import document_for, run_for
@@ -146,7 +148,10 @@ class Count(Schema):
 
 class DocumentOut(Schema):
     id: int
-    path: str
+    path: str = Field(description="relative to the folder it was synced from")
+    source: str = Field(description="that folder on the server")
+    shown: str = Field(description="as citations name it: the path, after its folder's name when the matter "
+                                   "has several folders (two may hold the same path)")
     kind: str
     status: str
     size: int
@@ -280,8 +285,9 @@ def run_out(run: IngestRun) -> dict[str, Any]:
             "took_over": run.took_over}
 
 
-def document_out(doc: Document) -> dict[str, Any]:
-    return {"id": doc.id, "path": doc.path, "kind": doc.kind, "status": doc.status, "size": doc.size,
+def document_out(doc: Document, names: dict[int, str]) -> dict[str, Any]:
+    return {"id": doc.id, "path": doc.path, "source": doc.source.root, "shown": shown_path(names, doc.source_id, doc.path),
+            "kind": doc.kind, "status": doc.status, "size": doc.size,
             "version": doc.sha256, "pages": doc.text.page_count if doc.text else None, "chunks": doc.chunk_count,
             "error": doc.error, "updated_at": doc.updated_at, "parent": doc.parent_id}
 
@@ -390,14 +396,20 @@ def run_failures(request: HttpRequest, slug: str, run_id: Id) -> Any:
 @api.get("/matters/{slug}/documents", response=DocumentPage, tags=["documents"])
 def documents(request: HttpRequest, slug: str, folder: str = "", state: str = "",
               limit: int = Query(100, ge=1, le=MAX_PAGE), offset: int = Query(0, ge=0, le=MAX_ID)) -> dict[str, Any]:
-    """The matter's documents, by path; `folder` keeps those under it, `state` those in that state."""
+    """The matter's documents, by path; `folder` keeps those under it (with several folders, it may
+    start with a folder's name, as `shown` does), `state` those in that state."""
     matter = matter_for(request.user, slug)
-    docs = matter.documents.select_related("text").defer("text__text", "text__layout").order_by("path")
-    if folder.strip("/"):
-        docs = docs.filter(path_starts(folder.strip("/") + "/"))
+    names = matter.folder_names()
+    docs = (matter.documents.select_related("text", "source").defer("text__text", "text__layout")
+            .order_by("path", "id"))
+    source, inside = split_shown(names, folder.strip("/"))
+    if source is not None:
+        docs = docs.filter(source_id=source)
+    if inside:
+        docs = docs.filter(path_starts(inside + "/"))
     if state:
         docs = docs.filter(status=state)
-    return {"count": docs.count(), "items": [document_out(d) for d in docs[offset:offset + limit]]}
+    return {"count": docs.count(), "items": [document_out(d, names) for d in docs[offset:offset + limit]]}
 
 
 @api.get("/matters/{slug}/documents/{doc_id}", response=DocumentText, tags=["documents"])
@@ -406,7 +418,7 @@ def document(request: HttpRequest, slug: str, doc_id: Id) -> dict[str, Any]:
     doc = document_for(request, slug, doc_id)
     actions.record_audit(actor(request), "document.view", doc.matter, {"document": doc.id, "path": doc.path,
                                                                         "version": doc.sha256})
-    return {**document_out(doc), "text": doc.text.text if doc.text else ""}
+    return {**document_out(doc, doc.matter.folder_names()), "text": doc.text.text if doc.text else ""}
 
 
 # --- Questions ------------------------------------------------------------------------------------

@@ -27,7 +27,7 @@ from django.views.decorators.http import require_GET, require_POST
 from docqa import actions
 from docqa.faults import kind_of, plain, recorded_error, says_more, sees_detail
 from docqa.forms import AskForm
-from docqa.models import Answer, Conversation, Matter, Question
+from docqa.models import Answer, Conversation, Matter, Question, shown_path
 from docqa.permissions import matter_for
 from ingest.errors import DocqaError
 
@@ -149,8 +149,11 @@ def page_context(request: HttpRequest, matter: Matter, conversation: Conversatio
         asked = list(listed.questions.all())
         last = getattr(asked[-1], "answer", None) if asked else None
         listed.ended = last.ended if last else ""  # type: ignore[attr-defined]
-    folders = sorted({d.rsplit("/", 1)[0] for d in matter.documents.filter(status="indexed")
-                      .values_list("path", flat=True)[:20000] if "/" in d})
+    # The scope box offers the folders as citations name them (after their folder's, with several).
+    names = matter.folder_names()
+    shown = (shown_path(names, source, path) for source, path in matter.documents.filter(status="indexed")
+             .values_list("source_id", "path")[:20000])
+    folders = sorted({d.rsplit("/", 1)[0] for d in shown if "/" in d} | set(names.values()))
     asked = turns(conversation)
     initial: dict[str, Any] = {"conversation": conversation.id if conversation else None}
     if asked:  # a follow-up is asked at the effort, and in the folder, of the question before it

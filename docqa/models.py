@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path, PurePosixPath
 
 from django.conf import settings
 from django.db import models
@@ -30,8 +31,59 @@ class Matter(models.Model):
     def roots(self) -> list[str]:
         return [line.strip() for line in self.source_roots.splitlines() if line.strip()]
 
+    def upload_folder(self) -> Path:
+        """Where the web UI's uploads land: a folder of docqa's data, synced like any source."""
+        return (settings.DATA_DIR / "uploads" / self.slug).resolve()
+
+    def folder_names(self) -> dict[int, str]:
+        """What each of the matter's synced folders is called where its documents are listed and
+        cited, by source id: none with one folder (a document is then named by its path alone)."""
+        return folder_names(list(self.sources.values_list("id", "root")), str(self.upload_folder()))
+
     def __str__(self) -> str:
         return self.slug
+
+
+UPLOADS = "uploads"
+
+
+def folder_names(roots: list[tuple[int, str]], uploads: str) -> dict[int, str]:
+    """Names that tell a matter's folders apart: the fewest last parts of their roots that are all
+    different ("pleadings", or "client-a/docs" beside "client-b/docs"), "uploads" for the web's
+    uploads; none when there is one folder. Two documents of one matter may share a path, one in
+    each folder, and are then told apart by it ("pleadings/contract.pdf", "uploads/contract.pdf")."""
+    if len(roots) < 2:
+        return {}
+    parts = {id_: PurePosixPath(root).parts[1:] or (root,) for id_, root in roots if root != uploads}
+    taken = [UPLOADS] if len(parts) < len(roots) else []
+    names: dict[int, str] = {}
+    for last in range(1, max(len(p) for p in parts.values()) + 1):
+        names = {id_: "/".join(p[-last:]) for id_, p in parts.items()}
+        if told_apart([*names.values(), *taken]):
+            break
+    else:  # the roots' own paths ("/uploads" beside the uploads folder)
+        names = {id_: root for id_, root in roots if root != uploads}
+    return {**names, **{id_: UPLOADS for id_, root in roots if root == uploads}}
+
+
+def told_apart(names: list[str]) -> bool:
+    """No two the same, and none the start of another ("docs" and "docs/2019" would read as one folder)."""
+    return len(set(names)) == len(names) and not any(b.startswith(f"{a}/") for a in names for b in names)
+
+
+def shown_path(names: dict[int, str], source_id: int, path: str) -> str:
+    """A document's name where it is listed and cited: its path, after its folder's name when the
+    matter has several folders."""
+    return f"{names[source_id]}/{path}" if source_id in names else path
+
+
+def split_shown(names: dict[int, str], shown: str) -> tuple[int | None, str]:
+    """A name as `shown_path` writes it, back to (source id, path); (None, shown) when it starts with
+    no folder's name (the same path in every folder)."""
+    for id_, name in sorted(names.items(), key=lambda item: -len(item[1])):
+        if shown == name or shown.startswith(f"{name}/"):
+            return id_, shown[len(name) + 1:]
+    return None, shown
 
 
 class Membership(models.Model):

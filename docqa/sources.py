@@ -34,7 +34,7 @@ def allowed_roots() -> list[Path]:
 
 
 def upload_folder(matter: Matter) -> Path:
-    return (settings.DATA_DIR / "uploads" / matter.slug).resolve()
+    return matter.upload_folder()
 
 
 def overlaps(a: Path, b: Path) -> bool:

@@ -18,7 +18,18 @@ from docqa import actions
 from docqa.conversations import own_conversation, page_context, scope_of
 from docqa.faults import kind_of, plain, sentence
 from docqa.forms import AskForm
-from docqa.models import FINAL_STATES, Document, DocumentStatus, IngestRun, ItemState, Role, RunStatus, path_starts
+from docqa.models import (
+    FINAL_STATES,
+    Document,
+    DocumentStatus,
+    IngestRun,
+    ItemState,
+    Role,
+    RunStatus,
+    path_starts,
+    shown_path,
+    split_shown,
+)
 from docqa.permissions import matter_for, readable_matters, role_in
 from docqa.sources import upload_folder
 from docqa.templatetags.docqa_tags import merged, quote_spans
@@ -100,19 +111,28 @@ LISTED = 500  # documents shown at once in one folder (or with one state)
 
 @login_required
 def documents(request: HttpRequest, slug: str) -> HttpResponse:
-    """The matter's folder tree, one level at a time: subfolders with their counts, then the files."""
+    """The matter's folder tree, one level at a time: subfolders with their counts, then the files.
+    A matter with several folders opens on one row per folder, each named as its citations name it."""
     matter = matter_for(request.user, slug)
     folder = request.GET.get("folder", "").strip().strip("/")
     state = request.GET.get("state", "")
     state = state if state in DocumentStatus.values else ""  # an unknown state (a hand-edited link) is no filter
-    prefix = f"{folder}/" if folder else ""
+    names = matter.folder_names()
+    source, inside = split_shown(names, folder)
     top = matter.documents.filter(parent__isnull=True)
-    subfolders: dict[str, Counter[str]] = {}
-    direct: list[int] = []
-    rows = top.filter(path_starts(prefix)) if prefix else top
+    rows = top.filter(source_id=source) if source is not None else top
+    prefix = f"{inside}/" if inside else ""
+    rows = rows.filter(path_starts(prefix)) if prefix else rows
     if state:
         rows = rows.filter(status=state)
-    for doc_id, path, status in rows.order_by("path").values_list("id", "path", "status").iterator(chunk_size=5000):
+    subfolders: dict[str, Counter[str]] = {}
+    direct: list[int] = []
+    shown = f"{folder}/" if folder else ""  # what the rows' names follow in the page's links
+    for doc_id, path, status, source_id in (rows.order_by("path").values_list("id", "path", "status", "source_id")
+                                            .iterator(chunk_size=5000)):
+        if names and not folder and not state:  # the top of a matter with several folders
+            subfolders.setdefault(names[source_id], Counter())[status] += 1
+            continue
         rest = path[len(prefix):]
         if "/" in rest and not state:
             subfolders.setdefault(rest.split("/", 1)[0], Counter())[status] += 1
@@ -120,20 +140,22 @@ def documents(request: HttpRequest, slug: str) -> HttpResponse:
             direct.append(doc_id)
     # Never the extracted texts themselves: a matter may hold tens of thousands of them.
     docs = (Document.objects.filter(id__in=direct[:LISTED]).select_related("text").defer("text__text", "text__layout")
-            .annotate(attached=Count("attachments")).order_by("path"))
+            .annotate(attached=Count("attachments")).order_by("path", "source_id"))
     listed = list(docs)
     for doc in listed:
-        doc.name = doc.path if state else doc.path[len(prefix):]  # type: ignore[attr-defined]
+        doc.name = shown_path(names, doc.source_id, doc.path) if state else doc.path[len(prefix):]  # type: ignore[attr-defined]
     crumbs, walked = [], []
     for part in folder.split("/") if folder else []:
         walked.append(part)
         crumbs.append({"name": part, "folder": "/".join(walked)})
     totals = Counter(top.values_list("status", flat=True))
+    # The top of a matter with several folders: each row says which folder on the server it is.
+    roots = {names[id_]: root for id_, root in matter.sources.values_list("id", "root")} if names and not folder else {}
     return render(request, "docqa/documents.html", {
         "matter": matter, "folder": folder, "crumbs": crumbs, "state": state, "documents": listed,
         "more": max(0, len(direct) - LISTED), "totals": dict(totals),
-        "subfolders": [{"name": n, "folder": f"{prefix}{n}", "count": sum(c.values()), "failed": c.get("failed", 0),
-                        "pending": c.get("pending", 0)} for n, c in sorted(subfolders.items())],
+        "subfolders": [{"name": n, "folder": f"{shown}{n}", "count": sum(c.values()), "failed": c.get("failed", 0),
+                        "pending": c.get("pending", 0), "root": roots.get(n, "")} for n, c in sorted(subfolders.items())],
     })
 
 
@@ -158,7 +180,8 @@ def document(request: HttpRequest, slug: str, doc_id: int) -> HttpResponse:
                          {"document": doc.id, "path": doc.path, "version": doc.sha256,
                           **({"start": start, "end": end} if end > start else {})})
     return render(request, "docqa/document.html", {
-        "matter": doc.matter, "doc": doc, "before": text[:start], "cited": marked(text[start:end], quote),
+        "matter": doc.matter, "doc": doc, "shown": shown_path(doc.matter.folder_names(), doc.source_id, doc.path),
+        "before": text[:start], "cited": marked(text[start:end], quote),
         "after": text[end:], "page": request.GET.get("page", ""), "on_disk": original_file(doc) is not None,
         "attachments": doc.attachments.order_by("path"), "quote": quote,
         "headers": (doc.text.layout or {}).get("metadata") or {} if doc.text else {},  # a message's From, To, ...

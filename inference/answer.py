@@ -27,7 +27,7 @@ from inference.rerank import Reranker
 from inference.retrieve import retrieve
 from ingest.embed import Embedder
 from ingest.errors import DocqaError
-from ingest.store import VectorStore
+from ingest.store import Hit, VectorStore
 from ingest.tokens import count_tokens
 
 
@@ -131,12 +131,15 @@ def answer_question(
     documents: list[int] | None = None,
     on_packed: Callable[[Packing], None] = lambda packing: None,
     stop: StopSignal | None = None,
+    shown_paths: Callable[[list[Hit]], None] = lambda hits: None,
 ) -> AnswerResult:
     """Retrieve, pack and (with `llm`) generate and check citations. `history` holds the earlier
     turns sent to the model; `previous`, the question asked just before (the last of `history`'s
     when not given), which a follow-up is searched together with. `on_packed` is given the
     packing before the model is asked (what it was sent, should it then fail). Setting `stop`
-    hangs up on the model (see Stopped)."""
+    hangs up on the model (see Stopped). `shown_paths` renames the hits found before they are
+    packed: a matter with several folders names each document after its folder too, in the
+    sources' label lines (and so in their counts), the citations and the list of what was left out."""
     on_event("status", "retrieving")
     history = fitting_history(history, budget, question)
     room = max(0, source_budget(budget, question) - history_tokens(history, count_tokens))
@@ -145,6 +148,7 @@ def answer_question(
     search_text = f"{previous}\n{question}" if previous else question
     found = retrieve(search_text, matter_ids=matter_ids, embedder=embedder, store=store,
                      limit=retrieval_limit(room), mode=retrieval, room=room, reranker=reranker, documents=documents)
+    shown_paths(found.hits)
     packing = pack_sources(found.hits, room, count_tokens)
     if not packing.sources:
         # Asking the model with no sources would come back "the sources do not say", which is

@@ -237,3 +237,21 @@ def test_a_repeated_wall_or_hold_says_what_became_of_its_reason(people: dict[str
     matter_cmd("hold", "acme", "--reason", "letter of 2026-11-30")
     assert matter_cmd("hold", "acme", "--reason", "second letter").endswith(
         "(already; reason was 'letter of 2026-11-30', now 'second letter')\n")
+
+
+def test_folders_are_named_by_the_fewest_last_parts_that_tell_them_apart() -> None:
+    from docqa.models import folder_names, shown_path, split_shown, told_apart
+
+    uploads = "/data/uploads/acme"
+    assert folder_names([(1, "/srv/acme/pleadings")], uploads) == {}  # one folder: a path is its name
+    assert folder_names([(1, "/srv/acme/pleadings"), (2, uploads)], uploads) == {1: "pleadings", 2: "uploads"}
+    assert folder_names([(1, "/srv/a/docs"), (2, "/srv/b/docs"), (3, "/srv/c")], uploads) == {
+        1: "a/docs", 2: "b/docs", 3: "srv/c"}
+    assert folder_names([(1, "/uploads"), (2, uploads)], uploads) == {1: "/uploads", 2: "uploads"}
+    names = {1: "a/docs", 2: "a/docs/2019", 3: "uploads"}
+    assert not told_apart(list(names.values()))  # "a/docs/2019" would read as a folder of "a/docs"
+    assert shown_path({1: "letters"}, 1, "x/lease.txt") == "letters/x/lease.txt"
+    assert shown_path({}, 1, "x/lease.txt") == "x/lease.txt"
+    assert split_shown(names, "a/docs/2019/lease.txt") == (2, "lease.txt")
+    assert split_shown(names, "a/docs") == (1, "")
+    assert split_shown(names, "annex/lease.txt") == (None, "annex/lease.txt")

@@ -882,6 +882,67 @@ def test_a_scope_limits_the_search_to_a_folder(indexed: Matter, tmp_path: Path) 
     assert "broken.pdf" in failed and "lease.txt</a>" not in failed
 
 
+def test_two_folders_holding_the_same_file_name_are_told_apart(indexed: Matter, tmp_path: Path) -> None:
+    """A matter syncing two folders that both hold lease.txt listed two rows "lease.txt" in one
+    table, cited both as "lease.txt" and sent the model two sources of one name. Each is now named
+    after its folder wherever it is listed, searched, cited or scoped."""
+    letters = tmp_path / "letters"
+    letters.mkdir()
+    (letters / "lease.txt").write_text("LEASE AGREEMENT (DRAFT)\n\nThe monthly rent is three thousand dollars, "
+                                       "payable quarterly in advance.\n")
+    call_command("ingest", str(letters), "--matter", "lease", stdout=io.StringIO())
+    client = member(indexed)
+
+    # The documents page opens on one row per folder, each saying which folder of the server it is.
+    root = client.get("/m/lease/documents/").content.decode()
+    assert '<a href="?folder=docs">docs/</a>' in root and '<a href="?folder=letters">letters/</a>' in root
+    assert str(letters) in root and "lease.txt" not in root
+    inside = client.get("/m/lease/documents/?folder=letters").content.decode()
+    assert "lease.txt</a>" in inside and "broken.pdf" not in inside and "three" not in inside
+    everywhere = client.get("/m/lease/documents/?state=indexed").content.decode()
+    assert "docs/lease.txt</a>" in everywhere and "letters/lease.txt</a>" in everywhere
+    # The sources found, the scope box's folders and a document's own page name the folder.
+    asked = client.post("/m/lease/", {"question": "What is the monthly rent?", "effort": "low"},
+                        follow=True).content.decode()
+    assert "docs/lease.txt" in asked and "letters/lease.txt" in asked
+    assert '<option value="letters">' in asked and '<option value="docs">' in asked
+    scoped = client.post("/m/lease/", {"question": "What is the monthly rent?", "effort": "low",
+                                       "scope": "letters"}, follow=True).content.decode()
+    assert "three thousand dollars" in scoped and "two thousand dollars" not in scoped
+    one = client.post("/m/lease/", {"question": "What is the monthly rent?", "effort": "low",
+                                    "scope": "docs/lease.txt"}, follow=True).content.decode()
+    assert "two thousand dollars" in one and "three thousand dollars" not in one
+    from docqa.models import Document
+
+    draft = Document.objects.get(source__root=str(letters))
+    assert "<h2>letters/lease.txt</h2>" in client.get(f"/m/lease/documents/{draft.id}/").content.decode()
+    # The API gives each document's folder, and its folder filter takes the folder's name.
+    from docqa import actions
+
+    token = actions.do_create_token(User.objects.get(username="ann"), "t", "test")
+    listed = client.get("/api/v1/matters/lease/documents?folder=letters",
+                        HTTP_AUTHORIZATION=f"Bearer {token}").json()
+    assert [(d["path"], d["source"], d["shown"]) for d in listed["items"]] == [
+        ("lease.txt", str(letters), "letters/lease.txt")]
+
+
+def test_the_model_and_the_citations_name_a_documents_folder(indexed: Matter, tmp_path: Path, standin: Any) -> None:
+    letters = tmp_path / "letters"
+    letters.mkdir()
+    (letters / "lease.txt").write_text("SIDE LETTER\n\nThe monthly rent is reduced to three thousand dollars.\n")
+    call_command("ingest", str(letters), "--matter", "lease", stdout=io.StringIO())
+    client = member(indexed)
+
+    html = client.post("/m/lease/", {"question": "To what is the monthly rent reduced?", "effort": "low"},
+                       follow=True).content.decode()
+    prompt = "\n".join(str(m.get("content")) for m in standin.requests[-1]["messages"])
+    assert "letters/lease.txt" in prompt and "docs/lease.txt" in prompt and "] lease.txt" not in prompt
+    from docqa.models import Citation
+
+    cited = Citation.objects.get()
+    assert cited.path == "letters/lease.txt" and cited.status == "quote verified" and "letters/lease.txt" in html
+
+
 @pytest.fixture
 def worker(indexed: Matter) -> Iterator[None]:
     """The embedded default's in-process worker, as `serve` runs it."""
