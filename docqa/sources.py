@@ -133,9 +133,14 @@ def save_uploads(matter: Matter, files: list[UploadedFile]) -> tuple[int, list[s
     return written, hidden
 
 
+def name_parts(name: str) -> list[str]:
+    """The parts of a name as an upload or a zip writes it (either slash), without its empty and '.' ones."""
+    return [p for p in PurePosixPath(name.replace("\\", "/")).parts if p not in ("", "/", ".")]
+
+
 def safe_name(name: str) -> str:
     """A relative path with no '..', no absolute part and no hidden component, or a refusal."""
-    parts = [p for p in PurePosixPath(name.replace("\\", "/")).parts if p not in ("", "/", ".")]
+    parts = name_parts(name)
     if not parts or any(p == ".." for p in parts) or ":" in parts[0]:
         raise DocqaError(f"refused the file name {name!r}: it would land outside the upload folder")
     if any(p.startswith(".") for p in parts):
@@ -146,7 +151,7 @@ def safe_name(name: str) -> str:
 def hidden_entry(name: str) -> bool:
     """An entry a zip carries that is no document: macOS's `__MACOSX/` resource forks and
     `.DS_Store`, or any other hidden file or folder (which a sync passes over in any case)."""
-    parts = [p for p in PurePosixPath(name.replace("\\", "/")).parts if p not in ("", "/", ".")]
+    parts = name_parts(name)
     return bool(parts) and (parts[0] == "__MACOSX" or any(p.startswith(".") and p != ".." for p in parts))
 
 
@@ -234,12 +239,16 @@ def upload(request: HttpRequest, slug: str) -> HttpResponse:
     except DocqaError as exc:
         return redirect_with_error(request, slug, str(exc))
     if hidden:
-        shown = ", ".join(sorted({h.split("/")[0] + "/" if h.startswith("__MACOSX/") else h.rsplit("/", 1)[-1]
-                                  for h in hidden})[:3])
         messages.info(request, f"{written:,} file{'s' if written != 1 else ''} uploaded; {len(hidden):,} hidden "
-                      f"entr{'ies' if len(hidden) != 1 else 'y'} of the zip left out ({shown}): they hold no "
-                      "documents, and a sync passes hidden files over.")
+                      f"entr{'ies' if len(hidden) != 1 else 'y'} of the zip left out ({hidden_examples(hidden)}): "
+                      "they hold no documents, and a sync passes hidden files over.")
     return redirect("run", slug=slug, run_id=run.id)
+
+
+def hidden_examples(hidden: list[str], shown: int = 3) -> str:
+    """A few of the hidden entries left out, as a person knows them: "__MACOSX/, .DS_Store"."""
+    names = {"__MACOSX/" if name_parts(h)[:1] == ["__MACOSX"] else name_parts(h)[-1] for h in hidden}
+    return ", ".join(sorted(names)[:shown])
 
 
 def redirect_with_error(request: HttpRequest, slug: str, message: str) -> HttpResponse:
