@@ -75,6 +75,16 @@ def test_ask_search_only_finds_the_gold_document(data_dir: Path, docs_folder: Pa
         assert [s["label"] for s in result["sources"]] == [f"S{n}" for n in range(1, len(scores) + 1)]
 
 
+def test_ask_scope_searches_only_that_folder(data_dir: Path, docs_folder: Path) -> None:
+    ingest(docs_folder)
+
+    result = ask("What is the maximum pressure of the hydraulic pump?", "--scope", "generated", "--scope", "pdf")
+    assert result["sources"] and {s["path"].split("/")[0] for s in result["sources"]} <= {"generated", "pdf"}
+    assert Question.objects.get(id=result["question_id"]).scope == ["generated", "pdf"]
+    with pytest.raises(CommandError, match="no indexed document in acme is under no/such"):
+        ask("Anything?", "--scope", "no/such")
+
+
 def test_ask_with_llm_gives_verified_citations(data_dir: Path, docs_folder: Path, standin: Any) -> None:
     ingest(docs_folder)
 

@@ -30,6 +30,9 @@ class Command(BaseCommand):
         parser.add_argument("--batch", action="store_true", help="questions on stdin, one JSON result per line")
         parser.add_argument("--user", help="act as this docqa account (a reader of the matter); default: the operator")
         parser.add_argument("--conversation", type=int, help="continue this conversation (a follow-up question)")
+        parser.add_argument("--scope", action="append", metavar="FOLDER",
+                            help="search only the documents under this folder or at this path (repeatable; with "
+                                 "several synced folders it may start with a folder's name, as the sources are named)")
         parser.add_argument("--show-reasoning", action="store_true",
                             help="also print the model's reasoning (not checked like the answer)")
 
@@ -62,6 +65,7 @@ class Command(BaseCommand):
         outcome = actions.do_ask(
             matter, text, actor=options["actor"], user=options["account"], budget=options["budget"],
             effort=options["effort"], conversation=conversation, on_event=options["on_event"],
+            scope=[s for s in options["scope"] or [] if s.strip()] or None,
         )
         assert outcome.result is not None
         shown = outcome.result.with_reasoning() if options["show_reasoning"] else outcome.result.as_dict()
