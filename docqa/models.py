@@ -38,7 +38,9 @@ class Matter(models.Model):
     def folder_names(self) -> dict[int, str]:
         """What each of the matter's synced folders is called where its documents are listed and
         cited, by source id: none with one folder (a document is then named by its path alone)."""
-        return folder_names(list(self.sources.values_list("id", "root")), str(self.upload_folder()))
+        holding = self.sources.filter(models.Exists(Document.objects.filter(
+            source=models.OuterRef("pk")).exclude(status=DocumentStatus.DELETED)))  # a folder taken over holds none
+        return folder_names(list(holding.values_list("id", "root")), str(self.upload_folder()))
 
     def __str__(self) -> str:
         return self.slug
@@ -56,13 +58,21 @@ def folder_names(roots: list[tuple[int, str]], uploads: str) -> dict[int, str]:
         return {}
     parts = {id_: PurePosixPath(root).parts[1:] or (root,) for id_, root in roots if root != uploads}
     taken = [UPLOADS] if len(parts) < len(roots) else []
-    names: dict[int, str] = {}
-    for last in range(1, max(len(p) for p in parts.values()) + 1):
-        names = {id_: "/".join(p[-last:]) for id_, p in parts.items()}
-        if told_apart([*names.values(), *taken]):
+    # Only the names that clash grow: adding "/srv/b/docs" beside "/srv/a/docs" and "/srv/pleadings"
+    # renames the two docs folders, never "pleadings".
+    last = dict.fromkeys(parts, 1)
+    names = {id_: "/".join(p[-1:]) for id_, p in parts.items()}
+    while not told_apart([*names.values(), *taken]):
+        clashing = {id_ for id_, name in names.items()
+                    if any(not told_apart([name, other]) for other in [*taken, *(
+                        o for other_id, o in names.items() if other_id != id_)])}
+        grown = {id_ for id_ in clashing if last[id_] < len(parts[id_])}
+        if not grown:  # the roots' own paths ("/uploads" beside the uploads folder)
+            names = {id_: root for id_, root in roots if root != uploads}
             break
-    else:  # the roots' own paths ("/uploads" beside the uploads folder)
-        names = {id_: root for id_, root in roots if root != uploads}
+        for id_ in grown:
+            last[id_] += 1
+            names[id_] = "/".join(parts[id_][-last[id_]:])
     return {**names, **{id_: UPLOADS for id_, root in roots if root == uploads}}
 
 

@@ -145,7 +145,10 @@ def documents(request: HttpRequest, slug: str) -> HttpResponse:
     for doc in listed:
         doc.name = shown_path(names, doc.source_id, doc.path) if state else doc.path[len(prefix):]  # type: ignore[attr-defined]
     crumbs, walked = [], []
-    for part in folder.split("/") if folder else []:
+    # A folder's name is one crumb, also when it has parts of its own ("client-a/docs").
+    named = [names[source]] if source is not None else []
+    for part in named + (inside.split("/") if inside and source is not None else folder.split("/") if folder and
+                         source is None else []):
         walked.append(part)
         crumbs.append({"name": part, "folder": "/".join(walked)})
     totals = Counter(top.values_list("status", flat=True))
@@ -181,6 +184,7 @@ def document(request: HttpRequest, slug: str, doc_id: int) -> HttpResponse:
                           **({"start": start, "end": end} if end > start else {})})
     return render(request, "docqa/document.html", {
         "matter": doc.matter, "doc": doc, "shown": shown_path(doc.matter.folder_names(), doc.source_id, doc.path),
+        "folder_name": shown_path(doc.matter.folder_names(), doc.source_id, "x")[:-1],  # "letters/", or ""
         "before": text[:start], "cited": marked(text[start:end], quote),
         "after": text[end:], "page": request.GET.get("page", ""), "on_disk": original_file(doc) is not None,
         "attachments": doc.attachments.order_by("path"), "quote": quote,

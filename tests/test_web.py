@@ -915,6 +915,9 @@ def test_two_folders_holding_the_same_file_name_are_told_apart(indexed: Matter, 
     from docqa.models import Document
 
     draft = Document.objects.get(source__root=str(letters))
+    # A folder holding no document (taken over by a folder above it, or all of it skipped) is no name.
+    indexed.sources.create(root=str(tmp_path / "empty"))
+    assert sorted(indexed.folder_names().values()) == ["docs", "letters"]
     assert "<h2>letters/lease.txt</h2>" in client.get(f"/m/lease/documents/{draft.id}/").content.decode()
     # The API gives each document's folder, and its folder filter takes the folder's name.
     from docqa import actions
