@@ -179,12 +179,12 @@ def document(request: HttpRequest, slug: str, doc_id: int) -> HttpResponse:
     text = doc.text.text if doc.text else ""
     start, end = span(request, len(text))
     quote = request.GET.get("quote", "")[:2000]
+    folder_name = shown_path(doc.matter.folder_names(), doc.source_id, "")  # "letters/" with several folders, else ""
     actions.record_audit(f"web:{request.user.get_username()}", "document.view", doc.matter,
                          {"document": doc.id, "path": doc.path, "version": doc.sha256,
                           **({"start": start, "end": end} if end > start else {})})
     return render(request, "docqa/document.html", {
-        "matter": doc.matter, "doc": doc, "shown": shown_path(doc.matter.folder_names(), doc.source_id, doc.path),
-        "folder_name": shown_path(doc.matter.folder_names(), doc.source_id, "x")[:-1],  # "letters/", or ""
+        "matter": doc.matter, "doc": doc, "shown": folder_name + doc.path, "folder_name": folder_name,
         "before": text[:start], "cited": marked(text[start:end], quote),
         "after": text[end:], "page": request.GET.get("page", ""), "on_disk": original_file(doc) is not None,
         "attachments": doc.attachments.order_by("path"), "quote": quote,
