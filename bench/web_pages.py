@@ -4,7 +4,8 @@ On PostgreSQL (database `docqa_pages_bench`, created and dropped here) and on th
 default's SQLite, side by side: a matter with `--documents` documents in nested folders (each
 with a stored text of ~20 KB), one ingest run holding one item per document, a user's 50
 conversations, and 20,000 audit events. Each page is fetched `--repeat` times through Django's
-test client (the whole request: middleware, sessions, queries, templates); p50 and p95 in ms.
+test client (the whole request: middleware, sessions, queries, templates); p50 and p95 in ms,
+after a first request per page (shown apart: it compiles the page's templates).
 Run:  .venv/bin/python bench/web_pages.py [--documents N] [--repeat N] [--only postgresql|sqlite]
 """
 
@@ -52,17 +53,18 @@ def seed(documents: int) -> dict[str, int]:
     body = ("The supplier shall deliver the goods within thirty days of each purchase order. " * 250)[:20_000]
     with transaction.atomic():
         texts = DocumentText.objects.bulk_create(
-            DocumentText(sha256=f"{i:064x}", text=body, parser="text", page_count=12) for i in range(documents))
-        docs = Document.objects.bulk_create(
+            (DocumentText(sha256=f"{i:064x}", text=body, parser="text", page_count=12) for i in range(documents)),
+            batch_size=2000)  # one statement of 50,000 texts (1 GB) is over PostgreSQL's limit
+        docs = Document.objects.bulk_create((
             Document(matter=matter, source=source, path=f"clients/c{i % 40:02d}/matters/m{i % 7}/doc-{i:05d}.pdf",
                      kind="pdf", size=200_000, sha256=texts[i].sha256, status="failed" if i % 97 == 0 else "indexed",
                      error="parse: the PDF is encrypted" if i % 97 == 0 else "", text=texts[i], chunk_count=40)
-            for i in range(documents))
+            for i in range(documents)), batch_size=2000)
         run = IngestRun.objects.create(matter=matter, source=source, actor="bench", status=RunStatus.FINISHED)
-        IngestItem.objects.bulk_create(
+        IngestItem.objects.bulk_create((
             IngestItem(run=run, document=d, path=d.path, change="new", state=d.status, pages=12, chunks=40,
                        error=d.error, error_class="parse" if d.error else "")
-            for d in docs)
+            for d in docs), batch_size=2000)
         conversation = None
         for i in range(50):
             conversation = Conversation.objects.create(matter=matter, user=user, actor="web:bench")
@@ -107,6 +109,11 @@ def child(documents: int, repeat: int) -> None:
         "audit review": "/audit/",
     }
     for name, url in pages.items():
+        # The first request of a page compiles its templates (and, for the first page, imports
+        # the views): shown apart, not counted in p50 and p95.
+        t0 = time.perf_counter()
+        assert client.get(url).status_code == 200, url
+        first = (time.perf_counter() - t0) * 1000
         timings = []
         for _ in range(repeat):
             t0 = time.perf_counter()
@@ -116,7 +123,7 @@ def child(documents: int, repeat: int) -> None:
         timings.sort()
         p95 = timings[min(len(timings) - 1, int(0.95 * len(timings)))]
         print(f"  {name:<26} p50 {statistics.median(timings):6.1f} ms   p95 {p95:6.1f} ms   "
-              f"{'ok' if p95 < TARGET_MS else 'OVER'} (target {TARGET_MS} ms)")
+              f"(first {first:6.1f} ms)   {'ok' if p95 < TARGET_MS else 'OVER'} (target {TARGET_MS} ms)")
 
 
 def main() -> None:
