@@ -105,7 +105,7 @@ def child(documents: int, repeat: int) -> None:
         "documents (failed only)": "/m/big/documents/?state=failed",
         "document (20 KB text)": f"/m/big/documents/{ids['document']}/?start=100&end=900",
         "runs": "/m/big/runs/",
-        "run (10,000 items)": f"/m/big/runs/{ids['run']}/",
+        f"run ({documents:,} items)": f"/m/big/runs/{ids['run']}/",
         "audit review": "/audit/",
     }
     for name, url in pages.items():

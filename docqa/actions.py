@@ -272,7 +272,12 @@ def do_start_ingest(matter: Matter, root: Path, actor: str, *, allow_empty: bool
     looks exactly like one whose every file was deleted."""
     root = root.resolve()
     data = settings.DATA_DIR.resolve()
-    if root.is_relative_to(data) and not root.is_relative_to(data / "uploads"):
+    if root.is_relative_to(data / "uploads") and root != matter.upload_folder():
+        # Each matter's web uploads land in a folder of their own there: syncing the folder above
+        # them, another matter's, or a part of this one's would index them into this matter again.
+        raise DocqaError(f"{root} holds web uploads, each matter's in a folder of its own: only "
+                         f"{matter.upload_folder()} is synced into {matter.slug!r}, and the upload page does it")
+    if root.is_relative_to(data) and root != matter.upload_folder():
         raise DocqaError(f"{root} is docqa's own data folder (or inside it), which holds the database and the "
                          "first login's password: it is never synced")
     # (A folder under docqa's data folder, the uploads, is never walked by a sync of a folder above it.)
@@ -1001,7 +1006,7 @@ def do_ask(
     # the budget used, which the answer's record holds (None: stopped before the window was known).
     question = Question.objects.create(matter=matter, user=user, actor=actor, text=text, effort=effort,
                                        budget=used if llm is None else asked, conversation=conversation,
-                                       scope=[p.strip() for p in scope] if scope and documents else [])
+                                       scope=list(scope) if scope and documents else [])
     record_audit(actor, "question.ask", matter, {"question": question.id, "conversation": conversation.id,
                                                  "text": text, "effort": effort, "budget": asked,
                                                  **({"scope": scope, "documents": len(documents)} if documents else {}),
@@ -1298,7 +1303,8 @@ def scope_documents(matter: Matter, scope: list[str]) -> list[int]:
     folders, a path may start with its folder's name ("uploads/contract.pdf", or "uploads" for all)."""
     names = matter.folder_names()
     wanted = Q()
-    for shown in (p.strip().strip("/") for p in scope):
+    # As given, and without spaces around it: a folder's name may start or end with one.
+    for shown in dict.fromkeys(given for p in scope for given in (p, p.strip())):
         source, prefix = split_shown(names, shown)
         if source is not None:
             wanted |= Q(source_id=source) & (Q(path=prefix) | path_starts(prefix + "/") if prefix else Q())

@@ -28,6 +28,7 @@ from docqa.models import (
     Question,
     Role,
     RunStatus,
+    folder_field,
     path_starts,
     shown_path,
     split_shown,
@@ -399,10 +400,10 @@ def documents(request: HttpRequest, slug: str, folder: str = "", state: str = ""
     """The matter's documents, by path; `folder` keeps those under it (with several folders, it may
     start with a folder's name, as `shown` does), `state` those in that state."""
     matter = matter_for(request.user, slug)
-    names = matter.folder_names()
+    names = matter.listed_names()  # a folder of deleted documents only by its root
     docs = (matter.documents.select_related("text", "source").defer("text__text", "text__layout")
             .order_by("path", "id"))
-    source, inside = split_shown(names, folder.strip("/"))
+    source, inside = split_shown(names, folder)
     if source is not None:
         docs = docs.filter(source_id=source)
     if inside:
@@ -416,9 +417,11 @@ def documents(request: HttpRequest, slug: str, folder: str = "", state: str = ""
 def document(request: HttpRequest, slug: str, doc_id: Id) -> dict[str, Any]:
     """A document and its extracted text (the text citations' spans index). Audited."""
     doc = document_for(request, slug, doc_id)
+    names = doc.matter.listed_names()
     actions.record_audit(actor(request), "document.view", doc.matter, {"document": doc.id, "path": doc.path,
+                                                                        **folder_field(names, doc.source_id),
                                                                         "version": doc.sha256})
-    return {**document_out(doc, doc.matter.folder_names()), "text": doc.text.text if doc.text else ""}
+    return {**document_out(doc, names), "text": doc.text.text if doc.text else ""}
 
 
 # --- Questions ------------------------------------------------------------------------------------

@@ -160,7 +160,7 @@ def page_context(request: HttpRequest, matter: Matter, conversation: Conversatio
         last = asked[-1]["question"]
         initial["effort"] = last.effort
         if len(last.scope) == 1:  # the box holds one (the API may have given several)
-            initial["scope"] = last.scope[0]
+            initial["scope"] = matter.renamed_scope(last.scope[0], last.created_at)
     return {
         "matter": matter, "conversation": conversation, "turns": asked,
         "form": form or AskForm(initial=initial),

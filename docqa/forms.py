@@ -11,4 +11,4 @@ class AskForm(forms.Form):
                                 widget=forms.NumberInput(attrs={"placeholder": "default"}))
     conversation = forms.IntegerField(required=False, min_value=1, max_value=2**53, widget=forms.HiddenInput)
     # Folders or document paths within the matter, one per line: only they are searched.
-    scope = forms.CharField(required=False, max_length=4000)
+    scope = forms.CharField(required=False, max_length=4000, strip=False)  # a folder's name may end in a space

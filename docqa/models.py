@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from datetime import datetime
 from pathlib import Path, PurePosixPath
 
 from django.conf import settings
@@ -35,12 +36,40 @@ class Matter(models.Model):
         """Where the web UI's uploads land: a folder of docqa's data, synced like any source."""
         return (settings.DATA_DIR / "uploads" / self.slug).resolve()
 
-    def folder_names(self) -> dict[int, str]:
+    def folder_names(self, as_of: datetime | None = None) -> dict[int, str]:
         """What each of the matter's synced folders is called where its documents are listed and
-        cited, by source id: none with one folder (a document is then named by its path alone)."""
-        holding = self.sources.filter(models.Exists(Document.objects.filter(
-            source=models.OuterRef("pk")).exclude(status=DocumentStatus.DELETED)))  # a folder taken over holds none
+        cited, by source id: none with one folder (a document is then named by its path alone).
+        `as_of` a time: as they were named then, among the folders added by that time."""
+        holding = self.sources_holding().filter(holding=True)
+        if as_of is not None:
+            holding = holding.filter(created_at__lte=as_of)
         return folder_names(list(holding.values_list("id", "root")), str(self.upload_folder()))
+
+    def sources_holding(self) -> models.QuerySet[Source]:
+        """The matter's folders, each with `holding`: whether it holds a document that is not deleted
+        (a folder taken over, emptied, or all of it skipped holds none)."""
+        return self.sources.annotate(holding=models.Exists(Document.objects.filter(
+            source=models.OuterRef("pk")).exclude(status=DocumentStatus.DELETED)))
+
+    def folder_naming(self) -> tuple[dict[int, str], dict[int, str]]:
+        """(`folder_names`, the others): with several folders, each that holds no document but
+        deleted ones has no name, and is called by its root on the server where documents are
+        listed, opened or audited, so that a deleted document is told apart from a live one of the
+        same path."""
+        rows = list(self.sources_holding().values_list("id", "root", "holding"))
+        names = folder_names([(id_, root) for id_, root, holding in rows if holding], str(self.upload_folder()))
+        return names, {id_: root for id_, root, holding in rows if not holding} if len(rows) > 1 else {}
+
+    def listed_names(self) -> dict[int, str]:
+        """Every folder's name where documents are listed: `folder_naming`'s two in one."""
+        names, others = self.folder_naming()
+        return {**names, **others}
+
+    def renamed_scope(self, scope: str, given_at: datetime) -> str:
+        """A scope given at `given_at` ("docs/annex"), in today's folder names: a folder added since
+        whose name clashes renames the older one ("a/docs/annex"); "" for the matter's only folder."""
+        source, inside = split_shown(self.folder_names(as_of=given_at), scope)
+        return scope if source is None else shown_path(self.folder_names(), source, inside).rstrip("/")
 
     def __str__(self) -> str:
         return self.slug
@@ -87,13 +116,22 @@ def shown_path(names: dict[int, str], source_id: int, path: str) -> str:
     return f"{names[source_id]}/{path}" if source_id in names else path
 
 
+def folder_field(names: dict[int, str], source_id: int) -> dict[str, str]:
+    """{"folder": its name} for an audit record of a document, when the matter has several folders
+    (its path alone does not say which document was meant)."""
+    return {"folder": names[source_id]} if source_id in names else {}
+
+
 def split_shown(names: dict[int, str], shown: str) -> tuple[int | None, str]:
     """A name as `shown_path` writes it, back to (source id, path); (None, shown) when it starts with
     no folder's name (the same path in every folder)."""
-    for id_, name in sorted(names.items(), key=lambda item: -len(item[1])):
-        if shown == name or shown.startswith(f"{name}/"):
-            return id_, shown[len(name) + 1:]
-    return None, shown
+    trimmed = shown.strip("/")
+    # As given first: a folder may be named by its root ("/uploads" beside the web's "uploads").
+    for given in dict.fromkeys((shown.rstrip("/"), trimmed)):
+        for id_, name in sorted(names.items(), key=lambda item: -len(item[1])):
+            if given == name or given.startswith(f"{name}/"):
+                return id_, given[len(name) + 1:].strip("/")
+    return None, trimmed
 
 
 class Membership(models.Model):

@@ -5,10 +5,12 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.db.models import Count
+from django.db.models import Case, Count, F, QuerySet, Value, When
+from django.db.models.functions import StrIndex, Substr
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -26,6 +28,7 @@ from docqa.models import (
     ItemState,
     Role,
     RunStatus,
+    folder_field,
     path_starts,
     shown_path,
     split_shown,
@@ -106,7 +109,36 @@ def ask(request: HttpRequest, slug: str) -> HttpResponse:
     return render(request, "docqa/ask.html", context)
 
 
-LISTED = 500  # documents shown at once in one folder (or with one state)
+LISTED = 200  # documents shown on one page of a folder (or of a state's list); ?page= turns the pages
+
+
+class Pages:
+    """?page=N of a long list, `size` rows a page: the rows to show and the links to the others."""
+
+    def __init__(self, request: HttpRequest, size: int) -> None:
+        self.request, self.size = request, size
+        page = request.GET.get("page", "1")
+        self.page = int(page) if page.isascii() and page.isdigit() and 0 < int(page) <= 1_000_000 else 1
+        self.offset = (self.page - 1) * size
+
+    def link(self, page: int) -> str:
+        query = self.request.GET.copy()
+        query["page"] = str(page)
+        return f"?{query.urlencode()}"
+
+    def around(self, total: int, shown: int) -> dict[str, Any]:
+        """What the page says under the list: "201–400 of 515", with the previous and next pages."""
+        if total <= self.size and self.page == 1:
+            return {}
+        return {"first": self.offset + 1 if shown else 0, "last": self.offset + shown, "total": total,
+                # Past the end (a link kept while files were removed): back to the last page.
+                "previous": self.link(min(self.page - 1, -(-total // self.size))) if self.page > 1 else "",
+                "next": self.link(self.page + 1) if self.offset + self.size < total else ""}
+
+
+def by_status(rows: QuerySet[Document], key: str) -> QuerySet[Any]:
+    """(key, status, count) for `rows`, counted by the database."""
+    return rows.values_list(key, "status").annotate(count=Count("id")).order_by()
 
 
 @login_required
@@ -114,36 +146,64 @@ def documents(request: HttpRequest, slug: str) -> HttpResponse:
     """The matter's folder tree, one level at a time: subfolders with their counts, then the files.
     A matter with several folders opens on one row per folder, each named as its citations name it."""
     matter = matter_for(request.user, slug)
-    folder = request.GET.get("folder", "").strip().strip("/")
     state = request.GET.get("state", "")
     state = state if state in DocumentStatus.values else ""  # an unknown state (a hand-edited link) is no filter
-    names = matter.folder_names()
-    source, inside = split_shown(names, folder)
+    names, others = matter.folder_naming()
+    # As given: a folder's name may hold spaces, or be its root ("/uploads" beside the web's uploads).
+    source, inside = split_shown(names, request.GET.get("folder", ""))
+    folder = shown_path(names, source, inside).rstrip("/") if source is not None else inside
     top = matter.documents.filter(parent__isnull=True)
     rows = top.filter(source_id=source) if source is not None else top
+    if not state:  # the tree holds the live folders; a folder of deleted documents only is under "deleted"
+        rows = rows.exclude(source_id__in=list(others))
     prefix = f"{inside}/" if inside else ""
     rows = rows.filter(path_starts(prefix)) if prefix else rows
     if state:
         rows = rows.filter(status=state)
     subfolders: dict[str, Counter[str]] = {}
-    direct: list[int] = []
     shown = f"{folder}/" if folder else ""  # what the rows' names follow in the page's links
-    for doc_id, path, status, source_id in (rows.order_by("path").values_list("id", "path", "status", "source_id")
-                                            .iterator(chunk_size=5000)):
-        if names and not folder and not state:  # the top of a matter with several folders
-            subfolders.setdefault(names[source_id], Counter())[status] += 1
-            continue
-        rest = path[len(prefix):]
-        if "/" in rest and not state:
-            subfolders.setdefault(rest.split("/", 1)[0], Counter())[status] += 1
-        else:
-            direct.append(doc_id)
+    # Counted by the database, not row by row here: a matter may hold tens of thousands of documents.
+    counts: Counter[str] = Counter()  # documents by state at this level (all of it when not filtered)
+    in_folder = 0  # documents right in this folder
+    pages = Pages(request, LISTED)
+    offset = pages.offset
+    if names and not folder and not state:  # the top of a matter with several folders: one row each
+        # A folder left holding deleted documents only has no name and no row; its documents are
+        # under the "deleted" total.
+        for source_id, status, count in by_status(rows, "source_id"):
+            counts[status] += count
+            if source_id in names:
+                subfolders.setdefault(names[source_id], Counter())[status] += count
+        direct = rows.none()
+    elif state:  # every document in that state below the folder, named in full
+        direct = rows
+        in_folder = rows.count()
+    else:  # one query for the subfolders' counts and the files right here (head "")
+        rest = Substr("path", len(prefix) + 1)  # 1-based: the path after the folder's own
+        inside_rows = rows.annotate(slash=StrIndex(rest, Value("/")))
+        head = Case(When(slash__gt=0, then=Substr(rest, 1, F("slash") - 1)), default=Value(""))
+        for name, status, count in by_status(inside_rows.annotate(head=head), "head"):
+            counts[status] += count
+            if name:
+                subfolders.setdefault(name, Counter())[status] += count
+            else:
+                in_folder += count
+        direct = inside_rows.filter(slash=0)
+    # With several folders the rows of a state go by the name shown: folder first, then path.
+    listed_names = {**names, **others}
+    order = sorted(listed_names, key=listed_names.__getitem__)
+    folder_rank = Case(*(When(source_id=id_, then=Value(rank)) for rank, id_ in enumerate(order)),
+                       default=Value(len(order))) if state and order else Value(0)
+    direct_ids = list(direct.annotate(folder_rank=folder_rank).order_by("folder_rank", "path", "source_id")
+                      .values_list("id", flat=True)[offset:offset + LISTED]) if in_folder else []
     # Never the extracted texts themselves: a matter may hold tens of thousands of them.
-    docs = (Document.objects.filter(id__in=direct[:LISTED]).select_related("text").defer("text__text", "text__layout")
-            .annotate(attached=Count("attachments")).order_by("path", "source_id"))
-    listed = list(docs)
+    docs = (Document.objects.filter(id__in=direct_ids).select_related("text").defer("text__text", "text__layout")
+            .annotate(attached=Count("attachments")))
+    place = {id_: position for position, id_ in enumerate(direct_ids)}
+    listed = sorted(docs, key=lambda d: place[d.id])
     for doc in listed:
-        doc.name = shown_path(names, doc.source_id, doc.path) if state else doc.path[len(prefix):]  # type: ignore[attr-defined]
+        doc.name = (shown_path(listed_names, doc.source_id, doc.path) if state  # type: ignore[attr-defined]
+                    else doc.path[len(prefix):])
     crumbs, walked = [], []
     # A folder's name is one crumb, also when it has parts of its own ("client-a/docs").
     named = [names[source]] if source is not None else []
@@ -151,14 +211,16 @@ def documents(request: HttpRequest, slug: str) -> HttpResponse:
                          source is None else []):
         walked.append(part)
         crumbs.append({"name": part, "folder": "/".join(walked)})
-    totals = Counter(top.values_list("status", flat=True))
+    totals = counts if not folder and not state and not others else Counter(
+        dict(top.values_list("status").annotate(count=Count("id")).order_by("status")))
     # The top of a matter with several folders: each row says which folder on the server it is.
-    roots = {names[id_]: root for id_, root in matter.sources.values_list("id", "root")} if names and not folder else {}
+    folder_roots = {names[id_]: root for id_, root in matter.sources.values_list("id", "root")
+                    if id_ in names} if names and not folder else {}
     return render(request, "docqa/documents.html", {
         "matter": matter, "folder": folder, "crumbs": crumbs, "state": state, "documents": listed,
-        "more": max(0, len(direct) - LISTED), "totals": dict(totals),
+        "pages": pages.around(in_folder, len(listed)), "totals": dict(totals),
         "subfolders": [{"name": n, "folder": f"{shown}{n}", "count": sum(c.values()), "failed": c.get("failed", 0),
-                        "pending": c.get("pending", 0), "root": roots.get(n, "")} for n, c in sorted(subfolders.items())],
+                        "pending": c.get("pending", 0), "root": folder_roots.get(n, "")} for n, c in sorted(subfolders.items())],
     })
 
 
@@ -179,9 +241,11 @@ def document(request: HttpRequest, slug: str, doc_id: int) -> HttpResponse:
     text = doc.text.text if doc.text else ""
     start, end = span(request, len(text))
     quote = request.GET.get("quote", "")[:2000]
-    folder_name = shown_path(doc.matter.folder_names(), doc.source_id, "")  # "letters/" with several folders, else ""
+    names = doc.matter.listed_names()
+    folder_name = shown_path(names, doc.source_id, "")  # "letters/" with several folders, else ""
     actions.record_audit(f"web:{request.user.get_username()}", "document.view", doc.matter,
-                         {"document": doc.id, "path": doc.path, "version": doc.sha256,
+                         {"document": doc.id, "path": doc.path, **folder_field(names, doc.source_id),
+                          "version": doc.sha256,
                           **({"start": start, "end": end} if end > start else {})})
     return render(request, "docqa/document.html", {
         "matter": doc.matter, "doc": doc, "shown": folder_name + doc.path, "folder_name": folder_name,

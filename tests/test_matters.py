@@ -255,3 +255,9 @@ def test_folders_are_named_by_the_fewest_last_parts_that_tell_them_apart() -> No
     assert split_shown(names, "a/docs/2019/lease.txt") == (2, "lease.txt")
     assert split_shown(names, "a/docs") == (1, "")
     assert split_shown(names, "annex/lease.txt") == (None, "annex/lease.txt")
+    # A name is read as given first: a folder named by its root ("/uploads", beside the web's
+    # uploads) or by a name with spaces around it; then without the slashes around it.
+    rooted = {1: "/uploads", 2: "uploads", 3: " lead"}
+    assert split_shown(rooted, "/uploads/docs/") == (1, "docs") and split_shown(rooted, "uploads/docs") == (2, "docs")
+    assert split_shown(rooted, " lead/a.txt") == (3, "a.txt") and split_shown(rooted, "lead") == (None, "lead")
+    assert split_shown({1: "letters"}, "/letters/") == (1, "") and split_shown({}, "/sub/") == (None, "sub")

@@ -266,6 +266,14 @@ def test_docqas_own_data_folder_is_never_synced(data_dir: Path, settings: Any) -
     report = json.loads(command("ingest", str(data_dir.parent), "--matter", "ops", "--json"))  # a folder holding it
     assert {"path": "var/", "reason": "docqa's own data folder; never read"} in report["skipped"]
     assert not Document.objects.filter(path__contains="login").exists()
+    # The web uploads: a matter's own folder is synced by its upload page; the folder above every
+    # matter's, another matter's, or a part of this one's would index uploads into it twice over.
+    for other in ("uploads", "uploads/acme", "uploads/ops/annex"):
+        (data_dir / other).mkdir(parents=True, exist_ok=True)
+        (data_dir / other / "secret.txt").write_text("Another matter's upload.\n")
+        with pytest.raises(CommandError, match="holds web uploads, each matter's in a folder of its own"):
+            command("ingest", str(data_dir / other), "--matter", "ops")
+    assert not Document.objects.filter(path__contains="secret").exists()
 
 
 def test_ingest_says_when_its_run_was_cancelled_from_elsewhere(data_dir: Path, folder: Path,

@@ -919,6 +919,9 @@ def test_two_folders_holding_the_same_file_name_are_told_apart(indexed: Matter, 
     indexed.sources.create(root=str(tmp_path / "empty"))
     assert sorted(indexed.folder_names().values()) == ["docs", "letters"]
     assert "<h2>letters/lease.txt</h2>" in client.get(f"/m/lease/documents/{draft.id}/").content.decode()
+    # The trail says which lease.txt was opened: its folder's name beside the path.
+    viewed = AuditEvent.objects.filter(action="document.view").latest("id")
+    assert viewed.detail["folder"] == "letters" and viewed.detail["path"] == "lease.txt"
     # The API gives each document's folder, and its folder filter takes the folder's name.
     from docqa import actions
 
@@ -927,6 +930,128 @@ def test_two_folders_holding_the_same_file_name_are_told_apart(indexed: Matter, 
                         HTTP_AUTHORIZATION=f"Bearer {token}").json()
     assert [(d["path"], d["source"], d["shown"]) for d in listed["items"]] == [
         ("lease.txt", str(letters), "letters/lease.txt")]
+    client.get(f"/api/v1/matters/lease/documents/{draft.id}", HTTP_AUTHORIZATION=f"Bearer {token}")
+    assert AuditEvent.objects.filter(action="document.view").latest("id").detail["folder"] == "letters"
+
+
+def test_a_folder_holding_no_document_leaves_the_documents_page_working(indexed: Matter, tmp_path: Path) -> None:
+    """Beside two folders that hold documents, a folder whose files were all deleted (or one that
+    never held any) has no name: the documents page failed with a server error (KeyError) on it.
+    It has no row of its own; its deleted documents are listed under "deleted", named by its root."""
+    letters, old = tmp_path / "letters", tmp_path / "old"
+    for folder, text in ((letters, "SIDE LETTER\n\nThe rent is reduced.\n"), (old, "OLD MEMO\n\nNothing.\n")):
+        folder.mkdir()
+        (folder / "memo.txt").write_text(text)
+        if folder == letters:  # a subfolder whose name is not ASCII: counted in characters, not bytes
+            (folder / "über").mkdir()
+            (folder / "über" / "note.txt").write_text("NOTE\n\nKeys are returned on the last day.\n")
+        call_command("ingest", str(folder), "--matter", "lease", stdout=io.StringIO())
+    (old / "memo.txt").unlink()
+    call_command("ingest", str(old), "--matter", "lease", "--allow-empty", stdout=io.StringIO())
+    indexed.sources.create(root=str(tmp_path / "empty"))
+    assert sorted(indexed.folder_names().values()) == ["docs", "letters"]
+    client = member(indexed)
+
+    top = client.get("/m/lease/documents/")
+    assert top.status_code == 200
+    html = top.content.decode()
+    assert '<a href="?folder=docs">docs/</a>' in html and '<a href="?folder=letters">letters/</a>' in html
+    assert str(old) not in html and "empty" not in html and "1 deleted" in html
+    deleted = client.get("/m/lease/documents/?state=deleted").content.decode()
+    assert f"{old}/memo.txt</a>" in deleted and "letters/memo.txt" not in deleted
+    # Every document in a state is listed by the name shown: folder first, then path.
+    everywhere = client.get("/m/lease/documents/?state=indexed").content.decode()
+    names = re.findall(r'<a href="/m/lease/documents/\d+/">([^<]+)</a>', everywhere)
+    assert names == sorted(names) and names[-2:] == ["letters/memo.txt", "letters/über/note.txt"]
+    assert names[0].startswith("docs/")
+    inside = client.get("/m/lease/documents/?folder=letters").content.decode()
+    assert "über/</a>" in inside and "1 file" in inside and "memo.txt</a>" in inside and "note.txt" not in inside
+    assert "note.txt</a>" in client.get("/m/lease/documents/?folder=letters/über").content.decode()
+
+
+def test_a_deleted_folders_documents_are_told_apart_from_the_live_ones(indexed: Matter, tmp_path: Path) -> None:
+    """With one live folder beside a folder whose files were all deleted, names had no folder at
+    all: the deleted gone/lease.txt was listed in the live tree as a second "lease.txt", and its
+    page, its API record and its audit said "lease.txt" too. It is now called by its folder's
+    root wherever it is listed, opened or audited, and kept out of the live tree."""
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    (gone / "lease.txt").write_text("OLD LEASE\n\nThe monthly rent was one thousand dollars.\n")
+    call_command("ingest", str(gone), "--matter", "lease", stdout=io.StringIO())
+    (gone / "lease.txt").unlink()
+    call_command("ingest", str(gone), "--matter", "lease", "--allow-empty", stdout=io.StringIO())
+    assert indexed.folder_names() == {}  # one live folder: its documents are named by their paths
+    client = member(indexed)
+
+    tree = client.get("/m/lease/documents/").content.decode()
+    assert tree.count("lease.txt</a>") == 1 and str(gone) not in tree and "1 deleted" in tree
+    deleted = client.get("/m/lease/documents/?state=deleted").content.decode()
+    assert f"{gone}/lease.txt</a>" in deleted
+    from docqa import actions
+    from docqa.models import Document
+
+    old = Document.objects.get(source__root=str(gone))
+    assert f"<h2>{gone}/lease.txt</h2>" in client.get(f"/m/lease/documents/{old.id}/").content.decode()
+    assert AuditEvent.objects.filter(action="document.view").latest("id").detail["folder"] == str(gone)
+    token = actions.do_create_token(User.objects.get(username="ann"), "t", "test")
+    listed = client.get(f"/api/v1/matters/lease/documents?folder={gone}",
+                        HTTP_AUTHORIZATION=f"Bearer {token}").json()
+    assert [(d["id"], d["shown"]) for d in listed["items"]] == [(old.id, f"{gone}/lease.txt")]
+
+
+def test_a_long_list_of_documents_turns_pages(indexed: Matter, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A folder or a state's list longer than a page used to end in "N more not shown", with no
+    way to see them; ?page= turns the pages, and a page past the end leads back."""
+    from docqa import views
+    from docqa.models import Document
+
+    monkeypatch.setattr(views, "LISTED", 2)
+    source = indexed.sources.get()
+    Document.objects.bulk_create(Document(matter=indexed, source=source, path=f"bulk/f{i}.txt", kind="text",
+                                          status="failed", error="parse: made up") for i in range(5))
+    client = member(indexed)
+    names = [re.findall(r'<a href="/m/lease/documents/\d+/">([^<]+)</a>',
+                        client.get(f"/m/lease/documents/?folder=bulk&page={page}").content.decode())
+             for page in (1, 2, 3)]
+    assert names == [["f0.txt", "f1.txt"], ["f2.txt", "f3.txt"], ["f4.txt"]]
+    middle = client.get("/m/lease/documents/?state=failed&folder=bulk&page=2").content.decode()
+    assert "3–4 of 5" in middle
+    assert 'href="?state=failed&amp;folder=bulk&amp;page=1" rel="prev"' in middle
+    assert 'href="?state=failed&amp;folder=bulk&amp;page=3" rel="next"' in middle
+    past = client.get("/m/lease/documents/?folder=bulk&page=9").content.decode()
+    assert "this list has 5" in past and 'href="?folder=bulk&amp;page=3" rel="prev"' in past
+    assert client.get("/m/lease/documents/?folder=bulk&page=%C2%B2").status_code == 200  # "²" is no page number
+    first = client.get("/m/lease/documents/?folder=bulk&page=x").content.decode()
+    assert "1–2 of 5" in first and "rel=\"prev\"" not in first
+
+
+def test_a_follow_up_keeps_its_folder_when_a_later_folder_renames_it(indexed: Matter, tmp_path: Path) -> None:
+    """A folder added later whose name clashes renames the older one ("docs" becomes
+    "<parent>/docs"): the scope box of a follow-up used to offer the old name, which then found
+    nothing. It now offers the folder by its name of today."""
+    letters = tmp_path / "letters"
+    letters.mkdir()
+    (letters / "lease.txt").write_text("SIDE LETTER\n\nThe monthly rent is three thousand dollars.\n")
+    call_command("ingest", str(letters), "--matter", "lease", stdout=io.StringIO())
+    client = member(indexed)
+    asked = client.post("/m/lease/", {"question": "What is the monthly rent?", "effort": "low", "scope": "docs"},
+                        follow=True)
+    page = asked.redirect_chain[-1][0].split("#")[0]
+    assert 'value="docs"' in asked.content.decode()
+    other = tmp_path / "other" / "docs"
+    other.mkdir(parents=True)
+    (other / "memo.txt").write_text("MEMO\n\nNothing about rent.\n")
+    call_command("ingest", str(other), "--matter", "lease", stdout=io.StringIO())
+    renamed = f"{tmp_path.name}/docs"
+    assert sorted(indexed.folder_names().values()) == sorted([renamed, "letters", "other/docs"])
+    again = client.get(page).content.decode()
+    assert f'value="{renamed}"' in again and 'value="docs"' not in again
+    from docqa.models import Question
+
+    follow_up = client.post("/m/lease/", {"question": "And the deposit?", "effort": "low", "scope": renamed,
+                                          "conversation": Question.objects.latest("id").conversation_id},
+                            follow=True).content.decode()
+    assert "two thousand dollars" in follow_up and "three thousand" not in follow_up.split("And the deposit?")[-1]
 
 
 def test_the_model_and_the_citations_name_a_documents_folder(indexed: Matter, tmp_path: Path, standin: Any) -> None:

@@ -81,7 +81,7 @@ def content(value: object) -> str:
 
 # The audit list's "What" for events other than questions: the fields that say what was done, in
 # this order, each as "field value"; bulky content (answers, sources) is for the event's own page.
-SUMMARY_FIELDS = ("question", "conversation", "path", "root", "slug", "name", "user", "group", "role", "username",
+SUMMARY_FIELDS = ("question", "conversation", "folder", "path", "root", "slug", "name", "user", "group", "role", "username",
                   "address", "reason", "roots", "run", "cancelled", "items", "counts", "token", "event", "document",
                   "format", "start", "end")
 
