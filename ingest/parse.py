@@ -301,7 +301,8 @@ NUMBERING = re.compile(r"^(?:(?:section|article|clause)\s+)?(\d+(?:\.\d+)*)\.?\s
 # a few capitalised words closed by a period or a wide gap. A numbered sentence ("2.3 Party A
 # irrevocably undertakes ...") and a reference ("under Section 8.3 of the Agreement") are not.
 _CAPITAL_WORD = r"[A-Z][\w'’&/()-]*"
-_TITLE_WORD = rf"(?:{_CAPITAL_WORD}|of|and|or|the|to|for|in|on|by|with|a|an|upon|under|from|not)"
+# A title may join its words with a free-standing "/", "&" or dash ("5.5 JTAG / Mask Works.").
+_TITLE_WORD = rf"(?:{_CAPITAL_WORD}|of|and|or|the|to|for|in|on|by|with|a|an|upon|under|from|not|/|&|-|–)"
 INLINE_HEADING = re.compile(
     r"(?:^|(?<=[.;:!?)\]]\s)|(?<=\s\s))"
     r"((?:(?:Section|SECTION|Article|ARTICLE|Clause)\s+)?\d{1,3}(?:\.\d{1,3}){0,4}\.?)"

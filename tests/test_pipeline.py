@@ -213,7 +213,9 @@ def test_headings_run_into_their_paragraphs_enter_the_section_path(tmp_path: Pat
                     "14.1. Assignment. Neither party may assign this Agreement, as Section 8.3 of the Agreement says."
                     "\n\n2.3 Party A irrevocably undertakes not to compete.\n\n"
                     "Licenses end.     3. Licenses     3.4 No Sublicense Rights     No license includes the right to sublicense.\n\n"
-                    "References 5. Crosby A. Epidemic and Peace. 2. Mr. Smith signs.\n")
+                    "References 5. Crosby A. Epidemic and Peace. 2. Mr. Smith signs.\n\n"
+                    "5. Fees & Expenses. Each party pays its own costs. 5.5 JTAG / Mask Works. No mask work is "
+                    "licensed.\n")
     parsed = parse_file(path, "text")
     at = lambda words: parsed.section_at(parsed.text.index(words))  # noqa: E731
 
@@ -224,6 +226,9 @@ def test_headings_run_into_their_paragraphs_enter_the_section_path(tmp_path: Pat
     assert at("Licenses end") == at("Party A irrevocably")
     assert at("No license includes") == "3. Licenses > 3.4 No Sublicense Rights"
     assert at("Smith signs") == "3. Licenses > 3.4 No Sublicense Rights"  # "5. Crosby A." and "2. Mr." are no headings
+    # Titles whose words a free-standing "&", "/" or dash joins.
+    assert at("Each party pays") == "5. Fees & Expenses"
+    assert at("No mask work") == "5. Fees & Expenses > 5.5 JTAG / Mask Works"
     again = ParsedDocument.from_layout(parsed.text, parsed.parser, json.loads(json.dumps(parsed.layout())))
     assert again.section_at(parsed.text.index("Any delay")) == "13. Force Majeure"
     # Extracted PDF text (blocks) is read the same way.

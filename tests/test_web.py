@@ -137,7 +137,9 @@ def test_search_only_lists_passages_best_first_and_links_what_was_left_out(data_
     html = client.post("/m/supply/", {"question": "Who audits the records of the deliveries?", "effort": "low",
                                       "budget": "1024"}, follow=True).content.decode()
 
-    assert "No language model is connected" in html and "passages, best first (no model was asked)" in html
+    # (Failed once in a full clean-clone run and never alone: the page's words say why, if it recurs.)
+    said = re.sub(r"\s+", " ", re.sub("<[^>]+>", " ", html.split("<main", 1)[-1]))[:2000]
+    assert "No language model is connected" in html and "passages, best first (no model was asked)" in html, said
     # No model was asked, so nothing was left out "for lack of room": found beyond the budget.
     assert "Also found, beyond the 1,024-token budget" in html and "Left out for lack of room" not in html
     left_out = html.split("Also found, beyond the 1,024-token budget")[1]
