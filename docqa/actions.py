@@ -272,12 +272,13 @@ def do_start_ingest(matter: Matter, root: Path, actor: str, *, allow_empty: bool
     looks exactly like one whose every file was deleted."""
     root = root.resolve()
     data = settings.DATA_DIR.resolve()
-    if root.is_relative_to(data / "uploads") and root != matter.upload_folder():
+    own_uploads = matter.upload_folder()
+    if root.is_relative_to(data / "uploads") and root != own_uploads:
         # Each matter's web uploads land in a folder of their own there: syncing the folder above
         # them, another matter's, or a part of this one's would index them into this matter again.
         raise DocqaError(f"{root} holds web uploads, each matter's in a folder of its own: only "
-                         f"{matter.upload_folder()} is synced into {matter.slug!r}, and the upload page does it")
-    if root.is_relative_to(data) and root != matter.upload_folder():
+                         f"{own_uploads} is synced into {matter.slug!r}, and the upload page does it")
+    if root.is_relative_to(data) and root != own_uploads:
         raise DocqaError(f"{root} is docqa's own data folder (or inside it), which holds the database and the "
                          "first login's password: it is never synced")
     # (A folder under docqa's data folder, the uploads, is never walked by a sync of a folder above it.)

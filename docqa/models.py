@@ -40,10 +40,7 @@ class Matter(models.Model):
         """What each of the matter's synced folders is called where its documents are listed and
         cited, by source id: none with one folder (a document is then named by its path alone).
         `as_of` a time: as they were named then, among the folders added by that time."""
-        holding = self.sources_holding().filter(holding=True)
-        if as_of is not None:
-            holding = holding.filter(created_at__lte=as_of)
-        return folder_names(list(holding.values_list("id", "root")), str(self.upload_folder()))
+        return self.folder_naming(as_of)[0]
 
     def sources_holding(self) -> models.QuerySet[Source]:
         """The matter's folders, each with `holding`: whether it holds a document that is not deleted
@@ -51,12 +48,14 @@ class Matter(models.Model):
         return self.sources.annotate(holding=models.Exists(Document.objects.filter(
             source=models.OuterRef("pk")).exclude(status=DocumentStatus.DELETED)))
 
-    def folder_naming(self) -> tuple[dict[int, str], dict[int, str]]:
+    def folder_naming(self, as_of: datetime | None = None) -> tuple[dict[int, str], dict[int, str]]:
         """(`folder_names`, the others): with several folders, each that holds no document but
         deleted ones has no name, and is called by its root on the server where documents are
         listed, opened or audited, so that a deleted document is told apart from a live one of the
         same path."""
-        rows = list(self.sources_holding().values_list("id", "root", "holding"))
+        sources = self.sources_holding()
+        rows = list((sources.filter(created_at__lte=as_of) if as_of is not None else sources)
+                    .values_list("id", "root", "holding"))
         names = folder_names([(id_, root) for id_, root, holding in rows if holding], str(self.upload_folder()))
         return names, {id_: root for id_, root, holding in rows if not holding} if len(rows) > 1 else {}
 
